@@ -1,0 +1,73 @@
+"""Pieces shared by the dataset loaders: the splits container, an in-memory uint8 image dataset,
+and the error raised when a dataset is neither on disk nor downloadable."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from utils.errors import UserError
+
+
+class DatasetError(UserError):
+    """Data a run needs is missing, unreadable or invalid; the message says which and what to do."""
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    # Applied to any validation images carved out of `train`: no augmentation.
+    eval_transform: Callable
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as a uint8 array of shape (N, H, W, C), served as PIL images through
+    a torchvision transform, like torchvision's own CIFAR-10 and MNIST datasets."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable | None = None):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images of shape (N, H, W, C), got {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        # PIL wants a 2-D array for single-channel ("L") images.
+        image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+
+def normalizing_transform(mean, std, augment: list | None = None) -> transforms.Compose:
+    """PIL image -> normalised float tensor, after the given PIL-level augmentations."""
+    return transforms.Compose(
+        [*(augment or []), transforms.ToTensor(), transforms.Normalize(mean, std)]
+    )
+
+
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinearly resize a (N, H, W, C) uint8 array to size x size once, at load time."""
+    if images.shape[1:3] == (size, size):
+        return images
+    resized = []
+    for chunk in np.array_split(images, max(1, len(images) // 4096)):
+        batch = torch.from_numpy(chunk).permute(0, 3, 1, 2).float()
+        batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        resized.append(batch.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(resized)

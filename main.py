@@ -1,0 +1,567 @@
+"""Train a network while pruning it: FlipOut (Apostol, Stol & Forré, 2020) and its baselines.
+
+    python main.py                      # a short FlipOut run on the bundled digits data
+    python main.py -m vgg19 -d cifar10 -bs 128 -e 350 -lr 0.1 --opt sgd --momentum 0.9 \\
+        --reg_type wdecay --lambda 5e-4 --use_scheduler --milestones 150 250 \\
+        --prune_criterion flipout --flipout_p 2 --prune_freq 32 --prune_rate 0.5 \\
+        --noise --noise_scale_factor 1 --comment="test flipout" --logdir=vgg19/
+
+parse -> build data, model, optimizer, pruner -> epoch loop -> artifacts in runs/<logdir>/<run>.
+"""
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import DATASETS, build_datasets, split_validation
+from models import MODELS, build_model
+from pruning import CRITERIA, Pruner, PruningConfig
+from pruning.schedule import expected_sparsity
+from utils.errors import UserError
+from utils.logging import RunLogger, make_run_dir, warn
+from utils.runtime import default_num_workers, resolve_device, seed_everything
+
+LR_GAMMA = 0.1  # the factor of each --milestones drop
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """States every flag's default: switches read "(default: off)", and a help text that already
+    explains its default is left alone."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train and prune a network with FlipOut or a baseline criterion.",
+        formatter_class=HelpFormatter,
+    )
+    g = parser.add_argument_group("model and data")
+    g.add_argument(
+        "-m",
+        "--model",
+        default="lenet300",
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"network: {', '.join(sorted(MODELS))}",
+    )
+    g.add_argument(
+        "-d",
+        "--dataset",
+        default="digits",
+        choices=sorted(DATASETS),
+        metavar="DATASET",
+        help=f"dataset: {', '.join(sorted(DATASETS))}",
+    )
+    g.add_argument("--data_dir", default="./data", help="where datasets are read and downloaded")
+    g.add_argument(
+        "--no_download", action="store_true", help="never download: fail if the data is missing"
+    )
+    g.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        help="side of the synthetic images (synthetic only; default: 32)",
+    )
+    g.add_argument(
+        "--num_workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader worker processes (default: min(8, CPUs))",
+    )
+    g.add_argument("--val", action="store_true", help="hold out part of the training set")
+    g.add_argument(
+        "--val_size",
+        type=int,
+        default=None,
+        help="validation images held out with --val (default: 10%% of the training set)",
+    )
+    g.add_argument(
+        "--evaluate_on_val",
+        action="store_true",
+        help="implies --val; evaluate on the validation set each epoch and on the test set once, "
+        "at the end",
+    )
+
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("-bs", "--batch_size", type=int, default=128, help="training batch size")
+    g.add_argument("-tbs", "--test_batch_size", type=int, default=256, help="evaluation batch size")
+    g.add_argument("-e", "--epochs", type=int, default=20, help="training epochs")
+    g.add_argument("-lr", type=float, default=0.1, help="initial learning rate")
+    g.add_argument("--opt", default="sgd", choices=["sgd", "rmsprop", "adam"], help="optimizer")
+    g.add_argument("-mom", "--momentum", type=float, default=0.9, help="momentum (sgd and rmsprop)")
+    g.add_argument(
+        "--reg_type",
+        default="wdecay",
+        choices=["wdecay", "l1", "l2"],
+        help="wdecay: optimizer weight decay; l1 / l2: lambda * sum |w| / sum w^2 added to the "
+        "loss, over all parameters",
+    )
+    g.add_argument(
+        "--lambda",
+        dest="lambda_",
+        metavar="LAMBDA",
+        type=float,
+        default=5e-4,
+        help="regularisation strength",
+    )
+    g.add_argument(
+        "--use_scheduler",
+        action="store_true",
+        help=f"multiply the learning rate by {LR_GAMMA} at each of --milestones",
+    )
+    g.add_argument(
+        "--milestones",
+        type=int,
+        nargs="+",
+        default=[150, 250],
+        metavar="EPOCH",
+        help="epochs after which the learning rate drops (with --use_scheduler)",
+    )
+    g.add_argument(
+        "--anneal_lr",
+        action="store_true",
+        help="also scale the learning rate by (1 - sparsity) after each epoch",
+    )
+    g.add_argument(
+        "--anneal_lambda",
+        action="store_true",
+        help="scale the regularisation (and Hoyer-Square) by (1 - sparsity) after each epoch",
+    )
+    g.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
+    g.add_argument("--max_norm", type=float, default=1.0, help="gradient norm for --clip_grad")
+
+    g = parser.add_argument_group("pruning")
+    g.add_argument(
+        "--prune_criterion",
+        default="flipout",
+        choices=sorted(CRITERIA),
+        metavar="CRITERION",
+        help=f"how weights are chosen for removal: {', '.join(sorted(CRITERIA))}",
+    )
+    g.add_argument(
+        "--prune_freq",
+        type=int,
+        default=2,
+        help="prune at the end of every this many epochs (not after the last)",
+    )
+    g.add_argument(
+        "--prune_rate",
+        type=float,
+        default=0.5,
+        help="fraction of the live weights each prune removes",
+    )
+    g.add_argument(
+        "--stop_pruning_at",
+        type=int,
+        default=-1,
+        help="no pruning from this epoch on (-1: never stop)",
+    )
+    g.add_argument("--flipout_p", type=float, default=2.0, help="FlipOut score |w|^p / (flips + 1)")
+    g.add_argument(
+        "--magnitude_threshold",
+        type=float,
+        default=1e-4,
+        help="the threshold criterion prunes live weights with |w| below this",
+    )
+    g.add_argument(
+        "--snip_sparsity",
+        type=float,
+        default=None,
+        help="fraction of weights SNIP removes before training (required with snip)",
+    )
+    g.add_argument("--snip_batches", type=int, default=1, help="training batches SNIP scores on")
+    g.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
+    g.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
+    g.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
+    g.add_argument(
+        "--noise_scale_factor",
+        type=float,
+        default=1.0,
+        help="noise std = ||grad||_2 / sqrt(numel) * this, per tensor",
+    )
+    g.add_argument(
+        "--stop_noise_at", type=int, default=-1, help="no noise from this epoch on (-1: never)"
+    )
+    g.add_argument(
+        "--noise_only_prunable",
+        action="store_true",
+        help="add noise to the prunable tensors only, not to every parameter",
+    )
+    g.add_argument("--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss")
+    g.add_argument("--hoyer_lambda", type=float, default=0.0, help="Hoyer-Square strength")
+    g.add_argument(
+        "--stop_hoyer_at",
+        type=int,
+        default=-1,
+        help="Hoyer-Square applies while epoch <= this (-1: always)",
+    )
+
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    g.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
+    )
+    g.add_argument("--comment", default="", help="run name suffix")
+    g.add_argument("--logdir", default="", help="runs are written to runs/<logdir>/<run name>")
+    g.add_argument(
+        "--limit_batches",
+        type=int,
+        default=None,
+        help="end every train and eval pass after this many batches (smoke runs; default: all)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "test_batch_size", "prune_freq", "snip_batches"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.limit_batches is not None and args.limit_batches <= 0:
+        parser.error(f"--limit_batches must be positive, got {args.limit_batches}")
+    if args.num_workers < 0:
+        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}")
+    if not 0 < args.prune_rate < 1:
+        parser.error(f"--prune_rate must be in (0, 1), got {args.prune_rate}")
+    if args.flipout_p <= 0:
+        parser.error(f"--flipout_p must be positive, got {args.flipout_p}")
+    if args.prune_criterion == "snip":
+        if args.snip_sparsity is None:
+            parser.error("--prune_criterion snip needs --snip_sparsity (e.g. 0.999)")
+        if not 0 <= args.snip_sparsity < 1:
+            parser.error(f"--snip_sparsity must be in [0, 1), got {args.snip_sparsity}")
+    if args.clip_grad and args.max_norm <= 0:
+        parser.error(f"--max_norm must be positive, got {args.max_norm}")
+    if args.image_size is not None and args.dataset != "synthetic":
+        parser.error("--image_size only applies to --dataset synthetic")
+    args.val = args.val or args.evaluate_on_val
+    if args.milestones != parser.get_default("milestones") and not args.use_scheduler:
+        warn("--milestones has no effect without --use_scheduler")
+    return args
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, args, device) -> DataLoader:
+    workers = args.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+
+def build_optimizer(args, model: nn.Module) -> torch.optim.Optimizer:
+    weight_decay = args.lambda_ if args.reg_type == "wdecay" else 0.0
+    params = model.parameters()
+    if args.opt == "sgd":
+        return torch.optim.SGD(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=weight_decay
+        )
+    if args.opt == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=weight_decay
+        )
+    return torch.optim.Adam(params, lr=args.lr, weight_decay=weight_decay)
+
+
+def learning_rate(args, epoch: int, sparsity: float) -> float:
+    """The learning rate of epoch `epoch` (counted from 1): MultiStepLR's schedule with gamma 0.1
+    at --milestones, times (1 - sparsity) with --anneal_lr. A pure function of the epoch and the
+    sparsity, so a resumed run needs no scheduler state."""
+    lr = args.lr
+    if args.use_scheduler:
+        lr *= LR_GAMMA ** sum(epoch - 1 >= m for m in args.milestones)
+    if args.anneal_lr:
+        lr *= 1.0 - sparsity
+    return lr
+
+
+def regularisation(args, model: nn.Module) -> torch.Tensor | None:
+    """The explicit L1 / L2 penalty; weight decay lives in the optimizer instead."""
+    if args.reg_type == "wdecay" or args.lambda_ == 0:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.reg_type == "l1":
+        return args.lambda_ * sum(p.abs().sum() for p in params)
+    return args.lambda_ * sum(p.pow(2).sum() for p in params)
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+def batches(loader: DataLoader, limit: int | None) -> Iterator:
+    for index, batch in enumerate(loader):
+        if limit is not None and index >= limit:
+            return
+        yield batch
+
+
+def progress(loader: DataLoader, args, desc: str) -> tqdm:
+    """The loader's batches (at most --limit_batches) behind a progress bar; no bar with --quiet
+    or when stdout is not a terminal."""
+    total = len(loader) if args.limit_batches is None else min(len(loader), args.limit_batches)
+    return tqdm(
+        batches(loader, args.limit_batches),
+        total=total,
+        desc=desc,
+        leave=False,
+        disable=args.quiet or None,
+    )
+
+
+def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_scale):
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = progress(loader, args, f"train {epoch}")
+    for step, (inputs, targets) in enumerate(bar):
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        logits = model(inputs)
+        data_loss = F.cross_entropy(logits, targets)
+        loss = data_loss
+        for penalty in (regularisation(args, model), pruner.penalty(epoch)):
+            if penalty is not None:
+                loss = loss + reg_scale * penalty
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # mask gradients of pruned weights, add gradient noise
+        pruner.after_backward(epoch)
+        if args.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), args.max_norm)
+        optimizer.step()
+        # re-mask weights, count sign flips
+        pruner.after_step()
+
+        loss_sum += data_loss.detach() * len(targets)
+        correct += (logits.argmax(1) == targets).sum()
+        seen += len(targets)
+        if step % 20 == 0:  # the only host syncs in the loop, at display cadence
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}"
+            )
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+@torch.no_grad()
+def evaluate(model, loader, args, device, desc: str) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for inputs, targets in progress(loader, args, desc):
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        logits = model(inputs)
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(1) == targets).sum()
+        seen += len(targets)
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+def log_prune(event, pruner: Pruner, logger: RunLogger) -> None:
+    print(
+        f"prune at epoch {event.epoch}: removed {event.pruned:,}, {event.live:,} of "
+        f"{event.total:,} weights live, sparsity {event.sparsity:.4%}"
+    )
+    print(pruner.layer_table())
+    for name, fraction in pruner.masks.layer_sparsity().items():
+        logger.scalar(f"sparsity/layer/{name}", fraction, event.epoch)
+    logger.histogram(
+        "flips/live_weights", pruner.flips.live_counts(pruner.masks).numpy(), event.epoch
+    )
+    for name in event.collapsed:
+        warn(f"layer {name} has no live weights left (layer collapse)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    start = time.time()
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
+    train_set, val_set = splits.train, None
+    if args.val:
+        train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
+
+    model = build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size)
+    model.to(device)
+    optimizer = build_optimizer(args, model)
+    pruner = Pruner(model, PruningConfig.from_args(args))
+    train_loader = make_loader(train_set, args.batch_size, True, args, device)
+    eval_loaders = {"test": make_loader(splits.test, args.test_batch_size, False, args, device)}
+    if val_set is not None:
+        eval_loaders["val"] = make_loader(val_set, args.test_batch_size, False, args, device)
+
+    run_dir = make_run_dir(args.logdir, args.comment)
+    config = {key.rstrip("_"): value for key, value in vars(args).items()}
+    config.update(
+        device_resolved=str(device),
+        torch_version=torch.__version__,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        num_prunable=pruner.masks.num_total,
+        run_dir=str(run_dir),
+    )
+    logger = RunLogger(run_dir, config)
+    print(f"run {run_dir}")
+    sizes = " / ".join(
+        f"{len(ds)} {name}"
+        for name, ds in (("train", train_set), ("test", splits.test), ("val", val_set))
+        if ds is not None
+    )
+    print(
+        f"{args.model} on {args.dataset} ({sizes}), {device}, "
+        f"{pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
+    )
+    if pruner.criterion.scheduled:
+        target = expected_sparsity(
+            args.prune_rate, args.prune_freq, args.epochs, args.stop_pruning_at
+        )
+        print(f"schedule: prune {args.prune_rate:g} every {args.prune_freq} epochs -> {target:.2%}")
+
+    summary = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "prune_criterion": args.prune_criterion,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "comment": args.comment,
+        "run_dir": str(run_dir),
+        "status": "running",
+    }
+    history: list[dict] = []
+    try:
+        event = pruner.before_training(model, batches(train_loader, args.limit_batches))
+        if event is not None:
+            log_prune(event, pruner, logger)
+        for epoch in range(1, args.epochs + 1):
+            record, event = run_epoch(
+                epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device
+            )
+            history.append(record)
+            logger.log_epoch(record)
+            print(format_epoch(record, args.epochs), flush=True)
+            if event is not None:
+                log_prune(event, pruner, logger)
+        summary["status"] = "completed"
+    except BaseException as error:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        summary.update(final_metrics(history), wall_seconds=time.time() - start)
+        summary.update(
+            final_sparsity=pruner.sparsity,
+            layer_sparsity=pruner.masks.layer_sparsity(),
+            prune_events=[e.as_dict() for e in pruner.events],
+            collapsed_layers=pruner.collapsed_layers(),
+        )
+        logger.write_summary(summary)
+        logger.close()
+    print(
+        f"done: test accuracy {summary['final_test_acc']:.2f}% "
+        f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
+        f"{summary['wall_seconds']:.0f}s -> {run_dir}"
+    )
+    return summary
+
+
+def run_epoch(epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device):
+    """Train one epoch, evaluate, then prune if the schedule says so. Returns the epoch's record
+    and the prune event, if any."""
+    sparsity = pruner.sparsity
+    reg_scale = 1.0 - sparsity if args.anneal_lambda else 1.0
+    lr = learning_rate(args, epoch, sparsity)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if args.reg_type == "wdecay":
+            group["weight_decay"] = args.lambda_ * reg_scale
+    flips_before = pruner.flips.total()
+
+    started = time.time()
+    train_loss, train_acc = train_one_epoch(
+        model, train_loader, optimizer, pruner, args, epoch, device, reg_scale
+    )
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "lr": lr,
+        "seconds": time.time() - started,
+        "flips": pruner.flips.total() - flips_before,
+    }
+    # With --evaluate_on_val the test set is looked at once, after the last epoch.
+    for split, loader in eval_loaders.items():
+        if split == "test" and args.evaluate_on_val and epoch != args.epochs:
+            record["test_loss"] = record["test_acc"] = None
+            continue
+        record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(
+            model, loader, args, device, f"{split} {epoch}"
+        )
+    # pruning comes after evaluation: an epoch's accuracy is that of the network it trained
+    event = pruner.end_of_epoch(epoch)
+    record["sparsity"] = pruner.sparsity
+    return record, event
+
+
+def format_epoch(record: dict, epochs: int) -> str:
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"train {record['train_loss']:.4f} / {record['train_acc']:.2f}%",
+    ]
+    for split in ("val", "test"):
+        if record.get(f"{split}_acc") is not None:
+            parts.append(f"{split} {record[f'{split}_loss']:.4f} / {record[f'{split}_acc']:.2f}%")
+    parts += [
+        f"sparsity {record['sparsity']:.4%}",
+        f"lr {record['lr']:.4g}",
+        f"{record['seconds']:.1f}s",
+    ]
+    return "  ".join(parts)
+
+
+def final_metrics(history: list[dict]) -> dict:
+    """Final and best accuracies over the epochs that were evaluated."""
+    metrics = {}
+    for split in ("test", "val"):
+        accs = [r[f"{split}_acc"] for r in history if r.get(f"{split}_acc") is not None]
+        if split == "test" or accs:
+            metrics[f"final_{split}_acc"] = accs[-1] if accs else None
+            metrics[f"best_{split}_acc"] = max(accs) if accs else None
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

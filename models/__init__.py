@@ -1,0 +1,40 @@
+"""Model zoo for the FlipOut experiments (Apostol, Stol & Forré, 2020).
+
+Maps command-line names to factories sharing one signature, so training and pruning code can
+build any network from (num_classes, in_channels, image_size). Every prunable layer is a plain
+nn.Conv2d or nn.Linear, which lets pruning code find them by type and key masks by parameter
+name.
+"""
+
+from collections.abc import Callable
+
+from torch import nn
+
+from .densenet import densenet121
+from .lenet import conv6, lenet5, lenet300
+from .resnet import resnet18
+from .vgg import vgg11, vgg13, vgg16, vgg19
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet300": lenet300,
+    "lenet5": lenet5,
+    "conv6": conv6,
+    "vgg11": vgg11,
+    "vgg13": vgg13,
+    "vgg16": vgg16,
+    "vgg19": vgg19,
+    "resnet18": resnet18,
+    "densenet121": densenet121,
+}
+
+
+def build_model(
+    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+) -> nn.Module:
+    """Instantiate the registered model called ``name``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+
+
+__all__ = ["MODELS", "build_model"]

@@ -1,0 +1,163 @@
+"""The pruning engine the training loop talks to: masks, sign-flip counters, the criterion, the
+schedule, gradient noise and the Hoyer-Square penalty behind five calls.
+
+    pruner.before_training(model, batches)   # SNIP prunes here
+    loss = loss + pruner.penalty(epoch)      # Hoyer-Square, when enabled
+    pruner.after_backward(epoch)             # mask gradients, add gradient noise
+    pruner.after_step()                      # re-mask weights, count sign flips
+    pruner.end_of_epoch(epoch)               # prune when the schedule says so
+
+so the loop has no per-criterion branches.
+"""
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from pruning.criteria import build_criterion
+from pruning.flips import FlipCounter
+from pruning.hoyer import hoyer_square
+from pruning.mask import Masks, prunable_parameters
+from pruning.noise import GradientNoise
+from pruning.schedule import is_prune_epoch
+
+
+@dataclass
+class PruningConfig:
+    """The pruning options of the CLI; field names match the argparse destinations."""
+
+    prune_criterion: str = "flipout"
+    prune_rate: float = 0.5
+    prune_freq: int = 4
+    epochs: int = 20
+    stop_pruning_at: int = -1
+    flipout_p: float = 2.0
+    magnitude_threshold: float = 1e-4
+    snip_sparsity: float | None = None
+    snip_batches: int = 1
+    prune_bias: bool = False
+    prune_bnorm: bool = False
+    noise: bool = False
+    noise_scale_factor: float = 1.0
+    stop_noise_at: int = -1
+    noise_only_prunable: bool = False
+    add_hs: bool = False
+    hoyer_lambda: float = 0.0
+    stop_hoyer_at: int = -1
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args) -> "PruningConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass
+class PruneEvent:
+    epoch: int
+    pruned: int
+    live: int
+    total: int
+    sparsity: float
+    collapsed: list[str]
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Pruner:
+    def __init__(self, model: nn.Module, config: PruningConfig):
+        self.config = config
+        self.params = prunable_parameters(model, config.prune_bias, config.prune_bnorm)
+        self.masks = Masks(self.params)
+        self.flips = FlipCounter(self.params)
+        self.device = next(iter(self.params.values())).device
+        self.criterion = build_criterion(config.prune_criterion, config)
+        # Separate streams, so that switching noise on does not change which weights Random picks.
+        self.random_generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.noise = None
+        if config.noise:
+            targets = (
+                self.params.values()
+                if config.noise_only_prunable
+                else [p for p in model.parameters() if p.requires_grad]
+            )
+            noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
+            self.noise = GradientNoise(targets, config.noise_scale_factor, noise_generator)
+        self.events: list[PruneEvent] = []
+
+    # -- the training loop's hooks ------------------------------------------------------------
+
+    def before_training(self, model: nn.Module, batches) -> PruneEvent | None:
+        remove = self.criterion.before_training(self, model, batches)
+        return None if remove is None else self._apply(remove, epoch=0)
+
+    def penalty(self, epoch: int) -> torch.Tensor | None:
+        cfg = self.config
+        if not cfg.add_hs or (cfg.stop_hoyer_at != -1 and epoch > cfg.stop_hoyer_at):
+            return None
+        return cfg.hoyer_lambda * hoyer_square(self.params.values())
+
+    def after_backward(self, epoch: int) -> None:
+        self.masks.apply_to_grads()
+        if self.noise is not None and (
+            self.config.stop_noise_at == -1 or epoch < self.config.stop_noise_at
+        ):
+            self.noise.add()
+            # noise must not move pruned weights (nor their optimizer state)
+            self.masks.apply_to_grads()
+
+    def after_step(self) -> None:
+        # momentum and weight decay move pruned weights off zero: put them back
+        self.masks.apply_to_weights()
+        self.flips.update()
+
+    def end_of_epoch(self, epoch: int) -> PruneEvent | None:
+        cfg = self.config
+        if not self.criterion.scheduled or not is_prune_epoch(
+            epoch, cfg.prune_freq, cfg.epochs, cfg.stop_pruning_at
+        ):
+            return None
+        return self._apply(self.criterion.select(self), epoch)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
+        live_before = self.masks.num_live
+        for name, chosen in remove.items():
+            self.masks.prune(name, chosen)
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        counts = self.masks.live_counts()
+        live = sum(n for n, _ in counts.values())
+        event = PruneEvent(
+            epoch=epoch,
+            pruned=live_before - live,
+            live=live,
+            total=self.masks.num_total,
+            sparsity=1.0 - live / self.masks.num_total,
+            collapsed=[name for name, (n, _) in counts.items() if n == 0],
+        )
+        self.events.append(event)
+        return event
+
+    @property
+    def sparsity(self) -> float:
+        return self.masks.sparsity
+
+    def collapsed_layers(self) -> list[str]:
+        return [name for name, (live, _) in self.masks.live_counts().items() if live == 0]
+
+    def layer_table(self) -> str:
+        """Per-layer live / total, as printed at each prune."""
+        counts = self.masks.live_counts()
+        width = max(len(name) for name in [*counts, "all prunable"])
+        lines = [f"{'layer':<{width}}  {'live':>10}  {'total':>10}  {'sparsity':>8}"]
+        for name, (live, total) in counts.items():
+            lines.append(f"{name:<{width}}  {live:>10,}  {total:>10,}  {1 - live / total:>8.2%}")
+        live = sum(n for n, _ in counts.values())
+        total = sum(t for _, t in counts.values())
+        lines.append(
+            f"{'all prunable':<{width}}  {live:>10,}  {total:>10,}  {1 - live / total:>8.2%}"
+        )
+        return "\n".join(lines)

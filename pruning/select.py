@@ -1,0 +1,54 @@
+"""Choosing the lowest-scoring live weights, globally or within one tensor.
+
+Selection uses a k-th value search rather than a full sort, and breaks ties by position (the first
+of equal scores in parameter order goes first), so that the same scores always give the same mask.
+"""
+
+import torch
+
+from pruning.mask import Masks
+
+
+def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask over a 1-D `scores` marking its `k` smallest entries, ties broken by index."""
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return chosen
+    if k >= scores.numel():
+        return ~chosen
+    threshold = torch.kthvalue(scores, k).values
+    chosen = scores < threshold
+    missing = k - int(chosen.sum())
+    ties = torch.nonzero(scores == threshold).flatten()
+    chosen[ties[:missing]] = True
+    return chosen
+
+
+def live_scores(scores: dict[str, torch.Tensor], masks: Masks) -> dict[str, torch.Tensor]:
+    """Scores with dead weights pushed to +inf so that they are never chosen again."""
+    inf = torch.tensor(float("inf"))
+    return {
+        name: torch.where(masks[name], s.float(), inf.to(s.device)) for name, s in scores.items()
+    }
+
+
+def prune_lowest_global(
+    scores: dict[str, torch.Tensor], masks: Masks, count: int
+) -> dict[str, torch.Tensor]:
+    """The `count` lowest-scoring live weights across all tensors, as name -> bool mask."""
+    scores = live_scores(scores, masks)
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    chosen = lowest_k(flat, count).split([s.numel() for s in scores.values()])
+    return {name: c.view_as(s) for (name, s), c in zip(scores.items(), chosen, strict=True)}
+
+
+def prune_lowest_per_layer(
+    scores: dict[str, torch.Tensor], masks: Masks, rate: float
+) -> dict[str, torch.Tensor]:
+    """In each tensor, its floor(rate * live) lowest-scoring live weights."""
+    scores = live_scores(scores, masks)
+    live = masks.live_counts()
+    return {
+        name: lowest_k(s.flatten(), int(rate * live[name][0])).view_as(s)
+        for name, s in scores.items()
+    }

@@ -1,0 +1,294 @@
+"""The command line: flags, defaults, errors, and the artifacts a run leaves behind."""
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+import main
+from utils.logging import make_run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The five commands of the original README, verbatim.
+SEED_COMMANDS = r"""
+python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
+--opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
+--milestones 150 250 \
+--prune_criterion flipout --flipout_p 2 \
+--prune_freq 32 --prune_rate 0.5 \
+--noise --noise_scale_factor 1 \
+--comment="test flipout" \
+--logdir=vgg19/
+
+python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
+--opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
+--milestones 150 250 \
+--prune_criterion global_magnitude --prune_freq 32 --prune_rate 0.5 \
+--comment="test global magnitude" \
+--logdir=vgg19/
+
+python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
+--opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
+--milestones 150 250 \
+--prune_criterion random --prune_freq 32 --prune_rate 0.5 \
+--comment="test random" \
+--logdir=vgg19/
+
+python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
+--opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
+--milestones 150 250 \
+--prune_criterion snip --snip_sparsity 0.999 \
+--comment="test snip" \
+--logdir=vgg19/
+
+python main.py --model vgg19 --dataset cifar10 -bs 128 -e 500 -lr 0.1 \
+--opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
+--milestones 150 250 \
+--add_hs --hoyer_lambda 6e-5 \
+--prune_criterion threshold --magnitude_threshold 1e-4 \
+--prune_freq 350 --stop_hoyer_at 350 \
+--comment="test hoyer-square" \
+--logdir=vgg19/
+"""
+
+
+def seed_commands() -> list[list[str]]:
+    """Each command as argv for main.py (without `python main.py`)."""
+    blocks = SEED_COMMANDS.replace("\\\n", " ").strip().split("\n\n")
+    return [shlex.split(block)[2:] for block in blocks]
+
+
+def quick(tmp_path, *argv: str) -> list[str]:
+    """argv for a fast in-process run that logs under tmp_path."""
+    return [*argv, "--num_workers", "0", "--quiet", "--logdir", str(tmp_path / "runs")]
+
+
+def only_run_dir(tmp_path) -> Path:
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return run_dir
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def test_the_seed_commands_parse_with_their_original_spellings():
+    commands = [main.parse_args(argv) for argv in seed_commands()]
+    assert [c.prune_criterion for c in commands] == [
+        "flipout", "global_magnitude", "random", "snip", "threshold",
+    ]  # fmt: skip
+    flipout = commands[0]
+    assert (flipout.model, flipout.dataset, flipout.batch_size, flipout.epochs) == (
+        "vgg19", "cifar10", 128, 350,
+    )  # fmt: skip
+    assert flipout.lambda_ == 5e-4 and flipout.milestones == [150, 250]
+    assert flipout.noise and flipout.noise_scale_factor == 1 and flipout.flipout_p == 2
+    assert flipout.comment == "test flipout" and flipout.logdir == "vgg19/"
+    assert commands[3].snip_sparsity == 0.999
+    hoyer = commands[4]
+    assert hoyer.add_hs and hoyer.hoyer_lambda == 6e-5 and hoyer.stop_hoyer_at == 350
+
+
+def test_short_forms():
+    args = main.parse_args(
+        ["-m", "vgg11", "-d", "synthetic", "-bs", "7", "-tbs", "9", "-e", "3", "-lr", "0.5",
+         "-mom", "0.1"]
+    )  # fmt: skip
+    assert (args.model, args.dataset, args.batch_size, args.test_batch_size) == (
+        "vgg11", "synthetic", 7, 9,
+    )  # fmt: skip
+    assert (args.epochs, args.lr, args.momentum) == (3, 0.5, 0.1)
+
+
+def test_every_flag_states_its_default():
+    parser = main.build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert "default" in formatter._get_help_string(action), action.option_strings
+
+
+def test_no_flags_means_a_flipout_run_on_digits():
+    args = main.parse_args([])
+    assert (args.model, args.dataset, args.prune_criterion) == ("lenet300", "digits", "flipout")
+    assert args.device == "auto" and args.data_dir == "./data"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--prune_rate", "1.5"], "--prune_rate must be in (0, 1)"),
+        (["--prune_rate", "0"], "--prune_rate must be in (0, 1)"),
+        (["-e", "0"], "--epochs must be positive"),
+        (["-bs", "-1"], "--batch_size must be positive"),
+        (["--prune_freq", "0"], "--prune_freq must be positive"),
+        (["--flipout_p", "0"], "--flipout_p must be positive"),
+        (["--prune_criterion", "snip"], "needs --snip_sparsity"),
+        (["--prune_criterion", "snip", "--snip_sparsity", "1"], "--snip_sparsity must be in"),
+        (["--image_size", "64"], "--image_size only applies"),
+        (["--model", "alexnet"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_milestones_without_scheduler_warn(capsys):
+    main.parse_args(["--milestones", "10"])
+    assert "warning: --milestones has no effect without --use_scheduler" in capsys.readouterr().err
+
+
+# -- training pieces ---------------------------------------------------------------------------
+
+
+def test_learning_rate_follows_multisteplr_and_anneals():
+    args = main.parse_args(["-lr", "0.1", "--use_scheduler", "--milestones", "3", "5"])
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 5], gamma=0.1)
+    for epoch in range(1, 9):
+        assert main.learning_rate(args, epoch, 0.0) == pytest.approx(
+            optimizer.param_groups[0]["lr"]
+        )
+        optimizer.step()
+        reference.step()
+    args.anneal_lr = True
+    assert main.learning_rate(args, 1, 0.75) == pytest.approx(0.025)
+
+
+def test_l1_and_l2_penalties():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+        model.bias.fill_(3.0)
+    args = main.parse_args(["--reg_type", "l1", "--lambda", "0.5"])
+    assert main.regularisation(args, model).item() == pytest.approx(0.5 * 6)
+    args = main.parse_args(["--reg_type", "l2", "--lambda", "0.5"])
+    assert main.regularisation(args, model).item() == pytest.approx(0.5 * 14)
+    assert main.regularisation(main.parse_args([]), model) is None  # wdecay: in the optimizer
+
+
+def test_run_directories_are_fresh_and_shell_safe(tmp_path):
+    first = make_run_dir(str(tmp_path), "a [b]: c")
+    second = make_run_dir(str(tmp_path), "a [b]: c")
+    assert first != second
+    for path in (first, second):
+        assert not set(path.name) & set(" :[]()")
+        assert path.name.split("_", 2)[-1].startswith("a_b_c")
+
+
+# -- whole runs --------------------------------------------------------------------------------
+
+
+def test_synthetic_run_writes_every_artifact(tmp_path):
+    argv = quick(
+        tmp_path, "-d", "synthetic", "-m", "lenet5", "-e", "3", "--prune_freq", "1",
+        "--limit_batches", "3", "-bs", "16", "--comment", "smoke [run]: 1",
+    )  # fmt: skip
+    assert main.main(argv) == 0
+    run_dir = only_run_dir(tmp_path)
+    assert not set(run_dir.name) & set(" :[]") and run_dir.name.endswith("smoke_run_1")
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["lambda"] == 5e-4
+    assert config["torch_version"] == torch.__version__ and config["device_resolved"] == "cpu"
+    assert set(vars(main.parse_args([]))) - {"lambda_"} <= set(config)
+
+    records = read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    keys = {
+        "epoch",
+        "train_acc",
+        "train_loss",
+        "test_acc",
+        "test_loss",
+        "sparsity",
+        "lr",
+        "seconds",
+    }
+    for record in records:
+        assert keys <= set(record)
+        assert 0 <= record["train_acc"] <= 100 and 0 <= record["test_acc"] <= 100
+        assert record["seconds"] > 0 and record["lr"] == 0.1
+    # prunes after epochs 1 and 2 (never after the last): half, then half of the rest
+    assert [r["sparsity"] for r in records] == pytest.approx([0.5, 0.75, 0.75], abs=1e-4)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert (summary["model"], summary["dataset"], summary["prune_criterion"]) == (
+        "lenet5", "synthetic", "flipout",
+    )  # fmt: skip
+    assert (summary["seed"], summary["epochs"]) == (0, 3)
+    assert summary["final_test_acc"] == records[-1]["test_acc"]
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in records)
+    assert summary["final_sparsity"] == records[-1]["sparsity"]
+    assert summary["wall_seconds"] > 0
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {
+        "acc/train",
+        "acc/test",
+        "loss/train",
+        "loss/test",
+        "sparsity/sparsity",
+        "lr",
+    } <= scalars
+    assert [e.value for e in events.Scalars("acc/test")] == pytest.approx(
+        [r["test_acc"] for r in records]
+    )
+    assert "config/text_summary" in events.Tags()["tensors"]
+
+
+def test_digits_run_learns_and_prunes(tmp_path):
+    assert main.main(quick(tmp_path, "-e", "4", "--prune_freq", "2")) == 0
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["dataset"] == "digits" and summary["prune_criterion"] == "flipout"
+    assert summary["final_sparsity"] == 0.5  # 338,200 prunable weights, halved once
+    assert summary["final_test_acc"] > 85  # chance is 10%
+
+
+def test_evaluate_on_val_looks_at_the_test_set_once(tmp_path):
+    argv = quick(tmp_path, "-e", "2", "--evaluate_on_val", "--val_size", "200")
+    assert main.main(argv) == 0
+    run_dir = only_run_dir(tmp_path)
+    first, last = read_metrics(run_dir)
+    assert first["test_acc"] is None and last["test_acc"] is not None
+    assert first["val_acc"] is not None and last["val_acc"] is not None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best_val_acc"] == max(first["val_acc"], last["val_acc"])
+    assert summary["final_test_acc"] == last["test_acc"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main.main(quick(tmp_path, "--device", "cuda")) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "main.py", "-d", "cifar10", "--data_dir", str(tmp_path), "--no_download"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: CIFAR-10 is missing") and str(tmp_path) in line

@@ -1,0 +1,1 @@
+"""Run infrastructure: device and seeding, run directories and logs, file helpers."""

@@ -1,0 +1,101 @@
+"""What a run leaves behind: a run directory with TensorBoard events, `config.json`,
+`metrics.jsonl` (one JSON object per epoch) and `summary.json` (the final record).
+
+The JSON files are the machine-readable truth that reports and tables are computed from;
+TensorBoard is for looking.
+"""
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+from utils.io import write_json_atomic
+
+RUNS_ROOT = Path("runs")
+
+# metrics.jsonl key -> TensorBoard tag
+EPOCH_TAGS = {
+    "train_acc": "acc/train",
+    "test_acc": "acc/test",
+    "val_acc": "acc/val",
+    "train_loss": "loss/train",
+    "test_loss": "loss/test",
+    "val_loss": "loss/val",
+    "sparsity": "sparsity/sparsity",
+    "lr": "lr",
+    "flips": "flips/total",
+    "seconds": "time/epoch_seconds",
+}
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr, without the source excerpt `warnings.warn` prints."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def run_name(comment: str, start: float | None = None) -> str:
+    """Start time plus the comment, reduced to characters that are safe in any shell or path."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(start))
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", comment).strip("_.")
+    return f"{stamp}_{slug}" if slug else stamp
+
+
+def make_run_dir(logdir: str, comment: str) -> Path:
+    """Create `runs/<logdir>/<run name>`, never reusing a directory (parallel seeds start in the
+    same second). An absolute `logdir` is used as given instead of under `runs/`."""
+    parent = RUNS_ROOT / logdir
+    parent.mkdir(parents=True, exist_ok=True)
+    name = run_name(comment)
+    for attempt in range(1000):
+        candidate = parent / (name if attempt == 0 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory under {parent}")
+
+
+def config_markdown(config: dict) -> str:
+    rows = "\n".join(f"| {key} | `{value}` |" for key, value in sorted(config.items()))
+    return f"| option | value |\n|---|---|\n{rows}"
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, config: dict):
+        self.run_dir = Path(run_dir)
+        write_json_atomic(self.run_dir / "config.json", config)
+        self.writer = SummaryWriter(str(self.run_dir))
+        self.writer.add_text("config", config_markdown(config), 0)
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        if len(values):
+            self.writer.add_histogram(tag, values, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def log_epoch(self, record: dict) -> None:
+        """Append one epoch's record to metrics.jsonl and mirror its known keys to TensorBoard."""
+        self.metrics_file.write(json.dumps(record, sort_keys=True) + "\n")
+        self.metrics_file.flush()
+        for key, tag in EPOCH_TAGS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], record["epoch"])
+        self.writer.flush()
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.run_dir / "summary.json", summary)
+
+    def close(self) -> None:
+        self.metrics_file.close()
+        self.writer.close()

@@ -1,0 +1,41 @@
+"""Where and how reproducibly a run executes: device selection and seeding."""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn `--device` into a torch.device; `auto` prefers CUDA. Raises UserError when the
+    requested accelerator is not present, rather than failing later inside a kernel."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as error:
+        raise UserError(f"--device {spec!r} is not a device PyTorch knows: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec} was requested but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {spec} was requested but MPS is not available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_num_workers() -> int:
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
