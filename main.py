@@ -26,7 +26,7 @@ from pruning import CRITERIA, Pruner, PruningConfig
 from pruning.schedule import expected_sparsity
 from utils.errors import UserError
 from utils.logging import RunLogger, make_run_dir, warn
-from utils.runtime import default_num_workers, resolve_device, seed_everything
+from utils.runtime import default_num_workers, pin_memory, resolve_device, seed_everything
 
 LR_GAMMA = 0.1  # the factor of each --milestones drop
 
@@ -266,7 +266,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, args, device) -> DataLo
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=pin_memory(device),
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(args.seed),
     )
