@@ -10,9 +10,12 @@ parse -> build data, model, optimizer, pruner -> epoch loop -> artifacts in runs
 """
 
 import argparse
+import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +27,32 @@ from data import DATASETS, build_datasets, split_validation
 from models import MODELS, build_model
 from pruning import CRITERIA, Pruner, PruningConfig
 from pruning.schedule import expected_sparsity
+from utils.checkpoint import load_checkpoint, rng_state, save_atomic, save_checkpoint, set_rng_state
 from utils.errors import UserError
 from utils.logging import RunLogger, make_run_dir, warn
 from utils.runtime import default_num_workers, pin_memory, resolve_device, seed_everything
 
 LR_GAMMA = 0.1  # the factor of each --milestones drop
+EXIT_DIVERGED = 3
+# A resumed run must be the same experiment...
+IDENTITY_OPTIONS = ("model", "dataset", "prune_criterion")
+# ...but may run on another machine, with other workers or data paths, without a warning.
+MACHINE_OPTIONS = {"resume", "device", "num_workers", "data_dir", "no_download", "quiet"}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run stops at once and keeps its last checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"the training loss became non-finite at epoch {epoch}, batch {batch}")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -224,12 +248,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="end every train and eval pass after this many batches (smoke runs; default: all)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last completed epoch, with the options it was "
+        "started with; flags given here override them (default: start a new run)",
+    )
+    g.add_argument(
+        "--save_model",
+        action="store_true",
+        help="also write model.pt at the end: the masked state dict and the masks",
+    )
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the command line. With --resume, options not given on the command line
+    come from the run's config.json, so `main.py --resume RUN_DIR` alone continues a run."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        args = resumed_args(parser, argv, args.resume)
+    validate(parser, args)
+    return args
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
+    """The options that appear on the command line, with their parsed values."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def resumed_args(parser: argparse.ArgumentParser, argv: list[str], run_dir: str):
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--resume {run_dir}: no config.json there; is it a run directory?")
+    saved = json.loads(config_path.read_text())
+    defaults = vars(parser.parse_args([]))
+    given = given_options(build_parser(), argv)
+    merged = {dest: saved.get(dest.rstrip("_"), default) for dest, default in defaults.items()}
+    for dest in IDENTITY_OPTIONS:
+        if dest in given and given[dest] != merged[dest]:
+            raise UserError(
+                f"--resume {run_dir}: that run has --{dest} {merged[dest]}, not {given[dest]}"
+            )
+    changed = sorted(
+        dest for dest, value in given.items()
+        if dest not in MACHINE_OPTIONS and value != merged[dest]
+    )  # fmt: skip
+    if changed:
+        warn(f"resuming {run_dir} with changed options: {', '.join(changed)}")
+    return argparse.Namespace(**{**merged, **given})
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "test_batch_size", "prune_freq", "snip_batches"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -246,6 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--prune_criterion snip needs --snip_sparsity (e.g. 0.999)")
         if not 0 <= args.snip_sparsity < 1:
             parser.error(f"--snip_sparsity must be in [0, 1), got {args.snip_sparsity}")
+    if args.val_size is not None and args.val_size <= 0:
+        parser.error(f"--val_size must be positive, got {args.val_size}")
     if args.clip_grad and args.max_norm <= 0:
         parser.error(f"--max_norm must be positive, got {args.max_norm}")
     if args.image_size is not None and args.dataset != "synthetic":
@@ -253,7 +330,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.val = args.val or args.evaluate_on_val
     if args.milestones != parser.get_default("milestones") and not args.use_scheduler:
         warn("--milestones has no effect without --use_scheduler")
-    return args
 
 
 # -- building -------------------------------------------------------------------------------
@@ -267,7 +343,9 @@ def make_loader(dataset, batch_size: int, shuffle: bool, args, device) -> DataLo
         shuffle=shuffle,
         num_workers=workers,
         pin_memory=pin_memory(device),
-        persistent_workers=workers > 0,
+        # Workers start afresh each epoch, seeded from the loader's generator: a resumed run then
+        # sees exactly the data order and augmentations of an uninterrupted one.
+        persistent_workers=False,
         generator=torch.Generator().manual_seed(args.seed),
     )
 
@@ -336,6 +414,7 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
     bar = progress(loader, args, f"train {epoch}")
     for step, (inputs, targets) in enumerate(bar):
         inputs = inputs.to(device, non_blocking=True)
@@ -359,11 +438,23 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
         loss_sum += data_loss.detach() * len(targets)
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
-        if step % 20 == 0:  # the only host syncs in the loop, at display cadence
+        # remember the first non-finite loss on the device; looked at only at display cadence
+        first_bad_step = torch.where(
+            (first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step
+        )
+        if step % 20 == 0:  # the only host syncs in the loop
+            check_finite(first_bad_step, epoch)
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}"
             )
+    check_finite(first_bad_step, epoch)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+def check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
+    step = int(first_bad_step)
+    if step >= 0:
+        raise Diverged(epoch, step + 1)
 
 
 @torch.no_grad()
@@ -398,9 +489,12 @@ def log_prune(event, pruner: Pruner, logger: RunLogger) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    start = time.time()
+    """One training run, new or resumed. Returns its summary, whose `status` is `completed`,
+    `interrupted` or `diverged`; any other exception propagates after `failed` is recorded."""
+    session_start = time.time()
     device = resolve_device(args.device)
     seed_everything(args.seed)
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
     splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
     train_set, val_set = splits.train, None
     if args.val:
@@ -415,7 +509,15 @@ def run(args: argparse.Namespace) -> dict:
     if val_set is not None:
         eval_loaders["val"] = make_loader(val_set, args.test_batch_size, False, args, device)
 
-    run_dir = make_run_dir(args.logdir, args.comment)
+    history: list[dict] = []
+    wall_before = 0.0
+    if checkpoint is None:
+        run_dir = make_run_dir(args.logdir, args.comment)
+    else:
+        run_dir = Path(args.resume)
+        history, wall_before = restore(checkpoint, args, model, optimizer, pruner, train_loader)
+    first_epoch = len(history) + 1
+
     config = {key.rstrip("_"): value for key, value in vars(args).items()}
     config.update(
         device_resolved=str(device),
@@ -424,22 +526,8 @@ def run(args: argparse.Namespace) -> dict:
         num_prunable=pruner.masks.num_total,
         run_dir=str(run_dir),
     )
-    logger = RunLogger(run_dir, config)
-    print(f"run {run_dir}")
-    sizes = " / ".join(
-        f"{len(ds)} {name}"
-        for name, ds in (("train", train_set), ("test", splits.test), ("val", val_set))
-        if ds is not None
-    )
-    print(
-        f"{args.model} on {args.dataset} ({sizes}), {device}, "
-        f"{pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
-    )
-    if pruner.criterion.scheduled:
-        target = expected_sparsity(
-            args.prune_rate, args.prune_freq, args.epochs, args.stop_pruning_at
-        )
-        print(f"schedule: prune {args.prune_rate:g} every {args.prune_freq} epochs -> {target:.2%}")
+    logger = RunLogger(run_dir, config, history if checkpoint is not None else None)
+    describe_run(args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch)
 
     summary = {
         "model": args.model,
@@ -451,41 +539,151 @@ def run(args: argparse.Namespace) -> dict:
         "run_dir": str(run_dir),
         "status": "running",
     }
-    history: list[dict] = []
+    previous_handlers = install_signal_handlers()
     try:
-        event = pruner.before_training(model, batches(train_loader, args.limit_batches))
-        if event is not None:
-            log_prune(event, pruner, logger)
-        for epoch in range(1, args.epochs + 1):
+        if checkpoint is None:
+            event = pruner.before_training(model, batches(train_loader, args.limit_batches))
+            if event is not None:
+                log_prune(event, pruner, logger)
+        for epoch in range(first_epoch, args.epochs + 1):
             record, event = run_epoch(
                 epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device
+            )
+            # checkpoint first: an epoch counts as done once it can be resumed from
+            save_checkpoint(
+                {
+                    "epoch": epoch,
+                    "args": {**vars(args), "resume": None},
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "pruner": pruner.state_dict(),
+                    "data_order": train_loader.generator.get_state(),
+                    "rng": rng_state(),
+                    "history": [*history, record],
+                    "best_test_acc": final_metrics([*history, record])["best_test_acc"],
+                    "wall_seconds": wall_before + time.time() - session_start,
+                },
+                run_dir,
             )
             history.append(record)
             logger.log_epoch(record)
             print(format_epoch(record, args.epochs), flush=True)
             if event is not None:
                 log_prune(event, pruner, logger)
+        if args.save_model:
+            save_model(run_dir / "model.pt", args, splits, model, pruner)
         summary["status"] = "completed"
+    except Interrupted as interruption:
+        summary.update(status="interrupted", signal=str(interruption))
+        summary["exit_code"] = 128 + interruption.signum
+    except Diverged as divergence:
+        summary.update(status="diverged", error=str(divergence), exit_code=EXIT_DIVERGED)
     except BaseException as error:
-        summary["status"] = "failed"
-        summary["error"] = f"{type(error).__name__}: {error}"
+        summary.update(status="failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
-        summary.update(final_metrics(history), wall_seconds=time.time() - start)
+        restore_signal_handlers(previous_handlers)
+        summary.update(final_metrics(history))
         summary.update(
+            epochs_completed=len(history),
             final_sparsity=pruner.sparsity,
             layer_sparsity=pruner.masks.layer_sparsity(),
             prune_events=[e.as_dict() for e in pruner.events],
             collapsed_layers=pruner.collapsed_layers(),
+            wall_seconds=wall_before + time.time() - session_start,
         )
         logger.write_summary(summary)
         logger.close()
-    print(
-        f"done: test accuracy {summary['final_test_acc']:.2f}% "
-        f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
-        f"{summary['wall_seconds']:.0f}s -> {run_dir}"
-    )
+    report_end(summary, run_dir)
     return summary
+
+
+def restore(checkpoint, args, model, optimizer, pruner, train_loader) -> tuple[list[dict], float]:
+    """Load a checkpoint's state into freshly built objects; returns (history, wall seconds)."""
+    saved = checkpoint["args"]
+    for dest in IDENTITY_OPTIONS:
+        if saved.get(dest) != getattr(args, dest):
+            raise UserError(
+                f"--resume {args.resume}: its checkpoint is from a run with --{dest} "
+                f"{saved.get(dest)}, not {getattr(args, dest)}"
+            )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    pruner.load_state_dict(checkpoint["pruner"])
+    train_loader.generator.set_state(checkpoint["data_order"])
+    set_rng_state(checkpoint["rng"])
+    return list(checkpoint["history"]), checkpoint["wall_seconds"]
+
+
+def save_model(path: Path, args, splits, model: nn.Module, pruner: Pruner) -> None:
+    """model.pt: what `torch.load` plus the model registry need to rebuild the pruned network."""
+    save_atomic(
+        {
+            "model": args.model,
+            "num_classes": splits.num_classes,
+            "in_channels": splits.in_channels,
+            "image_size": splits.image_size,
+            "state_dict": model.state_dict(),
+            "masks": pruner.masks.state_dict(),
+        },
+        path,
+    )
+
+
+def install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM raise Interrupted in the training loop; repeats are ignored so that the
+    summary still gets written."""
+
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def describe_run(args, run_dir, device, pruner, train_set, test_set, val_set, first_epoch) -> None:
+    print(f"run {run_dir}" + (f" (resumed at epoch {first_epoch})" if first_epoch > 1 else ""))
+    sizes = [f"{len(train_set)} train", f"{len(test_set)} test"]
+    if val_set is not None:
+        sizes.append(f"{len(val_set)} val")
+    print(
+        f"{args.model} on {args.dataset} ({' / '.join(sizes)}), {device}, "
+        f"{pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
+    )
+    if pruner.criterion.scheduled:
+        target = expected_sparsity(
+            args.prune_rate, args.prune_freq, args.epochs, args.stop_pruning_at
+        )
+        print(f"schedule: prune {args.prune_rate:g} every {args.prune_freq} epochs -> {target:.2%}")
+
+
+def report_end(summary: dict, run_dir: Path) -> None:
+    status = summary["status"]
+    if status == "completed":
+        print(
+            f"done: test accuracy {summary['final_test_acc']:.2f}% "
+            f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
+            f"{summary['wall_seconds']:.0f}s -> {run_dir}"
+        )
+        return
+    if status == "interrupted":
+        print(
+            f"interrupted by {summary['signal']} after {summary['epochs_completed']} completed "
+            f"epochs; continue with:\n  python main.py --resume {run_dir}",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"error: {summary['error']}; the run stopped, its checkpoint from epoch "
+            f"{summary['epochs_completed']} is in {run_dir}",
+            file=sys.stderr,
+        )
 
 
 def run_epoch(epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device):
@@ -554,13 +752,22 @@ def final_metrics(history: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
-        run(args)
+        args = parse_args(argv)
+        summary = run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
-    return 0
+    return summary.get("exit_code", 0)
+
+
+def one_line(error: Exception) -> str:
+    """The message of a user error, also when a DataLoader worker raised it (the worker's
+    traceback then precedes the original message)."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":

@@ -40,13 +40,14 @@ class FlipCounter:
         """Flip counts of every live weight, flattened, on the CPU (for histograms)."""
         return torch.cat([self.counts[name][masks[name]].cpu() for name in self.counts])
 
-    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"signs": dict(self.signs), "counts": dict(self.counts)}
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        # The previous signs are not saved: between steps they equal the weights' signs.
+        return dict(self.counts)
 
-    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        for key in ("signs", "counts"):
-            current = getattr(self, key)
-            if set(state[key]) != set(current):
-                raise ValueError(f"flip-counter {key} are for different parameters")
-            for name, value in state[key].items():
-                current[name].copy_(value)
+    @torch.no_grad()
+    def load_state_dict(self, counts: dict[str, torch.Tensor]) -> None:
+        if set(counts) != set(self.counts):
+            raise ValueError("flip counters are for different parameters")
+        for name, value in counts.items():
+            self.counts[name].copy_(value)
+            self.signs[name] = self.params[name].sign().to(torch.int8)

@@ -141,6 +141,24 @@ class Pruner:
         self.events.append(event)
         return event
 
+    def state_dict(self) -> dict:
+        return {
+            "masks": self.masks.state_dict(),
+            "flip_counts": self.flips.state_dict(),
+            "events": [event.as_dict() for event in self.events],
+            "random_generator": self.random_generator.get_state(),
+            "noise_generator": None if self.noise is None else self.noise.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore after the model's weights were loaded (the flip counter reads their signs)."""
+        self.masks.load_state_dict(state["masks"])
+        self.flips.load_state_dict(state["flip_counts"])
+        self.events = [PruneEvent(**event) for event in state["events"]]
+        self.random_generator.set_state(state["random_generator"])
+        if self.noise is not None and state["noise_generator"] is not None:
+            self.noise.generator.set_state(state["noise_generator"])
+
     @property
     def sparsity(self) -> float:
         return self.masks.sparsity

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from utils.io import write_json_atomic
+from utils.errors import UserError
+from utils.io import write_json_atomic, write_text_atomic
 
 RUNS_ROOT = Path("runs")
 
@@ -49,16 +50,26 @@ def make_run_dir(logdir: str, comment: str) -> Path:
     """Create `runs/<logdir>/<run name>`, never reusing a directory (parallel seeds start in the
     same second). An absolute `logdir` is used as given instead of under `runs/`."""
     parent = RUNS_ROOT / logdir
-    parent.mkdir(parents=True, exist_ok=True)
     name = run_name(comment)
-    for attempt in range(1000):
-        candidate = parent / (name if attempt == 0 else f"{name}-{attempt}")
-        try:
-            candidate.mkdir()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            candidate = parent / (name if attempt == 0 else f"{name}-{attempt}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            probe = candidate / ".writable"
+            probe.touch()
+            probe.unlink()
             return candidate
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh run directory under {parent}")
+    except OSError as error:
+        raise UserError(f"cannot write runs under --logdir {parent}: {error}") from error
+    raise UserError(f"could not create a fresh run directory under {parent}")
+
+
+def json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
 def config_markdown(config: dict) -> str:
@@ -67,12 +78,21 @@ def config_markdown(config: dict) -> str:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, config: dict):
+    """Writes a run's files. When resuming, `history` is the checkpoint's list of epoch records:
+    metrics.jsonl is rewritten to exactly those, and TensorBoard events of later epochs (written
+    after the checkpoint, before the interruption) are purged, so no epoch appears twice."""
+
+    def __init__(self, run_dir: Path, config: dict, history: list[dict] | None = None):
         self.run_dir = Path(run_dir)
         write_json_atomic(self.run_dir / "config.json", config)
-        self.writer = SummaryWriter(str(self.run_dir))
+        metrics_path = self.run_dir / "metrics.jsonl"
+        purge_step = None
+        if history is not None:
+            write_text_atomic(metrics_path, "".join(json_line(r) for r in history))
+            purge_step = len(history) + 1
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
         self.writer.add_text("config", config_markdown(config), 0)
-        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+        self.metrics_file = open(metrics_path, "a")  # noqa: SIM115
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
@@ -86,7 +106,7 @@ class RunLogger:
 
     def log_epoch(self, record: dict) -> None:
         """Append one epoch's record to metrics.jsonl and mirror its known keys to TensorBoard."""
-        self.metrics_file.write(json.dumps(record, sort_keys=True) + "\n")
+        self.metrics_file.write(json_line(record))
         self.metrics_file.flush()
         for key, tag in EPOCH_TAGS.items():
             if record.get(key) is not None:

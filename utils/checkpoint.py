@@ -1,0 +1,68 @@
+"""Checkpoints that resume everything, written so that a crash never leaves a broken one.
+
+`checkpoint.pt` in the run directory is replaced at the end of every epoch: model, optimizer,
+masks, flip counters, pruner and data-order generators, RNG states, the metrics so far and the
+config. It is written to a temporary file and renamed, so a kill during the write leaves the
+previous checkpoint intact. Loading uses `weights_only=True`: a checkpoint cannot run code.
+"""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+from utils.io import write_atomic
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT_VERSION = 1
+
+
+def rng_state() -> dict:
+    """Every global RNG a training step may draw from: Python, NumPy, torch CPU and CUDA."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.copy()), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy(), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_checkpoint(state: dict, run_dir: Path) -> None:
+    save_atomic({"format_version": FORMAT_VERSION, **state}, Path(run_dir) / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: str | Path) -> dict:
+    """The run's checkpoint, or a UserError that says why it cannot be used."""
+    path = Path(run_dir) / CHECKPOINT
+    if not Path(run_dir).is_dir():
+        raise UserError(f"--resume {run_dir}: no such run directory")
+    if not path.is_file():
+        raise UserError(
+            f"--resume {run_dir}: no {CHECKPOINT} there (a run writes it after its first epoch)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle, foreign file: all unusable
+        raise UserError(
+            f"--resume {run_dir}: {path} is unreadable, probably truncated or corrupt "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"--resume {run_dir}: {path} is not a checkpoint written by main.py")
+    return state
