@@ -12,7 +12,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python main.py --logdir demo --comment demo
+	experiments/digits_demo.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from data import DATASETS, build_datasets, split_validation
 from models import MODELS, build_model
 from pruning import CRITERIA, Pruner, PruningConfig
-from pruning.schedule import expected_sparsity
+from pruning.schedule import prune_epochs
 from utils.checkpoint import load_checkpoint, rng_state, save_atomic, save_checkpoint, set_rng_state
 from utils.errors import UserError
 from utils.logging import RunLogger, make_run_dir, warn
@@ -34,6 +34,7 @@ from utils.runtime import default_num_workers, pin_memory, resolve_device, seed_
 
 LR_GAMMA = 0.1  # the factor of each --milestones drop
 EXIT_DIVERGED = 3
+HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
 # A resumed run must be the same experiment...
 IDENTITY_OPTIONS = ("model", "dataset", "prune_criterion")
 # ...but may run on another machine, with other workers or data paths, without a warning.
@@ -538,6 +539,8 @@ def run(args: argparse.Namespace) -> dict:
         "comment": args.comment,
         "run_dir": str(run_dir),
         "status": "running",
+        # every option, so that tables can be grouped by any of them from this file alone
+        "options": {key.rstrip("_"): value for key, value in vars(args).items()},
     }
     previous_handlers = install_signal_handlers()
     try:
@@ -593,6 +596,11 @@ def run(args: argparse.Namespace) -> dict:
             wall_seconds=wall_before + time.time() - session_start,
         )
         logger.write_summary(summary)
+        if summary["status"] == "completed":
+            logger.log_hparams(
+                summary["options"],
+                {key: summary[key] for key in HPARAM_METRICS},
+            )
         logger.close()
     report_end(summary, run_dir)
     return summary
@@ -657,10 +665,10 @@ def describe_run(args, run_dir, device, pruner, train_set, test_set, val_set, fi
         f"{pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
     )
     if pruner.criterion.scheduled:
-        target = expected_sparsity(
-            args.prune_rate, args.prune_freq, args.epochs, args.stop_pruning_at
-        )
-        print(f"schedule: prune {args.prune_rate:g} every {args.prune_freq} epochs -> {target:.2%}")
+        epochs = prune_epochs(args.prune_freq, args.epochs, args.stop_pruning_at)
+        removes = pruner.criterion.describe()
+        where = f"after epochs {', '.join(map(str, epochs))}" if epochs else "never"
+        print(f"schedule: prune {removes}, {where}")
 
 
 def report_end(summary: dict, run_dir: Path) -> None:

@@ -10,6 +10,7 @@ import itertools
 
 import torch
 
+from pruning.schedule import expected_sparsity
 from pruning.select import prune_lowest_global, prune_lowest_per_layer
 from pruning.snip import connection_sensitivity
 
@@ -33,6 +34,13 @@ class Criterion:
             return prune_lowest_per_layer(scores, pruner.masks, self.config.prune_rate)
         count = int(self.config.prune_rate * pruner.masks.num_live)
         return prune_lowest_global(scores, pruner.masks, count)
+
+    def describe(self) -> str:
+        """What each scheduled prune removes, for the lines a run starts with."""
+        cfg = self.config
+        target = expected_sparsity(cfg.prune_rate, cfg.prune_freq, cfg.epochs, cfg.stop_pruning_at)
+        where = "in each layer" if self.scope == "layer" else "across the network"
+        return f"{cfg.prune_rate:g} of the live weights {where} each time -> {target:.2%}"
 
     def before_training(self, pruner, model, batches) -> dict[str, torch.Tensor] | None:
         """What to remove before the first step, if this criterion prunes at initialisation."""
@@ -75,6 +83,9 @@ class Random(Criterion):
 
 class Threshold(Criterion):
     """Every live weight with |w| < `--magnitude_threshold` (Hoyer-Square's pruning step)."""
+
+    def describe(self):
+        return f"every live weight with |w| < {self.config.magnitude_threshold:g}"
 
     def select(self, pruner):
         threshold = self.config.magnitude_threshold

@@ -252,6 +252,12 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
         [r["test_acc"] for r in records]
     )
     assert "config/text_summary" in events.Tags()["tensors"]
+    # the HParams dashboard: the run's options and its final metrics
+    hparams = events.PluginTagToContent("hparams")
+    assert b"prune_criterion" in hparams["_hparams_/session_start_info"]
+    assert b"hparam/final_test_acc" in hparams["_hparams_/experiment"]
+    (final,) = events.Scalars("hparam/final_test_acc")
+    assert final.value == pytest.approx(summary["final_test_acc"])
 
 
 def test_digits_run_learns_and_prunes(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from utils.errors import UserError
 from utils.io import write_json_atomic, write_text_atomic
@@ -112,6 +113,22 @@ class RunLogger:
             if record.get(key) is not None:
                 self.writer.add_scalar(tag, record[key], record["epoch"])
         self.writer.flush()
+
+    def log_hparams(self, options: dict, metrics: dict) -> None:
+        """Record the run's options and final metrics for TensorBoard's HParams dashboard, which
+        compares runs side by side. Values it cannot show (lists, None) become strings."""
+        hparam_values = {
+            key: value if isinstance(value, bool | int | float | str) else str(value)
+            for key, value in options.items()
+        }
+        metric_values = {
+            f"hparam/{key}": value for key, value in metrics.items() if value is not None
+        }
+        # Written into this run's own event file, not the subdirectory add_hparams would create.
+        for summary in hparams(hparam_values, metric_values):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metric_values.items():
+            self.writer.add_scalar(tag, value)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.run_dir / "summary.json", summary)

@@ -1,0 +1,273 @@
+"""The results report, run in-process on hand-written summary.json files in nested run folders."""
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from utils.report import compact_number, group_runs, load_summaries, main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_summary(root, run, **fields):
+    """A completed vgg19/cifar10 FlipOut run at 99.9% sparsity in `root/run`, with `fields` and
+    `options` (merged into the default options) overriding those defaults."""
+    summary = {
+        "model": "vgg19",
+        "dataset": "cifar10",
+        "prune_criterion": "flipout",
+        "seed": 0,
+        "epochs": 350,
+        "status": "completed",
+        "epochs_completed": 350,
+        "final_test_acc": 87.0,
+        "best_test_acc": 88.0,
+        "final_sparsity": 0.999,
+        "options": {"add_hs": False, "hoyer_lambda": 0.0, "prune_rate": 0.5},
+    }
+    summary["options"].update(fields.pop("options", {}))
+    summary.update(fields)
+    folder = root / run
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder / "summary.json"
+
+
+def report(capsys, *argv):
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def hoyer(lam):
+    return {"prune_criterion": "threshold", "options": {"add_hs": True, "hoyer_lambda": lam}}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (6e-5, "6e-5"),
+        (1e-4, "1e-4"),
+        (3e-4, "3e-4"),
+        (0.0003, "3e-4"),
+        (0.001, "1e-3"),
+        (2.5e-4, "2.5e-4"),
+        (0.0, "0"),
+        (0.5, "0.5"),
+    ],
+)
+def test_compact_number(value, expected):
+    assert compact_number(value) == expected
+
+
+def test_three_seeds_become_one_row_with_mean_and_sample_std(tmp_path, capsys):
+    accuracies = [87.1, 87.5, 87.6]
+    sparsities = [0.9990, 0.9991, 0.9989]
+    for seed, (accuracy, sparsity) in enumerate(zip(accuracies, sparsities, strict=True)):
+        write_summary(
+            tmp_path,
+            f"vgg/seed{seed}",
+            seed=seed,
+            final_test_acc=accuracy,
+            final_sparsity=sparsity,
+        )
+
+    code, out, _ = report(capsys, tmp_path)
+
+    mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
+    sparsity = 100 * statistics.mean(sparsities)
+    assert code == 0
+    assert "### vgg19 on cifar10" in out
+    assert "| Method | Sparsity (%) | Accuracy (%) |\n|---|---|---|\n" in out
+    assert f"| FlipOut | {sparsity:.2f} | {mean:.2f} ± {std:.2f} (n=3) |" in out.splitlines()
+    [row] = group_runs(load_summaries(tmp_path)[0].values())
+    assert (row.n, row.accuracy_mean, row.accuracy_std) == (
+        3,
+        pytest.approx(mean),
+        pytest.approx(std),
+    )
+    assert "did not complete" not in out
+    assert not (tmp_path / "accuracy_vs_sparsity.png").exists()
+
+
+def test_a_single_run_has_std_zero(tmp_path, capsys):
+    write_summary(tmp_path, "one", final_test_acc=91.234)
+    _, out, _ = report(capsys, tmp_path)
+    assert "| FlipOut | 99.90 | 91.23 ± 0.00 (n=1) |" in out
+
+
+def test_methods_in_paper_order_whatever_the_file_order(tmp_path, capsys):
+    # folder names sort in roughly the reverse of the paper's order
+    write_summary(tmp_path, "a/dense", prune_criterion="none", final_sparsity=0.0)
+    write_summary(tmp_path, "b/threshold", prune_criterion="threshold")
+    write_summary(tmp_path, "c/magnitude", prune_criterion="magnitude")
+    write_summary(tmp_path, "d/hoyer_3e-4", **hoyer(3e-4))
+    write_summary(tmp_path, "e/hoyer_6e-5", **hoyer(6e-5))
+    write_summary(tmp_path, "f/snip", prune_criterion="snip")
+    write_summary(tmp_path, "g/random", prune_criterion="random")
+    write_summary(tmp_path, "h/global", prune_criterion="global_magnitude")
+    write_summary(tmp_path, "i/flipout")
+    write_summary(tmp_path, "j/other", prune_criterion="zzz_new")
+
+    _, out, _ = report(capsys, tmp_path)
+
+    methods = [line.split(" | ")[0][2:] for line in out.splitlines() if line.startswith("| ")][1:]
+    assert methods == [
+        "FlipOut",
+        "GlobalMagnitude",
+        "Random",
+        "SNIP",
+        "Hoyer-Square (λ=6e-5)",
+        "Hoyer-Square (λ=3e-4)",
+        "Magnitude",
+        "Threshold",
+        "Dense",
+        "zzz_new",
+    ]
+
+
+def test_hoyer_square_with_another_criterion_is_labelled_as_an_addition(tmp_path, capsys):
+    write_summary(tmp_path, "run", options={"add_hs": True, "hoyer_lambda": 1e-4})
+    _, out, _ = report(capsys, tmp_path)
+    assert "| FlipOut + HS (λ=1e-4) |" in out
+
+
+def test_incomplete_runs_are_listed_apart_not_counted(tmp_path, capsys):
+    write_summary(tmp_path, "sweep/done", final_test_acc=87.0)
+    write_summary(
+        tmp_path,
+        "sweep/stopped",
+        seed=1,
+        status="interrupted",
+        epochs_completed=12,
+        final_test_acc=None,
+    )
+    write_summary(
+        tmp_path, "sweep/nan", seed=2, status="diverged", epochs_completed=40, final_test_acc=10.0
+    )
+
+    code, out, _ = report(capsys, tmp_path)
+
+    assert code == 0
+    tables, incomplete = out.split("### Runs that did not complete")
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in tables
+    assert "| Run | Method | Seed | Status | Epochs |" in incomplete
+    assert "| sweep/nan | FlipOut | 2 | diverged | 40/350 |" in incomplete
+    assert "| sweep/stopped | FlipOut | 1 | interrupted | 12/350 |" in incomplete
+    assert "sweep/done" not in incomplete
+
+
+def test_several_sparsities_give_rows_per_level_and_a_plot(tmp_path, capsys):
+    sparsities = [0.75, 0.9375, 0.9844, 0.9961, 0.999]
+    for index, sparsity in enumerate(sparsities):
+        for seed in range(2):
+            write_summary(
+                tmp_path,
+                f"flipout/s{index}_{seed}",
+                seed=seed,
+                final_sparsity=sparsity + seed * 0.0001,  # within one level
+                final_test_acc=90 - index - seed,
+            )
+    write_summary(tmp_path, "random/r", prune_criterion="random", final_sparsity=0.9375)
+
+    code, out, _ = report(capsys, tmp_path)
+
+    plot = tmp_path / "accuracy_vs_sparsity.png"
+    assert code == 0
+    flipout_rows = [line for line in out.splitlines() if line.startswith("| FlipOut |")]
+    expected = [f"{100 * statistics.mean([s, s + 0.0001]):.2f}" for s in sparsities]
+    assert [row.split(" | ")[1] for row in flipout_rows] == expected
+    assert all(row.endswith("(n=2) |") for row in flipout_rows)
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert plot.stat().st_size > 1000
+    assert str(plot) in out
+
+
+def test_runs_further_apart_than_the_tolerance_are_separate_levels(tmp_path, capsys):
+    for name, sparsity in [("a", 0.9990), ("b", 0.9994), ("c", 0.9998)]:
+        write_summary(tmp_path, name, final_sparsity=sparsity)
+    rows = group_runs(load_summaries(tmp_path)[0].values())
+    assert [row.n for row in rows] == [2, 1]
+
+
+def test_csv_has_one_unrounded_line_per_row(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, accuracy in enumerate([87.1, 87.5, 87.6]):
+        write_summary(runs, f"f{seed}", seed=seed, final_test_acc=accuracy)
+    write_summary(runs, "h", final_test_acc=85.25, final_sparsity=0.99, **hoyer(6e-5))
+    table = tmp_path / "out" / "results.csv"
+    table.parent.mkdir()
+
+    code, _, _ = report(capsys, runs, "--csv", table)
+
+    assert code == 0
+    with open(table, newline="", encoding="utf-8") as f:
+        lines = list(csv.DictReader(f))
+    assert list(lines[0]) == [
+        "model",
+        "dataset",
+        "method",
+        "sparsity_mean",
+        "accuracy_mean",
+        "accuracy_std",
+        "n",
+    ]
+    assert [line["method"] for line in lines] == ["FlipOut", "Hoyer-Square (λ=6e-5)"]
+    assert float(lines[0]["accuracy_mean"]) == pytest.approx(statistics.mean([87.1, 87.5, 87.6]))
+    assert float(lines[0]["accuracy_std"]) == pytest.approx(statistics.stdev([87.1, 87.5, 87.6]))
+    assert float(lines[0]["sparsity_mean"]) == pytest.approx(99.9)
+    assert (lines[0]["n"], lines[1]["n"], lines[1]["accuracy_mean"]) == ("3", "1", "85.25")
+
+
+def test_flops_column_when_runs_record_flops(tmp_path, capsys):
+    for seed, remaining in enumerate([10, 30]):
+        write_summary(tmp_path, f"r{seed}", seed=seed, flops_dense=1000, flops_remaining=remaining)
+    table = tmp_path / "rows.csv"
+
+    _, out, _ = report(capsys, tmp_path, "--flops", "--csv", table)
+
+    assert "| Method | Sparsity (%) | Accuracy (%) | Remaining FLOPs (%) |" in out
+    assert "|---|---|---|---|" in out
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=2) | 2.00 |" in out
+    with open(table, newline="") as f:
+        [line] = csv.DictReader(f)
+    assert float(line["flops_remaining_mean"]) == pytest.approx(2.0)
+
+
+def test_flops_flag_without_flops_fields_leaves_the_column_out(tmp_path, capsys):
+    write_summary(tmp_path, "r")
+    code, out, err = report(capsys, tmp_path, "--flops")
+    assert code == 0
+    assert "FLOPs" not in out
+    assert "FLOPs" in err
+
+
+def test_corrupt_summary_is_skipped_not_fatal(tmp_path, capsys):
+    write_summary(tmp_path, "good")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text('{"model": "vgg19", ')
+    write_summary(tmp_path, "no_accuracy", final_test_acc=None)
+
+    code, out, _ = report(capsys, tmp_path)
+
+    assert code == 0
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in out
+    skipped = out.split("### Skipped files")[1]
+    assert "- broken/summary.json: unreadable" in skipped
+    assert "- no_accuracy/summary.json: completed, but final_test_acc is None" in skipped
+
+
+def test_missing_directory_is_an_error(tmp_path, capsys):
+    code, out, err = report(capsys, tmp_path / "nowhere")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_directory_without_summaries(tmp_path, capsys):
+    (tmp_path / "empty_run").mkdir()
+    code, _, err = report(capsys, tmp_path)
+    assert code == 1
+    assert "no usable summary.json" in err

@@ -1,0 +1,357 @@
+"""The results report: markdown tables in the paper's layout, an optional CSV and an
+accuracy-vs-sparsity plot, computed from the `summary.json` files that training runs leave.
+
+    python -m utils.report runs/cifar10 [--csv results.csv] [--flops]
+
+Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
+becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs. Runs that
+did not complete and files that could not be read are listed after the tables, never counted.
+
+When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written
+into DIR: one figure, always under that name, with one subplot per (model, dataset) that has such
+a method. All percentages in the tables and the CSV are percent (0-100).
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from itertools import groupby
+from pathlib import Path
+
+from utils.io import write_atomic, write_text_atomic
+
+PLOT_NAME = "accuracy_vs_sparsity.png"
+# runs of one method whose final sparsities (fractions) lie this close belong to one level
+SPARSITY_TOLERANCE = 0.0005
+CRITERION_LABELS = {
+    "flipout": "FlipOut",
+    "global_magnitude": "GlobalMagnitude",
+    "random": "Random",
+    "snip": "SNIP",
+    "magnitude": "Magnitude",
+    "threshold": "Threshold",
+    "none": "Dense",
+}
+HOYER_SQUARE = "Hoyer-Square"
+PAPER_ORDER = [
+    "FlipOut",
+    "GlobalMagnitude",
+    "Random",
+    "SNIP",
+    HOYER_SQUARE,
+    "Magnitude",
+    "Threshold",
+    "Dense",
+]
+REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
+
+
+@dataclass(frozen=True)
+class Row:
+    """The completed runs of one method at one sparsity level of one (model, dataset)."""
+
+    model: str
+    dataset: str
+    method: str
+    sparsity_mean: float
+    accuracy_mean: float
+    accuracy_std: float
+    n: int
+    # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
+    flops_remaining_mean: float | None = None
+
+
+def compact_number(value: float) -> str:
+    """Shortest readable spelling of a strength like λ: 6e-5, 2.5e-4, 1e-3, but 0.5 and 10."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def option(summary: dict, name: str):
+    """A training option as the summary records it; None where an older summary lacks it."""
+    return (summary.get("options") or {}).get(name)
+
+
+def hoyer_lambda(summary: dict) -> float:
+    return float(option(summary, "hoyer_lambda") or 0.0)
+
+
+def is_hoyer_square(summary: dict) -> bool:
+    """The paper's Hoyer-Square baseline: the penalty in the loss, then pruning by threshold."""
+    return summary["prune_criterion"] == "threshold" and bool(option(summary, "add_hs"))
+
+
+def method_label(summary: dict) -> str:
+    criterion = summary["prune_criterion"]
+    strength = compact_number(hoyer_lambda(summary))
+    if is_hoyer_square(summary):
+        return f"{HOYER_SQUARE} (λ={strength})"
+    label = CRITERION_LABELS.get(criterion, criterion)
+    if option(summary, "add_hs"):
+        return f"{label} + HS (λ={strength})"
+    return label
+
+
+def method_sort_key(summary: dict) -> tuple:
+    """Paper order; Hoyer-Square rows by λ; methods the paper does not have last, alphabetically."""
+    label = method_label(summary)
+    if is_hoyer_square(summary):
+        return (PAPER_ORDER.index(HOYER_SQUARE), hoyer_lambda(summary), label)
+    if label in PAPER_ORDER:
+        return (PAPER_ORDER.index(label), 0.0, label)
+    return (len(PAPER_ORDER), 0.0, label)
+
+
+def summary_problem(summary) -> str | None:
+    """Why a parsed summary cannot be reported on, or None when it can."""
+    if not isinstance(summary, dict):
+        return "not a JSON object"
+    missing = [key for key in REQUIRED_KEYS if key not in summary]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if summary["status"] == "completed":
+        for key in ("final_test_acc", "final_sparsity"):
+            if not isinstance(summary.get(key), int | float):
+                return f"completed, but {key} is {summary.get(key)!r}"
+    return None
+
+
+def load_summaries(root: Path) -> tuple[dict[Path, dict], list[tuple[Path, str]]]:
+    """Every summary.json below `root`, keyed by its path relative to `root`, and the files that
+    could not be used, each with the reason."""
+    root = Path(root)
+    summaries, skipped = {}, []
+    for path in sorted(root.rglob("summary.json")):
+        relative = path.relative_to(root)
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # ValueError covers bad JSON and bad UTF-8
+            skipped.append((relative, f"unreadable: {error}"))
+            continue
+        problem = summary_problem(summary)
+        if problem:
+            skipped.append((relative, problem))
+        else:
+            summaries[relative] = summary
+    return summaries, skipped
+
+
+def sparsity_levels(runs: list[dict]) -> list[list[dict]]:
+    """Runs split into levels of nearly equal final sparsity. Distances are measured from a
+    level's least sparse run, not from its latest member, so that a chain of close runs cannot
+    stretch one level beyond the tolerance."""
+    levels: list[list[dict]] = []
+    for run in sorted(runs, key=lambda r: r["final_sparsity"]):
+        if levels and run["final_sparsity"] - levels[-1][0]["final_sparsity"] <= SPARSITY_TOLERANCE:
+            levels[-1].append(run)
+        else:
+            levels.append([run])
+    return levels
+
+
+def flops_remaining_percent(runs: list[dict]) -> float | None:
+    shares = [
+        100 * run["flops_remaining"] / run["flops_dense"]
+        for run in runs
+        if run.get("flops_dense") and run.get("flops_remaining") is not None
+    ]
+    return statistics.mean(shares) if shares else None
+
+
+def group_runs(summaries: Iterable[dict]) -> list[Row]:
+    """One Row per (model, dataset, method, sparsity level) of the completed runs, ordered by
+    (model, dataset), then paper order of methods, then increasing sparsity."""
+    by_method = defaultdict(list)
+    for summary in summaries:
+        if summary["status"] == "completed":
+            by_method[(summary["model"], summary["dataset"], method_label(summary))].append(summary)
+    keyed_rows = []
+    for (model, dataset, method), runs in by_method.items():
+        for level in sparsity_levels(runs):
+            accuracies = [run["final_test_acc"] for run in level]
+            sparsity = 100 * statistics.mean(run["final_sparsity"] for run in level)
+            row = Row(
+                model=model,
+                dataset=dataset,
+                method=method,
+                sparsity_mean=sparsity,
+                accuracy_mean=statistics.mean(accuracies),
+                accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                n=len(level),
+                flops_remaining_mean=flops_remaining_percent(level),
+            )
+            keyed_rows.append(((model, dataset, method_sort_key(level[0]), sparsity), row))
+    return [row for _, row in sorted(keyed_rows, key=lambda pair: pair[0])]
+
+
+def table_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_head(header: list[str]) -> list[str]:
+    return [table_line(header), "|---" * len(header) + "|"]
+
+
+def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
+    """A heading and a table per (model, dataset); `rows` as ordered by group_runs."""
+    header = ["Method", "Sparsity (%)", "Accuracy (%)"]
+    if show_flops:
+        header.append("Remaining FLOPs (%)")
+    blocks = []
+    for (model, dataset), pair_rows in groupby(rows, key=lambda row: (row.model, row.dataset)):
+        lines = [f"### {model} on {dataset}", "", *table_head(header)]
+        for row in pair_rows:
+            accuracy = f"{row.accuracy_mean:.2f} ± {row.accuracy_std:.2f} (n={row.n})"
+            cells = [row.method, f"{row.sparsity_mean:.2f}", accuracy]
+            if show_flops:
+                flops = row.flops_remaining_mean
+                cells.append("—" if flops is None else f"{flops:.2f}")
+            lines.append(table_line(cells))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def incomplete_runs_table(summaries: dict[Path, dict]) -> str:
+    """The runs left out of the tables, so that a missing seed is noticed; empty when none."""
+    header = ["Run", "Method", "Seed", "Status", "Epochs"]
+    lines = ["### Runs that did not complete", "", *table_head(header)]
+    for path, summary in summaries.items():
+        if summary["status"] != "completed":
+            epochs = f"{summary.get('epochs_completed', '?')}/{summary.get('epochs', '?')}"
+            run = path.parent.as_posix()
+            seed, status = str(summary.get("seed", "?")), str(summary["status"])
+            lines.append(table_line([run, method_label(summary), seed, status, epochs]))
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
+def skipped_files_list(skipped: list[tuple[Path, str]]) -> str:
+    if not skipped:
+        return ""
+    lines = [f"- {path.as_posix()}: {reason}" for path, reason in skipped]
+    return "\n".join(["### Skipped files", "", *lines])
+
+
+def write_csv(rows: list[Row], path: Path, show_flops: bool = False) -> None:
+    """One line per row, numbers unrounded."""
+    columns = [field.name for field in fields(Row)]
+    if not show_flops:
+        columns.remove("flops_remaining_mean")  # DictWriter's extrasaction drops it from the rows
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    write_text_atomic(Path(path), buffer.getvalue())
+
+
+def nines(sparsity_percent: float) -> float:
+    """Plot position: 90% -> 1, 99% -> 2, 99.9% -> 3, so that 75% .. 99.9% spread evenly.
+    Clamped so that a fully pruned model stays on the axis instead of at infinity."""
+    return -math.log10(max(1 - sparsity_percent / 100, 1e-6))
+
+
+def readable_ticks(sparsities: list[float]) -> list[float]:
+    """The measured sparsities, dropping any that would print on top of the previous one."""
+    ticks: list[float] = []
+    for sparsity in sorted(sparsities):
+        if not ticks or nines(sparsity) - nines(ticks[-1]) >= 0.15:
+            ticks.append(sparsity)
+    return ticks
+
+
+def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
+    """Write the plot for every (model, dataset) where some method has several sparsity levels;
+    None, and nothing written, when there is no such pair."""
+    levels = Counter((row.model, row.dataset, row.method) for row in rows)
+    swept = [(model, dataset) for (model, dataset, _), count in levels.items() if count > 1]
+    pairs = list(dict.fromkeys(swept))  # unique, in table order
+    if not pairs:
+        return None
+    # the Agg canvas directly rather than pyplot: no display, and no global figure state to leak
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5 * len(pairs), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    all_axes = figure.subplots(1, len(pairs), squeeze=False)[0]
+    for axes, (model, dataset) in zip(all_axes, pairs, strict=True):
+        pair_rows = [row for row in rows if (row.model, row.dataset) == (model, dataset)]
+        for method in dict.fromkeys(row.method for row in pair_rows):  # paper order, once each
+            points = [row for row in pair_rows if row.method == method]
+            axes.errorbar(
+                [nines(row.sparsity_mean) for row in points],
+                [row.accuracy_mean for row in points],
+                yerr=[row.accuracy_std for row in points],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+        # ticks at the sweeps' levels: a lone point elsewhere would crowd out a level's label
+        swept_rows = [row for row in pair_rows if levels[(model, dataset, row.method)] > 1]
+        ticks = readable_ticks([row.sparsity_mean for row in swept_rows])
+        labels = [f"{tick:.2f}".rstrip("0").rstrip(".") for tick in ticks]
+        rotation = 45 if len(ticks) > 5 else 0
+        axes.set_xticks([nines(tick) for tick in ticks], labels, rotation=rotation)
+        axes.set_xlabel("Sparsity (%)")
+        axes.set_ylabel("Test accuracy (%)")
+        axes.set_title(f"{model} on {dataset}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    write_atomic(Path(path), lambda file: figure.savefig(file, format="png", dpi=150))
+    return Path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.report",
+        description="Tables (and a plot) of test accuracy by method and sparsity from the "
+        "summary.json files below DIR.",
+    )
+    parser.add_argument("dir", type=Path, metavar="DIR", help="folder searched for runs")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the rows as CSV")
+    parser.add_argument(
+        "--flops", action="store_true", help="add the share of the dense FLOPs that remains"
+    )
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"error: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    summaries, skipped = load_summaries(args.dir)
+    if not summaries:
+        print(f"no usable summary.json below {args.dir}", file=sys.stderr)
+        if skipped:
+            print(skipped_files_list(skipped))
+        return 1
+    rows = group_runs(summaries.values())
+    show_flops = args.flops and any(row.flops_remaining_mean is not None for row in rows)
+    if args.flops and not show_flops:
+        print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
+    sections = [
+        markdown_tables(rows, show_flops) if rows else "No completed runs.",
+        incomplete_runs_table(summaries),
+        skipped_files_list(skipped),
+    ]
+    print("\n\n".join(section for section in sections if section))
+    if args.csv:
+        try:
+            write_csv(rows, args.csv, show_flops)
+        except OSError as error:
+            print(f"error: cannot write {args.csv}: {error}", file=sys.stderr)
+            return 2
+        print(f"\nCSV: {args.csv}")
+    plot = plot_accuracy_vs_sparsity(rows, args.dir / PLOT_NAME)
+    if plot:
+        print(f"\nPlot: {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
