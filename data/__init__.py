@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from data import cifar10, digits, imagenette, mnist, synthetic
-from data.common import DataSplits, DatasetError
+from data.common import DatasetError, DataSplits
 from utils.errors import UserError
 
 DATASETS: dict[str, Callable[..., DataSplits]] = {

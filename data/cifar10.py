@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import transforms
 
-from data.common import ArrayDataset, DataSplits, DatasetError, normalizing_transform
+from data.common import ArrayDataset, DatasetError, DataSplits, normalizing_transform
 from data.download import fetch
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -20,6 +20,7 @@ TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCHES = ["test_batch"]
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
+CROP_PADDING = 4
 
 
 def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +32,15 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch["labels"])
     return np.concatenate(images).transpose(0, 2, 3, 1).copy(), np.asarray(labels, dtype=np.int64)
+
+
+def train_transform():
+    """The torchvision training pipeline: crop with padding, flip, normalise."""
+    return normalizing_transform(
+        MEAN,
+        STD,
+        [transforms.RandomCrop(32, padding=CROP_PADDING), transforms.RandomHorizontalFlip()],
+    )
 
 
 def load(data_dir: str, download: bool = True) -> DataSplits:
@@ -45,14 +55,15 @@ def load(data_dir: str, download: bool = True) -> DataSplits:
         fetch(URL, root, ARCHIVE_MD5, extract=True, missing=what, how_to_get=how)
 
     eval_transform = normalizing_transform(MEAN, STD)
-    train_transform = normalizing_transform(
-        MEAN, STD, [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-    )
     return DataSplits(
-        train=ArrayDataset(*read_batches(folder, TRAIN_BATCHES), transform=train_transform),
+        train=ArrayDataset(*read_batches(folder, TRAIN_BATCHES), transform=train_transform()),
         test=ArrayDataset(*read_batches(folder, TEST_BATCHES), transform=eval_transform),
         num_classes=10,
         in_channels=3,
         image_size=32,
         eval_transform=eval_transform,
+        mean=MEAN,
+        std=STD,
+        crop_padding=CROP_PADDING,
+        flip=True,
     )

@@ -27,6 +27,12 @@ class DataSplits:
     image_size: int
     # Applied to any validation images carved out of `train`: no augmentation.
     eval_transform: Callable
+    # Normalisation and training augmentation, stated as data so that the device-resident path
+    # (data/device.py) applies exactly what the torchvision transforms above do.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    crop_padding: int = 0  # RandomCrop(image_size, padding=crop_padding); 0: no crop
+    flip: bool = False  # RandomHorizontalFlip(0.5)
 
 
 class ArrayDataset(Dataset):

@@ -32,4 +32,6 @@ def load(data_dir: str, download: bool = True) -> DataSplits:
         in_channels=1,
         image_size=32,
         eval_transform=transform,
+        mean=MEAN,
+        std=STD,
     )

@@ -10,12 +10,13 @@ from pathlib import Path
 from PIL import Image
 from torchvision import datasets, transforms
 
-from data.common import DataSplits, DatasetError, normalizing_transform
+from data.common import DatasetError, DataSplits, normalizing_transform
 
 FOLDER = "imagenette2"
 IMAGE_SIZE = 224
 MEAN = (0.4625, 0.4580, 0.4295)
 STD = (0.3901, 0.3880, 0.4042)
+CROP_PADDING = 28
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -42,7 +43,7 @@ def load(data_dir: str, download: bool = True) -> DataSplits:
         STD,
         [
             resize,
-            transforms.RandomCrop(IMAGE_SIZE, padding=28),
+            transforms.RandomCrop(IMAGE_SIZE, padding=CROP_PADDING),
             transforms.RandomHorizontalFlip(),
         ],
     )
@@ -60,4 +61,8 @@ def load(data_dir: str, download: bool = True) -> DataSplits:
         in_channels=3,
         image_size=IMAGE_SIZE,
         eval_transform=eval_transform,
+        mean=MEAN,
+        std=STD,
+        crop_padding=CROP_PADDING,
+        flip=True,
     )

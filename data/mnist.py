@@ -11,8 +11,8 @@ import numpy as np
 
 from data.common import (
     ArrayDataset,
-    DataSplits,
     DatasetError,
+    DataSplits,
     normalizing_transform,
     resize_uint8,
 )
@@ -73,4 +73,6 @@ def load(data_dir: str, download: bool = True) -> DataSplits:
         in_channels=1,
         image_size=32,
         eval_transform=transform,
+        mean=MEAN,
+        std=STD,
     )

@@ -5,6 +5,8 @@ noise, quantised to uint8. Everything is a function of the image index, so the d
 every machine and run, and images are made on demand (a 224x224 set costs no memory).
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -48,6 +50,22 @@ class SyntheticImages(Dataset):
         noise = torch.randn(pattern.shape, generator=generator)
         return (128 + SIGNAL * pattern + NOISE * noise).round().clamp(0, 255).to(torch.uint8)
 
+    def materialise(
+        self, indices: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (N, C, H, W) uint8 images and (N,) int64 labels at `indices` (all by default),
+        exactly as `image` and `label` give them, stacked to be held on a device in one piece.
+
+        A loop, not one batched draw: each image's noise comes from its own index-seeded
+        generator, which is what keeps an image the same however the set is read.
+        """
+        indices = range(self.size) if indices is None else indices
+        images = torch.empty(len(indices), *self.patterns.shape[1:], dtype=torch.uint8)
+        for row, index in enumerate(indices):
+            images[row] = self.image(index)
+        labels = torch.tensor([self.label(index) for index in indices], dtype=torch.int64)
+        return images, labels
+
     def __getitem__(self, index: int):
         image = self.image(index)
         if self.transform is not None:
@@ -68,4 +86,6 @@ def load(data_dir: str, download: bool = True, image_size: int = 32) -> DataSpli
         in_channels=3,
         image_size=image_size,
         eval_transform=transform,
+        mean=MEAN,
+        std=STD,
     )

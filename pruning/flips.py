@@ -7,12 +7,16 @@ weights' device, so tracking costs 5 bytes per weight and no host synchronisatio
 
 import torch
 
+from pruning.kernels import Kernels
 from pruning.mask import Masks
 
 
 class FlipCounter:
-    def __init__(self, params: dict[str, torch.Tensor]):
+    """`signs` and `counts` are only ever updated in place, so references to them stay valid."""
+
+    def __init__(self, params: dict[str, torch.Tensor], kernels: Kernels | None = None):
         self.params = params
+        self.kernels = kernels or Kernels("off")
         with torch.no_grad():
             self.signs = {name: p.sign().to(torch.int8) for name, p in params.items()}
         self.counts = {name: torch.zeros_like(p, dtype=torch.int32) for name, p in params.items()}
@@ -21,17 +25,18 @@ class FlipCounter:
     def update(self) -> None:
         """Count the flips of the step just taken. Call after the weights were re-masked: a pruned
         weight is zero before and after, so it can never count a flip."""
-        for name, p in self.params.items():
-            sign = p.sign().to(torch.int8)
-            self.counts[name] += sign != self.signs[name]
-            self.signs[name] = sign
+        self.kernels.count_flips(
+            [p.data for p in self.params.values()],
+            list(self.signs.values()),
+            list(self.counts.values()),
+        )
 
     @torch.no_grad()
     def forget_pruned(self, masks: Masks) -> None:
         """Zero the counters of pruned weights and record their (zero) sign."""
         for name, p in self.params.items():
-            self.counts[name] *= masks[name]
-            self.signs[name] = p.sign().to(torch.int8)
+            self.counts[name].mul_(masks[name])
+            self.signs[name].copy_(p.sign())
 
     def total(self) -> int:
         return int(sum(c.sum(dtype=torch.int64) for c in self.counts.values()))
@@ -50,4 +55,4 @@ class FlipCounter:
             raise ValueError("flip counters are for different parameters")
         for name, value in counts.items():
             self.counts[name].copy_(value)
-            self.signs[name] = self.params[name].sign().to(torch.int8)
+            self.signs[name].copy_(self.params[name].sign())

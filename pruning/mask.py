@@ -70,18 +70,6 @@ class Masks:
         if self.any_pruned:
             torch._foreach_mul_(list(self.params.values()), list(self.masks.values()))
 
-    @torch.no_grad()
-    def apply_to_grads(self) -> None:
-        if not self.any_pruned:
-            return
-        pairs = [
-            (p.grad, m)
-            for p, m in zip(self.params.values(), self.masks.values(), strict=True)
-            if p.grad is not None
-        ]
-        if pairs:
-            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
-
     def live_counts(self) -> dict[str, tuple[int, int]]:
         """name -> (live, total), one host sync for all layers."""
         live = torch.stack([m.sum() for m in self.masks.values()]).tolist()

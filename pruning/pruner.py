@@ -18,6 +18,7 @@ from torch import nn
 from pruning.criteria import build_criterion
 from pruning.flips import FlipCounter
 from pruning.hoyer import hoyer_square
+from pruning.kernels import Kernels
 from pruning.mask import Masks, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import is_prune_epoch
@@ -46,6 +47,7 @@ class PruningConfig:
     hoyer_lambda: float = 0.0
     stop_hoyer_at: int = -1
     seed: int = 0
+    compile_kernels: str = "auto"
 
     @classmethod
     def from_args(cls, args) -> "PruningConfig":
@@ -70,20 +72,34 @@ class Pruner:
         self.config = config
         self.params = prunable_parameters(model, config.prune_bias, config.prune_bnorm)
         self.masks = Masks(self.params)
-        self.flips = FlipCounter(self.params)
         self.device = next(iter(self.params.values())).device
+        self.kernels = Kernels(config.compile_kernels, self.device)
+        self.flips = FlipCounter(self.params, self.kernels)
         self.criterion = build_criterion(config.prune_criterion, config)
         # Separate streams, so that switching noise on does not change which weights Random picks.
         self.random_generator = torch.Generator(self.device).manual_seed(config.seed)
         self.noise = None
         if config.noise:
-            targets = (
-                self.params.values()
-                if config.noise_only_prunable
-                else [p for p in model.parameters() if p.requires_grad]
+            targets = {
+                name: p
+                for name, p in model.named_parameters()
+                if p.requires_grad and (name in self.params or not config.noise_only_prunable)
+            }
+            self.noise = GradientNoise(
+                list(targets.values()),
+                config.noise_scale_factor,
+                torch.Generator(self.device).manual_seed(config.seed + 1),
+                masks=[self.masks.masks.get(name) for name in targets],
+                kernels=self.kernels,
             )
-            noise_generator = torch.Generator(self.device).manual_seed(config.seed + 1)
-            self.noise = GradientNoise(targets, config.noise_scale_factor, noise_generator)
+        # The weights with their masks, previous signs and flip counts, as the kernels take
+        # them; all four are only ever updated in place, so the references stay valid.
+        self._step_tensors = (
+            [p.data for p in self.params.values()],
+            list(self.masks.masks.values()),
+            list(self.flips.signs.values()),
+            list(self.flips.counts.values()),
+        )
         self.events: list[PruneEvent] = []
 
     # -- the training loop's hooks ------------------------------------------------------------
@@ -98,19 +114,23 @@ class Pruner:
             return None
         return cfg.hoyer_lambda * hoyer_square(self.params.values())
 
+    @torch.no_grad()
     def after_backward(self, epoch: int) -> None:
-        self.masks.apply_to_grads()
+        if self.masks.any_pruned:
+            pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
+            if pairs:
+                self.kernels.mask_gradients([g for g, _ in pairs], [m for _, m in pairs])
         if self.noise is not None and (
             self.config.stop_noise_at == -1 or epoch < self.config.stop_noise_at
         ):
+            # the noise std comes from the masked gradient; pruned entries are re-zeroed with it
             self.noise.add()
-            # noise must not move pruned weights (nor their optimizer state)
-            self.masks.apply_to_grads()
 
+    @torch.no_grad()
     def after_step(self) -> None:
-        # momentum and weight decay move pruned weights off zero: put them back
-        self.masks.apply_to_weights()
-        self.flips.update()
+        # momentum and weight decay move pruned weights off zero: put them back, and count the
+        # sign flips of the step, in one pass over each tensor
+        self.kernels.mask_and_count_flips(*self._step_tensors)
 
     def end_of_epoch(self, epoch: int) -> PruneEvent | None:
         cfg = self.config

@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 from utils.errors import UserError
 
@@ -33,6 +34,20 @@ def resolve_device(spec: str) -> torch.device:
 def pin_memory(device: torch.device) -> bool:
     """Page-locked host batches speed up copies to a CUDA device and mean nothing elsewhere."""
     return device.type == "cuda"
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` (CUDA, or the CPU); a no-op context when disabled. bf16 keeps
+    fp32's exponent range, so no loss scaling is needed."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def batchnorm_in_fp32(model: nn.Module) -> None:
+    """Make every BatchNorm layer compute in fp32 under autocast: its input is cast up, and the
+    next layer casts back down. Batch statistics of bf16 activations are too coarse."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(lambda _, args: (args[0].float(), *args[1:]))
 
 
 def seed_everything(seed: int) -> None:
