@@ -11,6 +11,7 @@ parse -> build data, model, optimizer, pruner -> epoch loop -> artifacts in runs
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from data import DATASETS, build_datasets, split_validation
@@ -29,14 +30,14 @@ from models import MODELS, build_model
 from pruning import CRITERIA, Pruner, PruningConfig
 from pruning.schedule import prune_epochs
 from utils.checkpoint import load_checkpoint, rng_state, save_atomic, save_checkpoint, set_rng_state
+from utils.distributed import Distributed
 from utils.errors import UserError
-from utils.logging import RunLogger, make_run_dir, warn
+from utils.logging import NullLogger, RunLogger, make_run_dir, warn
 from utils.runtime import (
     autocast,
     batchnorm_in_fp32,
     default_num_workers,
     pin_memory,
-    resolve_device,
     seed_everything,
 )
 
@@ -48,7 +49,7 @@ IDENTITY_OPTIONS = ("model", "dataset", "prune_criterion")
 # ...but may run on another machine, with other workers or data paths, without a warning.
 MACHINE_OPTIONS = {
     "resume", "device", "num_workers", "data_dir", "no_download", "quiet", "data_on_device",
-    "compile_kernels",
+    "compile_kernels", "parallel",
 }  # fmt: skip
 
 
@@ -286,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument(
+        "--parallel",
+        action="store_true",
+        help="DataParallel over all visible GPUs (not under torchrun, which uses "
+        "DistributedDataParallel: torchrun --nproc_per_node N main.py ...)",
+    )
+    g.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
@@ -372,12 +379,23 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 # -- building -------------------------------------------------------------------------------
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, args, device) -> DataLoader:
+def make_loader(dataset, batch_size: int, shuffle: bool, args, device, ddp) -> DataLoader:
+    """A DataLoader over this rank's share: under torchrun, training uses DistributedSampler
+    (reshuffled each epoch by `set_epoch`), evaluation every `world_size`-th image, unpadded."""
     workers = args.num_workers
+    sampler = None
+    if ddp.enabled:
+        if shuffle:
+            sampler = DistributedSampler(
+                dataset, ddp.world_size, ddp.rank, shuffle=True, seed=args.seed
+            )
+        else:
+            sampler = range(ddp.rank, len(dataset), ddp.world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory(device),
         # Workers start afresh each epoch, seeded from the loader's generator: a resumed run then
@@ -387,9 +405,12 @@ def make_loader(dataset, batch_size: int, shuffle: bool, args, device) -> DataLo
     )
 
 
-def build_loaders(args, splits, train_set, val_set, device) -> tuple:
+def build_loaders(args, splits, train_set, val_set, device, ddp) -> tuple:
     """The training loader and the evaluation loaders by split name: device-resident batches
-    (data/device.py) with --data_on_device, by default on CUDA; torch DataLoaders otherwise."""
+    (data/device.py) with --data_on_device, by default on CUDA; torch DataLoaders otherwise.
+    Batch sizes are global: each of the `world_size` ranks takes its share."""
+    batch_size = args.batch_size // ddp.world_size
+    test_batch_size = max(1, args.test_batch_size // ddp.world_size)
     eval_sets = {"test": splits.test}
     if val_set is not None:
         eval_sets["val"] = val_set
@@ -401,15 +422,17 @@ def build_loaders(args, splits, train_set, val_set, device) -> tuple:
             splits,
             train_set,
             eval_sets,
-            args.batch_size,
-            args.test_batch_size,
+            batch_size,
+            test_batch_size,
             device,
             args.seed,
             memory_format(args),
+            ddp.rank,
+            ddp.world_size,
         )
-    train_loader = make_loader(train_set, args.batch_size, True, args, device)
+    train_loader = make_loader(train_set, batch_size, True, args, device, ddp)
     return train_loader, {
-        name: make_loader(dataset, args.test_batch_size, False, args, device)
+        name: make_loader(dataset, test_batch_size, False, args, device, ddp)
         for name, dataset in eval_sets.items()
     }
 
@@ -477,7 +500,7 @@ def progress(loader: DataLoader, args, desc: str) -> tqdm:
     )
 
 
-def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_scale):
+def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp):
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -512,22 +535,37 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
             (first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step
         )
         if step % 20 == 0:  # the only host syncs in the loop
-            check_finite(first_bad_step, epoch)
+            check_finite(first_bad_step, epoch, ddp)
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}"
             )
-    check_finite(first_bad_step, epoch)
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+    check_finite(first_bad_step, epoch, ddp)
+    return mean_loss_and_accuracy(loss_sum, correct, seen, ddp)
 
 
-def check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
-    step = int(first_bad_step)
-    if step >= 0:
+def check_finite(first_bad_step: torch.Tensor, epoch: int, ddp) -> None:
+    """Raise Diverged on every rank at once (the earliest bad step of any rank), so that no
+    rank is left waiting in a collective."""
+    never = torch.iinfo(torch.long).max
+    bad = torch.where(first_bad_step >= 0, first_bad_step, never)
+    step = int(ddp.all_reduce_min(bad.clone()))
+    if step != never:
         raise Diverged(epoch, step + 1)
 
 
+def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp) -> tuple[float, float]:
+    """Summed over all ranks' shares, so that every image counts once."""
+    totals = torch.stack([loss_sum.double(), correct.double()])
+    totals = torch.cat([totals, torch.tensor([float(seen)], device=totals.device).double()])
+    loss, right, count = ddp.all_reduce_sum(totals).tolist()
+    return loss / count, 100.0 * right / count
+
+
 @torch.no_grad()
-def evaluate(model, loader, args, device, desc: str) -> tuple[float, float]:
+def evaluate(model, loader, args, device, desc: str, ddp) -> tuple[float, float]:
+    """Test or validation loss and accuracy of the unwrapped model; under torchrun each rank
+    evaluates its share and the sums are all-reduced."""
+    ddp.broadcast_buffers(model)
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -540,7 +578,7 @@ def evaluate(model, loader, args, device, desc: str) -> tuple[float, float]:
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+    return mean_loss_and_accuracy(loss_sum, correct, seen, ddp)
 
 
 def log_prune(event, pruner: Pruner, logger: RunLogger) -> None:
@@ -558,11 +596,18 @@ def log_prune(event, pruner: Pruner, logger: RunLogger) -> None:
         warn(f"layer {name} has no live weights left (layer collapse)")
 
 
-def run(args: argparse.Namespace) -> dict:
-    """One training run, new or resumed. Returns its summary, whose `status` is `completed`,
-    `interrupted` or `diverged`; any other exception propagates after `failed` is recorded."""
+def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
+    """One training run, new or resumed, in this process or as one rank under torchrun. Returns
+    its summary, whose `status` is `completed`, `interrupted` or `diverged`; any other exception
+    propagates after `failed` is recorded."""
     session_start = time.time()
-    device = resolve_device(args.device)
+    ddp = ddp or Distributed()
+    if args.batch_size % ddp.world_size:
+        raise UserError(
+            f"-bs {args.batch_size} is the global batch size and must divide evenly among the "
+            f"{ddp.world_size} processes"
+        )
+    device = ddp.setup(args.device)
     seed_everything(args.seed)
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
@@ -575,13 +620,15 @@ def run(args: argparse.Namespace) -> dict:
     if args.amp:
         batchnorm_in_fp32(model)
     optimizer = build_optimizer(args, model)
-    pruner = Pruner(model, PruningConfig.from_args(args))
-    train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device)
+    pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
+    # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
+    net = parallel(model, args, device, ddp)
+    train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
 
     history: list[dict] = []
     wall_before = 0.0
     if checkpoint is None:
-        run_dir = make_run_dir(args.logdir, args.comment)
+        run_dir = make_run_dir(args.logdir, args.comment) if ddp.is_main else None
     else:
         run_dir = Path(args.resume)
         history, wall_before = restore(checkpoint, args, model, optimizer, pruner, train_loader)
@@ -595,8 +642,11 @@ def run(args: argparse.Namespace) -> dict:
         num_prunable=pruner.masks.num_total,
         run_dir=str(run_dir),
     )
-    logger = RunLogger(run_dir, config, history if checkpoint is not None else None)
-    describe_run(args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch)
+    if ddp.is_main:
+        logger = RunLogger(run_dir, config, history if checkpoint is not None else None)
+    else:
+        logger = NullLogger()
+    describe_run(args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch, ddp)
 
     summary = {
         "model": args.model,
@@ -618,30 +668,32 @@ def run(args: argparse.Namespace) -> dict:
                 log_prune(event, pruner, logger)
         for epoch in range(first_epoch, args.epochs + 1):
             record, event = run_epoch(
-                epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device
+                epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp
             )
             # checkpoint first: an epoch counts as done once it can be resumed from
-            save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "args": {**vars(args), "resume": None},
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "pruner": pruner.state_dict(),
-                    "data_order": train_loader.generator.get_state(),
-                    "rng": rng_state(),
-                    "history": [*history, record],
-                    "best_test_acc": final_metrics([*history, record])["best_test_acc"],
-                    "wall_seconds": wall_before + time.time() - session_start,
-                },
-                run_dir,
-            )
+            if ddp.is_main:
+                save_checkpoint(
+                    {
+                        "epoch": epoch,
+                        "args": {**vars(args), "resume": None},
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "pruner": pruner.state_dict(),
+                        "data_order": train_loader.generator.get_state(),
+                        "rng": rng_state(),
+                        "history": [*history, record],
+                        "best_test_acc": final_metrics([*history, record])["best_test_acc"],
+                        "wall_seconds": wall_before + time.time() - session_start,
+                    },
+                    run_dir,
+                )
             history.append(record)
             logger.log_epoch(record)
             print(format_epoch(record, args.epochs), flush=True)
             if event is not None:
                 log_prune(event, pruner, logger)
-        if args.save_model:
+        ddp.check_identical(pruner.state_tensors(), "at the end, weights, masks or flip counts")
+        if args.save_model and ddp.is_main:
             save_model(run_dir / "model.pt", args, splits, model, pruner)
         summary["status"] = "completed"
     except Interrupted as interruption:
@@ -662,6 +714,7 @@ def run(args: argparse.Namespace) -> dict:
             prune_events=[e.as_dict() for e in pruner.events],
             collapsed_layers=pruner.collapsed_layers(),
             wall_seconds=wall_before + time.time() - session_start,
+            processes=ddp.world_size,
         )
         logger.write_summary(summary)
         if summary["status"] == "completed":
@@ -670,8 +723,26 @@ def run(args: argparse.Namespace) -> dict:
                 {key: summary[key] for key in HPARAM_METRICS},
             )
         logger.close()
-    report_end(summary, run_dir)
+    if ddp.is_main:
+        report_end(summary, run_dir)
     return summary
+
+
+def parallel(model: nn.Module, args, device: torch.device, ddp: Distributed) -> nn.Module:
+    """The module that trains: DistributedDataParallel under torchrun, DataParallel with
+    --parallel and several GPUs, the model itself otherwise."""
+    if ddp.enabled:
+        if args.parallel:
+            warn("--parallel is ignored under torchrun, which already runs one process per GPU")
+        return ddp.wrap(model, device)
+    if not args.parallel:
+        return model
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if gpus < 2:
+        warn(f"--parallel needs several GPUs; {gpus} visible, training on {device} alone")
+        return model
+    print(f"DataParallel over {gpus} GPUs; torchrun --nproc_per_node {gpus} is usually faster")
+    return nn.DataParallel(model)
 
 
 def restore(checkpoint, args, model, optimizer, pruner, train_loader) -> tuple[list[dict], float]:
@@ -723,8 +794,15 @@ def restore_signal_handlers(previous: dict) -> None:
         signal.signal(sig, handler)
 
 
-def describe_run(args, run_dir, device, pruner, train_set, test_set, val_set, first_epoch) -> None:
+def describe_run(
+    args, run_dir, device, pruner, train_set, test_set, val_set, first_epoch, ddp
+) -> None:
     print(f"run {run_dir}" + (f" (resumed at epoch {first_epoch})" if first_epoch > 1 else ""))
+    if ddp.enabled:
+        print(
+            f"{ddp.world_size} processes (DistributedDataParallel), "
+            f"{args.batch_size // ddp.world_size} images per process per step"
+        )
     sizes = [f"{len(train_set)} train", f"{len(test_set)} test"]
     if val_set is not None:
         sizes.append(f"{len(val_set)} val")
@@ -762,7 +840,7 @@ def report_end(summary: dict, run_dir: Path) -> None:
         )
 
 
-def run_epoch(epoch, model, train_loader, eval_loaders, optimizer, pruner, args, device):
+def run_epoch(epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp):
     """Train one epoch, evaluate, then prune if the schedule says so. Returns the epoch's record
     and the prune event, if any."""
     sparsity = pruner.sparsity
@@ -774,9 +852,12 @@ def run_epoch(epoch, model, train_loader, eval_loaders, optimizer, pruner, args,
             group["weight_decay"] = args.lambda_ * reg_scale
     flips_before = pruner.flips.total()
 
+    sampler = getattr(train_loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
     started = time.time()
     train_loss, train_acc = train_one_epoch(
-        model, train_loader, optimizer, pruner, args, epoch, device, reg_scale
+        net, train_loader, optimizer, pruner, args, epoch, device, reg_scale, ddp
     )
     record = {
         "epoch": epoch,
@@ -792,7 +873,7 @@ def run_epoch(epoch, model, train_loader, eval_loaders, optimizer, pruner, args,
             record["test_loss"] = record["test_acc"] = None
             continue
         record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(
-            model, loader, args, device, f"{split} {epoch}"
+            model, loader, args, device, f"{split} {epoch}", ddp
         )
     # pruning comes after evaluation: an epoch's accuracy is that of the network it trained
     event = pruner.end_of_epoch(epoch)
@@ -828,12 +909,20 @@ def final_metrics(history: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ddp = Distributed.from_environment()
+    if not ddp.is_main:
+        # rank 0 alone reports; the others stay silent but for errors
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
         args = parse_args(argv)
-        summary = run(args)
+        if not ddp.is_main:
+            args.quiet = True
+        summary = run(args, ddp)
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+    finally:
+        ddp.shutdown()
     return summary.get("exit_code", 0)
 
 

@@ -82,6 +82,11 @@ class DeviceLoader:
     on every device type, the generator's state after an epoch does not depend on how many of its
     batches were consumed, and `generator.get_state()` / `set_state()` resume the data order as
     they do for a DataLoader's generator.
+
+    Under torchrun each rank takes every `world_size`-th place of the epoch, starting at `rank`.
+    Every rank draws the same epoch, so together they see each image once; a shuffled (training)
+    epoch is padded with its first places so that all ranks take the same number of steps, as
+    DistributedSampler does, while an evaluation epoch is not padded: no image counts twice.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class DeviceLoader:
         flip: bool = False,
         seed: int = 0,
         memory_format: torch.memory_format = torch.contiguous_format,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(
@@ -122,6 +129,11 @@ class DeviceLoader:
         self.memory_format = memory_format
         self.generator = torch.Generator().manual_seed(seed)
         self.num_images, _, self.height, self.width = images.shape
+        places = self.num_images
+        if shuffle:
+            places = math.ceil(places / world_size) * world_size
+        # this rank's places in the epoch's draws (all of them in a single process)
+        self._places = (torch.arange(places) % self.num_images)[rank::world_size]
 
         # Zero-pad once, on the host, so that a random crop is only a gather from the padded image:
         # the zeros are the fill torchvision's RandomCrop pads with.
@@ -136,9 +148,7 @@ class DeviceLoader:
         # Normalize's, in their order, so that unaugmented inputs agree with the torchvision path.
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        # Index helpers, made once: the batch positions of an unshuffled epoch and the pixel
-        # coordinates that the crop gather offsets.
-        self._identity = torch.arange(self.num_images, device=self.device)
+        # Index helpers, made once: the pixel coordinates that the crop gather offsets.
         self._rows = torch.arange(self.height, device=self.device)
         self._cols = torch.arange(self.width, device=self.device)
 
@@ -147,7 +157,7 @@ class DeviceLoader:
         return self.crop_padding > 0 or self.flip
 
     def __len__(self) -> int:
-        return math.ceil(self.num_images / self.batch_size)
+        return math.ceil(len(self._places) / self.batch_size)
 
     def __iter__(self):
         # Draw the whole epoch now rather than batch by batch, so that stopping early
@@ -163,6 +173,8 @@ class DeviceLoader:
             )
         if self.flip:
             draws["flips"] = torch.rand(n, generator=self.generator) < 0.5
+        draws = {name: value[self._places] for name, value in draws.items()}
+        draws.setdefault("order", self._places)
         return self._batches(self._to_device(draws))
 
     def _to_device(self, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -175,9 +187,9 @@ class DeviceLoader:
         }
 
     def _batches(self, draws: dict[str, torch.Tensor]):
-        order = draws.get("order", self._identity)
-        for start in range(0, self.num_images, self.batch_size):
-            stop = min(start + self.batch_size, self.num_images)
+        order = draws["order"]
+        for start in range(0, len(order), self.batch_size):
+            stop = min(start + self.batch_size, len(order))
             index = order[start:stop]
             if self.augments:
                 inputs = self._augmented(index, draws, start, stop)
@@ -224,6 +236,8 @@ def device_loaders(
     device: torch.device | str,
     seed: int,
     memory_format: torch.memory_format = torch.contiguous_format,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DeviceLoader, dict[str, DeviceLoader]]:
     """The shuffled, augmented training loader and an unshuffled, unaugmented loader per
     evaluation set, all normalised with the statistics of `splits`.
@@ -242,6 +256,8 @@ def device_loaders(
         flip=splits.flip,
         seed=seed,
         memory_format=memory_format,
+        rank=rank,
+        world_size=world_size,
     )
     evals = {
         name: DeviceLoader(
@@ -253,6 +269,8 @@ def device_loaders(
             std=splits.std,
             seed=seed,
             memory_format=memory_format,
+            rank=rank,
+            world_size=world_size,
         )
         for name, dataset in eval_sets.items()
     }

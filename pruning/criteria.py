@@ -103,7 +103,11 @@ class Snip(Criterion):
 
     def before_training(self, pruner, model, batches):
         scores = connection_sensitivity(
-            model, pruner.params, itertools.islice(batches, self.config.snip_batches), pruner.device
+            model,
+            pruner.params,
+            itertools.islice(batches, self.config.snip_batches),
+            pruner.device,
+            pruner.sync.all_reduce_sum,
         )
         total = pruner.masks.num_total
         keep = round((1.0 - self.config.snip_sparsity) * total)

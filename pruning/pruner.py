@@ -22,6 +22,7 @@ from pruning.kernels import Kernels
 from pruning.mask import Masks, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import is_prune_epoch
+from utils.distributed import Distributed
 
 
 @dataclass
@@ -68,8 +69,12 @@ class PruneEvent:
 
 
 class Pruner:
-    def __init__(self, model: nn.Module, config: PruningConfig):
+    """`sync` is the process group under torchrun (utils.distributed.Distributed): SNIP's scores
+    are summed over ranks, and every prune checks that all ranks hold the same state."""
+
+    def __init__(self, model: nn.Module, config: PruningConfig, sync: Distributed | None = None):
         self.config = config
+        self.sync = sync or Distributed()
         self.params = prunable_parameters(model, config.prune_bias, config.prune_bnorm)
         self.masks = Masks(self.params)
         self.device = next(iter(self.params.values())).device
@@ -148,6 +153,9 @@ class Pruner:
             self.masks.prune(name, chosen)
         self.masks.apply_to_weights()
         self.flips.forget_pruned(self.masks)
+        self.sync.check_identical(
+            self.state_tensors(), f"after the prune at epoch {epoch}, weights, masks or flip counts"
+        )
         counts = self.masks.live_counts()
         live = sum(n for n, _ in counts.values())
         event = PruneEvent(
@@ -160,6 +168,10 @@ class Pruner:
         )
         self.events.append(event)
         return event
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """What must be identical on every rank: weights, masks and flip counters."""
+        return [*self.params.values(), *self.masks.masks.values(), *self.flips.counts.values()]
 
     def state_dict(self) -> dict:
         return {

@@ -7,7 +7,7 @@ train; the original FlipOut code instead scored a re-initialised copy with an NL
 raw logits.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,11 @@ def connection_sensitivity(
     params: dict[str, torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """|grad * w| per prunable tensor. The model's weights, BatchNorm statistics, `.grad` fields and
-    train/eval mode are left exactly as they were."""
+    train/eval mode are left exactly as they were. Under torchrun, `all_reduce_sum` adds up the
+    gradients of all ranks' batches, so that every rank scores (and masks) alike."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
     model.train()
@@ -37,6 +39,9 @@ def connection_sensitivity(
         seen += 1
     if seen == 0:
         raise ValueError("SNIP needs at least one training batch")
+    if all_reduce_sum is not None:
+        for grad in grads.values():
+            all_reduce_sum(grad)
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(buffers[name])

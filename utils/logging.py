@@ -136,3 +136,12 @@ class RunLogger:
     def close(self) -> None:
         self.metrics_file.close()
         self.writer.close()
+
+
+class NullLogger:
+    """The logger of ranks other than 0 under torchrun: rank 0 alone writes the run's files."""
+
+    def scalar(self, *args) -> None:
+        pass
+
+    histogram = text = log_epoch = log_hparams = write_summary = close = scalar
