@@ -110,3 +110,39 @@ class Masks:
                 )
             self.masks[name].copy_(mask.to(torch.bool))
         self.any_pruned = any(not bool(m.all()) for m in self.masks.values())
+
+
+def human(count: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(count) >= size:
+            return f"{count / size:.1f}{unit}"
+    return f"{count:.0f}"
+
+
+def layer_table(
+    counts: dict[str, tuple[int, int]], flops: dict[str, tuple[int, int]] | None = None
+) -> str:
+    """A text table of each prunable tensor's live / total weights and sparsity, with its
+    remaining / dense multiply-accumulates per input where `flops` has them."""
+    width = max(len(name) for name in [*counts, "all prunable"])
+    header = f"{'layer':<{width}}  {'live':>10}  {'total':>10}  {'sparsity':>8}"
+    if flops:
+        header += f"  {'MACs left':>9}  {'of dense':>8}"
+    rows = [(name, live, total, flops.get(name) if flops else None) for name, (live, total) in
+            counts.items()]  # fmt: skip
+    live = sum(row[1] for row in rows)
+    total = sum(row[2] for row in rows)
+    macs = [row[3] for row in rows if row[3] is not None]
+    overall = (sum(d for d, _ in macs), sum(r for _, r in macs)) if macs else None
+    lines = [header]
+    for name, live_count, total_count, layer_macs in [
+        *rows,
+        ("all prunable", live, total, overall),
+    ]:
+        line = f"{name:<{width}}  {live_count:>10,}  {total_count:>10,}  "
+        line += f"{1 - live_count / total_count:>8.2%}"
+        if flops:
+            dense, remaining = layer_macs or (0, 0)
+            line += f"  {human(remaining):>9}  {human(dense):>8}" if layer_macs else ""
+        lines.append(line)
+    return "\n".join(lines)

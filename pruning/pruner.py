@@ -19,7 +19,7 @@ from pruning.criteria import build_criterion
 from pruning.flips import FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
-from pruning.mask import Masks, prunable_parameters
+from pruning.mask import Masks, layer_table, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import is_prune_epoch
 from utils.distributed import Distributed
@@ -198,16 +198,6 @@ class Pruner:
     def collapsed_layers(self) -> list[str]:
         return [name for name, (live, _) in self.masks.live_counts().items() if live == 0]
 
-    def layer_table(self) -> str:
-        """Per-layer live / total, as printed at each prune."""
-        counts = self.masks.live_counts()
-        width = max(len(name) for name in [*counts, "all prunable"])
-        lines = [f"{'layer':<{width}}  {'live':>10}  {'total':>10}  {'sparsity':>8}"]
-        for name, (live, total) in counts.items():
-            lines.append(f"{name:<{width}}  {live:>10,}  {total:>10,}  {1 - live / total:>8.2%}")
-        live = sum(n for n, _ in counts.values())
-        total = sum(t for _, t in counts.values())
-        lines.append(
-            f"{'all prunable':<{width}}  {live:>10,}  {total:>10,}  {1 - live / total:>8.2%}"
-        )
-        return "\n".join(lines)
+    def layer_table(self, flops: dict[str, tuple[int, int]] | None = None) -> str:
+        """Per-layer live / total (and MACs, when given), as printed at each prune."""
+        return layer_table(self.masks.live_counts(), flops)

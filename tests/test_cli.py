@@ -11,7 +11,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+import cli
 import main
+import training
 from utils.logging import make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +85,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def test_the_seed_commands_parse_with_their_original_spellings():
-    commands = [main.parse_args(argv) for argv in seed_commands()]
+    commands = [cli.parse_args(argv) for argv in seed_commands()]
     assert [c.prune_criterion for c in commands] == [
         "flipout", "global_magnitude", "random", "snip", "threshold",
     ]  # fmt: skip
@@ -100,7 +102,7 @@ def test_the_seed_commands_parse_with_their_original_spellings():
 
 
 def test_short_forms():
-    args = main.parse_args(
+    args = cli.parse_args(
         ["-m", "vgg11", "-d", "synthetic", "-bs", "7", "-tbs", "9", "-e", "3", "-lr", "0.5",
          "-mom", "0.1"]
     )  # fmt: skip
@@ -111,7 +113,7 @@ def test_short_forms():
 
 
 def test_every_flag_states_its_default():
-    parser = main.build_parser()
+    parser = cli.build_parser()
     formatter = parser._get_formatter()
     for action in parser._actions:
         if action.dest == "help":
@@ -120,7 +122,7 @@ def test_every_flag_states_its_default():
 
 
 def test_no_flags_means_a_flipout_run_on_digits():
-    args = main.parse_args([])
+    args = cli.parse_args([])
     assert (args.model, args.dataset, args.prune_criterion) == ("lenet300", "digits", "flipout")
     assert args.device == "auto" and args.data_dir == "./data"
 
@@ -142,13 +144,13 @@ def test_no_flags_means_a_flipout_run_on_digits():
 )
 def test_bad_flags_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main.parse_args(argv)
+        cli.parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_milestones_without_scheduler_warn(capsys):
-    main.parse_args(["--milestones", "10"])
+    cli.parse_args(["--milestones", "10"])
     assert "warning: --milestones has no effect without --use_scheduler" in capsys.readouterr().err
 
 
@@ -156,17 +158,17 @@ def test_milestones_without_scheduler_warn(capsys):
 
 
 def test_learning_rate_follows_multisteplr_and_anneals():
-    args = main.parse_args(["-lr", "0.1", "--use_scheduler", "--milestones", "3", "5"])
+    args = cli.parse_args(["-lr", "0.1", "--use_scheduler", "--milestones", "3", "5"])
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 5], gamma=0.1)
     for epoch in range(1, 9):
-        assert main.learning_rate(args, epoch, 0.0) == pytest.approx(
+        assert training.learning_rate(args, epoch, 0.0) == pytest.approx(
             optimizer.param_groups[0]["lr"]
         )
         optimizer.step()
         reference.step()
     args.anneal_lr = True
-    assert main.learning_rate(args, 1, 0.75) == pytest.approx(0.025)
+    assert training.learning_rate(args, 1, 0.75) == pytest.approx(0.025)
 
 
 def test_l1_and_l2_penalties():
@@ -174,11 +176,11 @@ def test_l1_and_l2_penalties():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))
         model.bias.fill_(3.0)
-    args = main.parse_args(["--reg_type", "l1", "--lambda", "0.5"])
-    assert main.regularisation(args, model).item() == pytest.approx(0.5 * 6)
-    args = main.parse_args(["--reg_type", "l2", "--lambda", "0.5"])
-    assert main.regularisation(args, model).item() == pytest.approx(0.5 * 14)
-    assert main.regularisation(main.parse_args([]), model) is None  # wdecay: in the optimizer
+    args = cli.parse_args(["--reg_type", "l1", "--lambda", "0.5"])
+    assert training.regularisation(args, model).item() == pytest.approx(0.5 * 6)
+    args = cli.parse_args(["--reg_type", "l2", "--lambda", "0.5"])
+    assert training.regularisation(args, model).item() == pytest.approx(0.5 * 14)
+    assert training.regularisation(cli.parse_args([]), model) is None  # wdecay: in the optimizer
 
 
 def test_run_directories_are_fresh_and_shell_safe(tmp_path):
@@ -205,7 +207,7 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == "lenet5" and config["lambda"] == 5e-4
     assert config["torch_version"] == torch.__version__ and config["device_resolved"] == "cpu"
-    assert set(vars(main.parse_args([]))) - {"lambda_"} <= set(config)
+    assert set(vars(cli.parse_args([]))) - {"lambda_"} <= set(config)
 
     records = read_metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2, 3]

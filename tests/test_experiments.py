@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import main
+import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {  # script -> (model, dataset, Hoyer-Square lambda)
@@ -35,7 +35,7 @@ def dry_run(script: str, *extra: str, env: dict | None = None) -> list:
     for line in result.stdout.strip().splitlines():
         words = shlex.split(line)
         assert words[:2] == ["python", "main.py"], line
-        parsed.append(main.parse_args(words[2:]))
+        parsed.append(cli.parse_args(words[2:]))
     return parsed
 
 

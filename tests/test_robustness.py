@@ -12,6 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import main
+import training
 from models import build_model
 from tests.conftest import IMAGENETTE_CLASSES
 from utils import io as io_module
@@ -227,9 +228,9 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
 def test_save_model_loads_with_plain_torch_load(tmp_path):
     run_dir = quick_run(tmp_path, "-e", "3", "--prune_freq", "1", "--save_model")
     saved = torch.load(run_dir / "model.pt")
-    model = build_model(
-        saved["model"], saved["num_classes"], saved["in_channels"], saved["image_size"]
-    )
+    assert saved["spec"] == {"name": "lenet300", "num_classes": 10, "in_channels": 1,
+                             "image_size": 32}  # fmt: skip
+    model = build_model(**saved["spec"])
     model.load_state_dict(saved["state_dict"])
     for name, mask in saved["masks"].items():
         weight = dict(model.named_parameters())[name]
@@ -247,7 +248,7 @@ def test_divergence_names_epoch_and_batch_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch, capsys
 ):
     calls = {"n": 0}
-    real = main.regularisation
+    real = training.regularisation
 
     def nan_at_epoch_2_batch_3(args, model):
         calls["n"] += 1  # 12 batches per digits epoch at -bs 128
@@ -255,7 +256,7 @@ def test_divergence_names_epoch_and_batch_and_keeps_the_last_good_checkpoint(
             return torch.tensor(float("nan"))
         return real(args, model)
 
-    monkeypatch.setattr(main, "regularisation", nan_at_epoch_2_batch_3)
+    monkeypatch.setattr(training, "regularisation", nan_at_epoch_2_batch_3)
     argv = ["-e", "4", "--num_workers", "0", "--quiet", "--logdir", str(tmp_path)]
     argv += ["--reg_type", "l2"]
     assert main.main(argv) == main.EXIT_DIVERGED
