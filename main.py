@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
         )
     device = ddp.setup(args.device)
     seed_everything(args.seed)
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    checkpoint = load_checkpoint(args.resume, "--resume") if args.resume else None
     splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
     train_set, val_set = splits.train, None
     if args.val:

@@ -141,8 +141,8 @@ def layer_table(
     ]:
         line = f"{name:<{width}}  {live_count:>10,}  {total_count:>10,}  "
         line += f"{1 - live_count / total_count:>8.2%}"
-        if flops:
-            dense, remaining = layer_macs or (0, 0)
-            line += f"  {human(remaining):>9}  {human(dense):>8}" if layer_macs else ""
+        if layer_macs is not None:
+            dense, remaining = layer_macs
+            line += f"  {human(remaining):>9}  {human(dense):>8}"
         lines.append(line)
     return "\n".join(lines)

@@ -47,22 +47,22 @@ def save_checkpoint(state: dict, run_dir: Path) -> None:
     save_atomic({"format_version": FORMAT_VERSION, **state}, Path(run_dir) / CHECKPOINT)
 
 
-def load_checkpoint(run_dir: str | Path) -> dict:
-    """The run's checkpoint, or a UserError that says why it cannot be used."""
+def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
+    """The run's checkpoint, or a UserError that says why it cannot be used; `flag` names the
+    command-line option the directory came from (main.py's `--resume`), if any."""
+    where = f"{flag} {run_dir}".strip()
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
-        raise UserError(f"--resume {run_dir}: no such run directory")
+        raise UserError(f"{where}: no such run directory")
     if not path.is_file():
-        raise UserError(
-            f"--resume {run_dir}: no {CHECKPOINT} there (a run writes it after its first epoch)"
-        )
+        raise UserError(f"{where}: no {CHECKPOINT} there (a run writes it after its first epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, bad pickle, foreign file: all unusable
         raise UserError(
-            f"--resume {run_dir}: {path} is unreadable, probably truncated or corrupt "
+            f"{where}: {path} is unreadable, probably truncated or corrupt "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from error
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"--resume {run_dir}: {path} is not a checkpoint written by main.py")
+        raise UserError(f"{where}: {path} is not a checkpoint written by main.py")
     return state

@@ -1,0 +1,261 @@
+"""Export a pruned run's network for use outside this repository, in one of three formats.
+
+    python -m utils.export RUN_DIR --to dense OUT         # plain state dict, pruned weights zero
+    python -m utils.export RUN_DIR --to torch_prune OUT   # torch.nn.utils.prune's _orig / _mask
+    python -m utils.export RUN_DIR --to sparse OUT        # pruned tensors in CSR: a smaller file
+
+Every file is a dict that `torch.load(OUT, weights_only=True)` reads. Its "spec" rebuilds the
+architecture with this repository's registry, `models.build_model(**spec)`; then:
+
+dense: {"spec", "state_dict"}, the network's state dict with every pruned weight exactly zero.
+
+    model = build_model(**f["spec"])
+    model.load_state_dict(f["state_dict"])
+
+torch_prune: {"spec", "state_dict", "pruned"}. For each parameter named in "pruned" (such as
+"1.weight"), the state dict holds "1.weight_orig" and "1.weight_mask", the entries that
+torch.nn.utils.prune creates, so prune-aware code can go on from there. Loading needs the same
+reparametrisation in place first: `prune.identity` adds an all-ones mask that the load overwrites.
+
+    from torch.nn.utils import prune
+    model = build_model(**f["spec"])
+    for name in f["pruned"]:
+        path, _, param = name.rpartition(".")
+        prune.identity(model.get_submodule(path), param)
+    model.load_state_dict(f["state_dict"])
+    # optional: prune.remove(model.get_submodule(path), param) for each name, which folds the
+    # mask into a plain parameter again (the zeros stay, but are no longer enforced)
+
+sparse: {"spec", "sparse", "dense"}. Each prunable tensor that lost weights is stored in
+compressed sparse row form, reshaped to 2-D as (shape[0], rest): "sparse"[name] = {"shape",
+"crow_indices", "col_indices", "values"}. The stored entries are exactly the live weights of the
+run's mask (a live weight that is exactly zero stays an entry, so the pattern is the mask), with
+int32 indices where they fit, int64 otherwise. Every other tensor (biases, BatchNorm, buffers,
+prunable tensors that were never pruned) is in "dense". Each entry costs a value and a column
+index, so a tensor pays off in CSR only above about 50% sparsity.
+
+    state = dict(f["dense"])
+    for name, t in f["sparse"].items():
+        rows = t["shape"][0]
+        size = (rows, math.prod(t["shape"]) // rows)
+        csr = torch.sparse_csr_tensor(t["crow_indices"], t["col_indices"], t["values"], size)
+        state[name] = csr.to_dense().reshape(t["shape"])
+    model = build_model(**f["spec"])
+    model.load_state_dict(state)
+
+`load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
+eval mode. Run the tool as `python -m utils.export` from the repository root, not as
+`python utils/export.py`: that would put utils/ on sys.path, where utils/inspect.py would shadow
+the standard library's `inspect`.
+"""
+
+import argparse
+import io
+import math
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from models import build_model
+from pruning.mask import human
+from utils.artifacts import PrunedRun, load_run
+from utils.checkpoint import save_atomic
+from utils.errors import UserError
+
+FORMATS = ("dense", "torch_prune", "sparse")
+# what each format's file must hold, checked before a loader trusts it
+KEYS = {
+    "dense": ("spec", "state_dict"),
+    "torch_prune": ("spec", "state_dict", "pruned"),
+    "sparse": ("spec", "sparse", "dense"),
+}
+
+
+@contextmanager
+def quiet_csr():
+    """Torch warns that sparse CSR tensors are in beta; the tool only uses them to convert
+    between layouts, where that warning tells the user nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Module path and parameter: "features.0.weight" -> ("features.0", "weight"), and a bare
+    "weight" is the model's own, ("", "weight")."""
+    path, _, param = name.rpartition(".")
+    return path, param
+
+
+# -- the three formats ----------------------------------------------------------------------
+
+
+def dense_payload(run: PrunedRun) -> dict:
+    state = run.model.state_dict()
+    # the run's weights are already zero where pruned; the mask makes that hold for any checkpoint
+    for name, mask in run.masks.items():
+        state[name] = state[name] * mask
+    return {"spec": run.spec, "state_dict": state}
+
+
+def torch_prune_payload(run: PrunedRun) -> dict:
+    # a fresh network, so that the reparametrisation leaves the run's own model untouched
+    model = build_model(**run.spec)
+    model.load_state_dict(run.model.state_dict())
+    for name, mask in run.masks.items():
+        path, param = split_name(name)
+        prune.custom_from_mask(model.get_submodule(path), param, mask)
+    return {"spec": run.spec, "state_dict": model.state_dict(), "pruned": list(run.masks)}
+
+
+def sparse_payload(run: PrunedRun) -> dict:
+    state = run.model.state_dict()
+    sparse = {}
+    for name, mask in run.masks.items():
+        if mask.all():
+            continue  # with nothing pruned, CSR would only add an index to every weight
+        weight = state.pop(name)
+        rows = weight.shape[0]
+        mask_2d = mask.reshape(rows, -1)
+        # the CSR pattern comes from the mask, the values from the weights in the same row-major
+        # order, so that live weights which happen to be zero are kept as entries
+        with quiet_csr():
+            pattern = mask_2d.to_sparse_csr()
+        index_type = torch.int32 if mask.numel() < 2**31 else torch.int64
+        sparse[name] = {
+            "shape": list(weight.shape),
+            "crow_indices": pattern.crow_indices().to(index_type),
+            "col_indices": pattern.col_indices().to(index_type),
+            "values": weight.reshape(rows, -1)[mask_2d],
+        }
+    return {"spec": run.spec, "sparse": sparse, "dense": state}
+
+
+PAYLOADS = {"dense": dense_payload, "torch_prune": torch_prune_payload, "sparse": sparse_payload}
+
+
+# -- loading them back ----------------------------------------------------------------------
+
+
+def read_export(path: str | Path, fmt: str) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise UserError(f"{path}: no such file") from error
+    except Exception as error:  # truncated zip, foreign pickle: either way not an export
+        raise UserError(f"{path} is unreadable ({type(error).__name__})") from error
+    if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
+        raise UserError(f"{path} is not a {fmt} export of utils.export")
+    return payload
+
+
+def load_dense(path: str | Path) -> nn.Module:
+    """The registry model of a `--to dense` export, in eval mode."""
+    payload = read_export(path, "dense")
+    model = build_model(**payload["spec"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def load_torch_prune(path: str | Path) -> nn.Module:
+    """The registry model of a `--to torch_prune` export, in eval mode, with the prune
+    reparametrisation in place: each listed parameter is `<name>_orig * <name>_mask`."""
+    payload = read_export(path, "torch_prune")
+    model = build_model(**payload["spec"])
+    for name in payload["pruned"]:
+        module_path, param = split_name(name)
+        # creates the <param>_orig parameter and <param>_mask buffer that the state dict fills
+        prune.identity(model.get_submodule(module_path), param)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def load_sparse(path: str | Path) -> nn.Module:
+    """The registry model of a `--to sparse` export with dense weights again, in eval mode."""
+    payload = read_export(path, "sparse")
+    state = dict(payload["dense"])
+    for name, part in payload["sparse"].items():
+        shape = part["shape"]
+        size = (shape[0], math.prod(shape) // shape[0])
+        with quiet_csr():
+            # the invariant checks turn a damaged file into an error instead of a memory fault
+            csr = torch.sparse_csr_tensor(
+                part["crow_indices"],
+                part["col_indices"],
+                part["values"],
+                size,
+                check_invariants=True,
+            )
+            state[name] = csr.to_dense().reshape(shape)
+    model = build_model(**payload["spec"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+LOADERS = {"dense": load_dense, "torch_prune": load_torch_prune, "sparse": load_sparse}
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def file_size(count: int) -> str:
+    return f"{human(count)}B"
+
+
+def saved_size(payload: dict) -> int:
+    """Bytes `torch.save` writes for `payload`, measured without a file."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getbuffer().nbytes
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path) -> list[str]:
+    """Write `run_dir`'s network to `out` in format `fmt`; returns the lines to report."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; OUT is the file to write")
+    run = load_run(run_dir)
+    payload = PAYLOADS[fmt](run)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(payload, out)
+    except OSError as error:
+        # name the path that failed when it is a folder above OUT, such as a file in the way
+        where = f" ({error.filename})" if error.filename and error.filename != str(out) else ""
+        raise UserError(f"cannot write {out}: {error.strerror or error}{where}") from error
+    size = out.stat().st_size
+    lines = [f"wrote {out} ({fmt}, {file_size(size)})"]
+    if fmt == "sparse":
+        dense = saved_size(dense_payload(run))
+        ratio = f"{dense / size:.1f}x smaller" if size <= dense else f"{size / dense:.1f}x larger"
+        lines.append(f"sparse: {file_size(size)}, dense: {file_size(dense)} ({ratio})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.export",
+        description="Write a pruned run's network as a dense state dict, a torch.nn.utils.prune "
+        "state dict or a compressed sparse (CSR) file. The module docstring shows how to load "
+        "each one.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
+    parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
+    parser.add_argument("out", metavar="OUT", help="the file to write (folders are created)")
+    args = parser.parse_args(argv)
+    try:
+        lines = export(args.run_dir, args.to, args.out)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""What a run's checkpoint says about its pruned network, without training or data.
+
+    python -m utils.inspect RUN_DIR
+
+Prints the model and last completed epoch, each prunable layer's live weights and remaining
+multiply-accumulates (MACs), the overall sparsity and FLOPs with the theoretical speed-up, the
+layers pruning removed completely, and how often the surviving weights flipped sign: over all of
+them and per layer, with the share that never flipped, the weights FlipOut trusts most.
+
+Run it as `python -m utils.inspect` from the repository root. `python utils/inspect.py` would put
+utils/ on sys.path, and this file would then shadow the standard library's `inspect` module.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from pruning.mask import layer_table
+from utils.artifacts import PrunedRun, load_run
+from utils.errors import UserError
+from utils.flops import flops_summary, layer_flops
+
+
+def live_counts(masks: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    return {name: (int(mask.sum()), mask.numel()) for name, mask in masks.items()}
+
+
+def flip_stats(counts: torch.Tensor) -> tuple[float, int, float] | None:
+    """(mean, max, share never flipped) of the flip counts of some live weights; None for none."""
+    if counts.numel() == 0:
+        return None
+    return float(counts.double().mean()), int(counts.max()), float((counts == 0).double().mean())
+
+
+def flip_table(run: PrunedRun) -> tuple[str, str]:
+    """The one-line summary over all live weights, and the per-layer table."""
+    live = {name: run.flip_counts[name][mask] for name, mask in run.masks.items()}
+    overall = flip_stats(torch.cat(list(live.values())))
+    if overall is None:
+        summary = "sign flips of the live weights: no live weights left"
+    else:
+        mean, most, never = overall
+        summary = (
+            f"sign flips of the live weights: mean {mean:.3f}, max {most:,}, "
+            f"never flipped {never:.2%}"
+        )
+    width = max(len(name) for name in ["layer", *live])
+    lines = [f"{'layer':<{width}}  {'mean flips':>10}  {'max flips':>9}  {'never flipped':>13}"]
+    for name, counts in live.items():
+        stats = flip_stats(counts)
+        if stats is None:  # a collapsed layer has no live weight to average over
+            mean, most, never = "-", "-", "-"
+        else:
+            mean, most, never = f"{stats[0]:.3f}", f"{stats[1]:,}", f"{stats[2]:.2%}"
+        lines.append(f"{name:<{width}}  {mean:>10}  {most:>9}  {never:>13}")
+    return summary, "\n".join(lines)
+
+
+def describe(run: PrunedRun) -> str:
+    counts = live_counts(run.masks)
+    live = sum(n for n, _ in counts.values())
+    total = sum(n for _, n in counts.values())
+    flops = flops_summary(run.model, run.input_shape, run.masks)
+    collapsed = [name for name, (n, _) in counts.items() if n == 0]
+    options = ", ".join(f"{key}={value}" for key, value in run.spec.items() if key != "name")
+    flips_summary, flips_per_layer = flip_table(run)
+    sections = [
+        f"run {run.run_dir}\nmodel {run.spec['name']} ({options}), last epoch {run.epoch}",
+        layer_table(counts, layer_flops(run.model, run.input_shape, run.masks)),
+        "\n".join(
+            [
+                f"sparsity {1 - live / total:.2%} ({live:,} of {total:,} prunable weights live)",
+                f"MACs per input: dense {flops['flops_dense']:,}, "
+                f"remaining {flops['flops_remaining']:,}, "
+                f"theoretical speed-up {flops['theoretical_speedup']:.2f}x",
+                f"collapsed layers: {', '.join(collapsed) if collapsed else 'none'}",
+            ]
+        ),
+        f"{flips_summary}\n{flips_per_layer}",
+    ]
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.inspect",
+        description="Sparsity, FLOPs, collapsed layers and sign-flip statistics of a run, read "
+        "from its checkpoint.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
+    args = parser.parse_args(argv)
+    try:
+        run = load_run(args.run_dir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(describe(run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
