@@ -109,7 +109,9 @@ def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
         history, wall_before = restore(checkpoint, args, model, optimizer, pruner, train_loader)
     first_epoch = len(history) + 1
 
-    config = {key.rstrip("_"): value for key, value in vars(args).items()}
+    # every option under its flag's name (--lambda is stored as lambda_)
+    options = {key.rstrip("_"): value for key, value in vars(args).items()}
+    config = dict(options)
     config.update(
         device_resolved=str(device),
         torch_version=torch.__version__,
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
         "run_dir": str(run_dir),
         "status": "running",
         # every option, so that tables can be grouped by any of them from this file alone
-        "options": {key.rstrip("_"): value for key, value in vars(args).items()},
+        "options": options,
     }
     previous_handlers = install_signal_handlers()
     try:

@@ -206,8 +206,7 @@ def check_finite(first_bad_step: torch.Tensor, epoch: int, ddp) -> None:
 
 def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp) -> tuple[float, float]:
     """Summed over all ranks' shares, so that every image counts once."""
-    totals = torch.stack([loss_sum.double(), correct.double()])
-    totals = torch.cat([totals, torch.tensor([float(seen)], device=totals.device).double()])
+    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
     loss, right, count = ddp.all_reduce_sum(totals).tolist()
     return loss / count, 100.0 * right / count
 

@@ -245,33 +245,26 @@ def device_loaders(
     `train_set` is `splits.train` or the training part of `split_validation`; `eval_sets` maps a
     split name ("test", "val") to its dataset.
     """
-    train = DeviceLoader(
-        *uint8_images(train_set),
-        batch_size,
-        shuffle=True,
+    # what the training and evaluation loaders share: normalisation, device, layout, sharding
+    common = dict(
         device=device,
         mean=splits.mean,
         std=splits.std,
-        crop_padding=splits.crop_padding,
-        flip=splits.flip,
         seed=seed,
         memory_format=memory_format,
         rank=rank,
         world_size=world_size,
     )
+    train = DeviceLoader(
+        *uint8_images(train_set),
+        batch_size,
+        shuffle=True,
+        crop_padding=splits.crop_padding,
+        flip=splits.flip,
+        **common,
+    )
     evals = {
-        name: DeviceLoader(
-            *uint8_images(dataset),
-            test_batch_size,
-            shuffle=False,
-            device=device,
-            mean=splits.mean,
-            std=splits.std,
-            seed=seed,
-            memory_format=memory_format,
-            rank=rank,
-            world_size=world_size,
-        )
+        name: DeviceLoader(*uint8_images(dataset), test_batch_size, shuffle=False, **common)
         for name, dataset in eval_sets.items()
     }
     return train, evals
