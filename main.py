@@ -96,6 +96,7 @@ def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
         batchnorm_in_fp32(model)
     optimizer = build_optimizer(args, model)
     pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
+    pruner.attach_optimizer(optimizer)
     # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
     net = parallel(model, args, device, ddp)
     train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)

@@ -3,7 +3,7 @@ optimizer, learning rate and explicit regularisation.
 
     for each batch: forward (autocast with --amp), loss + penalties, backward,
         pruner.after_backward (mask gradients, add noise), clip, optimizer step,
-        pruner.after_step (re-mask weights, count sign flips)
+        pruner.after_step (count sign flips, re-mask weights where the optimizer needs it)
 
 The loop has no per-criterion branch and no host synchronisation per step, except at the
 progress bar's cadence. Under torchrun, sums are all-reduced so every image counts once.
@@ -175,7 +175,7 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
         if args.clip_grad:
             nn.utils.clip_grad_norm_(model.parameters(), args.max_norm)
         optimizer.step()
-        # re-mask weights, count sign flips
+        # count sign flips (pruned weights stay at zero: see pruning/pruner.py)
         pruner.after_step()
 
         loss_sum += data_loss.detach() * len(targets)

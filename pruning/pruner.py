@@ -1,13 +1,20 @@
 """The pruning engine the training loop talks to: masks, sign-flip counters, the criterion, the
 schedule, gradient noise and the Hoyer-Square penalty behind five calls.
 
+    pruner.attach_optimizer(optimizer)       # once: lets pruning clear the optimizer's state
     pruner.before_training(model, batches)   # SNIP prunes here
     loss = loss + pruner.penalty(epoch)      # Hoyer-Square, when enabled
     pruner.after_backward(epoch)             # mask gradients, add gradient noise
-    pruner.after_step()                      # re-mask weights, count sign flips
+    pruner.after_step()                      # count sign flips (re-mask weights if needed)
     pruner.end_of_epoch(epoch)               # prune when the schedule says so
 
 so the loop has no per-criterion branches.
+
+How pruned weights stay exactly zero: their gradients are masked before every step, and when they
+are pruned, the optimizer's per-weight state (momentum, Adam's moments) is zeroed with them. SGD,
+RMSprop, Adam and AdamW then compute an update of exactly zero for them, weight decay included,
+so the weights need no re-masking after the step. For any other optimizer, or with none attached,
+after_step re-masks the weights as well, which costs one more pass over them.
 """
 
 from dataclasses import dataclass, fields
@@ -23,6 +30,10 @@ from pruning.mask import Masks, layer_table, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import is_prune_epoch
 from utils.distributed import Distributed
+
+# Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
+# are all zero. Exact types only: a subclass may change the update.
+KEEP_ZEROS = (torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adam, torch.optim.AdamW)
 
 
 @dataclass
@@ -93,19 +104,27 @@ class Pruner:
             self.noise = GradientNoise(
                 list(targets.values()),
                 config.noise_scale_factor,
-                torch.Generator(self.device).manual_seed(config.seed + 1),
+                config.seed + 1,
                 masks=[self.masks.masks.get(name) for name in targets],
                 kernels=self.kernels,
             )
-        # The weights with their masks, previous signs and flip counts, as the kernels take
+        # The weights with their masks, previous sign bits and flip counts, as the kernels take
         # them; all four are only ever updated in place, so the references stay valid.
-        self._step_tensors = (
-            [p.data for p in self.params.values()],
-            list(self.masks.masks.values()),
-            list(self.flips.signs.values()),
-            list(self.flips.counts.values()),
-        )
+        self._weights = [p.data for p in self.params.values()]
+        self._masks = list(self.masks.masks.values())
+        self._negative = list(self.flips.negative.values())
+        self._counts = list(self.flips.counts.values())
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.remask_weights = True
         self.events: list[PruneEvent] = []
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer that steps these weights. From now on every prune zeroes its state for
+        the pruned weights, and, for an optimizer in KEEP_ZEROS, after_step skips re-masking.
+        A replacement optimizer must be attached in turn."""
+        self.optimizer = optimizer
+        self.remask_weights = type(optimizer) not in KEEP_ZEROS
+        self._clear_optimizer_state()
 
     # -- the training loop's hooks ------------------------------------------------------------
 
@@ -133,9 +152,12 @@ class Pruner:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        # momentum and weight decay move pruned weights off zero: put them back, and count the
-        # sign flips of the step, in one pass over each tensor
-        self.kernels.mask_and_count_flips(*self._step_tensors)
+        if self.remask_weights and self.masks.any_pruned:
+            self.kernels.mask_weights_and_count_flips(
+                self._weights, self._masks, self._negative, self._counts
+            )
+        else:
+            self.kernels.count_flips(self._weights, self._negative, self._counts)
 
     def end_of_epoch(self, epoch: int) -> PruneEvent | None:
         cfg = self.config
@@ -153,6 +175,7 @@ class Pruner:
             self.masks.prune(name, chosen)
         self.masks.apply_to_weights()
         self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
         self.sync.check_identical(
             self.state_tensors(), f"after the prune at epoch {epoch}, weights, masks or flip counts"
         )
@@ -169,6 +192,16 @@ class Pruner:
         self.events.append(event)
         return event
 
+    @torch.no_grad()
+    def _clear_optimizer_state(self) -> None:
+        """Zero the optimizer's per-weight state (tensors shaped like the weight) where pruned."""
+        if self.optimizer is None or not self.masks.any_pruned:
+            return
+        for name, p in self.params.items():
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(self.masks[name])
+
     def state_tensors(self) -> list[torch.Tensor]:
         """What must be identical on every rank: weights, masks and flip counters."""
         return [*self.params.values(), *self.masks.masks.values(), *self.flips.counts.values()]
@@ -179,17 +212,19 @@ class Pruner:
             "flip_counts": self.flips.state_dict(),
             "events": [event.as_dict() for event in self.events],
             "random_generator": self.random_generator.get_state(),
-            "noise_generator": None if self.noise is None else self.noise.generator.get_state(),
+            "noise_generator": None if self.noise is None else self.noise.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore after the model's weights were loaded (the flip counter reads their signs)."""
+        """Restore after the model's weights and the optimizer were loaded (the flip counter reads
+        the weights' signs; the optimizer's state is cleared where pruned, as at a prune)."""
         self.masks.load_state_dict(state["masks"])
+        self._clear_optimizer_state()
         self.flips.load_state_dict(state["flip_counts"])
         self.events = [PruneEvent(**event) for event in state["events"]]
         self.random_generator.set_state(state["random_generator"])
         if self.noise is not None and state["noise_generator"] is not None:
-            self.noise.generator.set_state(state["noise_generator"])
+            self.noise.set_state(state["noise_generator"])
 
     @property
     def sparsity(self) -> float:

@@ -24,13 +24,37 @@ def small_convnet() -> nn.Module:
     )  # fmt: skip
 
 
-def train(mode: str, memory_format=torch.contiguous_format, noise=False, steps=12):
-    """A few SGD steps with a prune in the middle; returns the final pruner state and weights."""
+OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=5e-4),
+    "nesterov": lambda params: torch.optim.SGD(
+        params, lr=0.3, momentum=0.9, weight_decay=5e-4, nesterov=True
+    ),
+    "rmsprop": lambda params: torch.optim.RMSprop(
+        params, lr=1e-2, momentum=0.9, weight_decay=5e-4, centered=True
+    ),
+    "adam": lambda params: torch.optim.Adam(params, lr=5e-2, weight_decay=5e-4, amsgrad=True),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=5e-2, weight_decay=5e-2),
+}
+
+
+def train(
+    mode: str,
+    memory_format=torch.contiguous_format,
+    noise=False,
+    steps=12,
+    opt="sgd",
+    attach=True,
+):
+    """A few optimizer steps with a prune in the middle; returns the final pruner state and
+    weights. `attach=False` leaves the pruner without the optimizer: it re-masks every step."""
     model = small_convnet().to(memory_format=memory_format)
     config = PruningConfig(prune_criterion="flipout", prune_freq=1, epochs=3, noise=noise)
     config.compile_kernels = mode
     pruner = Pruner(model, config)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+    optimizer = OPTIMIZERS[opt](model.parameters())
+    if attach:
+        pruner.attach_optimizer(optimizer)
+        assert not pruner.remask_weights
     data = torch.Generator().manual_seed(1)
     for step in range(steps):
         inputs = torch.randn(16, 3, 8, 8, generator=data).to(memory_format=memory_format)
@@ -46,34 +70,81 @@ def train(mode: str, memory_format=torch.contiguous_format, noise=False, steps=1
     return pruner, weights
 
 
-def test_mask_and_flip_kernels_compiled_equal_eager():
+@pytest.mark.parametrize("remask", [False, True], ids=["count", "remask_and_count"])
+def test_mask_and_flip_kernels_compiled_equal_eager(remask):
     eager, compiled = Kernels("off"), Kernels("on")
     generator = torch.Generator().manual_seed(0)
     trajectory = [torch.randn(5000, generator=generator) * 0.01 for _ in range(6)]
-    trajectory[3][:100] = 0.0  # exact zeros: flips to and from 0 count too
+    trajectory[3][:100] = 0.0  # exact zeros, and negative zeros: both count as not negative
+    trajectory[4][:50] = -0.0
     mask = torch.rand(5000, generator=generator) > 0.3
     results = []
     for kernels in (eager, compiled):
-        signs = torch.zeros(5000, dtype=torch.int8)
+        negative = torch.zeros(5000, dtype=torch.bool)
         counts = torch.zeros(5000, dtype=torch.int32)
         for values in trajectory:
             weight = values.clone()
-            kernels.mask_and_count_flips([weight], [mask], [signs], [counts])
-        results.append((weight, signs, counts))
+            if remask:
+                kernels.mask_weights_and_count_flips([weight], [mask], [negative], [counts])
+            else:
+                kernels.count_flips([weight], [negative], [counts])
+        results.append((weight, negative, counts))
     for ours, theirs in zip(*results, strict=True):
         assert torch.equal(ours, theirs)
     assert int(results[0][2].sum()) > 0
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_compiled_training_bookkeeping_equals_eager(memory_format):
-    (eager, eager_weights) = train("off", memory_format)
-    (compiled, compiled_weights) = train("on", memory_format)
+def test_eager_kernels_write_through_channels_last_scratch():
+    """Scratch views take each tensor's strides: a channels-last layer pairs element for element."""
+    kernels = Kernels("off")
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
+    small = torch.randn(7, generator=generator)  # shares the scratch buffer with `weight`
+    negative = [torch.zeros_like(weight, dtype=torch.bool), torch.zeros(7, dtype=torch.bool)]
+    counts = [torch.zeros_like(weight, dtype=torch.int32), torch.zeros(7, dtype=torch.int32)]
+    kernels.count_flips([weight, small], negative, counts)
+    assert torch.equal(negative[0], weight < 0) and torch.equal(negative[1], small < 0)
+    assert torch.equal(counts[0], (weight < 0).int()) and torch.equal(counts[1], (small < 0).int())
+    assert kernels.scratch.like(weight, torch.bool).stride() == weight.stride()
+    assert negative[0].is_contiguous(memory_format=torch.channels_last)
+    grad, mask = torch.randn_like(weight), torch.rand_like(weight) > 0.5
+    expected = grad * mask
+    kernels.mask_gradients([grad], [mask])
+    assert torch.equal(grad, expected)
+
+
+@pytest.mark.parametrize(
+    ("memory_format", "attach"),
+    [
+        (torch.contiguous_format, True),
+        (torch.channels_last, True),
+        (torch.contiguous_format, False),
+    ],
+    ids=["contiguous", "channels_last", "remasking"],
+)
+def test_compiled_training_bookkeeping_equals_eager(memory_format, attach):
+    (eager, eager_weights) = train("off", memory_format, attach=attach)
+    (compiled, compiled_weights) = train("on", memory_format, attach=attach)
     for name in eager.params:
         assert torch.equal(eager.masks[name], compiled.masks[name])
         assert torch.equal(eager.flips.counts[name], compiled.flips.counts[name])
         assert torch.equal(eager_weights[name], compiled_weights[name])
     assert 0 < eager.sparsity < 1 and eager.flips.total() > 0
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_clearing_optimizer_state_equals_remasking_weights_every_step(opt):
+    """The default path (gradients masked, optimizer state zeroed at each prune, no re-masking)
+    gives the same weights, masks and flip counts as re-masking the weights after every step."""
+    (cleared, cleared_weights) = train("off", noise=True, steps=16, opt=opt)
+    (remasked, remasked_weights) = train("off", noise=True, steps=16, opt=opt, attach=False)
+    assert remasked.remask_weights and 0 < cleared.sparsity < 1
+    for name in cleared.params:
+        assert torch.equal(cleared.masks[name], remasked.masks[name])
+        assert torch.equal(cleared.flips.counts[name], remasked.flips.counts[name])
+        assert torch.equal(cleared_weights[name], remasked_weights[name])
+        assert torch.all(cleared_weights[name][~cleared.masks[name]] == 0)
+    assert cleared.flips.total() > 0
 
 
 def test_channels_last_pairs_weights_with_their_own_masks_and_counters():
@@ -128,3 +199,25 @@ def test_amp_training_prunes_to_the_exact_target(tmp_path):
     # 338,200 prunable weights halved twice: exactly 84,550 live
     assert summary["final_sparsity"] == 1 - 84550 / 338200
     assert summary["final_test_acc"] > 50
+
+
+def test_bench_epoch_section_trains_one_timed_epoch(tmp_path):
+    from bench import __main__ as bench_main
+    from bench import epoch
+
+    result = epoch.run(torch.device("cpu"), images=300, model_name="conv6")
+    assert result["steps"] == 3 and result["images_per_second"] > 0
+    assert result["loss"] == result["loss"]  # finite training, not NaN
+    table = bench_main.epoch_table(result)
+    assert any("350 CIFAR-10 epochs" in row for row in table)
+
+
+def test_bench_bookkeeping_section_runs_and_reports_every_row():
+    from bench import __main__ as bench_main
+    from bench import bookkeeping
+
+    result = bookkeeping.run(torch.device("cpu"), 1, "conv6", batch=4, with_compiled=False)
+    assert set(result["alone"]) == {"ours", "eager", "remasking", "noise", "original"}
+    assert result["state_bytes"] == 6.0 and result["original_state_bytes"] == 9.0
+    table = "\n".join(bench_main.step_table(result))
+    assert "original style / ours" in table and "compiled kernels" not in table

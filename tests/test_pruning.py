@@ -9,6 +9,7 @@ checked statistically with fixed seeds.
 """
 
 import math
+import threading
 
 import pytest
 import torch
@@ -18,9 +19,11 @@ from torch import nn
 from pruning import CRITERIA, Masks, Pruner, PruningConfig, build_criterion, prunable_parameters
 from pruning.flips import FlipCounter
 from pruning.hoyer import hoyer_square
-from pruning.noise import GradientNoise
+from pruning.kernels import Kernels
+from pruning.noise import GradientNoise, single_threaded_pool
 from pruning.schedule import expected_sparsity, is_prune_epoch, prune_epochs
 from pruning.snip import connection_sensitivity
+from utils.errors import UserError
 
 CPU = torch.device("cpu")
 
@@ -167,9 +170,24 @@ def test_masks_prune_only_removes_and_rejects_malformed_updates():
 # -- the step hooks: pruned weights stay exactly zero -----------------------------------------
 
 
+class Drifting(torch.optim.SGD):
+    """A subclass whose step moves every weight, zero or not: not trusted to keep zeros."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(1e-3)
+
+
+@pytest.mark.parametrize("attach", [True, False], ids=["attached", "no_optimizer"])
 @pytest.mark.parametrize("noise", [False, True], ids=["no_noise", "noise"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_pruned_weights_stay_exactly_zero_through_training(opt, noise):
+@pytest.mark.parametrize("opt", ["sgd", "adam", "drifting"])
+def test_pruned_weights_stay_exactly_zero_through_training(opt, noise, attach):
+    """Two ways to hold pruned weights at zero: with the optimizer attached, the prune zeroes its
+    state and the step itself leaves them at zero (SGD, Adam), or after_step re-masks them (an
+    optimizer whose exact type it does not know, or none attached)."""
     model = ConvBnNet()
     x, y = torch.randn(16, 1, 6, 6), torch.randint(0, 3, (16,))
     pruner = make_pruner(
@@ -177,8 +195,14 @@ def test_pruned_weights_stay_exactly_zero_through_training(opt, noise):
     )
     if opt == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    else:
+    elif opt == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=5e-4)
+    else:
+        optimizer = Drifting(model.parameters(), lr=0.05, momentum=0.9)
+    if attach:
+        pruner.attach_optimizer(optimizer)
+    steps_keep_zeros = attach and opt != "drifting"
+    assert pruner.remask_weights == (not steps_keep_zeros)
 
     def backward(epoch):
         optimizer.zero_grad(set_to_none=True)
@@ -208,8 +232,9 @@ def test_pruned_weights_stay_exactly_zero_through_training(opt, noise):
         for name, p in pruner.params.items():
             assert torch.equal(p.detach()[dead[name]], torch.zeros(int(dead[name].sum())))
 
-    # The optimizer state really did move pruned weights, so after_step is what kept them at 0.
-    assert optimizer_moved_dead
+    # Without cleared state the optimizer really did move pruned weights, so after_step is what
+    # kept them at 0; with it, the step itself never moved them.
+    assert optimizer_moved_dead == (not steps_keep_zeros)
     # ...while the live weights trained, and pruned weights never counted a flip.
     assert any(
         not torch.equal(p.detach()[~dead[name]], before[name][~dead[name]])
@@ -220,10 +245,35 @@ def test_pruned_weights_stay_exactly_zero_through_training(opt, noise):
         assert torch.equal(pruner.masks[name], ~dead[name])
 
 
+def test_prune_and_restore_zero_the_optimizer_state_of_pruned_weights():
+    torch.manual_seed(0)
+    model = ConvBnNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pruner = make_pruner(model, prune_criterion="global_magnitude", prune_rate=0.5)
+    pruner.attach_optimizer(optimizer)
+    F.cross_entropy(model(torch.randn(8, 1, 6, 6)), torch.randint(0, 3, (8,))).backward()
+    grads = {name: p.grad.clone() for name, p in pruner.params.items()}
+    optimizer.step()  # the first step's momentum buffer is the gradient itself
+    pruner.end_of_epoch(1)
+    for name, p in pruner.params.items():
+        buffer = optimizer.state[p]["momentum_buffer"]
+        assert torch.equal(buffer, grads[name] * pruner.masks[name])  # zeroed only where pruned
+
+    # A checkpoint whose optimizer state still moves pruned weights (for example one written
+    # without this clearing): restoring the pruner clears it.
+    for p in pruner.params.values():
+        optimizer.state[p]["momentum_buffer"].fill_(1.0)
+    fresh = make_pruner(model, prune_criterion="global_magnitude", prune_rate=0.5)
+    fresh.attach_optimizer(optimizer)
+    fresh.load_state_dict(pruner.state_dict())
+    for name, p in fresh.params.items():
+        assert torch.all(optimizer.state[p]["momentum_buffer"][~fresh.masks[name]] == 0)
+
+
 # -- sign-flip counters ----------------------------------------------------------------------
 
 
-def test_flip_counter_counts_sign_changes_including_to_and_from_zero():
+def test_flip_counter_counts_changes_of_the_sign_bit_with_zero_as_not_negative():
     w = nn.Parameter(torch.tensor([1.0, -1.0, 0.0, 2.0, -3.0, 0.5]))
     still = nn.Parameter(torch.full((2, 3), -0.5))  # never changes: never flips
     counter = FlipCounter({"w": w, "still": still})
@@ -233,11 +283,11 @@ def test_flip_counter_counts_sign_changes_including_to_and_from_zero():
         assert c.shape == p.shape
 
     steps = [
-        # values after the step                  flips this step (sign -1 / 0 / +1)
-        ([-1.0, -1.0, 0.5, 0.0, -2.0, -0.0], [1, 0, 1, 1, 0, 1]),  # 0.5 -> -0.0: + to 0
-        ([-2.0, 1.0, -0.5, 0.0, 0.0, 0.0], [0, 1, 1, 0, 1, 0]),  # -0.0 -> 0.0: same sign 0
-        ([3.0, 1.0, -0.5, -7.0, 0.0, 0.0], [1, 0, 0, 1, 0, 0]),
-        ([3.0, 1.0, -0.5, -7.0, 0.0, 1e-30], [0, 0, 0, 0, 0, 1]),  # tiny is still positive
+        # values after the step                  flips this step (negative or not)
+        ([-1.0, -1.0, 0.5, 0.0, -2.0, -0.0], [1, 0, 0, 0, 0, 0]),  # 0.5 -> -0.0: no flip
+        ([-2.0, 1.0, -0.5, 0.0, 0.0, 0.0], [0, 1, 1, 0, 1, 0]),  # -3 -> 0 -> 0: one flip
+        ([3.0, 1.0, -0.5, -7.0, 0.0, 0.0], [1, 0, 0, 1, 0, 0]),  # 2 -> 0 -> -7: one flip
+        ([3.0, 1.0, -0.5, -7.0, 0.0, -1e-30], [0, 0, 0, 0, 0, 1]),  # tiny is still negative
     ]
     expected = [0] * 6
     for values, flips in steps:
@@ -246,9 +296,9 @@ def test_flip_counter_counts_sign_changes_including_to_and_from_zero():
         counter.update()
         expected = [e + f for e, f in zip(expected, flips, strict=True)]
         assert counter.counts["w"].tolist() == expected
-    assert expected == [2, 1, 2, 2, 1, 2]
+    assert expected == [2, 1, 1, 1, 1, 1]
     assert counter.counts["still"].tolist() == [[0, 0, 0], [0, 0, 0]]
-    assert counter.total() == 10
+    assert counter.total() == 7
     assert counter.counts["w"].dtype == torch.int32
 
 
@@ -266,7 +316,7 @@ def test_forget_pruned_zeroes_counters_and_pruned_weights_never_flip_again():
     masks.apply_to_weights()
     counter.forget_pruned(masks)
     assert counter.counts["w"].tolist() == [2, 0, 0, 0]
-    # Their sign went -1 -> 0 when masked; that is no flip, now or at the next step.
+    # They went from negative to zero when masked; that is no flip, now or at the next step.
     counter.update()
     assert counter.counts["w"].tolist() == [2, 0, 0, 0]
     assert counter.counts["w"].dtype == torch.int32
@@ -652,7 +702,7 @@ def test_noise_std_is_rms_gradient_times_scale_per_tensor(scale):
     big.grad = torch.randn(200_000) * 2 + 0.5
     small.grad = torch.randn(50_000) * 100
     original = {"big": big.grad.clone(), "small": small.grad.clone()}
-    GradientNoise([big, small], scale, torch.Generator().manual_seed(123)).add()
+    GradientNoise([big, small], scale, seed=123).add()
     for name, p in (("big", big), ("small", small)):
         g = original[name]
         expected_std = float(g.norm()) / math.sqrt(g.numel()) * scale
@@ -665,11 +715,108 @@ def test_noise_is_reproducible_from_its_generator():
     def noisy(seed):
         p = nn.Parameter(torch.zeros(1000))
         p.grad = torch.linspace(-1, 1, 1000)
-        GradientNoise([p], 1.0, torch.Generator().manual_seed(seed)).add()
+        GradientNoise([p], 1.0, seed).add()
         return p.grad
 
     assert torch.equal(noisy(5), noisy(5))
     assert not torch.equal(noisy(5), noisy(6))
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_noise_std_holds_for_one_stream_as_on_cuda_and_for_four(streams):
+    p = nn.Parameter(torch.zeros(100_003))
+    p.grad = torch.full((100_003,), 3.0)
+    noise = GradientNoise([p], 0.5, seed=1, streams=streams)
+    assert len(noise.generators) == streams
+    noise.add()
+    assert float((p.grad - 3.0).double().std()) == pytest.approx(1.5, rel=0.02)
+
+
+def test_noise_handles_gradients_laid_out_unlike_their_masks():
+    p = nn.Parameter(torch.zeros(300, 400))
+    mask = torch.rand(300, 400, generator=torch.Generator().manual_seed(0)) > 0.5
+    p.grad = torch.ones(400, 300).t()  # transposed: not dense in the mask's order
+    GradientNoise([p], 1.0, seed=3, masks=[mask]).add()
+    assert torch.all(p.grad[~mask] == 0)
+    noise = (p.grad[mask] - 1).double()
+    assert float(noise.std()) == pytest.approx(1.0, rel=0.02)
+
+
+def test_noise_depends_on_the_seed_not_on_the_number_of_threads():
+    sizes = (300_001, 70_000, 3, 1, 17)  # parallel-sized, small, and fewer elements than streams
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(n, generator=generator) for n in sizes]  # norms that depend on order
+    masks = [torch.rand(n, generator=generator) > 0.3 for n in sizes]
+
+    def noisy(threads, kernels="off"):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            params = [nn.Parameter(torch.zeros(n)) for n in sizes]
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            noise = GradientNoise(params, 1.0, seed=7, masks=masks, kernels=Kernels(kernels))
+            assert len(noise.generators) == 4 and (noise._pool is None) == (threads == 1)
+            noise.add()
+            noise.add()
+            return [p.grad for p in params], noise.get_state()
+        finally:
+            torch.set_num_threads(before)
+
+    serial, serial_state = noisy(1)
+    for threads, kernels in ((3, "off"), (2, "on")):
+        grads_now, state = noisy(threads, kernels)
+        assert all(torch.equal(a, b) for a, b in zip(serial_state, state, strict=True))
+        for a, b in zip(serial, grads_now, strict=True):
+            if kernels == "off":
+                assert torch.equal(a, b)
+            else:  # the compiled add may round differently (fused multiply-add)
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # the four streams' slices are not copies of one another
+    quarters = (serial[0] - grads[0]).view(-1)[:300_000].view(4, -1)
+    assert len({round(float(q.std()), 6) for q in quarters}) == 4
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_compiled_noise_kernels_compile_once_for_every_tensor(streams):
+    sizes = (10, 100, 1000, 5000, 7, 3000, 20000, 90000, 123, 456, 7890, 11)
+    params = [nn.Parameter(torch.zeros(n)) for n in sizes]
+    masks = [torch.rand(n) > 0.5 if i % 2 else None for i, n in enumerate(sizes)]
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    noise = GradientNoise(params, 1.0, 0, masks=masks, kernels=Kernels("on"), streams=streams)
+    # 12 tensors of 12 sizes, at most 2 compilations per kernel (static first, then dynamic)
+    with torch._dynamo.config.patch(recompile_limit=2, fail_on_recompile_limit_hit=True):
+        noise.add()
+
+
+def test_noise_state_from_an_older_checkpoint_is_refused_in_one_line():
+    noise = GradientNoise([nn.Parameter(torch.zeros(5))], 1.0, seed=0)
+    with pytest.raises(UserError, match="earlier version"):
+        noise.set_state(torch.Generator().get_state())
+    with pytest.raises(UserError, match="1 gradient noise streams"):
+        noise.set_state([torch.Generator().get_state()])
+
+
+def test_noise_workers_run_single_threaded_and_leave_other_threads_alone():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pool = single_threaded_pool(2)
+
+        def in_worker(_):
+            torch.zeros(4).add_(1)
+            return torch.get_num_threads()
+
+        assert list(pool.map(in_worker, range(6))) == [1] * 6
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert seen == [2] and torch.get_num_threads() == 2
+        pool.shutdown()
+    finally:
+        torch.set_num_threads(before)
 
 
 ALL = {"conv.weight", "conv.bias", "bn.weight", "bn.bias", "fc.weight", "fc.bias"}
