@@ -89,7 +89,7 @@ def state_table(result: dict) -> list[str]:
         "### 4. Pruning state per prunable parameter",
         "",
         f"{result['prunable']:,} prunable weights: ours **{result['state_bytes']:.1f} bytes** "
-        "(bool mask, bool previous sign bit, int32 flip count); original style "
+        "(bool mask, a byte with the sign bit and pending flips, int32 flip total); original style "
         f"{result['original_state_bytes']:.1f} bytes (bool mask, fp32 weight copy, fp32 counter).",
     ]
 

@@ -1,9 +1,10 @@
 """What pruning bookkeeping adds to a training step: VGG-19 at batch 128 (the paper's batch size).
 
-Ours: gradient masking and sign-flip counting over bool sign bits and int32 counters; pruned weights
-stay at zero because each prune also zeroes the optimizer's state for them. The original code's
-way, reimplemented here only as a baseline: an fp32 copy of every prunable weight before each
-step, gradients and weights masked out of place, fp32 flip counters fed from float signs.
+Ours: gradient masking and sign-flip counting in one byte per weight (sign bit and pending flips,
+int32 totals caught up every 127 steps); pruned weights stay at zero because each prune also
+zeroes the optimizer's state for them. The original code's way, reimplemented here only as a
+baseline: an fp32 copy of every prunable weight before each step, gradients and weights masked
+out of place, fp32 flip counters fed from float signs.
 """
 
 import torch
@@ -54,8 +55,8 @@ class OriginalStyleBookkeeping:
 
 
 def state_bytes(pruner: Pruner) -> int:
-    tensors = [*pruner.masks.masks.values(), *pruner.flips.negative.values()]
-    tensors += list(pruner.flips.counts.values())
+    tensors = [*pruner.masks.masks.values(), *pruner.flips.packed.values()]
+    tensors += list(pruner.flips.totals.values())
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -13,7 +13,9 @@ so the cost is all in how many passes over memory it takes.
   vectorise, where bool operands take a slower casting path (about 2.5x on VGG-19's gradients).
 
 A weight's sign here is one bit: negative or not. Zero (either zero) counts as not negative, so a
-weight crossing zero flips once and a pruned weight, held at zero, never flips.
+weight crossing zero flips once and a pruned weight, held at zero, never flips. The flip kernels
+work on `packed` bytes (pruning/flips.py): bit 0 the sign bit after the last step, bits 1-7 the
+flips counted since the int32 totals last caught up.
 """
 
 import logging
@@ -34,24 +36,19 @@ def mask_gradients(grads: list[torch.Tensor], masks: list[torch.Tensor]) -> None
     torch._foreach_mul_(grads, masks)
 
 
-def count_flips(
-    weights: list[torch.Tensor], negative: list[torch.Tensor], counts: list[torch.Tensor]
-) -> None:
-    """Add one to `counts` where a weight's sign bit differs from `negative`, then store it."""
-    for weight, previous, count in zip(weights, negative, counts, strict=True):
-        now = weight < 0
-        count.add_(now != previous)
-        previous.copy_(now)
+def count_flips(weights: list[torch.Tensor], packed: list[torch.Tensor]) -> None:
+    """Where a weight's sign bit differs from bit 0 of its byte: toggle that bit and add one to
+    the pending count in bits 1-7."""
+    for weight, byte in zip(weights, packed, strict=True):
+        flip = (byte ^ (weight < 0).to(torch.uint8)) & 1
+        byte.copy_((byte ^ flip) + 2 * flip)
 
 
 def mask_weights_and_count_flips(
-    weights: list[torch.Tensor],
-    masks: list[torch.Tensor],
-    negative: list[torch.Tensor],
-    counts: list[torch.Tensor],
+    weights: list[torch.Tensor], masks: list[torch.Tensor], packed: list[torch.Tensor]
 ) -> None:
     torch._foreach_mul_(weights, masks)
-    count_flips(weights, negative, counts)
+    count_flips(weights, packed)
 
 
 def add_masked_noise(
@@ -118,17 +115,19 @@ class EagerKernels:
     def mask_gradients(self, grads, masks) -> None:
         torch._foreach_mul_(grads, as_bytes(masks))
 
-    def count_flips(self, weights, negative, counts) -> None:
-        for weight, previous, count in zip(weights, negative, counts, strict=True):
-            now = self.scratch.like(weight, torch.bool)
-            torch.lt(weight, 0, out=now)
-            torch.ne(now, previous, out=previous)  # `previous` holds this step's flips...
-            count.add_(previous)
-            previous.copy_(now)  # ...and then the new signs
+    def count_flips(self, weights, packed) -> None:
+        for weight, byte in zip(weights, packed, strict=True):
+            negative = self.scratch.like(weight, torch.bool)
+            flip = self.scratch.like(weight, torch.uint8)
+            torch.lt(weight, 0, out=negative)
+            torch.bitwise_xor(byte, negative.view(torch.uint8), out=flip)
+            flip.bitwise_and_(1)
+            byte.bitwise_xor_(flip)
+            byte.add_(flip, alpha=2)
 
-    def mask_weights_and_count_flips(self, weights, masks, negative, counts) -> None:
+    def mask_weights_and_count_flips(self, weights, masks, packed) -> None:
         torch._foreach_mul_(weights, as_bytes(masks))
-        self.count_flips(weights, negative, counts)
+        self.count_flips(weights, packed)
 
     def add_masked_noise(self, grad, noise, std, mask) -> None:
         grad.addcmul_(noise, std).mul_(as_bytes([mask])[0])

@@ -108,12 +108,8 @@ class Pruner:
                 masks=[self.masks.masks.get(name) for name in targets],
                 kernels=self.kernels,
             )
-        # The weights with their masks, previous sign bits and flip counts, as the kernels take
-        # them; all four are only ever updated in place, so the references stay valid.
-        self._weights = [p.data for p in self.params.values()]
+        # the masks as the step takes them; updated only in place, so the references stay valid
         self._masks = list(self.masks.masks.values())
-        self._negative = list(self.flips.negative.values())
-        self._counts = list(self.flips.counts.values())
         self.optimizer: torch.optim.Optimizer | None = None
         self.remask_weights = True
         self.events: list[PruneEvent] = []
@@ -152,12 +148,7 @@ class Pruner:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        if self.remask_weights and self.masks.any_pruned:
-            self.kernels.mask_weights_and_count_flips(
-                self._weights, self._masks, self._negative, self._counts
-            )
-        else:
-            self.kernels.count_flips(self._weights, self._negative, self._counts)
+        self.flips.update(self._masks if self.remask_weights and self.masks.any_pruned else None)
 
     def end_of_epoch(self, epoch: int) -> PruneEvent | None:
         cfg = self.config

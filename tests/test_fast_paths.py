@@ -70,8 +70,17 @@ def train(
     return pruner, weights
 
 
+def reference_flips(trajectory: list[torch.Tensor], start: torch.Tensor) -> torch.Tensor:
+    """Flips per element along `trajectory`, counted the plain way: sign bits compared."""
+    previous, counts = start < 0, torch.zeros(start.shape, dtype=torch.int32)
+    for values in trajectory:
+        counts += (values < 0) != previous
+        previous = values < 0
+    return counts
+
+
 @pytest.mark.parametrize("remask", [False, True], ids=["count", "remask_and_count"])
-def test_mask_and_flip_kernels_compiled_equal_eager(remask):
+def test_mask_and_flip_kernels_compiled_equal_eager_and_a_plain_count(remask):
     eager, compiled = Kernels("off"), Kernels("on")
     generator = torch.Generator().manual_seed(0)
     trajectory = [torch.randn(5000, generator=generator) * 0.01 for _ in range(6)]
@@ -80,18 +89,21 @@ def test_mask_and_flip_kernels_compiled_equal_eager(remask):
     mask = torch.rand(5000, generator=generator) > 0.3
     results = []
     for kernels in (eager, compiled):
-        negative = torch.zeros(5000, dtype=torch.bool)
-        counts = torch.zeros(5000, dtype=torch.int32)
+        packed = torch.zeros(5000, dtype=torch.uint8)  # start: all not negative, none pending
         for values in trajectory:
             weight = values.clone()
             if remask:
-                kernels.mask_weights_and_count_flips([weight], [mask], [negative], [counts])
+                kernels.mask_weights_and_count_flips([weight], [mask], [packed])
             else:
-                kernels.count_flips([weight], [negative], [counts])
-        results.append((weight, negative, counts))
+                kernels.count_flips([weight], [packed])
+        results.append((weight, packed))
     for ours, theirs in zip(*results, strict=True):
         assert torch.equal(ours, theirs)
-    assert int(results[0][2].sum()) > 0
+    weight, packed = results[0]
+    masked = [values * mask for values in trajectory] if remask else trajectory
+    assert torch.equal((packed >> 1).int(), reference_flips(masked, torch.zeros(5000)))
+    assert torch.equal(packed & 1, (weight < 0).to(torch.uint8))
+    assert int((packed >> 1).sum()) > 0
 
 
 def test_eager_kernels_write_through_channels_last_scratch():
@@ -99,14 +111,15 @@ def test_eager_kernels_write_through_channels_last_scratch():
     kernels = Kernels("off")
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
-    small = torch.randn(7, generator=generator)  # shares the scratch buffer with `weight`
-    negative = [torch.zeros_like(weight, dtype=torch.bool), torch.zeros(7, dtype=torch.bool)]
-    counts = [torch.zeros_like(weight, dtype=torch.int32), torch.zeros(7, dtype=torch.int32)]
-    kernels.count_flips([weight, small], negative, counts)
-    assert torch.equal(negative[0], weight < 0) and torch.equal(negative[1], small < 0)
-    assert torch.equal(counts[0], (weight < 0).int()) and torch.equal(counts[1], (small < 0).int())
+    small = torch.randn(7, generator=generator)  # shares the scratch buffers with `weight`
+    packed = [torch.zeros_like(weight, dtype=torch.uint8), torch.zeros(7, dtype=torch.uint8)]
+    kernels.count_flips([weight, small], packed)
+    for values, byte in zip((weight, small), packed, strict=True):
+        # every negative weight flipped once from the all-not-negative start: bits 0 and 1 set
+        assert torch.equal(byte, (values < 0).to(torch.uint8) * 3)
     assert kernels.scratch.like(weight, torch.bool).stride() == weight.stride()
-    assert negative[0].is_contiguous(memory_format=torch.channels_last)
+    assert kernels.scratch.like(weight, torch.uint8).stride() == weight.stride()
+    assert packed[0].is_contiguous(memory_format=torch.channels_last)
     grad, mask = torch.randn_like(weight), torch.rand_like(weight) > 0.5
     expected = grad * mask
     kernels.mask_gradients([grad], [mask])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning import CRITERIA, Masks, Pruner, PruningConfig, build_criterion, prunable_parameters
-from pruning.flips import FlipCounter
+from pruning.flips import PENDING_LIMIT, FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.noise import GradientNoise, single_threaded_pool
@@ -300,6 +300,28 @@ def test_flip_counter_counts_changes_of_the_sign_bit_with_zero_as_not_negative()
     assert counter.counts["still"].tolist() == [[0, 0, 0], [0, 0, 0]]
     assert counter.total() == 7
     assert counter.counts["w"].dtype == torch.int32
+
+
+def test_flip_totals_catch_up_every_127_steps_and_whenever_read():
+    w = nn.Parameter(torch.tensor([1.0, -1.0, 2.0]))
+    counter = FlipCounter({"w": w})
+    pending = 0
+    for step in range(1, 301):  # the first two weights flip at every step, 300 times
+        with torch.no_grad():
+            w[:2] *= -1
+        counter.update()
+        pending = (pending + 1) % PENDING_LIMIT
+        assert counter.pending_steps == pending
+        if step == 200:
+            assert counter.totals["w"].tolist() == [127, 127, 0]  # caught up at step 127
+            assert pending == 73
+            assert counter.counts["w"].tolist() == [200, 200, 0]  # reading catches up
+            assert counter.pending_steps == 0
+            pending = 0
+    assert counter.counts["w"].tolist() == [300, 300, 0]
+    assert counter.total() == 600
+    # the sign bits followed the weights all along
+    assert torch.equal(counter.packed["w"], (w < 0).to(torch.uint8))
 
 
 def test_forget_pruned_zeroes_counters_and_pruned_weights_never_flip_again():
