@@ -75,6 +75,14 @@ _COMPILED: dict = {}  # one compilation per function and process, shared by ever
 # -- the eager forms ---------------------------------------------------------------------------
 
 
+def dense_layout(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` fills its memory in one of the layouts this code meets: contiguous or
+    channels-last."""
+    return tensor.is_contiguous() or (
+        tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
 def as_bytes(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     """Bool masks viewed as uint8 (no copy): multiplying by 0 / 1 gives the same values."""
     return [mask.view(torch.uint8) if mask.dtype == torch.bool else mask for mask in masks]
@@ -100,14 +108,14 @@ class Scratch:
         tensor is dense (contiguous or channels-last), so the two pair element for element in
         memory order."""
         flat = self.flat(tensor.numel(), dtype or tensor.dtype, tensor.device)
-        dense = tensor.is_contiguous() or (
-            tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
-        )
-        return flat.as_strided(tensor.size(), tensor.stride()) if dense else flat.view(tensor.shape)
+        if dense_layout(tensor):
+            return flat.as_strided(tensor.size(), tensor.stride())
+        return flat.view(tensor.shape)
 
 
 class EagerKernels:
-    """The functions above as in-place operations on scratch buffers; same results, bit for bit."""
+    """The functions above as in-place operations on scratch buffers: the same masks and flip
+    counts, bit for bit (a compiled noise add may round differently, fusing multiply and add)."""
 
     def __init__(self):
         self.scratch = Scratch()

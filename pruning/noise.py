@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from pruning.kernels import Kernels
+from pruning.kernels import Kernels, dense_layout
 from utils.errors import UserError
 
 CPU_STREAMS = 4
@@ -35,11 +35,11 @@ def stream_generators(seed: int, streams: int, device: torch.device) -> list[tor
 def memory_order(tensor: torch.Tensor) -> torch.Tensor | None:
     """A 1-D view of `tensor`'s elements in memory order; None unless it is dense (contiguous or
     channels-last)."""
+    if not dense_layout(tensor):
+        return None
     if tensor.is_contiguous():
         return tensor.view(-1)
-    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last):
-        return tensor.permute(0, 2, 3, 1).view(-1)  # memory order is NHWC
-    return None
+    return tensor.permute(0, 2, 3, 1).view(-1)  # channels-last: memory order is NHWC
 
 
 def single_threaded_pool(workers: int) -> ThreadPoolExecutor:
@@ -80,7 +80,6 @@ class GradientNoise:
     ):
         self.params = list(params)
         self.masks = list(masks) if masks is not None else [None] * len(self.params)
-        self.scale = scale
         self.kernels = kernels or Kernels("off")
         device = self.params[0].device if self.params else torch.device("cpu")
         if streams is None:
