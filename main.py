@@ -282,8 +282,9 @@ def describe_run(
 ) -> None:
     print(f"run {run_dir}" + (f" (resumed at epoch {first_epoch})" if first_epoch > 1 else ""))
     if ddp.enabled:
+        processes = f"{ddp.world_size} process{'es' if ddp.world_size > 1 else ''}"
         print(
-            f"{ddp.world_size} processes (DistributedDataParallel), "
+            f"{processes} (DistributedDataParallel, {ddp.backend}), "
             f"{args.batch_size // ddp.world_size} images per process per step"
         )
     sizes = [f"{len(train_set)} train", f"{len(test_set)} test"]
@@ -339,13 +340,12 @@ def run_epoch(epoch, net, model, train_loader, eval_loaders, optimizer, pruner, 
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
     started = time.time()
-    train_loss, train_acc = train_one_epoch(
+    trained = train_one_epoch(
         net, train_loader, optimizer, pruner, args, epoch, device, reg_scale, ddp
     )
     record = {
         "epoch": epoch,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
+        **trained,
         "lr": lr,
         "seconds": time.time() - started,
         "flips": pruner.flips.total() - flips_before,

@@ -118,6 +118,11 @@ def learning_rate(args, epoch: int, sparsity: float) -> float:
     return lr
 
 
+def has_penalty(args, pruner) -> bool:
+    """Whether the training loss has terms beyond the data loss: L1 / L2 or Hoyer-Square."""
+    return (args.reg_type != "wdecay" and args.lambda_ != 0) or pruner.config.add_hs
+
+
 def regularisation(args, model: nn.Module) -> torch.Tensor | None:
     """The explicit L1 / L2 penalty; weight decay lives in the optimizer instead."""
     if args.reg_type == "wdecay" or args.lambda_ == 0:
@@ -151,9 +156,15 @@ def progress(loader: DataLoader, args, desc: str) -> tqdm:
     )
 
 
-def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp):
+def train_one_epoch(
+    model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp
+) -> dict[str, float]:
+    """One pass over `loader`. Returns the epoch's `train_loss` (the data loss) and `train_acc`,
+    and, when the loss has penalty terms, `train_penalty`: their weighted sum as added to the
+    loss, averaged like the data loss, so that train_loss + train_penalty is what was minimised."""
     model.train()
     loss_sum = torch.zeros((), device=device)
+    penalty_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
@@ -167,7 +178,9 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
         loss = data_loss
         for penalty in (regularisation(args, model), pruner.penalty(epoch)):
             if penalty is not None:
-                loss = loss + reg_scale * penalty
+                term = reg_scale * penalty
+                loss = loss + term
+                penalty_sum += term.detach() * len(targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # mask gradients of pruned weights, add gradient noise
@@ -191,7 +204,11 @@ def train_one_epoch(model, loader, optimizer, pruner, args, epoch, device, reg_s
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}"
             )
     check_finite(first_bad_step, epoch, ddp)
-    return mean_loss_and_accuracy(loss_sum, correct, seen, ddp)
+    loss, accuracy, penalty = mean_loss_and_accuracy(loss_sum, correct, seen, ddp, penalty_sum)
+    record = {"train_loss": loss, "train_acc": accuracy}
+    if has_penalty(args, pruner):
+        record["train_penalty"] = penalty
+    return record
 
 
 def check_finite(first_bad_step: torch.Tensor, epoch: int, ddp) -> None:
@@ -204,11 +221,16 @@ def check_finite(first_bad_step: torch.Tensor, epoch: int, ddp) -> None:
         raise Diverged(epoch, step + 1)
 
 
-def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp) -> tuple[float, float]:
-    """Summed over all ranks' shares, so that every image counts once."""
-    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
-    loss, right, count = ddp.all_reduce_sum(totals).tolist()
-    return loss / count, 100.0 * right / count
+def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp, penalty_sum=None) -> tuple:
+    """Summed over all ranks' shares, so that every image counts once: (loss, accuracy), and the
+    mean penalty after them when `penalty_sum` is given."""
+    sums = [loss_sum, correct, loss_sum.new_tensor(seen)]
+    if penalty_sum is not None:
+        sums.append(penalty_sum)
+    totals = ddp.all_reduce_sum(torch.stack([value.double() for value in sums])).tolist()
+    count = totals[2]
+    means = (totals[0] / count, 100.0 * totals[1] / count)
+    return means if penalty_sum is None else (*means, totals[3] / count)
 
 
 @torch.no_grad()

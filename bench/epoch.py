@@ -50,7 +50,7 @@ def run(device: torch.device, images: int = CIFAR10_TRAIN, model_name: str = "vg
     args.limit_batches = None
     synchronize(device)
     start = time.perf_counter()
-    loss, _ = train_one_epoch(model, loader, optimizer, pruner, args, 2, device, 1.0, ddp)
+    trained = train_one_epoch(model, loader, optimizer, pruner, args, 2, device, 1.0, ddp)
     synchronize(device)
     seconds = time.perf_counter() - start
     return {
@@ -58,5 +58,5 @@ def run(device: torch.device, images: int = CIFAR10_TRAIN, model_name: str = "vg
         "images": images,
         "steps": len(loader),
         "images_per_second": images / seconds,
-        "loss": loss,
+        "loss": trained["train_loss"],
     }

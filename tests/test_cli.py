@@ -14,6 +14,8 @@ from torch import nn
 import cli
 import main
 import training
+from models import build_model
+from pruning.hoyer import hoyer_square
 from utils.logging import make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +262,34 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
     assert b"hparam/final_test_acc" in hparams["_hparams_/experiment"]
     (final,) = events.Scalars("hparam/final_test_acc")
     assert final.value == pytest.approx(summary["final_test_acc"])
+
+
+def test_hoyer_square_penalty_is_logged_beside_the_data_loss(tmp_path):
+    argv = quick(
+        tmp_path, "-e", "3", "--limit_batches", "1", "--add_hs", "--hoyer_lambda", "2e-3",
+        "--prune_criterion", "threshold", "--prune_freq", "5", "--stop_hoyer_at", "2",
+    )  # fmt: skip
+    assert main.main(argv) == 0
+    run_dir = only_run_dir(tmp_path)
+    records = read_metrics(run_dir)
+    # epoch 1's one step sees the initial weights: lambda * HS(conv and linear weights)
+    torch.manual_seed(0)
+    model = build_model("lenet300", 10, 1, 32)
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    expected = 2e-3 * hoyer_square(weights).item()
+    assert records[0]["train_penalty"] == pytest.approx(expected, rel=1e-6)
+    # the penalty applies while epoch <= --stop_hoyer_at, and is logged as 0 after
+    assert records[1]["train_penalty"] > 0 and records[2]["train_penalty"] == 0
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.value for e in events.Scalars("loss/penalty")] == pytest.approx(
+        [r["train_penalty"] for r in records]
+    )
+
+
+def test_runs_without_a_penalty_log_none(tmp_path):
+    assert main.main(quick(tmp_path, "-e", "1", "--limit_batches", "2")) == 0
+    assert "train_penalty" not in read_metrics(only_run_dir(tmp_path))[0]
 
 
 def test_digits_run_learns_and_prunes(tmp_path):

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FLIPOUT_NOISE = ["-e", "6", "--prune_freq", "2", "--noise", "--num_workers", "0", "--quiet"]
 
 
-def torchrun(*argv: str) -> subprocess.Popen:
+def torchrun(*argv: str, processes: int = 2) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "main.py", *argv],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         str(processes), "main.py", *argv],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -55,6 +55,18 @@ def test_two_processes_match_one(tmp_path):
     assert ddp["final_sparsity"] == single["final_sparsity"] == 1 - 84550 / 338200
     # same global batch, another data order (DistributedSampler): within 3 points on 360 digits
     assert abs(ddp["final_test_acc"] - single["final_test_acc"]) <= 3.0
+
+
+def test_one_process_under_torchrun_is_a_group_of_one(tmp_path):
+    # the path the CUDA self-check takes with NCCL: DDP, the sampler and the fingerprint checks
+    process = torchrun(*FLIPOUT_NOISE, "-e", "3", "--prune_freq", "1", "--limit_batches", "3",
+                       "--logdir", str(tmp_path), processes=1)  # fmt: skip
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    assert "1 process (DistributedDataParallel, gloo)" in out
+    _, summary = summary_of(tmp_path)
+    assert summary["status"] == "completed" and summary["processes"] == 1
+    assert summary["final_sparsity"] == 0.75
 
 
 def test_resume_under_torchrun(tmp_path):

@@ -218,8 +218,9 @@ def test_bench_epoch_section_trains_one_timed_epoch(tmp_path):
     from bench import __main__ as bench_main
     from bench import epoch
 
-    result = epoch.run(torch.device("cpu"), images=300, model_name="conv6")
-    assert result["steps"] == 3 and result["images_per_second"] > 0
+    # one short step: bf16 autocast is slow on CPUs without bf16 instructions
+    result = epoch.run(torch.device("cpu"), images=32, model_name="conv6")
+    assert result["steps"] == 1 and result["images_per_second"] > 0
     assert result["loss"] == result["loss"]  # finite training, not NaN
     table = bench_main.epoch_table(result)
     assert any("350 CIFAR-10 epochs" in row for row in table)

@@ -66,6 +66,48 @@ def test_densenet224_matches_torchvision():
         assert ours(torch.randn(1, 3, 224, 224)).shape == (1, 10)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_densenet224_starts_from_torchvisions_exact_weights(seed):
+    # The paper's DenseNet is torchvision.models.densenet121(num_classes=10): same layers, built
+    # and initialised in the same order, so the same seed gives the same tensors, buffers too.
+    torch.manual_seed(seed)
+    ours = build_model("densenet121", num_classes=10, image_size=224).state_dict()
+    torch.manual_seed(seed)
+    ref = torchvision.models.densenet121(num_classes=10).state_dict()
+    assert len(ours) == len(ref)
+    for (name, mine), (ref_name, theirs) in zip(ours.items(), ref.items(), strict=True):
+        assert mine.shape == theirs.shape and torch.equal(mine, theirs), (name, ref_name)
+
+
+def test_densenet_cifar_stem_has_torchvisions_init_too():
+    torch.manual_seed(0)
+    model = build_model("densenet121", num_classes=10, image_size=32)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            # He-normal: std sqrt(2 / fan_in)
+            fan_in = module.weight[0].numel()
+            assert module.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0)
+    assert torch.all(model.linear.bias == 0)
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet18"])
+def test_vgg_and_resnet_keep_pytorchs_default_init_as_the_original(name):
+    # The original's CIFAR VGG and ResNet set no init of their own: every conv and linear layer
+    # keeps PyTorch's default, uniform within 1 / sqrt(fan_in) (std = bound / sqrt(3)).
+    torch.manual_seed(0)
+    for module in build_model(name).modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            bound = 1 / module.weight[0].numel() ** 0.5
+            assert module.weight.abs().max().item() <= bound
+            if module.weight.numel() >= 10_000:
+                assert module.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+            if module.bias is not None:
+                assert module.bias.abs().max().item() <= bound
+                assert module.bias.abs().max().item() > 0
+
+
 def test_parameters_live_on_plain_layers():
     # Pruning finds Conv2d/Linear by type and keys masks by parameter name, so every parameter
     # must be owned directly by one of these layers (or BN) and none may be shared.

@@ -213,12 +213,43 @@ def test_csv_has_one_unrounded_line_per_row(tmp_path, capsys):
         "accuracy_mean",
         "accuracy_std",
         "n",
+        "metric",
     ]
     assert [line["method"] for line in lines] == ["FlipOut", "Hoyer-Square (λ=6e-5)"]
     assert float(lines[0]["accuracy_mean"]) == pytest.approx(statistics.mean([87.1, 87.5, 87.6]))
     assert float(lines[0]["accuracy_std"]) == pytest.approx(statistics.stdev([87.1, 87.5, 87.6]))
     assert float(lines[0]["sparsity_mean"]) == pytest.approx(99.9)
     assert (lines[0]["n"], lines[1]["n"], lines[1]["accuracy_mean"]) == ("3", "1", "85.25")
+    assert {line["metric"] for line in lines} == {"final"}
+
+
+def test_metric_final_is_the_default_and_best_is_a_choice(tmp_path, capsys):
+    for seed, (final, best) in enumerate([(87.0, 88.0), (86.0, 89.0)]):
+        write_summary(tmp_path, f"r{seed}", seed=seed, final_test_acc=final, best_test_acc=best)
+
+    _, default_out, default_err = report(capsys, tmp_path)
+    _, final_out, _ = report(capsys, tmp_path, "--metric", "final")
+    code, best_out, best_err = report(capsys, tmp_path, "--metric", "best", "--csv",
+                                      tmp_path / "best.csv")  # fmt: skip
+
+    assert default_out == final_out and not default_err
+    assert "| Method | Sparsity (%) | Accuracy (%) |" in final_out
+    assert "| FlipOut | 99.90 | 86.50 ± 0.71 (n=2) |" in final_out
+    assert code == 0
+    assert "| Method | Sparsity (%) | Best accuracy (%) |" in best_out
+    assert "| FlipOut | 99.90 | 88.50 ± 0.71 (n=2) |" in best_out
+    assert "chosen on the test set" in best_err
+    with open(tmp_path / "best.csv", newline="") as f:
+        [line] = csv.DictReader(f)
+    assert (line["metric"], float(line["accuracy_mean"])) == ("best", 88.5)
+
+
+def test_metric_best_skips_runs_that_lack_it(tmp_path, capsys):
+    write_summary(tmp_path, "good")
+    write_summary(tmp_path, "old", best_test_acc=None)
+    _, out, _ = report(capsys, tmp_path, "--metric", "best")
+    assert "| FlipOut | 99.90 | 88.00 ± 0.00 (n=1) |" in out
+    assert "- old/summary.json: completed, but best_test_acc is None" in out
 
 
 def test_flops_column_when_runs_record_flops(tmp_path, capsys):

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main
 import training
 from models import build_model
-from tests.conftest import IMAGENETTE_CLASSES
+from tests.conftest import IMAGENETTE_CLASSES, readme_code_block
 from utils import io as io_module
 from utils.checkpoint import CHECKPOINT, load_checkpoint, save_atomic
 
@@ -239,6 +239,24 @@ def test_save_model_loads_with_plain_torch_load(tmp_path):
     live = sum(int(m.sum()) for m in saved["masks"].values())
     total = sum(m.numel() for m in saved["masks"].values())
     assert 1 - live / total == pytest.approx(summary(run_dir)["final_sparsity"])
+
+
+def test_the_readmes_model_pt_snippet_runs(tmp_path, monkeypatch):
+    run_dir = quick_run(tmp_path, "-e", "3", "--prune_freq", "1", "--save_model")
+    snippet = readme_code_block("`model.pt` (`--save_model`) loads")
+    placeholder = "runs/<logdir>/<run>/model.pt"
+    assert placeholder in snippet
+    namespace: dict = {}
+    # from another directory, as a user's own script would run it
+    monkeypatch.chdir(tmp_path)
+    exec(snippet.replace(placeholder, str(run_dir / "model.pt")), namespace)
+    model, masks = namespace["model"], namespace["masks"]
+    weights = dict(model.named_parameters())
+    assert masks and all(torch.all(weights[name][~mask] == 0) for name, mask in masks.items())
+    live = sum(int(m.sum()) for m in masks.values())
+    assert 1 - live / sum(m.numel() for m in masks.values()) == pytest.approx(
+        summary(run_dir)["final_sparsity"]
+    )
 
 
 # -- divergence --------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Training in several processes under torchrun, with DistributedDataParallel.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `python main.py` has none of them and
-runs as a group of one, for which every collective below is a no-op. FlipOut's state must stay
+runs alone, for which every collective below is a no-op. Under torchrun the process group is
+used whatever its size, so `torchrun --nproc_per_node 1` runs the DistributedDataParallel path
+(NCCL or gloo, the sampler, the fingerprint checks) as a group of one. FlipOut's state must stay
 identical on every rank: gradients are all-reduced by DDP before they are masked and noised, the
 noise and the random criterion draw from generators seeded alike on every rank, and after each
 prune `check_identical` compares a fingerprint of the masks, weights and flip counters across
@@ -25,10 +27,16 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun, which set RANK and WORLD_SIZE
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether this process is one of a process group (of any size)."""
+        return self.launched or self.world_size > 1
+
+    @property
+    def backend(self) -> str | None:
+        return dist.get_backend() if self.enabled and dist.is_initialized() else None
 
     @property
     def is_main(self) -> bool:
@@ -43,6 +51,7 @@ class Distributed:
             int(os.environ["RANK"]),
             int(os.environ["WORLD_SIZE"]),
             int(os.environ.get("LOCAL_RANK", 0)),
+            launched=True,
         )
 
     def setup(self, device_spec: str) -> torch.device:

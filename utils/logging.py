@@ -28,6 +28,7 @@ EPOCH_TAGS = {
     "train_loss": "loss/train",
     "test_loss": "loss/test",
     "val_loss": "loss/val",
+    "train_penalty": "loss/penalty",
     "sparsity": "sparsity/sparsity",
     "lr": "lr",
     "flips": "flips/total",

@@ -1,11 +1,17 @@
 """The results report: markdown tables in the paper's layout, an optional CSV and an
 accuracy-vs-sparsity plot, computed from the `summary.json` files that training runs leave.
 
-    python -m utils.report runs/cifar10 [--csv results.csv] [--flops]
+    python -m utils.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
 
 Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
 becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs. Runs that
 did not complete and files that could not be read are listed after the tables, never counted.
+
+The accuracy is the test accuracy after the last epoch (`--metric final`, the default) or the
+highest over the epochs (`--metric best`). Compare with the paper's numbers on `final`: the
+original code logged only each epoch's test accuracy, and its table script read the last value
+logged. `best` picks the epoch by its test accuracy, which is an optimistic, test-set-selected
+figure.
 
 When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written
 into DIR: one figure, always under that name, with one subplot per (model, dataset) that has such
@@ -51,6 +57,11 @@ PAPER_ORDER = [
     "Dense",
 ]
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
+# --metric -> (summary.json key, table column, plot axis)
+METRICS = {
+    "final": ("final_test_acc", "Accuracy (%)", "Test accuracy (%)"),
+    "best": ("best_test_acc", "Best accuracy (%)", "Best test accuracy (%)"),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class Row:
     accuracy_mean: float
     accuracy_std: float
     n: int
+    metric: str = "final"  # which accuracy: a key of METRICS
     # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
     flops_remaining_mean: float | None = None
 
@@ -111,23 +123,25 @@ def method_sort_key(summary: dict) -> tuple:
     return (len(PAPER_ORDER), 0.0, label)
 
 
-def summary_problem(summary) -> str | None:
-    """Why a parsed summary cannot be reported on, or None when it can."""
+def summary_problem(summary, metric: str = "final") -> str | None:
+    """Why a parsed summary cannot be reported on with `metric`, or None when it can."""
     if not isinstance(summary, dict):
         return "not a JSON object"
     missing = [key for key in REQUIRED_KEYS if key not in summary]
     if missing:
         return f"missing {', '.join(missing)}"
     if summary["status"] == "completed":
-        for key in ("final_test_acc", "final_sparsity"):
+        for key in (METRICS[metric][0], "final_sparsity"):
             if not isinstance(summary.get(key), int | float):
                 return f"completed, but {key} is {summary.get(key)!r}"
     return None
 
 
-def load_summaries(root: Path) -> tuple[dict[Path, dict], list[tuple[Path, str]]]:
+def load_summaries(
+    root: Path, metric: str = "final"
+) -> tuple[dict[Path, dict], list[tuple[Path, str]]]:
     """Every summary.json below `root`, keyed by its path relative to `root`, and the files that
-    could not be used, each with the reason."""
+    could not be used (for `metric`), each with the reason."""
     root = Path(root)
     summaries, skipped = {}, []
     for path in sorted(root.rglob("summary.json")):
@@ -137,7 +151,7 @@ def load_summaries(root: Path) -> tuple[dict[Path, dict], list[tuple[Path, str]]
         except (OSError, ValueError) as error:  # ValueError covers bad JSON and bad UTF-8
             skipped.append((relative, f"unreadable: {error}"))
             continue
-        problem = summary_problem(summary)
+        problem = summary_problem(summary, metric)
         if problem:
             skipped.append((relative, problem))
         else:
@@ -167,9 +181,11 @@ def flops_remaining_percent(runs: list[dict]) -> float | None:
     return statistics.mean(shares) if shares else None
 
 
-def group_runs(summaries: Iterable[dict]) -> list[Row]:
-    """One Row per (model, dataset, method, sparsity level) of the completed runs, ordered by
-    (model, dataset), then paper order of methods, then increasing sparsity."""
+def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
+    """One Row per (model, dataset, method, sparsity level) of the completed runs, with the test
+    accuracy `metric` names, ordered by (model, dataset), then paper order of methods, then
+    increasing sparsity."""
+    key = METRICS[metric][0]
     by_method = defaultdict(list)
     for summary in summaries:
         if summary["status"] == "completed":
@@ -177,7 +193,7 @@ def group_runs(summaries: Iterable[dict]) -> list[Row]:
     keyed_rows = []
     for (model, dataset, method), runs in by_method.items():
         for level in sparsity_levels(runs):
-            accuracies = [run["final_test_acc"] for run in level]
+            accuracies = [run[key] for run in level]
             sparsity = 100 * statistics.mean(run["final_sparsity"] for run in level)
             row = Row(
                 model=model,
@@ -187,6 +203,7 @@ def group_runs(summaries: Iterable[dict]) -> list[Row]:
                 accuracy_mean=statistics.mean(accuracies),
                 accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
                 n=len(level),
+                metric=metric,
                 flops_remaining_mean=flops_remaining_percent(level),
             )
             keyed_rows.append(((model, dataset, method_sort_key(level[0]), sparsity), row))
@@ -203,7 +220,8 @@ def table_head(header: list[str]) -> list[str]:
 
 def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     """A heading and a table per (model, dataset); `rows` as ordered by group_runs."""
-    header = ["Method", "Sparsity (%)", "Accuracy (%)"]
+    metric = rows[0].metric if rows else "final"
+    header = ["Method", "Sparsity (%)", METRICS[metric][1]]
     if show_flops:
         header.append("Remaining FLOPs (%)")
     blocks = []
@@ -301,7 +319,7 @@ def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
         rotation = 45 if len(ticks) > 5 else 0
         axes.set_xticks([nines(tick) for tick in ticks], labels, rotation=rotation)
         axes.set_xlabel("Sparsity (%)")
-        axes.set_ylabel("Test accuracy (%)")
+        axes.set_ylabel(METRICS[pair_rows[0].metric][2])
         axes.set_title(f"{model} on {dataset}")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
@@ -318,19 +336,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path, metavar="DIR", help="folder searched for runs")
     parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the rows as CSV")
     parser.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default="final",
+        help="final: test accuracy after the last epoch, what the paper reports (default); "
+        "best: the highest test accuracy over the epochs, selected on the test set",
+    )
+    parser.add_argument(
         "--flops", action="store_true", help="add the share of the dense FLOPs that remains"
     )
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         print(f"error: {args.dir} is not a directory", file=sys.stderr)
         return 2
-    summaries, skipped = load_summaries(args.dir)
+    summaries, skipped = load_summaries(args.dir, args.metric)
     if not summaries:
         print(f"no usable summary.json below {args.dir}", file=sys.stderr)
         if skipped:
             print(skipped_files_list(skipped))
         return 1
-    rows = group_runs(summaries.values())
+    rows = group_runs(summaries.values(), args.metric)
+    if args.metric == "best":
+        print(
+            "note: best-epoch accuracy is chosen on the test set; the paper's numbers are the "
+            "final epoch's (--metric final)",
+            file=sys.stderr,
+        )
     show_flops = args.flops and any(row.flops_remaining_mean is not None for row in rows)
     if args.flops and not show_flops:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
