@@ -1,12 +1,19 @@
 """The command line: every flag of the original commands, their defaults and their validation.
 
-`parse_args` is the one entry point. With `--resume RUN_DIR` the options a run was started with
-are read back from its config.json, and flags given alongside override them, so that
-`python main.py --resume RUN_DIR` alone continues a run.
+`parse_args` is the one entry point. Every value is checked as it is parsed (a learning rate must
+be a finite positive number, a seed fit NumPy's range, ...), so a mistake ends in one line naming
+the flag, before anything is loaded. Flags that would have no effect in the run (`--milestones`
+without `--use_scheduler`, ...) are warned about.
+
+With `--resume RUN_DIR` the options the run was started with are read back from its config.json
+and parsed again, so they pass the same checks. Flags given alongside override them for this
+resume only: config.json keeps the original options and records the overrides of each resume,
+and a later plain `--resume` uses the original options again.
 """
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,20 +21,71 @@ from data import DATASETS
 from models import MODELS
 from pruning import CRITERIA
 from training import LR_GAMMA
-from utils.errors import UserError
+from utils.errors import OneLineParser, UserError
 from utils.logging import warn
 from utils.runtime import default_num_workers
 
 # A resumed run must be the same experiment...
 IDENTITY_OPTIONS = ("model", "dataset", "prune_criterion")
 # ...but may run on another machine, with other workers or data paths, without a warning.
-
-
-# ...but may run on another machine, with other workers or data paths, without a warning.
 MACHINE_OPTIONS = {
     "resume", "device", "num_workers", "data_dir", "no_download", "quiet", "data_on_device",
-    "compile_kernels", "parallel",
+    "compile_kernels", "parallel", "dist_timeout",
 }  # fmt: skip
+NEVER = -1  # the value of the --stop_*_at flags that means "never stop"
+# upper bounds that only catch typos (a batch size with 20 digits), far above any real setting
+MAX_BATCH = 2**24
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 256
+MAX_IMAGE_SIZE = 1024
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+MAX_RATE = 100.0  # learning rates, and strengths of weight decay, penalties and noise
+MAX_P = 16.0  # FlipOut's exponent: |w|^p of a small weight underflows to 0 far before this
+MAX_SECONDS = 10**6  # a timeout beyond which timedelta arithmetic overflows is no timeout
+
+
+def bounded(
+    kind: type,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    also: tuple = (),
+):
+    """An argparse `type`: a finite number of `kind` with low <= x <= high, above < x < below;
+    the values in `also` (such as -1 for "never") are accepted as they are."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value in also:
+            return value
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        for bound, fails, words in (
+            (low, lambda b: value < b, "at least"),
+            (high, lambda b: value > b, "at most"),
+            (above, lambda b: value <= b, "greater than"),
+            (below, lambda b: value >= b, "less than"),
+        ):
+            if bound is not None and fails(bound):
+                extra = f" (or {', '.join(map(str, also))})" if also else ""
+                shown = bound if kind is int else f"{bound:g}"
+                raise argparse.ArgumentTypeError(f"must be {words} {shown}{extra}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+STRENGTH = bounded(float, low=0, high=MAX_RATE)
+FRACTION = bounded(float, above=0, below=1)  # an open interval: (0, 1)
+EPOCH_OR_NEVER = bounded(int, low=1, high=MAX_EPOCHS, also=(NEVER,))
+COUNT = bounded(int, low=1, high=MAX_BATCH)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -44,7 +102,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train and prune a network with FlipOut or a baseline criterion.",
         formatter_class=HelpFormatter,
     )
@@ -71,20 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--image_size",
-        type=int,
+        type=bounded(int, low=8, high=MAX_IMAGE_SIZE),
         default=None,
         help="side of the synthetic images (synthetic only; default: 32)",
     )
     g.add_argument(
         "--num_workers",
-        type=int,
+        type=bounded(int, low=0, high=MAX_WORKERS),
         default=default_num_workers(),
         help="DataLoader worker processes (default: min(8, CPUs))",
     )
     g.add_argument("--val", action="store_true", help="hold out part of the training set")
     g.add_argument(
         "--val_size",
-        type=int,
+        type=COUNT,
         default=None,
         help="validation images held out with --val (default: 10%% of the training set)",
     )
@@ -96,12 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = parser.add_argument_group("optimisation")
-    g.add_argument("-bs", "--batch_size", type=int, default=128, help="training batch size")
-    g.add_argument("-tbs", "--test_batch_size", type=int, default=256, help="evaluation batch size")
-    g.add_argument("-e", "--epochs", type=int, default=20, help="training epochs")
-    g.add_argument("-lr", type=float, default=0.1, help="initial learning rate")
+    g.add_argument("-bs", "--batch_size", type=COUNT, default=128, help="training batch size")
+    g.add_argument(
+        "-tbs", "--test_batch_size", type=COUNT, default=256, help="evaluation batch size"
+    )
+    g.add_argument(
+        "-e", "--epochs", type=bounded(int, low=1, high=MAX_EPOCHS), default=20,
+        help="training epochs",
+    )  # fmt: skip
+    g.add_argument(
+        "-lr", type=bounded(float, above=0, high=MAX_RATE), default=0.1,
+        help="initial learning rate",
+    )  # fmt: skip
     g.add_argument("--opt", default="sgd", choices=["sgd", "rmsprop", "adam"], help="optimizer")
-    g.add_argument("-mom", "--momentum", type=float, default=0.9, help="momentum (sgd and rmsprop)")
+    g.add_argument(
+        "-mom", "--momentum", type=bounded(float, low=0, below=1), default=0.9,
+        help="momentum (sgd and rmsprop)",
+    )  # fmt: skip
     g.add_argument(
         "--reg_type",
         default="wdecay",
@@ -113,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lambda",
         dest="lambda_",
         metavar="LAMBDA",
-        type=float,
+        type=STRENGTH,
         default=5e-4,
         help="regularisation strength",
     )
@@ -124,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--milestones",
-        type=int,
+        type=bounded(int, low=1, high=MAX_EPOCHS),
         nargs="+",
         default=[150, 250],
         metavar="EPOCH",
@@ -141,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale the regularisation (and Hoyer-Square) by (1 - sparsity) after each epoch",
     )
     g.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
-    g.add_argument("--max_norm", type=float, default=1.0, help="gradient norm for --clip_grad")
+    g.add_argument(
+        "--max_norm", type=bounded(float, above=0), default=1.0,
+        help="gradient norm for --clip_grad",
+    )  # fmt: skip
 
     g = parser.add_argument_group("pruning")
     g.add_argument(
@@ -153,47 +225,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--prune_freq",
-        type=int,
+        type=bounded(int, low=1, high=MAX_EPOCHS),
         default=2,
         help="prune at the end of every this many epochs (not after the last)",
     )
     g.add_argument(
         "--prune_rate",
-        type=float,
+        type=FRACTION,
         default=0.5,
         help="fraction of the live weights each prune removes",
     )
     g.add_argument(
         "--stop_pruning_at",
-        type=int,
-        default=-1,
+        type=EPOCH_OR_NEVER,
+        default=NEVER,
         help="no pruning from this epoch on (-1: never stop)",
     )
-    g.add_argument("--flipout_p", type=float, default=2.0, help="FlipOut score |w|^p / (flips + 1)")
+    g.add_argument(
+        "--flipout_p",
+        type=bounded(float, above=0, high=MAX_P),
+        default=2.0,
+        help="FlipOut score |w|^p / (flips + 1)",
+    )
     g.add_argument(
         "--magnitude_threshold",
-        type=float,
+        type=STRENGTH,
         default=1e-4,
         help="the threshold criterion prunes live weights with |w| below this",
     )
     g.add_argument(
         "--snip_sparsity",
-        type=float,
+        type=bounded(float, low=0, below=1),
         default=None,
         help="fraction of weights SNIP removes before training (required with snip)",
     )
-    g.add_argument("--snip_batches", type=int, default=1, help="training batches SNIP scores on")
+    g.add_argument(
+        "--snip_batches", type=bounded(int, low=1, high=10_000), default=1,
+        help="training batches SNIP scores on",
+    )  # fmt: skip
     g.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
     g.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
     g.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
     g.add_argument(
         "--noise_scale_factor",
-        type=float,
+        type=STRENGTH,
         default=1.0,
         help="noise std = ||grad||_2 / sqrt(numel) * this, per tensor",
     )
     g.add_argument(
-        "--stop_noise_at", type=int, default=-1, help="no noise from this epoch on (-1: never)"
+        "--stop_noise_at",
+        type=EPOCH_OR_NEVER,
+        default=NEVER,
+        help="no noise from this epoch on (-1: never)",
     )
     g.add_argument(
         "--noise_only_prunable",
@@ -201,11 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="add noise to the prunable tensors only, not to every parameter",
     )
     g.add_argument("--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss")
-    g.add_argument("--hoyer_lambda", type=float, default=0.0, help="Hoyer-Square strength")
+    g.add_argument("--hoyer_lambda", type=STRENGTH, default=0.0, help="Hoyer-Square strength")
     g.add_argument(
         "--stop_hoyer_at",
-        type=int,
-        default=-1,
+        type=bounded(int, low=0, high=MAX_EPOCHS, also=(NEVER,)),
+        default=NEVER,
         help="Hoyer-Square applies while epoch <= this (-1: always)",
     )
 
@@ -235,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = parser.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random")
+    g.add_argument(
+        "--seed", type=bounded(int, low=0, high=MAX_SEED), default=0,
+        help="seed for torch, numpy and random",
+    )  # fmt: skip
     g.add_argument(
         "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
     )
@@ -243,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--logdir", default="", help="runs are written to runs/<logdir>/<run name>")
     g.add_argument(
         "--limit_batches",
-        type=int,
+        type=COUNT,
         default=None,
         help="end every train and eval pass after this many batches (smoke runs; default: all)",
     )
@@ -266,18 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write model.pt at the end: the masked state dict and the masks",
     )
+    g.add_argument(
+        "--dist_timeout",
+        type=bounded(float, low=1, high=MAX_SECONDS),
+        default=300.0,
+        help="under torchrun: seconds after which a rank that stopped answering (dead, frozen, "
+        "its node gone) is given up on and the others stop, naming it; also the time limit of "
+        "every collective",
+    )
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate the command line. With --resume, options not given on the command line
-    come from the run's config.json, so `main.py --resume RUN_DIR` alone continues a run."""
+    """Parse and check the command line; raise UserError (one line) for any mistake. With
+    --resume, options not given on the command line come from the run's config.json, so
+    `main.py --resume RUN_DIR` alone continues a run; `args.resume_overrides` then holds the
+    options given here that differ from the run's own."""
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.resume is not None:
         args = resumed_args(parser, argv, args.resume)
-    validate(parser, args)
+    validate(args)
+    if args.resume is None:
+        warn_about_inert_flags(given_options(build_parser(), argv), args)
     return args
 
 
@@ -288,54 +386,130 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     return vars(parser.parse_args(argv))
 
 
-def resumed_args(parser: argparse.ArgumentParser, argv: list[str], run_dir: str):
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.is_file():
+def read_config(run_dir: str) -> dict:
+    """A run's config.json as a dict, or a UserError that says why it cannot be used."""
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise UserError(f"--resume {run_dir}: no such run directory")
+    if not path.is_file():
         raise UserError(f"--resume {run_dir}: no config.json there; is it a run directory?")
-    saved = json.loads(config_path.read_text())
-    defaults = vars(parser.parse_args([]))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise UserError(f"--resume {run_dir}: {path} is unreadable: {reason}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--resume {run_dir}: {path} holds a {type(config).__name__}, not options")
+    missing = [key for key in IDENTITY_OPTIONS if key not in config]
+    if missing:
+        raise UserError(
+            f"--resume {run_dir}: {path} has no {', '.join(missing)}: it was not written by main.py"
+        )
+    return config
+
+
+def options_as_argv(parser: argparse.ArgumentParser, options: dict, source: Path) -> list[str]:
+    """The command line that gives `options` (as config.json stores them, under their flags'
+    names), so that saved options pass the same parsing and checks as typed ones."""
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "resume"):
+            continue
+        key = action.dest.rstrip("_")
+        if key not in options or options[key] is None:
+            continue
+        value, flag = options[key], action.option_strings[-1]
+        if isinstance(action, argparse.BooleanOptionalAction | argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise UserError(f"{source}: {key} is {value!r}, not true or false")
+            if isinstance(action, argparse._StoreTrueAction):
+                argv += [flag] if value else []
+            else:
+                argv += [flag if value else f"--no-{flag[2:]}"]
+        elif action.nargs == "+":
+            if not isinstance(value, list) or not value:
+                raise UserError(f"{source}: {key} is {value!r}, not a list of values")
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, dict | list | bool):
+            raise UserError(f"{source}: {key} is {value!r}, not a single value")
+        else:
+            argv += [f"{flag}={value}"]
+    return argv
+
+
+def resumed_args(parser: argparse.ArgumentParser, argv: list[str], run_dir: str):
+    source = Path(run_dir) / "config.json"
+    config = read_config(run_dir)
+    try:
+        saved = parser.parse_args(options_as_argv(parser, config, source))
+        validate(saved)
+    except UserError as error:
+        raise UserError(f"--resume {run_dir}: {source} holds an invalid option: {error}") from None
     given = given_options(build_parser(), argv)
-    merged = {dest: saved.get(dest.rstrip("_"), default) for dest, default in defaults.items()}
+    given.pop("resume")
     for dest in IDENTITY_OPTIONS:
-        if dest in given and given[dest] != merged[dest]:
-            raise UserError(
-                f"--resume {run_dir}: that run has --{dest} {merged[dest]}, not {given[dest]}"
-            )
-    changed = sorted(
-        dest for dest, value in given.items()
-        if dest not in MACHINE_OPTIONS and value != merged[dest]
-    )  # fmt: skip
+        if dest in given and given[dest] != getattr(saved, dest):
+            theirs, ours = getattr(saved, dest), given[dest]
+            raise UserError(f"--resume {run_dir}: that run has --{dest} {theirs}, not {ours}")
+    overrides = {dest: value for dest, value in given.items() if value != getattr(saved, dest)}
+    changed = sorted(dest.rstrip("_") for dest in overrides if dest not in MACHINE_OPTIONS)
     if changed:
-        warn(f"resuming {run_dir} with changed options: {', '.join(changed)}")
-    return argparse.Namespace(**{**merged, **given})
+        warn(f"resuming {run_dir} with changed options, for this resume only: {', '.join(changed)}")
+    args = argparse.Namespace(**{**vars(saved), **given, "resume": run_dir})
+    args.resume_overrides = {dest.rstrip("_"): value for dest, value in overrides.items()}
+    return args
 
 
-def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size", "test_batch_size", "prune_freq", "snip_batches"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.limit_batches is not None and args.limit_batches <= 0:
-        parser.error(f"--limit_batches must be positive, got {args.limit_batches}")
-    if args.num_workers < 0:
-        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}")
-    if not 0 < args.prune_rate < 1:
-        parser.error(f"--prune_rate must be in (0, 1), got {args.prune_rate}")
-    if args.flipout_p <= 0:
-        parser.error(f"--flipout_p must be positive, got {args.flipout_p}")
-    if args.prune_criterion == "snip":
-        if args.snip_sparsity is None:
-            parser.error("--prune_criterion snip needs --snip_sparsity (e.g. 0.999)")
-        if not 0 <= args.snip_sparsity < 1:
-            parser.error(f"--snip_sparsity must be in [0, 1), got {args.snip_sparsity}")
-    if args.val_size is not None and args.val_size <= 0:
-        parser.error(f"--val_size must be positive, got {args.val_size}")
-    if args.clip_grad and args.max_norm <= 0:
-        parser.error(f"--max_norm must be positive, got {args.max_norm}")
+def validate(args: argparse.Namespace) -> None:
+    """Checks that involve several options; each value alone was checked as it was parsed."""
+    if args.prune_criterion == "snip" and args.snip_sparsity is None:
+        raise UserError("--prune_criterion snip needs --snip_sparsity (e.g. 0.999)")
     if args.image_size is not None and args.dataset != "synthetic":
-        parser.error("--image_size only applies to --dataset synthetic")
+        raise UserError("--image_size only applies to --dataset synthetic")
+    if args.add_hs and args.hoyer_lambda == 0:
+        raise UserError("--add_hs needs --hoyer_lambda greater than 0 (the paper: 6e-5 to 3e-4)")
     args.val = args.val or args.evaluate_on_val
-    if args.milestones != parser.get_default("milestones") and not args.use_scheduler:
-        warn("--milestones has no effect without --use_scheduler")
 
 
-# -- building -------------------------------------------------------------------------------
+# flag -> (whether it acts in this run, the condition it needs)
+INERT_UNLESS = {
+    "milestones": (lambda a: a.use_scheduler, "without --use_scheduler"),
+    "max_norm": (lambda a: a.clip_grad, "without --clip_grad"),
+    "noise_scale_factor": (lambda a: a.noise, "without --noise"),
+    "stop_noise_at": (lambda a: a.noise, "without --noise"),
+    "noise_only_prunable": (lambda a: a.noise, "without --noise"),
+    "hoyer_lambda": (lambda a: a.add_hs, "without --add_hs"),
+    "stop_hoyer_at": (lambda a: a.add_hs, "without --add_hs"),
+    "val_size": (lambda a: a.val, "without --val or --evaluate_on_val"),
+    "momentum": (lambda a: a.opt != "adam", "with --opt adam"),
+    "flipout_p": (lambda a: a.prune_criterion == "flipout", "unless --prune_criterion flipout"),
+    "magnitude_threshold": (
+        lambda a: a.prune_criterion == "threshold",
+        "unless --prune_criterion threshold",
+    ),
+    "snip_sparsity": (lambda a: a.prune_criterion == "snip", "unless --prune_criterion snip"),
+    "snip_batches": (lambda a: a.prune_criterion == "snip", "unless --prune_criterion snip"),
+    "prune_rate": (
+        lambda a: CRITERIA[a.prune_criterion].scheduled and a.prune_criterion != "threshold",
+        f"with --prune_criterion {', '.join(sorted({'snip', 'none', 'threshold'}))}",
+    ),
+}
+
+
+def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
+    """Warn about options that were given but change nothing in this run, and values that are
+    allowed but almost certainly not meant."""
+    for dest in sorted(given):
+        acts, condition = INERT_UNLESS.get(dest.rstrip("_"), (None, ""))
+        if acts is not None and not acts(args):
+            warn(f"--{dest.rstrip('_')} has no effect {condition}")
+    if args.use_scheduler and any(m >= args.epochs for m in args.milestones):
+        late = [m for m in args.milestones if m >= args.epochs]
+        warn(f"--milestones {' '.join(map(str, late))}: at or after the last epoch ({args.epochs})")
+    if args.prune_criterion == "threshold" and args.magnitude_threshold == 0:
+        warn("--magnitude_threshold 0 prunes nothing")
+    if args.noise and args.noise_scale_factor == 0:
+        warn("--noise_scale_factor 0 adds no noise")
+    scheduled = CRITERIA[args.prune_criterion].scheduled
+    if "prune_freq" in given and scheduled and args.prune_freq >= args.epochs:
+        warn(f"--prune_freq {args.prune_freq} with -e {args.epochs}: this run never prunes")

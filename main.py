@@ -7,13 +7,25 @@
         --noise --noise_scale_factor 1 --comment="test flipout" --logdir=vgg19/
 
 parse -> build data, model, optimizer, pruner -> epoch loop -> artifacts in runs/<logdir>/<run>.
+Every way a run can end (completed, interrupted, diverged, a failed write, a lost torchrun peer,
+a mistake in its input) ends in one line on stderr or stdout and an exit code of its own
+(utils/errors.py), with the last checkpoint intact.
 """
 
+from utils.stop import Interrupted, StopSignals
+
+# Installed before the imports below, which take seconds (torch): a Ctrl-C or SIGTERM during
+# start-up is then recorded like any other, not a KeyboardInterrupt traceback.
+STARTUP_SIGNALS = StopSignals().install() if __name__ == "__main__" else None
+
 import argparse
+import json
 import os
+import shlex
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -22,7 +34,7 @@ from torch.utils.data import DistributedSampler
 
 from cli import IDENTITY_OPTIONS, parse_args
 from data import build_datasets, split_validation
-from models import build_model
+from models import build_model, check_input_size
 from pruning import Pruner, PruningConfig
 from pruning.schedule import prune_epochs
 from training import (
@@ -35,23 +47,25 @@ from training import (
     memory_format,
     train_one_epoch,
 )
-from utils.checkpoint import load_checkpoint, rng_state, save_atomic, save_checkpoint, set_rng_state
-from utils.distributed import Distributed
-from utils.errors import UserError
+from utils.checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    save_checkpoint,
+    set_rng_state,
+)
+from utils.distributed import SETTLE_SECONDS, Distributed, describe_lost
+from utils.errors import EXIT_DIVERGED, PeerLost, StorageError, UserError
 from utils.flops import flops_summary, layer_flops
+from utils.io import write_json_atomic
+from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import NullLogger, RunLogger, make_run_dir, warn
 from utils.runtime import batchnorm_in_fp32, seed_everything
 
-EXIT_DIVERGED = 3
 HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; the run stops at once and keeps its last checkpoint."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+# options that describe how a run was resumed, not the run itself
+BOOKKEEPING = ("resume", "resume_overrides")
 
 
 def log_prune(event, pruner: Pruner, logger: RunLogger, model, input_shape) -> None:
@@ -69,143 +83,311 @@ def log_prune(event, pruner: Pruner, logger: RunLogger, model, input_shape) -> N
         warn(f"layer {name} has no live weights left (layer collapse)")
 
 
-def run(args: argparse.Namespace, ddp: Distributed | None = None) -> dict:
+def run(
+    args: argparse.Namespace, ddp: Distributed | None = None, stop: StopSignals | None = None
+) -> dict:
     """One training run, new or resumed, in this process or as one rank under torchrun. Returns
-    its summary, whose `status` is `completed`, `interrupted` or `diverged`; any other exception
-    propagates after `failed` is recorded."""
+    its summary, whose `status` is `completed`, `interrupted`, `diverged` or `failed` and whose
+    `exit_code` is the process's. A mistake found before the run directory exists raises
+    UserError; an unexpected exception propagates after `failed` is recorded."""
     session_start = time.time()
     ddp = ddp or Distributed()
+    stop = stop or StopSignals()  # not installed: never asks to stop
     if args.batch_size % ddp.world_size:
         raise UserError(
             f"-bs {args.batch_size} is the global batch size and must divide evenly among the "
             f"{ddp.world_size} processes"
         )
-    device = ddp.setup(args.device)
+    device = ddp.setup(args.device, args.dist_timeout)
     seed_everything(args.seed)
-    checkpoint = load_checkpoint(args.resume, "--resume") if args.resume else None
-    splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
-    train_set, val_set = splits.train, None
-    if args.val:
-        train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
+    resume_dir = Path(args.resume) if args.resume else None
+    lock = None
+    try:
+        checkpoint = None
+        if resume_dir is not None:
+            if ddp.is_main:
+                lock = RunLock(resume_dir).acquire()
+                remove_stale_temporaries(resume_dir)
+            if (resume_dir / CHECKPOINT).is_file():
+                checkpoint = load_checkpoint(resume_dir, "--resume")
+            else:
+                print(f"{resume_dir} has no checkpoint: it stopped before its first epoch ended; "
+                      "starting it afresh there")  # fmt: skip
+        ddp.agree_to_stop(stop)
+        splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
+        train_set, val_set = splits.train, None
+        if args.val:
+            train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
+        if args.batch_size > len(train_set):
+            warn(f"-bs {args.batch_size} is more than the {len(train_set)} training images: "
+                 "every epoch is a single step")  # fmt: skip
+        ddp.agree_to_stop(stop)
 
-    spec = model_spec(args, splits)
-    input_shape = (splits.in_channels, splits.image_size, splits.image_size)
-    model = build_model(**spec)
-    model.to(device, memory_format=memory_format(args))
-    if args.amp:
-        batchnorm_in_fp32(model)
-    optimizer = build_optimizer(args, model)
-    pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
-    pruner.attach_optimizer(optimizer)
-    # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
-    net = parallel(model, args, device, ddp)
-    train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
+        spec = model_spec(args, splits)
+        if args.image_size is not None:  # every dataset's own size fits every network
+            check_input_size(spec)
+        input_shape = (splits.in_channels, splits.image_size, splits.image_size)
+        model = build_model(**spec)
+        model.to(device, memory_format=memory_format(args))
+        if args.amp:
+            batchnorm_in_fp32(model)
+        optimizer = build_optimizer(args, model)
+        pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
+        pruner.attach_optimizer(optimizer)
+        # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
+        net = parallel(model, args, device, ddp)
+        train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
+        history: list[dict] = []
+        wall_before = 0.0
+        if checkpoint is not None:
+            history, wall_before = restore(
+                checkpoint, args, spec, model, optimizer, pruner, train_loader
+            )
+        first_epoch = len(history) + 1
+        ddp.agree_to_stop(stop)
 
-    history: list[dict] = []
-    wall_before = 0.0
-    if checkpoint is None:
-        run_dir = make_run_dir(args.logdir, args.comment) if ddp.is_main else None
-    else:
-        run_dir = Path(args.resume)
-        history, wall_before = restore(checkpoint, args, model, optimizer, pruner, train_loader)
-    first_epoch = len(history) + 1
+        # From here on the run has a directory, and every ending is recorded in it.
+        options = run_options(args)
+        run_dir, logger = None, NullLogger()
+        if ddp.is_main:
+            if resume_dir is None:
+                run_dir = make_run_dir(args.logdir, args.comment)
+                lock = RunLock(run_dir).acquire()
+                config = new_config(options, run_dir, device, model, pruner)
+            else:
+                run_dir = resume_dir
+                config = resumed_config(run_dir, args, device, first_epoch, afresh=not history)
+            logger = RunLogger(run_dir, config, history if resume_dir is not None else None)
+        run_dir = run_dir or resume_dir
+        describe_run(
+            args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch, ddp
+        )
+        summary = {
+            "model": args.model,
+            "dataset": args.dataset,
+            "prune_criterion": args.prune_criterion,
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "comment": args.comment,
+            "run_dir": str(run_dir),
+            "run_id": logger.run_id if ddp.is_main else None,
+            "status": "running",
+            # every option, so that tables can be grouped by any of them from this file alone
+            "options": options,
+        }
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
-    # every option under its flag's name (--lambda is stored as lambda_)
-    options = {key.rstrip("_"): value for key, value in vars(args).items()}
-    config = dict(options)
-    config.update(
-        device_resolved=str(device),
-        torch_version=torch.__version__,
-        num_parameters=sum(p.numel() for p in model.parameters()),
-        num_prunable=pruner.masks.num_total,
-        run_dir=str(run_dir),
-    )
-    if ddp.is_main:
-        logger = RunLogger(run_dir, config, history if checkpoint is not None else None)
-    else:
-        logger = NullLogger()
-    describe_run(args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch, ddp)
+    def emergency_summary(status: str, **fields) -> None:
+        """Write the summary from another thread (the stop watchdog, the heartbeat) while the
+        main thread may be blocked: what the checkpoint holds, and how the run ended."""
+        if ddp.is_main:
+            record = {**summary, **final_metrics(history), "epochs_completed": len(history)}
+            record.update(status=status, wall_seconds=wall_before + time.time() - session_start)
+            write_json_atomic(run_dir / "summary.json", {**record, **fields})
 
-    summary = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "prune_criterion": args.prune_criterion,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "comment": args.comment,
-        "run_dir": str(run_dir),
-        "status": "running",
-        # every option, so that tables can be grouped by any of them from this file alone
-        "options": options,
-    }
-    previous_handlers = install_signal_handlers()
+    def forced_exit(signum: int) -> tuple[str | None, int]:
+        lost = ddp.heartbeat.silent(SETTLE_SECONDS) if ddp.heartbeat is not None else []
+        if lost:
+            failure = PeerLost(describe_lost(lost))
+            emergency_summary("failed", error=str(failure), exit_code=failure.exit_code)
+            return ending_line(
+                "failed", str(failure), run_dir, len(history), ddp
+            ), failure.exit_code
+        name = signal.Signals(signum).name
+        emergency_summary("interrupted", signal=name, exit_code=128 + signum)
+        return ending_line("interrupted", name, run_dir, len(history), ddp), 128 + signum
+
+    stop.on_forced_exit = forced_exit
+
+    def peers_lost(message: str) -> str | None:
+        emergency_summary("failed", error=message, exit_code=PeerLost.exit_code)
+        return ending_line("failed", message, run_dir, len(history), ddp)
+
+    ddp.on_peers_lost = peers_lost
     try:
         if checkpoint is None:
             event = pruner.before_training(model, batches(train_loader, args.limit_batches))
             if event is not None:
                 log_prune(event, pruner, logger, model, input_shape)
+        ddp.agree_to_stop(stop)
         for epoch in range(first_epoch, args.epochs + 1):
             record, event = run_epoch(
-                epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp
-            )
+                epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device,
+                ddp, stop,
+            )  # fmt: skip
             # checkpoint first: an epoch counts as done once it can be resumed from
             if ddp.is_main:
-                save_checkpoint(
-                    {
-                        "epoch": epoch,
-                        "args": {**vars(args), "resume": None},
-                        "model_spec": spec,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "pruner": pruner.state_dict(),
-                        "data_order": train_loader.generator.get_state(),
-                        "rng": rng_state(),
-                        "history": [*history, record],
-                        "best_test_acc": final_metrics([*history, record])["best_test_acc"],
-                        "wall_seconds": wall_before + time.time() - session_start,
-                    },
-                    run_dir,
-                )
+                with stop.critical():
+                    save_checkpoint(
+                        {
+                            "epoch": epoch,
+                            "args": checkpoint_args(args),
+                            "model_spec": spec,
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "pruner": pruner.state_dict(),
+                            "data_order": train_loader.generator.get_state(),
+                            "rng": rng_state(),
+                            "history": [*history, record],
+                            "best_test_acc": final_metrics([*history, record])["best_test_acc"],
+                            "wall_seconds": wall_before + time.time() - session_start,
+                        },
+                        run_dir,
+                    )
             history.append(record)
             logger.log_epoch(record)
             print(format_epoch(record, args.epochs), flush=True)
             if event is not None:
                 log_prune(event, pruner, logger, model, input_shape)
+            ddp.agree_to_stop(stop)
         ddp.check_identical(pruner.state_tensors(), "at the end, weights, masks or flip counts")
         if args.save_model and ddp.is_main:
             save_model(run_dir / "model.pt", spec, model, pruner)
         summary["status"] = "completed"
     except Interrupted as interruption:
         summary.update(status="interrupted", signal=str(interruption))
-        summary["exit_code"] = 128 + interruption.signum
+        summary["exit_code"] = interruption.exit_code
     except Diverged as divergence:
         summary.update(status="diverged", error=str(divergence), exit_code=EXIT_DIVERGED)
+    except (UserError, StorageError, PeerLost) as failure:
+        summary.update(status="failed", error=one_line(failure), exit_code=failure.exit_code)
     except BaseException as error:
-        summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-        raise
-    finally:
-        restore_signal_handlers(previous_handlers)
-        summary.update(final_metrics(history))
-        summary.update(
-            epochs_completed=len(history),
-            final_sparsity=pruner.sparsity,
-            **flops_summary(model, input_shape, pruner.masks.masks),
-            layer_sparsity=pruner.masks.layer_sparsity(),
-            prune_events=[e.as_dict() for e in pruner.events],
-            collapsed_layers=pruner.collapsed_layers(),
-            wall_seconds=wall_before + time.time() - session_start,
-            processes=ddp.world_size,
-        )
+        lost = ddp.peer_failure(error)
+        if lost is None:
+            summary.update(status="failed", error=f"{type(error).__name__}: {error}")
+            finish(summary, history, logger, pruner, model, input_shape, wall_before,
+                   session_start, ddp)  # fmt: skip
+            if lock is not None:
+                lock.release()
+            raise
+        summary.update(status="failed", error=str(lost), exit_code=lost.exit_code)
+    finish(summary, history, logger, pruner, model, input_shape, wall_before, session_start, ddp)
+    stop.on_forced_exit = None
+    if lock is not None:
+        lock.release()
+    line = ending_line(summary["status"], summary.get("error") or summary.get("signal"), run_dir,
+                       len(history), ddp, summary)  # fmt: skip
+    if line:
+        print(line, file=sys.stdout if summary["status"] == "completed" else sys.stderr)
+    return summary
+
+
+def finish(summary, history, logger, pruner, model, input_shape, wall_before, session_start, ddp):
+    """Complete and write the summary and close the logs. A write that fails here (the disk that
+    stopped the run is still full) turns a completed run into a failed one; an earlier failure
+    stays the reason given."""
+    summary.update(final_metrics(history))
+    summary.update(
+        epochs_completed=len(history),
+        final_sparsity=pruner.sparsity,
+        **flops_summary(model, input_shape, pruner.masks.masks),
+        layer_sparsity=pruner.masks.layer_sparsity(),
+        prune_events=[e.as_dict() for e in pruner.events],
+        collapsed_layers=pruner.collapsed_layers(),
+        wall_seconds=wall_before + time.time() - session_start,
+        processes=ddp.world_size,
+    )
+    try:
         logger.write_summary(summary)
         if summary["status"] == "completed":
-            logger.log_hparams(
-                summary["options"],
-                {key: summary[key] for key in HPARAM_METRICS},
-            )
-        logger.close()
-    if ddp.is_main:
-        report_end(summary, run_dir)
-    return summary
+            logger.log_hparams(summary["options"], {key: summary[key] for key in HPARAM_METRICS})
+    except StorageError as failure:
+        if summary["status"] == "completed":
+            summary.update(status="failed", error=str(failure), exit_code=failure.exit_code)
+    finally:
+        try:
+            logger.close()
+        except StorageError as failure:
+            if summary["status"] == "completed":
+                summary.update(status="failed", error=str(failure), exit_code=failure.exit_code)
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """Every option of the run under its flag's name (--lambda is stored as lambda_)."""
+    return {key.rstrip("_"): value for key, value in vars(args).items() if key not in BOOKKEEPING}
+
+
+def checkpoint_args(args: argparse.Namespace) -> dict:
+    return {key: value for key, value in vars(args).items() if key not in BOOKKEEPING}
+
+
+def new_config(options: dict, run_dir: Path, device, model: nn.Module, pruner: Pruner) -> dict:
+    return {
+        **options,
+        "run_id": uuid.uuid4().hex,
+        "device_resolved": str(device),
+        "torch_version": torch.__version__,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_prunable": pruner.masks.num_total,
+        "run_dir": str(run_dir),
+    }
+
+
+def resumed_config(run_dir: Path, args, device, first_epoch: int, afresh: bool) -> dict:
+    """The run's config.json with this resume recorded: the options stay the ones it was
+    started with; what this resume changed is listed under `resumes`. A run that never finished
+    an epoch starts afresh: its earlier files are cleared."""
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config.setdefault("run_id", uuid.uuid4().hex)
+    resumes = config.get("resumes") if isinstance(config.get("resumes"), list) else []
+    resumes.append(
+        {
+            "at_epoch": first_epoch,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "overrides": dict(getattr(args, "resume_overrides", {})),
+            "device_resolved": str(device),
+            "torch_version": torch.__version__,
+        }
+    )
+    config["resumes"] = resumes
+    if afresh:
+        for stale in [*run_dir.glob("events.out.tfevents.*"), run_dir / "summary.json"]:
+            stale.unlink(missing_ok=True)
+    return config
+
+
+def resume_command(run_dir: Path, ddp: Distributed) -> str:
+    target = f"main.py --resume {shlex.quote(str(run_dir))}"
+    if not ddp.enabled:
+        return f"python {target}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", ddp.world_size))
+    if per_node == ddp.world_size:
+        return f"python -m utils.launch --standalone --nproc_per_node {per_node} {target}"
+    return f"your torchrun command, with {target}"
+
+
+def ending_line(status: str, reason, run_dir, epochs: int, ddp: Distributed, summary=None):
+    """The one line a run ends with, or None for a rank that stays silent (all but rank 0, and
+    rank 0 too when it is the one that was lost)."""
+    if not ddp.is_main:
+        return None
+    if status == "completed":
+        return (
+            f"done: test accuracy {summary['final_test_acc']:.2f}% "
+            f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
+            f"{summary['wall_seconds']:.0f}s -> {run_dir}"
+        )
+    if run_dir is None:
+        return f"interrupted by {reason} before the run started; nothing to resume"
+    where = (
+        f"after {epochs} completed epoch{'s' if epochs != 1 else ''}"
+        if epochs
+        else "before its first epoch ended (a resume starts it afresh)"
+    )
+    again = f"continue with: {resume_command(run_dir, ddp)}"
+    if status == "interrupted":
+        return f"interrupted by {reason} {where}; {again}"
+    if status == "diverged":
+        kept = (
+            f"the checkpoint of epoch {epochs} is in {run_dir}"
+            if epochs
+            else "no epoch completed, so there is no checkpoint to go back to"
+        )
+        return f"error: {reason}; {kept}"
+    return f"error: {reason}; the run stopped {where}; {again}"
 
 
 def parallel(model: nn.Module, args, device: torch.device, ddp: Distributed) -> nn.Module:
@@ -225,7 +407,9 @@ def parallel(model: nn.Module, args, device: torch.device, ddp: Distributed) -> 
     return nn.DataParallel(model)
 
 
-def restore(checkpoint, args, model, optimizer, pruner, train_loader) -> tuple[list[dict], float]:
+def restore(
+    checkpoint, args, spec, model, optimizer, pruner, train_loader
+) -> tuple[list[dict], float]:
     """Load a checkpoint's state into freshly built objects; returns (history, wall seconds)."""
     saved = checkpoint["args"]
     for dest in IDENTITY_OPTIONS:
@@ -234,11 +418,22 @@ def restore(checkpoint, args, model, optimizer, pruner, train_loader) -> tuple[l
                 f"--resume {args.resume}: its checkpoint is from a run with --{dest} "
                 f"{saved.get(dest)}, not {getattr(args, dest)}"
             )
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    pruner.load_state_dict(checkpoint["pruner"])
-    train_loader.generator.set_state(checkpoint["data_order"])
-    set_rng_state(checkpoint["rng"])
+    if checkpoint["model_spec"] != spec:
+        raise UserError(
+            f"--resume {args.resume}: its {CHECKPOINT} is of {checkpoint['model_spec']}, not "
+            f"of the network these options build, {spec}"
+        )
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        pruner.load_state_dict(checkpoint["pruner"])
+        train_loader.generator.set_state(checkpoint["data_order"])
+        set_rng_state(checkpoint["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"--resume {args.resume}: its {CHECKPOINT} does not fit this run: {first}"
+        ) from error
     return list(checkpoint["history"]), checkpoint["wall_seconds"]
 
 
@@ -258,23 +453,6 @@ def save_model(path: Path, spec: dict, model: nn.Module, pruner: Pruner) -> None
         {"spec": spec, "state_dict": model.state_dict(), "masks": pruner.masks.state_dict()},
         path,
     )
-
-
-def install_signal_handlers() -> dict:
-    """SIGINT and SIGTERM raise Interrupted in the training loop; repeats are ignored so that the
-    summary still gets written."""
-
-    def handler(signum, frame):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def restore_signal_handlers(previous: dict) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 def describe_run(
@@ -301,30 +479,9 @@ def describe_run(
         print(f"schedule: prune {removes}, {where}")
 
 
-def report_end(summary: dict, run_dir: Path) -> None:
-    status = summary["status"]
-    if status == "completed":
-        print(
-            f"done: test accuracy {summary['final_test_acc']:.2f}% "
-            f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
-            f"{summary['wall_seconds']:.0f}s -> {run_dir}"
-        )
-        return
-    if status == "interrupted":
-        print(
-            f"interrupted by {summary['signal']} after {summary['epochs_completed']} completed "
-            f"epochs; continue with:\n  python main.py --resume {run_dir}",
-            file=sys.stderr,
-        )
-    else:
-        print(
-            f"error: {summary['error']}; the run stopped, its checkpoint from epoch "
-            f"{summary['epochs_completed']} is in {run_dir}",
-            file=sys.stderr,
-        )
-
-
-def run_epoch(epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp):
+def run_epoch(
+    epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp, stop=None
+):
     """Train one epoch, evaluate, then prune if the schedule says so. Returns the epoch's record
     and the prune event, if any."""
     sparsity = pruner.sparsity
@@ -341,7 +498,7 @@ def run_epoch(epoch, net, model, train_loader, eval_loaders, optimizer, pruner, 
         sampler.set_epoch(epoch)
     started = time.time()
     trained = train_one_epoch(
-        net, train_loader, optimizer, pruner, args, epoch, device, reg_scale, ddp
+        net, train_loader, optimizer, pruner, args, epoch, device, reg_scale, ddp, stop
     )
     record = {
         "epoch": epoch,
@@ -356,7 +513,7 @@ def run_epoch(epoch, net, model, train_loader, eval_loaders, optimizer, pruner, 
             record["test_loss"] = record["test_acc"] = None
             continue
         record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(
-            model, loader, args, device, f"{split} {epoch}", ddp
+            model, loader, args, device, f"{split} {epoch}", ddp, stop
         )
     # pruning comes after evaluation: an epoch's accuracy is that of the network it trained
     event = pruner.end_of_epoch(epoch)
@@ -392,21 +549,37 @@ def final_metrics(history: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Returns the exit code (utils/errors.py); every ending prints one line."""
+    # First of all, so that a signal at any moment, start-up included, is recorded, not lost;
+    # run as a script, the handlers were installed before the imports.
+    stop = STARTUP_SIGNALS if argv is None and STARTUP_SIGNALS else StopSignals().install()
     ddp = Distributed.from_environment()
     if not ddp.is_main:
         # rank 0 alone reports; the others stay silent but for errors
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    code, peers_lost = 0, False
     try:
         args = parse_args(argv)
+        stop.check()
         if not ddp.is_main:
             args.quiet = True
-        summary = run(args, ddp)
-    except UserError as error:
+        summary = run(args, ddp, stop)
+        code = summary.get("exit_code", 0)
+        peers_lost = code == PeerLost.exit_code
+    except Interrupted as interruption:  # before the run had a directory
+        if ddp.is_main:
+            print(f"interrupted by {interruption} before the run started; nothing to resume",
+                  file=sys.stderr)  # fmt: skip
+        code = interruption.exit_code
+    except (UserError, StorageError, PeerLost) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+        code, peers_lost = error.exit_code, isinstance(error, PeerLost)
     finally:
-        ddp.shutdown()
-    return summary.get("exit_code", 0)
+        ddp.shutdown(peers_lost)
+        # a process that is about to exit ignores late signals; a caller in-process gets its
+        # own handlers back
+        stop.release(ignore_further=argv is None)
+    return code
 
 
 def one_line(error: Exception) -> str:

@@ -7,6 +7,10 @@ optimizer, learning rate and explicit regularisation.
 
 The loop has no per-criterion branch and no host synchronisation per step, except at the
 progress bar's cadence. Under torchrun, sums are all-reduced so every image counts once.
+
+A stop signal (utils/stop.py) is acted on after the step in progress: alone, after every step
+and every evaluation batch; under torchrun, at the progress bar's cadence and at the end of an
+evaluation, where the ranks synchronise anyway and can agree to stop together.
 """
 
 from collections.abc import Iterator
@@ -157,7 +161,7 @@ def progress(loader: DataLoader, args, desc: str) -> tqdm:
 
 
 def train_one_epoch(
-    model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp
+    model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp, stop=None
 ) -> dict[str, float]:
     """One pass over `loader`. Returns the epoch's `train_loss` (the data loss) and `train_acc`,
     and, when the loss has penalty terms, `train_penalty`: their weighted sum as added to the
@@ -200,10 +204,14 @@ def train_one_epoch(
         )
         if step % 20 == 0:  # the only host syncs in the loop
             check_finite(first_bad_step, epoch, ddp)
+            ddp.agree_to_stop(stop)
             bar.set_postfix(
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}"
             )
+        elif stop is not None and not ddp.enabled:
+            stop.check()
     check_finite(first_bad_step, epoch, ddp)
+    ddp.agree_to_stop(stop)
     loss, accuracy, penalty = mean_loss_and_accuracy(loss_sum, correct, seen, ddp, penalty_sum)
     record = {"train_loss": loss, "train_acc": accuracy}
     if has_penalty(args, pruner):
@@ -234,7 +242,7 @@ def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp, penalty_sum=None) 
 
 
 @torch.no_grad()
-def evaluate(model, loader, args, device, desc: str, ddp) -> tuple[float, float]:
+def evaluate(model, loader, args, device, desc: str, ddp, stop=None) -> tuple[float, float]:
     """Test or validation loss and accuracy of the unwrapped model; under torchrun each rank
     evaluates its share and the sums are all-reduced."""
     ddp.broadcast_buffers(model)
@@ -250,4 +258,7 @@ def evaluate(model, loader, args, device, desc: str, ddp) -> tuple[float, float]
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)
+        if stop is not None and not ddp.enabled:
+            stop.check()
+    ddp.agree_to_stop(stop)
     return mean_loss_and_accuracy(loss_sum, correct, seen, ddp)

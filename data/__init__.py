@@ -7,6 +7,7 @@ Imagenette, MNIST) are read from their standard on-disk layouts under `--data_di
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -32,6 +33,12 @@ def build_datasets(
     """Load dataset `name`; `image_size` only applies to datasets without a native size."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
+    root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(
+            f"--data_dir {root.absolute()} is a file, not a directory; expected the folder that "
+            "holds (or will receive) the datasets, e.g. ./data"
+        )
     kwargs = {"image_size": image_size} if image_size is not None else {}
     return DATASETS[name](data_dir, download=download, **kwargs)
 

@@ -1,8 +1,10 @@
 """Pieces shared by the dataset loaders: the splits container, an in-memory uint8 image dataset,
-and the error raised when a dataset is neither on disk nor downloadable."""
+the error raised when a dataset is missing or corrupt, and the checks that turn a corrupt file into
+that error at load time rather than a crash once training has started."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +18,48 @@ from utils.errors import UserError
 
 class DatasetError(UserError):
     """Data a run needs is missing, unreadable or invalid; the message says which and what to do."""
+
+
+def describe(error: BaseException) -> str:
+    """An exception as `Type: message` on one line, to quote inside a DatasetError: main.py prints
+    a UserError as a single line, and library messages sometimes span several."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def class_labels(values, num_classes: int, source: Path) -> np.ndarray:
+    """`values` as an int64 array of class indices in [0, num_classes), or a DatasetError naming
+    `source`, the file they were read from.
+
+    Checked at load because a bad label otherwise passes every step up to the loss, and fails there
+    with a device-side assertion that names no file.
+    """
+    expected = f"expected one integer class index in 0..{num_classes - 1} per image"
+    try:
+        labels = np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged nested sequences
+        raise DatasetError(
+            f"{source} has labels that are not a flat list of integers ({describe(error)}); "
+            f"{expected}"
+        ) from error
+    if labels.ndim != 1:
+        raise DatasetError(f"{source} has labels of shape {labels.shape}; {expected}")
+    # Booleans and floats are refused even when they hold whole numbers: a label file never
+    # stores them, so they mean the file is not what it claims to be. (An empty list becomes a
+    # float array: the caller decides whether no labels is an error.)
+    if labels.dtype.kind not in "iu" and labels.size:
+        found = {"U": "text", "S": "bytes", "O": "mixed Python objects"}.get(
+            labels.dtype.kind, str(labels.dtype)
+        )
+        raise DatasetError(f"{source} has labels of type {found}; {expected}")
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise DatasetError(
+            f"{source} has labels outside 0..{num_classes - 1} ({int(outside.sum())} of "
+            f"{len(labels)}; the first is {labels[first]} at position {first}); {expected}"
+        )
+    return labels.astype(np.int64, copy=False)
 
 
 @dataclass

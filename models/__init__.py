@@ -8,7 +8,10 @@ name.
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
+
+from utils.errors import UserError
 
 from .densenet import densenet121
 from .lenet import conv6, lenet5, lenet300
@@ -37,4 +40,21 @@ def build_model(
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-__all__ = ["MODELS", "build_model"]
+def check_input_size(spec: dict) -> None:
+    """Raise UserError when the network of `spec` cannot take its images (too small for its
+    pooling, say). The network is built on the meta device and given uninitialised memory, so no
+    random number is drawn and the real network's initial weights are unaffected, and it runs a
+    batch of no images, which checks every layer's shapes without arithmetic."""
+    side = spec.get("image_size", 32)
+    try:
+        with torch.device("meta"):
+            model = build_model(**spec)
+        model = model.to_empty(device="cpu").eval()
+        with torch.no_grad():
+            model(torch.zeros(0, spec.get("in_channels", 3), side, side))
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise UserError(f"-m {spec['name']} cannot take {side}x{side} images: {first}") from None
+
+
+__all__ = ["MODELS", "build_model", "check_input_size"]

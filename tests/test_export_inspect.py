@@ -168,3 +168,23 @@ def test_a_bad_run_dir_is_one_error_line_and_exit_2(tmp_path, capsys):
     assert len(errors) == 2
     assert all(line.startswith(f"error: {tmp_path}: no {CHECKPOINT}") for line in errors)
     assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("tool", "argv"),
+    [
+        (export, ["RUN", "--to", "onnx", "OUT"]),
+        (export, ["RUN", "OUT"]),
+        (export, ["RUN", "--to", "dense"]),
+        (inspect_tool, []),
+        (inspect_tool, ["RUN", "--verbose"]),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line_and_exit_2(tmp_path, capsys, tool, argv):
+    assert tool.main([str(tmp_path) if arg == "RUN" else arg for arg in argv]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith("error: ")
+    assert captured.out == ""
+    if "onnx" in argv:
+        assert "invalid choice: 'onnx'" in line

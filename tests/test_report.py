@@ -302,3 +302,135 @@ def test_directory_without_summaries(tmp_path, capsys):
     code, _, err = report(capsys, tmp_path)
     assert code == 1
     assert "no usable summary.json" in err
+
+
+def write_unfinished(root, run, epochs_logged=0, **config):
+    """What a run killed after `epochs_logged` epochs leaves in `root/run`: config.json,
+    metrics.jsonl and a checkpoint, but no summary.json."""
+    folder = root / run
+    folder.mkdir(parents=True)
+    settings = {"prune_criterion": "flipout", "seed": 0, "epochs": 350, "hoyer_lambda": 0.0}
+    (folder / "config.json").write_text(json.dumps({**settings, **config}))
+    lines = [
+        json.dumps({"epoch": epoch, "test_acc": 50.0}) for epoch in range(1, epochs_logged + 1)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    (folder / "checkpoint.pt").write_bytes(b"not read by the report")
+    return folder
+
+
+def test_a_run_without_summary_is_listed_as_incomplete(tmp_path, capsys):
+    write_summary(tmp_path, "sweep/done")
+    write_unfinished(tmp_path, "sweep/killed", epochs_logged=3, prune_criterion="random", seed=4)
+    # a line half written when the process died is not an epoch
+    with open(tmp_path / "sweep/killed/metrics.jsonl", "a") as metrics:
+        metrics.write('{"epoch": 4, "te')
+    (tmp_path / "sweep/bare").mkdir()
+    (tmp_path / "sweep/bare/checkpoint.pt").write_bytes(b"")
+
+    code, out, _ = report(capsys, tmp_path)
+
+    assert code == 0
+    tables, incomplete = out.split("### Runs that did not complete")
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in tables
+    assert "| sweep/killed | Random | 4 | no summary.json (killed?) | 3/350 |" in incomplete
+    assert "| sweep/bare | ? | ? | no summary.json (killed?) | ?/? |" in incomplete
+    assert "sweep/done" not in incomplete
+
+
+def test_only_killed_or_unreadable_runs_still_make_a_report(tmp_path, capsys):
+    write_unfinished(tmp_path, "killed", epochs_logged=1)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text("[")
+
+    code, out, err = report(capsys, tmp_path)
+
+    assert (code, err) == (0, "")
+    assert out.startswith("No completed runs.")
+    assert "| killed | FlipOut | 0 | no summary.json (killed?) | 1/350 |" in out
+    assert "- broken/summary.json: unreadable" in out
+
+
+def test_an_unreadable_config_is_listed_and_the_run_still_shown(tmp_path, capsys):
+    write_unfinished(tmp_path, "killed", epochs_logged=2)
+    (tmp_path / "killed" / "config.json").write_text('{"prune_criterion": 3}')
+
+    _, out, _ = report(capsys, tmp_path)
+
+    assert "| killed | ? | ? | no summary.json (killed?) | 2/? |" in out
+    assert "- killed/config.json: prune_criterion is 3, not a string" in out
+
+
+def test_summaries_with_one_run_id_count_once(tmp_path, capsys):
+    run_id = "0123456789abcdef0123456789abcdef"
+    write_summary(tmp_path, "a/run", run_id=run_id, run_dir="a/run", final_test_acc=87.0)
+    write_summary(tmp_path, "b/copy", run_id=run_id, run_dir="a/run", final_test_acc=87.0)
+    write_summary(tmp_path, "c/other", run_id="f" * 32, seed=1, final_test_acc=89.0)
+
+    code, out, _ = report(capsys, tmp_path)
+
+    assert code == 0
+    tables, duplicates = out.split("### Duplicate runs")
+    assert "| FlipOut | 99.90 | 88.00 ± 1.41 (n=2) |" in tables
+    assert duplicates.strip().splitlines() == [
+        "- b/copy duplicates a/run (same run_id), counted once"
+    ]
+
+
+def test_summaries_without_run_id_match_by_content_apart_from_run_dir(tmp_path, capsys):
+    write_summary(tmp_path, "a/run", run_dir="/old/disk/a/run")
+    write_summary(tmp_path, "b/run", run_dir="/new/disk/b/run")  # a copy, moved
+    write_summary(tmp_path, "c/run", run_dir="/old/disk/c/run", wall_seconds=12.5)  # another run
+
+    _, out, _ = report(capsys, tmp_path)
+
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=2) |" in out
+    assert "- b/run duplicates a/run (same summary.json), counted once" in out
+    assert "c/run duplicates" not in out
+
+
+def test_a_copy_resumed_to_completion_is_the_one_counted(tmp_path, capsys):
+    run_id = "0123456789abcdef0123456789abcdef"
+    write_summary(tmp_path, "a/stopped", run_id=run_id, status="interrupted", final_test_acc=None)
+    write_summary(tmp_path, "b/resumed", run_id=run_id, final_test_acc=86.0)
+
+    _, out, _ = report(capsys, tmp_path)
+
+    assert "| FlipOut | 99.90 | 86.00 ± 0.00 (n=1) |" in out
+    assert "did not complete" not in out
+    assert "- a/stopped duplicates b/resumed (same run_id), counted once" in out
+
+
+def test_a_killed_copy_of_a_reported_run_is_a_duplicate_not_incomplete(tmp_path, capsys):
+    run_id = "0123456789abcdef0123456789abcdef"
+    write_summary(tmp_path, "finished", run_id=run_id)
+    write_unfinished(tmp_path, "snapshot", epochs_logged=5, run_id=run_id)
+    write_unfinished(tmp_path, "snapshot_copy", epochs_logged=5, run_id="e" * 32)
+    write_unfinished(tmp_path, "snapshot_copy_2", epochs_logged=5, run_id="e" * 32)
+
+    _, out, _ = report(capsys, tmp_path)
+
+    assert "- snapshot duplicates finished (same run_id), counted once" in out
+    assert "- snapshot_copy_2 duplicates snapshot_copy (same run_id), counted once" in out
+    incomplete = out.split("### Runs that did not complete")[1].split("###")[0]
+    assert [line.split(" | ")[0] for line in incomplete.splitlines() if line.startswith("| s")] == [
+        "| snapshot_copy"
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--metric", "worst", "DIR"], ["DIR", "--unknown"], ["DIR", "--csv"], ["a", "b"]],
+)
+def test_argument_errors_are_one_line(tmp_path, capsys, argv):
+    code, out, err = report(capsys, *[str(tmp_path) if arg == "DIR" else arg for arg in argv])
+    assert (code, out) == (2, "")
+    [line] = err.splitlines()
+    assert line.startswith("error: ")
+
+
+def test_a_file_for_dir_is_one_error_line(tmp_path, capsys):
+    path = write_summary(tmp_path, "run")
+    code, out, err = report(capsys, path)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"error: {path} is not a directory"]

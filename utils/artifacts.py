@@ -1,6 +1,11 @@
 """A finished (or interrupted) run read back from its directory: the pruned network, its masks
-and flip counters, for the tools that take a run elsewhere (utils.export, utils.inspect)."""
+and flip counters, for the tools that take a run elsewhere (utils.export, utils.inspect).
 
+Everything in checkpoint.pt is checked against everything else before it is used, so that a
+damaged checkpoint ends in a UserError naming the file, never in a traceback or in a network
+that does not match its own description."""
+
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,8 +13,13 @@ import torch
 from torch import nn
 
 from models import build_model
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.errors import UserError
+
+# cli.py's limit on --image_size, and no dataset's images are larger: a model_spec naming larger
+# images is damaged, and a forward pass on them (utils.inspect counts FLOPs with one) could take
+# minutes and gigabytes
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass
@@ -23,26 +33,133 @@ class PrunedRun:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (self.spec["in_channels"], self.spec["image_size"], self.spec["image_size"])
+        return input_shape(self.spec)
+
+
+def input_shape(spec: dict) -> tuple[int, int, int]:
+    return (spec["in_channels"], spec["image_size"], spec["image_size"])
+
+
+def reason(error: BaseException) -> str:
+    """An exception's message on one line, as the end of a UserError's."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def meta_model(spec: dict) -> nn.Module:
+    """The network `spec` describes, on the meta device: its shapes without memory, so that a
+    damaged spec asking for an enormous layer costs nothing."""
+    with torch.device("meta"), warnings.catch_warnings():
+        # a damaged spec can ask for zero-sized layers, whose initialisation warns
+        warnings.simplefilter("ignore")
+        return build_model(**spec)
+
+
+def more(names: list[str]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+
+
+def shape_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """How a state dict differs from the one a network expects, or "" when it fits."""
+    missing = [name for name in expected if name not in found]
+    if missing:
+        return f"{missing[0]!r} is missing{more(missing)}"
+    unexpected = [name for name in found if name not in expected]
+    if unexpected:
+        return f"{unexpected[0]!r} is not one of the network's tensors{more(unexpected)}"
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            return (
+                f"{name!r} has shape {tuple(found[name].shape)} where the network's is "
+                f"{tuple(tensor.shape)}"
+            )
+    return ""
+
+
+def restore_model(path: Path, spec: dict, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The network of `spec` with the weights `state`, in eval mode, once both are known to fit
+    each other and the images the spec names."""
+    if not 1 <= spec["image_size"] <= MAX_IMAGE_SIZE:
+        raise UserError(
+            f"{path}: its model_spec {spec} has an image_size of {spec['image_size']}, where "
+            f"main.py writes 1 to {MAX_IMAGE_SIZE}"
+        )
+    try:
+        skeleton = meta_model(spec)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UserError(
+            f"{path}: its model_spec {spec} is not a network: {reason(error)}"
+        ) from error
+    mismatch = shape_mismatch(skeleton.state_dict(), state)
+    if mismatch:
+        raise UserError(f"{path}: its weights do not fit its model_spec {spec}: {mismatch}")
+    model = build_model(**spec).eval()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"{path}: its weights cannot be loaded: {reason(error)}") from error
+    try:
+        # a batch of no images checks every layer's shapes without computing anything
+        with torch.no_grad():
+            model(torch.zeros(0, *input_shape(spec)))
+    except (RuntimeError, ValueError) as error:
+        raise UserError(
+            f"{path}: its model_spec {spec} names images the network cannot take: {reason(error)}"
+        ) from error
+    return model
+
+
+def is_mask(tensor: torch.Tensor) -> bool:
+    return tensor.dtype == torch.bool
+
+
+def is_count(tensor: torch.Tensor) -> bool:
+    dtype = tensor.dtype
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def pruner_part(
+    path: Path, checkpoint: dict, part: str, parameters: dict[str, nn.Parameter]
+) -> dict[str, torch.Tensor]:
+    """The pruner's `part` (masks or flip_counts): a dense CPU tensor of the right kind for
+    parameters of the network, each of that parameter's shape."""
+    tensors = checkpoint["pruner"][part]
+    right_kind = is_mask if part == "masks" else is_count
+    kind = "bool" if part == "masks" else "integer"
+    spec = checkpoint["model_spec"]
+    for name, tensor in tensors.items():
+        if name not in parameters:
+            raise UserError(f"{path}: its {part} do not fit {spec}: it has no parameter {name!r}")
+        if tensor.shape != parameters[name].shape:
+            raise UserError(
+                f"{path}: its {part} do not fit {spec}: {name!r} has shape "
+                f"{tuple(tensor.shape)} where the parameter's is {tuple(parameters[name].shape)}"
+            )
+        if tensor.layout != torch.strided or tensor.device.type != "cpu":
+            raise UserError(f"{path}: its {part} for {name!r} are not a plain tensor")
+        if not right_kind(tensor):
+            raise UserError(f"{path}: its {part} for {name!r} are {tensor.dtype}, not {kind}")
+    return dict(tensors)
 
 
 def load_run(run_dir: str | Path) -> PrunedRun:
-    """The state of `run_dir`'s checkpoint.pt, on the CPU. Raises UserError when the directory
-    holds no usable checkpoint."""
+    """The state of `run_dir`'s checkpoint.pt, on the CPU. Raises UserError naming the file when
+    the directory holds no usable checkpoint."""
     checkpoint = load_checkpoint(run_dir)
-    model = build_model(**checkpoint["model_spec"])
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
+    path = Path(run_dir) / CHECKPOINT
+    spec = checkpoint["model_spec"]
+    model = restore_model(path, spec, checkpoint["model"])
     parameters = dict(model.named_parameters())
-    for part in ("masks", "flip_counts"):
-        for name, tensor in checkpoint["pruner"][part].items():
-            if name not in parameters or parameters[name].shape != tensor.shape:
-                raise UserError(f"{run_dir}: its {part} do not fit {checkpoint['model_spec']}")
+    masks = pruner_part(path, checkpoint, "masks", parameters)
+    flip_counts = pruner_part(path, checkpoint, "flip_counts", parameters)
+    if not masks:
+        raise UserError(f"{path}: its masks are empty")
+    if set(flip_counts) != set(masks):
+        raise UserError(f"{path}: its flip_counts and masks are for different parameters")
     return PrunedRun(
         model=model,
-        masks=dict(checkpoint["pruner"]["masks"]),
-        flip_counts=dict(checkpoint["pruner"]["flip_counts"]),
-        spec=dict(checkpoint["model_spec"]),
+        masks=masks,
+        flip_counts=flip_counts,
+        spec=dict(spec),
         epoch=checkpoint["epoch"],
         run_dir=Path(run_dir),
     )

@@ -65,4 +65,49 @@ def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
         ) from error
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{where}: {path} is not a checkpoint written by main.py")
+    problem = checkpoint_problem(state)
+    if problem:
+        raise UserError(f"{where}: {path} is damaged: {problem}")
     return state
+
+
+def _tensors(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in value.items()
+    )
+
+
+# what each part of a checkpoint must be, checked before anything is restored from it
+SHAPE = {
+    "epoch": lambda v: isinstance(v, int) and v >= 1,
+    "args": lambda v: isinstance(v, dict),
+    "model_spec": lambda v: (
+        isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and all(isinstance(v.get(k), int) for k in ("num_classes", "in_channels", "image_size"))
+    ),
+    "model": _tensors,
+    "optimizer": lambda v: isinstance(v, dict) and "state" in v and "param_groups" in v,
+    "pruner": lambda v: (
+        isinstance(v, dict)
+        and _tensors(v.get("masks"))
+        and _tensors(v.get("flip_counts"))
+        and isinstance(v.get("events"), list)
+    ),
+    "data_order": torch.is_tensor,
+    "rng": lambda v: isinstance(v, dict) and {"python", "numpy", "torch", "cuda"} <= set(v),
+    "history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+    "wall_seconds": lambda v: isinstance(v, int | float),
+}
+
+
+def checkpoint_problem(state: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's structure, or None."""
+    for key, fits in SHAPE.items():
+        if key not in state:
+            return f"it has no {key!r}"
+        if not fits(state[key]):
+            return f"its {key!r} is not what main.py writes"
+    if len(state["history"]) != state["epoch"]:
+        return f"it records {len(state['history'])} epochs of metrics for epoch {state['epoch']}"
+    return None

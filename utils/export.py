@@ -49,7 +49,6 @@ eval mode. Run the tool as `python -m utils.export` from the repository root, no
 the standard library's `inspect`.
 """
 
-import argparse
 import io
 import math
 import sys
@@ -65,7 +64,7 @@ from models import build_model
 from pruning.mask import human
 from utils.artifacts import PrunedRun, load_run
 from utils.checkpoint import save_atomic
-from utils.errors import UserError
+from utils.errors import OneLineParser, UserError
 
 FORMATS = ("dense", "torch_prune", "sparse")
 # what each format's file must hold, checked before a loader trusts it
@@ -238,7 +237,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m utils.export",
         description="Write a pruned run's network as a dense state dict, a torch.nn.utils.prune "
         "state dict or a compressed sparse (CSR) file. The module docstring shows how to load "
@@ -247,12 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
     parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
     parser.add_argument("out", metavar="OUT", help="the file to write (folders are created)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         lines = export(args.run_dir, args.to, args.out)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     print("\n".join(lines))
     return 0
 

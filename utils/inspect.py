@@ -11,14 +11,13 @@ Run it as `python -m utils.inspect` from the repository root. `python utils/insp
 utils/ on sys.path, and this file would then shadow the standard library's `inspect` module.
 """
 
-import argparse
 import sys
 
 import torch
 
 from pruning.mask import layer_table
 from utils.artifacts import PrunedRun, load_run
-from utils.errors import UserError
+from utils.errors import OneLineParser, UserError
 from utils.flops import flops_summary, layer_flops
 
 
@@ -83,18 +82,18 @@ def describe(run: PrunedRun) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m utils.inspect",
         description="Sparsity, FLOPs, collapsed layers and sign-flip statistics of a run, read "
         "from its checkpoint.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         run = load_run(args.run_dir)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     print(describe(run))
     return 0
 

@@ -5,9 +5,11 @@ The JSON files are the machine-readable truth that reports and tables are comput
 TensorBoard is for looking.
 """
 
+import errno
 import json
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,10 +17,12 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from utils.errors import UserError
-from utils.io import write_json_atomic, write_text_atomic
+from utils.errors import UserError, os_error_in
+from utils.io import write_json_atomic, write_text_atomic, writing
 
 RUNS_ROOT = Path("runs")
+# the comment's share of a run directory's name: file systems refuse names over 255 bytes
+MAX_SLUG = 120
 
 # metrics.jsonl key -> TensorBoard tag
 EPOCH_TAGS = {
@@ -44,7 +48,7 @@ def warn(message: str) -> None:
 def run_name(comment: str, start: float | None = None) -> str:
     """Start time plus the comment, reduced to characters that are safe in any shell or path."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(start))
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", comment).strip("_.")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", comment)[:MAX_SLUG].strip("_.")
     return f"{stamp}_{slug}" if slug else stamp
 
 
@@ -79,41 +83,72 @@ def config_markdown(config: dict) -> str:
     return f"| option | value |\n|---|---|\n{rows}"
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def quiet_storage_errors_in_threads() -> None:
+    """TensorBoard writes from a thread of its own, which prints a traceback when the disk fills;
+    the same error then reaches the main thread at the next write, which reports it in one line.
+    So an I/O failure ends such a thread quietly; any other exception is printed as before."""
+    if getattr(threading.excepthook, "quiet_storage_errors", False):
+        return
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        cause = os_error_in(args.exc_value) if args.exc_value is not None else None
+        if cause is None or cause.errno not in STORAGE_ERRNOS:
+            default(args)
+
+    hook.quiet_storage_errors = True
+    threading.excepthook = hook
+
+
 class RunLogger:
     """Writes a run's files. When resuming, `history` is the checkpoint's list of epoch records:
     metrics.jsonl is rewritten to exactly those, and TensorBoard events of later epochs (written
-    after the checkpoint, before the interruption) are purged, so no epoch appears twice."""
+    after the checkpoint, before the interruption) are purged, so no epoch appears twice. Every
+    write that fails raises StorageError naming the file."""
 
     def __init__(self, run_dir: Path, config: dict, history: list[dict] | None = None):
         self.run_dir = Path(run_dir)
+        self.run_id = config.get("run_id")
+        quiet_storage_errors_in_threads()
         write_json_atomic(self.run_dir / "config.json", config)
-        metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.events_path = self.run_dir / "events.out.tfevents.*"
         purge_step = None
         if history is not None:
-            write_text_atomic(metrics_path, "".join(json_line(r) for r in history))
+            write_text_atomic(self.metrics_path, "".join(json_line(r) for r in history))
             purge_step = len(history) + 1
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
-        self.writer.add_text("config", config_markdown(config), 0)
-        self.metrics_file = open(metrics_path, "a")  # noqa: SIM115
+        with writing(self.events_path):
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+            self.writer.add_text("config", config_markdown(config), 0)
+        with writing(self.metrics_path):
+            self.metrics_file = open(self.metrics_path, "a")  # noqa: SIM115
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, value, step)
+        with writing(self.events_path):
+            self.writer.add_scalar(tag, value, step)
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         if len(values):
-            self.writer.add_histogram(tag, values, step)
+            with writing(self.events_path):
+                self.writer.add_histogram(tag, values, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self.writer.add_text(tag, text, step)
+        with writing(self.events_path):
+            self.writer.add_text(tag, text, step)
 
     def log_epoch(self, record: dict) -> None:
         """Append one epoch's record to metrics.jsonl and mirror its known keys to TensorBoard."""
-        self.metrics_file.write(json_line(record))
-        self.metrics_file.flush()
-        for key, tag in EPOCH_TAGS.items():
-            if record.get(key) is not None:
-                self.writer.add_scalar(tag, record[key], record["epoch"])
-        self.writer.flush()
+        with writing(self.metrics_path):
+            self.metrics_file.write(json_line(record))
+            self.metrics_file.flush()
+        with writing(self.events_path):
+            for key, tag in EPOCH_TAGS.items():
+                if record.get(key) is not None:
+                    self.writer.add_scalar(tag, record[key], record["epoch"])
+            self.writer.flush()
 
     def log_hparams(self, options: dict, metrics: dict) -> None:
         """Record the run's options and final metrics for TensorBoard's HParams dashboard, which
@@ -126,17 +161,23 @@ class RunLogger:
             f"hparam/{key}": value for key, value in metrics.items() if value is not None
         }
         # Written into this run's own event file, not the subdirectory add_hparams would create.
-        for summary in hparams(hparam_values, metric_values):
-            self.writer.file_writer.add_summary(summary)
-        for tag, value in metric_values.items():
-            self.writer.add_scalar(tag, value)
+        with writing(self.events_path):
+            for summary in hparams(hparam_values, metric_values):
+                self.writer.file_writer.add_summary(summary)
+            for tag, value in metric_values.items():
+                self.writer.add_scalar(tag, value)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.run_dir / "summary.json", summary)
 
     def close(self) -> None:
-        self.metrics_file.close()
-        self.writer.close()
+        """Close both files, the second also when the first fails; the first failure is raised."""
+        try:
+            with writing(self.metrics_path):
+                self.metrics_file.close()
+        finally:
+            with writing(self.events_path):
+                self.writer.close()
 
 
 class NullLogger:

@@ -4,8 +4,15 @@ accuracy-vs-sparsity plot, computed from the `summary.json` files that training 
     python -m utils.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
 
 Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
-becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs. Runs that
-did not complete and files that could not be read are listed after the tables, never counted.
+becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs. Listed after
+the tables and never counted: runs that did not complete, including run directories without a
+summary.json (a killed run, or one still running); the extra copies of a run found more than once,
+such as a copied run directory (the same `run_id`, or for older runs without one the same summary
+apart from `run_dir`), whose run counts once; and files that could not be read.
+
+Exit code 0 when there is a report (however many problems it lists), 1 when DIR holds no run at
+all, 2 with one line on stderr for a bad command line, a DIR that is not a directory or a CSV file
+that cannot be written.
 
 The accuracy is the test accuracy after the last epoch (`--metric final`, the default) or the
 highest over the epochs (`--metric best`). Compare with the paper's numbers on `final`: the
@@ -18,8 +25,8 @@ into DIR: one figure, always under that name, with one subplot per (model, datas
 a method. All percentages in the tables and the CSV are percent (0-100).
 """
 
-import argparse
 import csv
+import hashlib
 import io
 import json
 import math
@@ -31,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
+from utils.errors import OneLineParser, UserError
 from utils.io import write_atomic, write_text_atomic
 
 PLOT_NAME = "accuracy_vs_sparsity.png"
@@ -57,11 +65,47 @@ PAPER_ORDER = [
     "Dense",
 ]
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
+SUMMARY = "summary.json"
+CONFIG = "config.json"
+METRICS_LOG = "metrics.jsonl"
+# any of these without a summary.json beside it is a run that never wrote its end
+RUN_FILES = (CONFIG, "checkpoint.pt", METRICS_LOG)
+NO_SUMMARY = "no summary.json (killed?)"
+# a damaged file can hold a value of any size; messages and table cells show this much of it
+SHOWN_CHARACTERS = 40
 # --metric -> (summary.json key, table column, plot axis)
 METRICS = {
     "final": ("final_test_acc", "Accuracy (%)", "Test accuracy (%)"),
     "best": ("best_test_acc", "Best accuracy (%)", "Best test accuracy (%)"),
 }
+
+
+@dataclass(frozen=True)
+class IncompleteRun:
+    """A line of the "Runs that did not complete" table."""
+
+    run: Path  # the run directory, relative to the report's DIR
+    method: str
+    seed: str
+    status: str
+    epochs: str  # "completed/planned"
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A run directory without summary.json, and the run_id its config.json gives, if any."""
+
+    row: IncompleteRun
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A run directory left out because the run it holds is already counted from `original`."""
+
+    run: Path
+    original: Path
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +167,46 @@ def method_sort_key(summary: dict) -> tuple:
     return (len(PAPER_ORDER), 0.0, label)
 
 
+def one_line(text: str) -> str:
+    """`text` fit for a report line or a table cell: on one line, cut short when long, without
+    the `|` that would split a markdown cell."""
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= SHOWN_CHARACTERS else text[: SHOWN_CHARACTERS - 1] + "…"
+
+
+def shown(value) -> str:
+    """A value from a file as a message quotes it."""
+    return one_line(repr(value))
+
+
+def cell(value) -> str:
+    """A value from a file as a table cell shows it."""
+    return one_line(str(value))
+
+
+def finite_number(value) -> bool:
+    """A JSON number that arithmetic can use: not a bool, NaN, infinity or an int too large for a
+    float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def options_problem(options) -> str | None:
+    """Why a summary's `options` (or a config.json) cannot label a method, or None."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        return f"options is {shown(options)}, not an object"
+    strength = options.get("hoyer_lambda")
+    if strength is not None and not finite_number(strength):
+        return f"hoyer_lambda is {shown(strength)}, not a number"
+    return None
+
+
 def summary_problem(summary, metric: str = "final") -> str | None:
     """Why a parsed summary cannot be reported on with `metric`, or None when it can."""
     if not isinstance(summary, dict):
@@ -130,11 +214,32 @@ def summary_problem(summary, metric: str = "final") -> str | None:
     missing = [key for key in REQUIRED_KEYS if key not in summary]
     if missing:
         return f"missing {', '.join(missing)}"
+    for key in REQUIRED_KEYS:
+        if not isinstance(summary[key], str):
+            return f"{key} is {shown(summary[key])}, not a string"
+    problem = options_problem(summary.get("options"))
+    if problem:
+        return problem
     if summary["status"] == "completed":
         for key in (METRICS[metric][0], "final_sparsity"):
-            if not isinstance(summary.get(key), int | float):
-                return f"completed, but {key} is {summary.get(key)!r}"
+            if not finite_number(summary.get(key)):
+                return f"completed, but {key} is {shown(summary.get(key))}"
+        if not 0 <= summary["final_sparsity"] <= 1:
+            return f"completed, but final_sparsity is {summary['final_sparsity']}, not a fraction"
+        for key in ("flops_dense", "flops_remaining"):
+            if summary.get(key) is not None and not finite_number(summary[key]):
+                return f"{key} is {shown(summary[key])}, not a number"
     return None
+
+
+def read_json(path: Path):
+    """The parsed content of `path`; ValueError (with OSError's message where reading failed)
+    when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        reason = error.strerror if isinstance(error, OSError) else "nested too deeply"
+        raise ValueError(reason) from error
 
 
 def load_summaries(
@@ -144,11 +249,11 @@ def load_summaries(
     could not be used (for `metric`), each with the reason."""
     root = Path(root)
     summaries, skipped = {}, []
-    for path in sorted(root.rglob("summary.json")):
+    for path in sorted(root.rglob(SUMMARY)):
         relative = path.relative_to(root)
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:  # ValueError covers bad JSON and bad UTF-8
+            summary = read_json(path)
+        except ValueError as error:  # covers bad JSON and bad UTF-8 too
             skipped.append((relative, f"unreadable: {error}"))
             continue
         problem = summary_problem(summary, metric)
@@ -157,6 +262,110 @@ def load_summaries(
         else:
             summaries[relative] = summary
     return summaries, skipped
+
+
+def config_problem(config) -> str | None:
+    """Why a parsed config.json cannot say which method a run used, or None."""
+    if not isinstance(config, dict):
+        return "not a JSON object"
+    if "prune_criterion" not in config:
+        return "missing prune_criterion"
+    if not isinstance(config["prune_criterion"], str):
+        return f"prune_criterion is {shown(config['prune_criterion'])}, not a string"
+    return options_problem(config)
+
+
+def epochs_logged(path: Path) -> str:
+    """How many epochs metrics.jsonl records: its lines that are JSON objects, so that a line cut
+    short by a kill does not count; "?" when there is no such file to read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "?"
+    count = 0
+    for line in text.splitlines():
+        try:
+            count += isinstance(json.loads(line), dict)
+        except (ValueError, RecursionError):
+            continue
+    return str(count)
+
+
+def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, str]]]:
+    """The run directories below `root` without summary.json, each described from its config.json
+    and metrics.jsonl as far as they can be read, and the config.json files that could not be."""
+    root = Path(root)
+    with_summary = {path.parent for path in root.rglob(SUMMARY)}
+    folders = {path.parent for name in RUN_FILES for path in root.rglob(name)} - with_summary
+    runs, skipped = [], []
+    for folder in sorted(folders):
+        config, problem = {}, None
+        if (folder / CONFIG).exists():
+            try:
+                config = read_json(folder / CONFIG)
+            except ValueError as error:
+                problem = f"unreadable: {error}"
+            else:
+                problem = config_problem(config)
+        if problem:
+            skipped.append(((folder / CONFIG).relative_to(root), problem))
+            config = {}
+        method = "?"
+        if config:
+            method = method_label({"prune_criterion": config["prune_criterion"], "options": config})
+        run_id = config.get("run_id")
+        row = IncompleteRun(
+            run=folder.relative_to(root),
+            method=method,
+            seed=cell(config.get("seed", "?")),
+            status=NO_SUMMARY,
+            epochs=f"{epochs_logged(folder / METRICS_LOG)}/{cell(config.get('epochs', '?'))}",
+        )
+        runs.append(UnfinishedRun(row, run_id if isinstance(run_id, str) and run_id else None))
+    return runs, skipped
+
+
+def run_identity(summary: dict) -> tuple[str, str]:
+    """What makes two summaries the same run, and how to say so: the run_id drawn when the run
+    started, or for older runs without one, the summary's content apart from `run_dir`, which a
+    copied directory keeps unchanged."""
+    run_id = summary.get("run_id")
+    if isinstance(run_id, str) and run_id:
+        return f"run_id {run_id}", "same run_id"
+    content = json.dumps(
+        {key: value for key, value in summary.items() if key != "run_dir"}, sort_keys=True
+    )
+    return f"content {hashlib.sha256(content.encode()).hexdigest()}", f"same {SUMMARY}"
+
+
+def drop_duplicates(
+    summaries: dict[Path, dict], unfinished: Iterable[UnfinishedRun] = ()
+) -> tuple[dict[Path, dict], list[UnfinishedRun], list[Duplicate]]:
+    """Each run once: the summaries and summary-less runs to report on, and the duplicates left
+    out. Of summaries of one run, a completed one is kept, then the first by path: a run resumed
+    to its end in a copied directory is counted with its result, not as the copy's interruption.
+    A run directory without summary.json is a duplicate when its config.json's run_id is that of
+    a run already kept."""
+    kept, duplicates = {}, []
+    originals: dict[str, Path] = {}
+    completed_first = sorted(summaries, key=lambda p: (summaries[p]["status"] != "completed", p))
+    for path in completed_first:
+        identity, reason = run_identity(summaries[path])
+        if identity in originals:
+            duplicates.append(Duplicate(path.parent, originals[identity], reason))
+        else:
+            originals[identity] = path.parent
+            kept[path] = summaries[path]
+    kept_unfinished = []
+    for run in unfinished:
+        identity = f"run_id {run.run_id}"
+        if run.run_id and identity in originals:
+            duplicates.append(Duplicate(run.row.run, originals[identity], "same run_id"))
+            continue
+        if run.run_id:
+            originals[identity] = run.row.run
+        kept_unfinished.append(run)
+    return dict(sorted(kept.items())), kept_unfinished, sorted(duplicates, key=lambda d: d.run)
 
 
 def sparsity_levels(runs: list[dict]) -> list[list[dict]]:
@@ -238,17 +447,37 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     return "\n\n".join(blocks)
 
 
-def incomplete_runs_table(summaries: dict[Path, dict]) -> str:
-    """The runs left out of the tables, so that a missing seed is noticed; empty when none."""
-    header = ["Run", "Method", "Seed", "Status", "Epochs"]
-    lines = ["### Runs that did not complete", "", *table_head(header)]
+def incomplete_runs_table(
+    summaries: dict[Path, dict], unfinished: Iterable[UnfinishedRun] = ()
+) -> str:
+    """The runs left out of the tables, so that a missing seed is noticed: those whose summary
+    says they did not complete and those without a summary; empty when none."""
+    runs = [run.row for run in unfinished]
     for path, summary in summaries.items():
         if summary["status"] != "completed":
-            epochs = f"{summary.get('epochs_completed', '?')}/{summary.get('epochs', '?')}"
-            run = path.parent.as_posix()
-            seed, status = str(summary.get("seed", "?")), str(summary["status"])
-            lines.append(table_line([run, method_label(summary), seed, status, epochs]))
-    return "\n".join(lines) if len(lines) > 4 else ""
+            done, planned = summary.get("epochs_completed", "?"), summary.get("epochs", "?")
+            epochs = f"{cell(done)}/{cell(planned)}"
+            seed, status = cell(summary.get("seed", "?")), cell(summary["status"])
+            runs.append(IncompleteRun(path.parent, method_label(summary), seed, status, epochs))
+    if not runs:
+        return ""
+    header = ["Run", "Method", "Seed", "Status", "Epochs"]
+    lines = ["### Runs that did not complete", "", *table_head(header)]
+    for run in sorted(runs, key=lambda run: run.run):
+        cells = [run.run.as_posix(), run.method, run.seed, run.status, run.epochs]
+        lines.append(table_line(cells))
+    return "\n".join(lines)
+
+
+def duplicates_list(duplicates: list[Duplicate]) -> str:
+    if not duplicates:
+        return ""
+    lines = [
+        f"- {duplicate.run.as_posix()} duplicates {duplicate.original.as_posix()} "
+        f"({duplicate.reason}), counted once"
+        for duplicate in duplicates
+    ]
+    return "\n".join(["### Duplicate runs", "", *lines])
 
 
 def skipped_files_list(skipped: list[tuple[Path, str]]) -> str:
@@ -327,8 +556,8 @@ def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
     return Path(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def report(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(
         prog="python -m utils.report",
         description="Tables (and a plot) of test accuracy by method and sparsity from the "
         "summary.json files below DIR.",
@@ -346,15 +575,17 @@ def main(argv: list[str] | None = None) -> int:
         "--flops", action="store_true", help="add the share of the dense FLOPs that remains"
     )
     args = parser.parse_args(argv)
+    if not args.dir.exists():
+        raise UserError(f"{args.dir}: no such directory")
     if not args.dir.is_dir():
-        print(f"error: {args.dir} is not a directory", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.dir} is not a directory")
     summaries, skipped = load_summaries(args.dir, args.metric)
-    if not summaries:
+    unfinished, config_skipped = unfinished_runs(args.dir)
+    skipped = sorted(skipped + config_skipped)
+    if not summaries and not unfinished and not skipped:
         print(f"no usable summary.json below {args.dir}", file=sys.stderr)
-        if skipped:
-            print(skipped_files_list(skipped))
         return 1
+    summaries, unfinished, duplicates = drop_duplicates(summaries, unfinished)
     rows = group_runs(summaries.values(), args.metric)
     if args.metric == "best":
         print(
@@ -367,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
     sections = [
         markdown_tables(rows, show_flops) if rows else "No completed runs.",
-        incomplete_runs_table(summaries),
+        incomplete_runs_table(summaries, unfinished),
+        duplicates_list(duplicates),
         skipped_files_list(skipped),
     ]
     print("\n\n".join(section for section in sections if section))
@@ -375,13 +607,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_csv(rows, args.csv, show_flops)
         except OSError as error:
-            print(f"error: cannot write {args.csv}: {error}", file=sys.stderr)
-            return 2
+            raise UserError(f"cannot write {args.csv}: {error.strerror or error}") from error
         print(f"\nCSV: {args.csv}")
-    plot = plot_accuracy_vs_sparsity(rows, args.dir / PLOT_NAME)
+    try:
+        plot = plot_accuracy_vs_sparsity(rows, args.dir / PLOT_NAME)
+    except OSError as error:
+        # the plot was not asked for: a read-only runs folder should not fail the report
+        print(
+            f"note: cannot write {args.dir / PLOT_NAME}: {error.strerror or error}", file=sys.stderr
+        )
+        plot = None
     if plot:
         print(f"\nPlot: {plot}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return report(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

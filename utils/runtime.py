@@ -9,6 +9,10 @@ from torch import nn
 
 from utils.errors import UserError
 
+# The device types the training loop, the pruning kernels and the checkpoints are written for;
+# "meta" tensors hold no data, and other accelerators are untested.
+SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
+
 
 def resolve_device(spec: str) -> torch.device:
     """Turn `--device` into a torch.device; `auto` prefers CUDA. Raises UserError when the
@@ -17,8 +21,15 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
-    except RuntimeError as error:
-        raise UserError(f"--device {spec!r} is not a device PyTorch knows: {error}") from None
+    except (RuntimeError, ValueError):
+        raise UserError(
+            f"--device {spec!r} is not a device name; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type not in SUPPORTED_DEVICES:
+        raise UserError(
+            f"--device {spec}: training runs on {', '.join(SUPPORTED_DEVICES)} (or auto), not on "
+            f"{device.type}"
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {spec} was requested but no CUDA GPU is available")

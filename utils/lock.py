@@ -1,0 +1,79 @@
+"""One process at a time in a run directory.
+
+Two processes training into one directory (two `--resume` of the same run, or a requeued copy of a
+cluster job next to the original) would interleave their epochs in metrics.jsonl and TensorBoard
+and overwrite each other's checkpoints. The lock is `flock` on `RUN_DIR/.lock`: the kernel drops it
+when its holder exits, however it exits (SIGKILL and a crash included), so a dead holder never
+blocks the run, and a live one is named in the refusal.
+"""
+
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+from utils.errors import RunBusy, UserError
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise RunBusy naming the holder; never waits."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"cannot lock {self.run_dir}: {error.strerror or error}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise RunBusy(
+                f"{self.run_dir} is in use by another process ({holder}); a run directory takes "
+                "one process at a time"
+            ) from None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode())
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "holder unknown"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files an atomic write leaves when its process is killed mid-write
+    (`.checkpoint.pt.*.tmp`, hundreds of MB for VGG-19). Only call while holding the lock: then
+    no write of this run is in progress."""
+    removed = []
+    for path in Path(run_dir).glob(".*.tmp"):
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
