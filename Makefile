@@ -11,8 +11,9 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# A sweep like any other: launched again, it skips the runs that are done (rm -rf runs/demo to redo).
 demo: $(VENV)/.installed
-	experiments/digits_demo.sh
+	$(BIN)/python -m experiments run digits_demo --jobs 2
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

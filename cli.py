@@ -32,6 +32,8 @@ MACHINE_OPTIONS = {
     "resume", "device", "num_workers", "data_dir", "no_download", "quiet", "data_on_device",
     "compile_kernels", "parallel", "dist_timeout",
 }  # fmt: skip
+# Names and places, not part of what is run: a run with other options under these is the same run.
+NAME_OPTIONS = {"comment", "logdir", "run_dir"}
 NEVER = -1  # the value of the --stop_*_at flags that means "never stop"
 # upper bounds that only catch typos (a batch size with 20 digits), far above any real setting
 MAX_BATCH = 2**24
@@ -348,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
         "started with; flags given here override them (default: start a new run)",
     )
     g.add_argument(
+        "--run_dir",
+        metavar="DIR",
+        default=None,
+        help="write the run into DIR instead of runs/<logdir>/<time>_<comment>. If DIR already "
+        "holds this run (the same options), it is resumed, so that one command both starts a run "
+        "and, after an interruption, continues it (sweeps and cluster requeues rely on this); a "
+        "run with other options there is refused (default: a new directory under runs/)",
+    )
+    g.add_argument(
         "--save_model",
         action="store_true",
         help="also write model.pt at the end: the masked state dict and the masks",
@@ -373,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume is not None:
         args = resumed_args(parser, argv, args.resume)
+    elif args.run_dir is not None and (Path(args.run_dir) / "config.json").is_file():
+        args = resumed_args(parser, argv, args.run_dir, same_run=True)
     validate(args)
     if args.resume is None:
         warn_about_inert_flags(given_options(build_parser(), argv), args)
@@ -386,24 +399,24 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     return vars(parser.parse_args(argv))
 
 
-def read_config(run_dir: str) -> dict:
+def read_config(run_dir: str, flag: str = "--resume") -> dict:
     """A run's config.json as a dict, or a UserError that says why it cannot be used."""
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
-        raise UserError(f"--resume {run_dir}: no such run directory")
+        raise UserError(f"{flag} {run_dir}: no such run directory")
     if not path.is_file():
-        raise UserError(f"--resume {run_dir}: no config.json there; is it a run directory?")
+        raise UserError(f"{flag} {run_dir}: no config.json there; is it a run directory?")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting
         reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        raise UserError(f"--resume {run_dir}: {path} is unreadable: {reason}") from None
+        raise UserError(f"{flag} {run_dir}: {path} is unreadable: {reason}") from None
     if not isinstance(config, dict):
-        raise UserError(f"--resume {run_dir}: {path} holds a {type(config).__name__}, not options")
+        raise UserError(f"{flag} {run_dir}: {path} holds a {type(config).__name__}, not options")
     missing = [key for key in IDENTITY_OPTIONS if key not in config]
     if missing:
         raise UserError(
-            f"--resume {run_dir}: {path} has no {', '.join(missing)}: it was not written by main.py"
+            f"{flag} {run_dir}: {path} has no {', '.join(missing)}: it was not written by main.py"
         )
     return config
 
@@ -413,7 +426,7 @@ def options_as_argv(parser: argparse.ArgumentParser, options: dict, source: Path
     names), so that saved options pass the same parsing and checks as typed ones."""
     argv = []
     for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "resume"):
+        if not action.option_strings or action.dest in ("help", "resume", "run_dir"):
             continue
         key = action.dest.rstrip("_")
         if key not in options or options[key] is None:
@@ -437,16 +450,35 @@ def options_as_argv(parser: argparse.ArgumentParser, options: dict, source: Path
     return argv
 
 
-def resumed_args(parser: argparse.ArgumentParser, argv: list[str], run_dir: str):
+def resumed_args(
+    parser: argparse.ArgumentParser, argv: list[str], run_dir: str, same_run: bool = False
+):
+    """The options to resume `run_dir` with. With `same_run` (from --run_dir), the command line
+    must describe the run the directory holds: any option other than where and how it runs that
+    differs from the run's own is refused, since continuing it would be another experiment."""
     source = Path(run_dir) / "config.json"
-    config = read_config(run_dir)
+    flag = "--run_dir" if same_run else "--resume"
+    config = read_config(run_dir, flag)
     try:
         saved = parser.parse_args(options_as_argv(parser, config, source))
         validate(saved)
     except UserError as error:
-        raise UserError(f"--resume {run_dir}: {source} holds an invalid option: {error}") from None
+        raise UserError(f"{flag} {run_dir}: {source} holds an invalid option: {error}") from None
     given = given_options(build_parser(), argv)
-    given.pop("resume")
+    given.pop("resume", None)
+    if same_run:
+        different = sorted(
+            f"--{dest.rstrip('_')} {value} (the run has {getattr(saved, dest)})"
+            for dest, value in given.items()
+            if dest not in MACHINE_OPTIONS | NAME_OPTIONS and value != getattr(saved, dest)
+        )
+        if different:
+            raise UserError(
+                f"--run_dir {run_dir} holds a run with other options: {'; '.join(different)}; "
+                "it is left as it is (choose another --run_dir, or --resume it to change options "
+                "for one resume)"
+            )
+        given = {dest: value for dest, value in given.items() if dest in MACHINE_OPTIONS}
     for dest in IDENTITY_OPTIONS:
         if dest in given and given[dest] != getattr(saved, dest):
             theirs, ours = getattr(saved, dest), given[dest]
@@ -455,7 +487,7 @@ def resumed_args(parser: argparse.ArgumentParser, argv: list[str], run_dir: str)
     changed = sorted(dest.rstrip("_") for dest in overrides if dest not in MACHINE_OPTIONS)
     if changed:
         warn(f"resuming {run_dir} with changed options, for this resume only: {', '.join(changed)}")
-    args = argparse.Namespace(**{**vars(saved), **given, "resume": run_dir})
+    args = argparse.Namespace(**{**vars(saved), **given, "resume": run_dir, "run_dir": None})
     args.resume_overrides = {dest.rstrip("_"): value for dest, value in overrides.items()}
     return args
 

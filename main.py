@@ -17,6 +17,13 @@ from utils.stop import Interrupted, StopSignals
 # Installed before the imports below, which take seconds (torch): a Ctrl-C or SIGTERM during
 # start-up is then recorded like any other, not a KeyboardInterrupt traceback.
 STARTUP_SIGNALS = StopSignals().install() if __name__ == "__main__" else None
+if __name__ == "__main__":
+    import signal as _signal
+
+    # Slurm's warning before a time limit (sbatch --signal=USR2@...) reaches every process of a
+    # job, and USR2 ends a process by default. Under `python -m experiments` the task that runs
+    # main.py answers it by stopping main.py with SIGTERM; alone, the time limit's SIGTERM does.
+    _signal.signal(_signal.SIGUSR2, _signal.SIG_IGN)
 
 import argparse
 import json
@@ -56,7 +63,7 @@ from utils.checkpoint import (
     set_rng_state,
 )
 from utils.distributed import SETTLE_SECONDS, Distributed, describe_lost
-from utils.errors import EXIT_DIVERGED, PeerLost, StorageError, UserError
+from utils.errors import EXIT_DIVERGED, PeerLost, RunBusy, StorageError, UserError
 from utils.flops import flops_summary, layer_flops
 from utils.io import write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
@@ -151,8 +158,7 @@ def run(
         run_dir, logger = None, NullLogger()
         if ddp.is_main:
             if resume_dir is None:
-                run_dir = make_run_dir(args.logdir, args.comment)
-                lock = RunLock(run_dir).acquire()
+                run_dir, lock = new_run_dir(args)
                 config = new_config(options, run_dir, device, model, pruner)
             else:
                 run_dir = resume_dir
@@ -312,6 +318,25 @@ def run_options(args: argparse.Namespace) -> dict:
 
 def checkpoint_args(args: argparse.Namespace) -> dict:
     return {key: value for key, value in vars(args).items() if key not in BOOKKEEPING}
+
+
+def new_run_dir(args) -> tuple[Path, RunLock]:
+    """The directory of a new run, locked: --run_dir, or a fresh one under runs/<logdir>."""
+    if args.run_dir is None:
+        run_dir = make_run_dir(args.logdir, args.comment)
+        return run_dir, RunLock(run_dir).acquire()
+    run_dir = Path(args.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--run_dir {run_dir}: cannot create it: {error.strerror}") from error
+    lock = RunLock(run_dir).acquire()
+    if (run_dir / "config.json").exists():
+        # another process started this run since this one looked: it is that process's run
+        lock.release()
+        raise RunBusy(f"--run_dir {run_dir}: another process started a run there meanwhile")
+    remove_stale_temporaries(run_dir)
+    return run_dir, lock
 
 
 def new_config(options: dict, run_dir: Path, device, model: nn.Module, pruner: Pruner) -> dict:

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from utils.errors import UserError
 
@@ -104,11 +103,33 @@ class ArrayDataset(Dataset):
         return image, int(self.labels[index])
 
 
-def normalizing_transform(mean, std, augment: list | None = None) -> transforms.Compose:
+class ToNormalizedTensor:
+    """torchvision's ToTensor then Normalize for a uint8 image (PIL or an (H, W[, C]) array), with
+    their very operations in their order, so the floats are bit for bit theirs, without importing
+    torchvision, which takes seconds: a run on in-memory data without augmentation needs none."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image) -> torch.Tensor:
+        pixels = np.asarray(image, dtype=np.uint8)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+        return tensor.to(dtype=torch.float32).div(255).sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"ToNormalizedTensor(mean={self.mean.flatten().tolist()})"
+
+
+def normalizing_transform(mean, std, augment: list | None = None):
     """PIL image -> normalised float tensor, after the given PIL-level augmentations."""
-    return transforms.Compose(
-        [*(augment or []), transforms.ToTensor(), transforms.Normalize(mean, std)]
-    )
+    if not augment:
+        return ToNormalizedTensor(mean, std)
+    from torchvision import transforms  # here, not above: see data/__init__.py
+
+    return transforms.Compose([*augment, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:

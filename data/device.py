@@ -18,7 +18,6 @@ import math
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
-from torchvision.datasets import DatasetFolder
 
 from data.common import ArrayDataset, DataSplits
 from data.synthetic import SyntheticImages
@@ -62,6 +61,8 @@ def _select(dataset: Dataset, indices: list[int] | None) -> tuple[torch.Tensor, 
         return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
     if isinstance(dataset, SyntheticImages):
         return dataset.materialise(indices)
+    from torchvision.datasets import DatasetFolder  # here, not above: see data/__init__.py
+
     if isinstance(dataset, DatasetFolder):
         raise UserError(
             f"--data_on_device supports {SUPPORTED}; imagenette is read from image files "

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from data.common import DataSplits
 from utils.errors import UserError
@@ -76,6 +75,8 @@ class SyntheticImages(Dataset):
 def load(data_dir: str, download: bool = True, image_size: int = 32) -> DataSplits:
     if image_size < 8:
         raise UserError(f"--image_size must be at least 8, got {image_size}")
+    from torchvision import transforms  # here, not above: see data/__init__.py
+
     transform = transforms.Compose(
         [transforms.ConvertImageDtype(torch.float32), transforms.Normalize(MEAN, STD)]
     )

@@ -1,56 +1,85 @@
-"""The experiment scripts: their commands are the paper's, they parse with main.py's own parser,
-extra arguments reach every run, and a whole table runs end to end on tiny settings."""
+"""Sweeps (python -m experiments): the paper's commands as data, run on this machine or on a real
+single-node Slurm cluster (.ci/slurm-cluster), with nothing run twice and nothing lost when a run
+is stopped or a task preempted."""
 
 import json
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import cli
+from experiments import __main__ as launcher
+from experiments.runs import identity, options_of, resolve_all
+from experiments.sweeps import SWEEPS
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {  # script -> (model, dataset, Hoyer-Square lambda)
-    "vgg19_cifar10.sh": ("vgg19", "cifar10", 6e-5),
-    "resnet18_cifar10.sh": ("resnet18", "cifar10", 1e-4),
-    "densenet121_imagenette.sh": ("densenet121", "imagenette", 3e-4),
-}
+SLURM_CONF = Path("/tmp/flipout-slurm/slurm.conf")
 
 
-def dry_run(script: str, *extra: str, env: dict | None = None) -> list:
-    """The script's commands, each parsed and validated by main.py's own argument parser."""
-    result = subprocess.run(
-        ["bash", str(ROOT / "experiments" / script), "--dry-run", *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-    assert result.returncode == 0, result.stderr
+def experiments(*argv: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
+    """`python -m experiments ...` from `cwd`, whose runs/ the runs go to."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *argv], cwd=cwd, env=environment,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """`python -m experiments ...` in this process: the cheap commands need no fresh interpreter."""
+    code = launcher.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def dry_run(capsys, sweep: str, *extra: str) -> list:
+    """The sweep's commands as `--dry-run` prints them, each parsed by main.py's own parser."""
+    code, out, err = in_process(capsys, "run", sweep, "--dry-run", *extra)
+    assert code == 0, err
     parsed = []
-    for line in result.stdout.strip().splitlines():
+    for line in out.strip().splitlines():
         words = shlex.split(line)
         assert words[:2] == ["python", "main.py"], line
-        parsed.append(cli.parse_args(words[2:]))
+        at = words.index("--run_dir")
+        parsed.append(cli.parse_args(words[2:at] + words[at + 2 :]))
     return parsed
 
 
-@pytest.mark.parametrize("script", sorted(TABLES))
-def test_table_scripts_run_every_method_of_the_table_for_three_seeds(script):
-    model, dataset, hoyer_lambda = TABLES[script]
-    commands = dry_run(script)
+# -- the sweeps as data ------------------------------------------------------------------------
+
+TABLES = {  # sweep -> (model, dataset, Hoyer-Square lambda)
+    "vgg19_cifar10": ("vgg19", "cifar10", 6e-5),
+    "resnet18_cifar10": ("resnet18", "cifar10", 1e-4),
+    "densenet121_imagenette": ("densenet121", "imagenette", 3e-4),
+}
+
+
+def test_list_names_every_sweep(capsys):
+    code, out, _ = in_process(capsys, "list")
+    assert code == 0
+    for name in SWEEPS:
+        assert name in out
+
+
+@pytest.mark.parametrize("sweep", sorted(TABLES))
+def test_table_sweeps_run_every_method_of_the_table_for_three_seeds(capsys, sweep):
+    model, dataset, hoyer_lambda = TABLES[sweep]
+    commands = dry_run(capsys, sweep)
     assert len(commands) == 15
     assert Counter(c.prune_criterion for c in commands) == {
         "flipout": 3, "global_magnitude": 3, "random": 3, "snip": 3, "threshold": 3,
     }  # fmt: skip
     assert Counter(c.seed for c in commands) == {0: 5, 1: 5, 2: 5}
-    logdir = script.removesuffix(".sh")
     for c in commands:
-        assert (c.model, c.dataset, c.logdir) == (model, dataset, logdir)
+        assert (c.model, c.dataset, c.logdir) == (model, dataset, sweep)
         assert (c.batch_size, c.lr, c.opt, c.momentum) == (128, 0.1, "sgd", 0.9)
         assert (c.reg_type, c.lambda_, c.use_scheduler, c.milestones) == (
             "wdecay", 5e-4, True, [150, 250],
@@ -69,28 +98,23 @@ def test_table_scripts_run_every_method_of_the_table_for_three_seeds(script):
             assert c.snip_sparsity == 0.999
 
 
-def test_extra_arguments_reach_every_command():
-    for c in dry_run("vgg19_cifar10.sh", "-e", "3", "--limit_batches", "2"):
-        assert (c.epochs, c.limit_batches) == (3, 2)
+def test_extra_arguments_reach_every_command_and_seeds_can_be_chosen(capsys):
+    argv = ["--seeds", "7", "--", "-e", "3", "--limit_batches", "2"]
+    commands = dry_run(capsys, "vgg19_cifar10", *argv)
+    assert len(commands) == 5
+    assert {(c.epochs, c.limit_batches, c.seed) for c in commands} == {(3, 2, 7)}
 
 
-def test_seeds_can_be_chosen():
-    assert {c.seed for c in dry_run("resnet18_cifar10.sh", env={"SEEDS": "7"})} == {7}
-
-
-def test_sparsity_sweep_climbs_the_seed_ladder():
-    commands = dry_run("sparsity_sweep.sh")
+def test_the_sparsity_sweep_climbs_the_seed_readmes_ladder(capsys):
+    commands = dry_run(capsys, "vgg19_cifar10_sweep")
     assert len(commands) == 30
     assert Counter(c.prune_criterion for c in commands) == {"flipout": 15, "global_magnitude": 15}
     assert {c.prune_freq for c in commands} == {117, 70, 50, 39, 32}
-    assert {(c.epochs, c.prune_rate) for c in commands} == {(350, 0.5)}
-    assert {c.model for c in dry_run("sparsity_sweep.sh", env={"MODEL": "resnet18"})} == {
-        "resnet18"
-    }
+    assert {(c.epochs, c.prune_rate, c.model) for c in commands} == {(350, 0.5, "vgg19")}
 
 
-def test_demo_is_the_table_in_miniature_on_digits():
-    commands = dry_run("digits_demo.sh")
+def test_the_demo_is_the_table_in_miniature_on_digits(capsys):
+    commands = dry_run(capsys, "digits_demo")
     assert {(c.model, c.dataset) for c in commands} == {("lenet300", "digits")}
     table = [c for c in commands if c.prune_freq in (2, 5) or c.prune_criterion == "snip"]
     assert Counter(c.prune_criterion for c in table) == {
@@ -98,27 +122,207 @@ def test_demo_is_the_table_in_miniature_on_digits():
     }  # fmt: skip
 
 
-def test_a_whole_table_runs_on_tiny_settings(tmp_path):
-    tiny = ["-d", "synthetic", "-e", "2", "--prune_freq", "1", "-bs", "8", "-tbs", "16"]
-    tiny += ["--limit_batches", "1", "--num_workers", "0", "--quiet"]
-    result = subprocess.run(
-        ["bash", str(ROOT / "experiments" / "resnet18_cifar10.sh"), *tiny],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "SEEDS": "0", "JOBS": "2", "PYTHON": sys.executable},
+def test_a_runs_identity_is_its_options_not_where_or_how_it_runs(tmp_path):
+    command = SWEEPS["smoke"].commands([0])[0]
+    base = resolve_all([command], tmp_path)[0]
+    elsewhere = resolve_all([[*command, "--num_workers", "3", "--device", "cpu"]], tmp_path)[0]
+    renamed = resolve_all([[*command, "--comment", "another name"]], tmp_path)[0]
+    changed = resolve_all([[*command, "-lr", "0.02"]], tmp_path)[0]
+    assert base.run_id == elsewhere.run_id == renamed.run_id != changed.run_id
+    assert base.run_dir == tmp_path / "smoke" / f"flipout_seed_0-{base.run_id}"
+    # what main.py writes into config.json gives the same identity back
+    assert identity(options_of(cli.parse_args(command))) == base.run_id
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "no_such_sweep"], "unknown sweep 'no_such_sweep'"),
+        (["run", "smoke", "--gpus", "64"], "--gpus 64: 0 visible here"),
+        (["run", "smoke", "--", "-lr", "nan"], "argument -lr: must be a finite number"),
+        (["run", "smoke", "--bogus"], "unrecognized arguments: --bogus"),
+        (["status", "smoke", "--", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+    ],
+)
+def test_mistakes_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code, _, err = in_process(capsys, *argv)
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["no Slurm installed", "a missing SLURM_CONF"])
+def test_slurm_where_no_slurm_answers_is_one_line(tmp_path, monkeypatch, capsys, where):
+    monkeypatch.chdir(tmp_path)
+    if where == "no Slurm installed":
+        monkeypatch.setenv("PATH", str(tmp_path))
+    else:
+        monkeypatch.setenv("SLURM_CONF", str(tmp_path / "nowhere.conf"))
+    code, _, err = in_process(capsys, "run", "smoke", "--executor", "slurm")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: --executor slurm: ")
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the runs should go")
+    code, _, err = in_process(capsys, "run", "smoke")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: cannot write runs into ") and "smoke" in line
+
+
+# -- the local executor ------------------------------------------------------------------------
+
+
+def records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def completed_runs(root: Path) -> dict[str, Path]:
+    runs = {}
+    for summary in sorted(root.glob("runs/smoke/*/summary.json")):
+        assert json.loads(summary.read_text())["status"] == "completed", summary
+        runs[summary.parent.name] = summary.parent
+    return runs
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, Path]:
+    """The smoke sweep run locally from start to end: the reference for the tests that stop it."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    result = experiments("run", "smoke", "--jobs", "2", cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return completed_runs(cwd)
+
+
+def test_a_local_sweep_runs_every_run_once_and_reports(uninterrupted, tmp_path):
+    assert len(uninterrupted) == 4
+    for run_dir in uninterrupted.values():
+        assert [r["epoch"] for r in records(run_dir)] == list(range(1, 7))
+        assert "done: test accuracy" in (run_dir / "output.log").read_text()
+    # launched again: every run is skipped, nothing runs, the table is printed
+    cwd = next(iter(uninterrupted.values())).parents[2]
+    again = experiments("run", "smoke", "--jobs", "2", cwd=cwd)
+    assert again.returncode == 0
+    assert again.stdout.count("skip (completed)") == 4 and "0 to run" in again.stdout
+    assert "| FlipOut |" in again.stdout and "started" not in again.stdout
+
+
+def test_ctrl_c_stops_the_sweep_and_a_second_launch_resumes_it(uninterrupted, tmp_path):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "run", "smoke", "--jobs", "2"], cwd=tmp_path,
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        logged = [
+            len(p.read_text().splitlines()) for p in tmp_path.glob("runs/smoke/*/metrics.jsonl")
+        ]
+        if logged and max(logged) >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the launcher and its runs
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "every one resumable" in err
+
+    resumed = experiments("run", "smoke", "--jobs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resume " in resumed.stdout
+    finished = completed_runs(tmp_path)
+    assert finished.keys() == uninterrupted.keys()
+    for name, run_dir in finished.items():
+        assert records(run_dir) == records(uninterrupted[name])  # every epoch once, identical
+
+
+def test_a_directory_with_another_runs_options_is_refused(uninterrupted, tmp_path):
+    for name, run_dir in uninterrupted.items():
+        shutil.copytree(run_dir, tmp_path / "runs" / "smoke" / name)
+    tampered = tmp_path / "runs" / "smoke" / next(iter(uninterrupted))
+    config = json.loads((tampered / "config.json").read_text())
+    (tampered / "config.json").write_text(json.dumps({**config, "lr": 0.5}))
+
+    status = experiments("status", "smoke", cwd=tmp_path)
+    line = next(line for line in status.stdout.splitlines() if tampered.name in line)
+    assert line.startswith("conflict ")
+    result = experiments("run", "smoke", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.count("skip (completed)") == 3 and "0 to run" in result.stdout
+    (error,) = result.stderr.strip().splitlines()
+    assert (
+        error
+        == f"error: runs/smoke/{tampered.name} holds a run with other options; it is left alone"
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summaries = [
-        json.loads(p.read_text())
-        for p in (tmp_path / "runs" / "resnet18_cifar10").glob("*/summary.json")
-    ]
-    assert sorted(s["prune_criterion"] for s in summaries) == [
-        "flipout", "global_magnitude", "random", "snip", "threshold",
-    ]  # fmt: skip
-    assert {s["status"] for s in summaries} == {"completed"}
-    # the report ends the script: the paper's table for what just ran
-    assert "### resnet18 on synthetic" in result.stdout
-    for method in ("FlipOut", "GlobalMagnitude", "Random", "SNIP", "Hoyer-Square (λ=1e-4)"):
-        assert f"| {method} |" in result.stdout
+    assert json.loads((tampered / "config.json").read_text())["lr"] == 0.5
+
+
+# -- Slurm -------------------------------------------------------------------------------------
+
+
+def slurm_environment() -> dict | None:
+    """The environment that reaches the test cluster, or None when none answers."""
+    conf = os.environ.get("SLURM_CONF") or (str(SLURM_CONF) if SLURM_CONF.exists() else None)
+    if conf is None:
+        return None
+    environment = {**os.environ, "SLURM_CONF": conf}
+    try:
+        answer = subprocess.run(["sinfo", "-h"], env=environment, capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return environment if answer.returncode == 0 else None
+
+
+def squeue(environment: dict) -> list[str]:
+    answer = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], env=environment,
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    return answer.stdout.split("\n") if answer.stdout.strip() else []
+
+
+def test_a_sweep_on_slurm_survives_a_requeue_and_is_not_run_twice(uninterrupted, tmp_path):
+    environment = slurm_environment()
+    if environment is None:
+        pytest.skip("no Slurm cluster answers (start one with .ci/slurm-cluster up)")
+    flags = ["--executor", "slurm", "--gpus_per_task", "0", "--cpus_per_task", "1", "--time", "10"]
+    submitted = experiments("run", "smoke", *flags, cwd=tmp_path, env=environment)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "submitted 4 run(s) as Slurm job array" in submitted.stdout
+
+    # requeue one task mid-run, as a preemption would
+    deadline = time.time() + 300
+    victim = None
+    while time.time() < deadline and victim is None:
+        for metrics in tmp_path.glob("runs/smoke/*/metrics.jsonl"):
+            if len(metrics.read_text().splitlines()) >= 2:
+                victim = metrics.parent
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no task got going"
+    job_id = json.loads((victim / "slurm.json").read_text())["job_id"]
+    subprocess.run(["scontrol", "requeue", job_id], env=environment, check=True, timeout=30)
+
+    while time.time() < deadline and squeue(environment):
+        time.sleep(1)
+    assert not squeue(environment), "the sweep did not finish in time"
+    finished = completed_runs(tmp_path)
+    assert finished.keys() == uninterrupted.keys()
+    for name, run_dir in finished.items():
+        # every epoch logged once, and the same as an uninterrupted run's
+        assert records(run_dir) == records(uninterrupted[name]), name
+    starts = json.loads((victim / "slurm.json").read_text())["starts"]
+    assert [start["restart"] for start in starts] == [0, 1]
+    assert "interrupted by SIGTERM" in (victim / "output.log").read_text()
+
+    status = experiments("status", "smoke", "--report", cwd=tmp_path, env=environment)
+    assert "4 completed" in status.stdout and "requeued 1x" in status.stdout
+    assert "| FlipOut |" in status.stdout
+    again = experiments("run", "smoke", *flags, cwd=tmp_path, env=environment)
+    assert again.returncode == 0 and "0 to run" in again.stdout
+    assert "submitted" not in again.stdout and not squeue(environment)

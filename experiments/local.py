@@ -1,0 +1,258 @@
+"""Running a sweep's runs on this machine: at most one run per GPU, or the CPU cores shared out.
+
+`--gpus N` runs up to N runs at once, each with its own GPU (CUDA_VISIBLE_DEVICES, in turn over
+the visible ones) and its share of the CPU cores; `--jobs N` runs N at once with the cores divided
+between them (each run's threads are pinned to its cores, and torch's thread count and main.py's
+default DataLoader workers follow). Each run writes its output to `output.log` in its directory.
+
+One live view (rich; plain lines when the output is not a terminal) shows the runs queued,
+running, done and failed, each running run's epoch, and an estimate of the time left. Ctrl-C or
+SIGTERM stops the launch: every running run is stopped in turn (they stop at a safe point and keep
+their checkpoints), and launching the same sweep again resumes them.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from experiments.runs import Run, epochs_logged, read_json
+from utils.errors import UserError
+from utils.stop import StopSignals
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "main.py"
+POLL_SECONDS = 0.5
+# main.py stops within its own 20 s grace; a launcher waits this long before giving up on a run
+STOP_WAIT_SECONDS = 60
+
+
+@dataclass
+class Slot:
+    """Where one run at a time executes: a GPU (or none) and the CPU cores it may use."""
+
+    gpu: str | None
+    cores: list[int]
+
+    def describe(self) -> str:
+        where = f"GPU {self.gpu}" if self.gpu is not None else "CPU"
+        return f"{where}, {len(self.cores)} core{'s' if len(self.cores) != 1 else ''}"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (or as indices)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    import torch  # only here: a CPU launch need not initialise CUDA
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def make_slots(gpus: int | None, jobs: int | None) -> list[Slot]:
+    cores = sorted(os.sched_getaffinity(0))
+    if gpus:
+        available = visible_gpus()
+        if gpus > len(available):
+            listed = f" ({', '.join(available)})" if available else ""
+            raise UserError(f"--gpus {gpus}: {len(available)} visible here{listed}")
+        count, names = gpus, available[:gpus]
+    else:
+        count, names = jobs or 1, [None] * (jobs or 1)
+    if count > len(cores):
+        raise UserError(f"{count} runs at once need at least as many cores; {len(cores)} here")
+    share = len(cores) // count
+    return [Slot(names[i], cores[i * share : (i + 1) * share]) for i in range(count)]
+
+
+@dataclass
+class Running:
+    run: Run
+    slot: Slot
+    process: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
+    first_epochs: int = 0  # epochs it had when launched (a resumed run)
+
+    def epochs_done(self) -> int:
+        return epochs_logged(self.run.run_dir)
+
+    def seconds_left(self) -> float | None:
+        """From the pace of the epochs this launch ran; None before its first one."""
+        done = self.epochs_done() - self.first_epochs
+        if done <= 0:
+            return None
+        per_epoch = (time.monotonic() - self.started) / done
+        return per_epoch * (self.run.options["epochs"] - self.epochs_done())
+
+
+def start(run: Run, slot: Slot) -> Running:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(len(slot.cores)))
+    if slot.gpu is not None:
+        environment["CUDA_VISIBLE_DEVICES"] = slot.gpu
+    with open(run.run_dir / "output.log", "a") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(MAIN), *run.command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            preexec_fn=lambda: os.sched_setaffinity(0, slot.cores),
+        )
+    return Running(run, slot, process, first_epochs=epochs_logged(run.run_dir))
+
+
+def summary_line(run: Run) -> str:
+    summary = read_json(run.run_dir / "summary.json")
+    if isinstance(summary, dict) and isinstance(summary.get("final_test_acc"), int | float):
+        return f"{summary['final_test_acc']:.2f}% at {summary.get('final_sparsity', 0):.2%}"
+    return ""
+
+
+def last_line(run: Run) -> str:
+    """The run's own last line (its error, for a failed run)."""
+    try:
+        lines = (run.run_dir / "output.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+class View:
+    """The launch's progress: a live table on a terminal, a line per event otherwise."""
+
+    def __init__(self, title: str, total: int, slots: list[Slot]):
+        self.title, self.total, self.slots = title, total, slots
+        self.console = Console(stderr=False)
+        self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+        self.interactive = self.console.is_terminal
+        self.durations: list[float] = []  # of runs that ran from start to end here
+
+    def __enter__(self):
+        if self.interactive:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.interactive:
+            self.live.__exit__(*exc)
+
+    def event(self, text: str) -> None:
+        if self.interactive:
+            self.live.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def eta(self, running: list[Running], queued: int) -> float | None:
+        """Seconds until the last run ends: what the running runs have left at their pace, plus the
+        queued ones at the length of a whole run, spread over the slots. None until known."""
+        left = [item.seconds_left() for item in running]
+        whole = sum(self.durations) / len(self.durations) if self.durations else None
+        if whole is None:  # no run went start to end yet: project the running ones' pace
+            projected = [
+                time.monotonic() - item.started + seconds
+                for item, seconds in zip(running, left, strict=True)
+                if seconds is not None and item.first_epochs == 0
+            ]
+            whole = max(projected) if projected else None
+        if whole is None and (queued or None in left):
+            return None
+        work = sum(whole if seconds is None else seconds for seconds in left)
+        return (work + queued * (whole or 0)) / max(1, len(self.slots))
+
+    def update(self, running: list[Running], queued: int, done: int, failed: int) -> None:
+        if not self.interactive:
+            return
+        table = Table(title=None, box=None, pad_edge=False, expand=False)
+        for column in ("run", "on", "epoch", "time"):
+            table.add_column(column)
+        for item in running:
+            epochs = item.run.options["epochs"]
+            elapsed = time.monotonic() - item.started
+            table.add_row(
+                item.run.name,
+                item.slot.describe(),
+                f"{item.epochs_done()}/{epochs}",
+                f"{elapsed:.0f} s",
+            )
+        header = (
+            f"{self.title}: {len(running)} running, {queued} queued, {done} done, {failed} failed"
+            f" of {self.total}; time left: {duration(self.eta(running, queued))}"
+        )
+        grid = Table.grid()
+        grid.add_row(header)
+        grid.add_row(table)
+        self.live.update(grid)
+
+
+def run_locally(runs: list[Run], slots: list[Slot], title: str) -> tuple[list[Run], list[Run], int]:
+    """Run `runs`, at most one per slot at a time. Returns (completed, failed, signal number or
+    0): a stop signal stops every running run and launches no more."""
+    stop = StopSignals(grace=STOP_WAIT_SECONDS + 30, critical_grace=STOP_WAIT_SECONDS + 30)
+    stop.install()
+    queue, running, free = list(runs), [], list(slots)
+    completed: list[Run] = []
+    failed: list[Run] = []
+    try:
+        with View(title, len(runs), slots) as view:
+            while (queue or running) and stop.requested is None:
+                while queue and free:
+                    run, slot = queue.pop(0), free.pop(0)
+                    running.append(start(run, slot))
+                    view.event(f"started  {run.name} ({slot.describe()})")
+                for item in list(running):
+                    code = item.process.poll()
+                    if code is None:
+                        continue
+                    running.remove(item)
+                    free.append(item.slot)
+                    if code == 0:
+                        completed.append(item.run)
+                        if item.first_epochs == 0:
+                            view.durations.append(time.monotonic() - item.started)
+                        view.event(f"done     {item.run.name}: {summary_line(item.run)}")
+                    else:
+                        failed.append(item.run)
+                        view.event(f"failed   {item.run.name} (exit {code}): {last_line(item.run)}")
+                view.update(running, len(queue), len(completed), len(failed))
+                time.sleep(POLL_SECONDS)
+            if stop.requested is not None:
+                signum = stop.requested
+                view.event(
+                    f"stopping: {len(running)} running run(s) get {signal.Signals(signum).name}"
+                )
+                stop_all(running, signum)
+                return completed, failed, signum
+    finally:
+        stop.release()
+    return completed, failed, 0
+
+
+def stop_all(running: list[Running], signum: int) -> None:
+    """Pass the stop on to every run (a terminal's Ctrl-C reached them already; a `kill` of the
+    launcher did not) and wait for them to stop at a safe point."""
+    for item in running:
+        if item.process.poll() is None:
+            item.process.send_signal(signum)
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    for item in running:
+        try:
+            item.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            item.process.kill()
+            item.process.wait()

@@ -1,0 +1,241 @@
+"""Running a sweep's runs on a Slurm cluster through submitit: one job array, one task per run.
+
+Each task runs main.py with the run's command and `--run_dir`, so a task that starts again
+resumes its run from the last checkpoint. A task comes back in two ways:
+
+- Slurm requeues it (preemption in REQUEUE mode, `scontrol requeue`): Slurm sends SIGTERM to the
+  task's processes, main.py stops at a safe point (exit 143) keeping its checkpoint, and when the
+  task runs again main.py resumes.
+- Its time limit nears: Slurm sends USR2 `--signal_delay` seconds before it (submitit's
+  `--signal`), submitit calls the task's `checkpoint`, which stops main.py the same way, and
+  submitit requeues the task.
+
+A task counts its starts (Slurm's SLURM_RESTART_COUNT) and gives up after `max_requeues`, so a
+run that is preempted again and again stops costing allocation; `slurm.json` in the run's
+directory records the job and each start, for `python -m experiments status`.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.io import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "main.py"
+MARKER = "slurm.json"
+STOP_WAIT_SECONDS = 60
+SQUEUE_STATES_ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+}
+
+
+@dataclass
+class SlurmOptions:
+    """What each task asks Slurm for; `extra` holds site-specific sbatch options."""
+
+    partition: str | None = None
+    time_minutes: int = 24 * 60
+    account: str | None = None
+    constraint: str | None = None
+    cpus_per_task: int = 4
+    mem: str | None = None
+    gpus_per_task: int = 1
+    array_parallelism: int = 256
+    signal_delay_seconds: int = 120
+    max_requeues: int = 5
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def check_slurm() -> None:
+    """A UserError unless a Slurm controller answers here."""
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise UserError("--executor slurm: no Slurm here (sbatch and sinfo are not on PATH)")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # sinfo would retry for a minute before saying so
+        raise UserError(f"--executor slurm: SLURM_CONF names {conf}, which does not exist")
+    try:
+        answer = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError("--executor slurm: Slurm does not answer (sinfo timed out)") from None
+    if answer.returncode != 0:
+        reason = (answer.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise UserError(f"--executor slurm: Slurm does not answer: {reason}")
+
+
+def read_marker(run_dir: Path) -> dict:
+    try:
+        marker = json.loads((run_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def update_marker(run_dir: Path, **fields) -> None:
+    marker = read_marker(run_dir)
+    marker.update(fields)
+    write_json_atomic(run_dir / MARKER, marker)
+
+
+class SlurmTask:
+    """One run as a Slurm array task (pickled by submitit, so it holds plain data only)."""
+
+    def __init__(self, command: list[str], run_dir: str, max_requeues: int):
+        self.command = list(command)
+        self.run_dir = str(run_dir)
+        self.max_requeues = max_requeues
+        self._process: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "_process"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _process=None)
+
+    def restarts(self) -> int:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+    def __call__(self) -> int:
+        run_dir = Path(self.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = read_marker(run_dir)
+        starts = [
+            *marker.get("starts", []),
+            {
+                "job_id": os.environ.get("SLURM_JOB_ID"),
+                "restart": self.restarts(),
+                "host": socket.gethostname(),
+                "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        ]
+        update_marker(run_dir, starts=starts)
+        with open(run_dir / "output.log", "a") as log:
+            if self.restarts() > self.max_requeues:
+                print(
+                    f"requeued {self.restarts()} times, more than --max_requeues "
+                    f"{self.max_requeues}: giving up on this run",
+                    file=log,
+                    flush=True,
+                )
+                update_marker(run_dir, gave_up=True)
+                return 1
+            environment = dict(os.environ, PYTHONUNBUFFERED="1")
+            # as many threads as the task has CPUs, not as the node has
+            cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+            if cpus:
+                environment["OMP_NUM_THREADS"] = cpus
+            self._process = subprocess.Popen(
+                [sys.executable, str(MAIN), *self.command],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
+            code = self._process.wait()
+        update_marker(run_dir, last_exit=code)
+        return code
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's hook, called when the time limit nears: stop main.py at a safe point (its
+        checkpoint stays) and have the task requeued, unless it was requeued too often."""
+        import submitit
+
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.restarts() >= self.max_requeues:
+            return None  # submitit then ends the task instead of requeueing it
+        return submitit.helpers.DelayedSubmission(
+            SlurmTask(self.command, self.run_dir, self.max_requeues)
+        )
+
+
+def submit(runs, job_name: str, options: SlurmOptions, log_folder: Path) -> list[str]:
+    """Submit `runs` as one job array; returns each run's Slurm id (ARRAYJOB_TASK)."""
+    import submitit
+
+    check_slurm()
+    executor = submitit.SlurmExecutor(
+        folder=str(log_folder / "%j"), max_num_timeout=options.max_requeues
+    )
+    parameters = {
+        "job_name": job_name,
+        "time": options.time_minutes,
+        "cpus_per_task": options.cpus_per_task,
+        "array_parallelism": options.array_parallelism,
+        "signal_delay_s": options.signal_delay_seconds,
+        "stderr_to_stdout": True,
+        # the tasks import this repository (the pickled task's class) from any directory
+        "setup": [f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        "additional_parameters": {"requeue": True, **options.extra},
+    }
+    optional = {
+        "partition": options.partition,
+        "account": options.account,
+        "constraint": options.constraint,
+        "mem": options.mem,
+        "gpus_per_task": options.gpus_per_task or None,
+    }
+    parameters.update({key: value for key, value in optional.items() if value is not None})
+    executor.update_parameters(**parameters)
+    with executor.batch():
+        jobs = [
+            executor.submit(SlurmTask(run.command, str(run.run_dir), options.max_requeues))
+            for run in runs
+        ]
+    ids = [job.job_id for job in jobs]
+    for run, job_id in zip(runs, ids, strict=True):
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        update_marker(
+            run.run_dir,
+            job_id=job_id,
+            submitted=time.strftime("%Y-%m-%d %H:%M:%S"),
+            starts=read_marker(run.run_dir).get("starts", []),
+        )
+    return ids
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """Slurm's state of each ARRAYJOB_TASK id still in its queue; None when Slurm is out of
+    reach (no state is then known, which is not the same as none queued)."""
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids if job_id})
+    if not arrays or shutil.which("squeue") is None:
+        return None if shutil.which("squeue") is None else {}
+    try:
+        answer = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if answer.returncode != 0:
+        # squeue fails for ids it no longer knows: then nothing of them is queued
+        return {} if "Invalid job id" in answer.stderr else None
+    states = {}
+    for line in answer.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        states[job_id] = state
+    return states
