@@ -96,10 +96,20 @@ def run(
     """One training run, new or resumed, in this process or as one rank under torchrun. Returns
     its summary, whose `status` is `completed`, `interrupted`, `diverged` or `failed` and whose
     `exit_code` is the process's. A mistake found before the run directory exists raises
-    UserError; an unexpected exception propagates after `failed` is recorded."""
+    UserError; an unexpected exception propagates after `failed` is recorded. The run
+    directory's lock, once taken, is released however the run ends."""
+    locks: list[RunLock] = []
+    try:
+        # not installed, a StopSignals never asks to stop
+        return train_run(args, ddp or Distributed(), stop or StopSignals(), locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -> dict:
+    """run()'s body; every lock it takes goes into `locks`."""
     session_start = time.time()
-    ddp = ddp or Distributed()
-    stop = stop or StopSignals()  # not installed: never asks to stop
     if args.batch_size % ddp.world_size:
         raise UserError(
             f"-bs {args.batch_size} is the global batch size and must divide evenly among the "
@@ -108,83 +118,76 @@ def run(
     device = ddp.setup(args.device, args.dist_timeout)
     seed_everything(args.seed)
     resume_dir = Path(args.resume) if args.resume else None
-    lock = None
-    try:
-        checkpoint = None
-        if resume_dir is not None:
-            if ddp.is_main:
-                lock = RunLock(resume_dir).acquire()
-                remove_stale_temporaries(resume_dir)
-            if (resume_dir / CHECKPOINT).is_file():
-                checkpoint = load_checkpoint(resume_dir, "--resume")
-            else:
-                print(f"{resume_dir} has no checkpoint: it stopped before its first epoch ended; "
-                      "starting it afresh there")  # fmt: skip
-        ddp.agree_to_stop(stop)
-        splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
-        train_set, val_set = splits.train, None
-        if args.val:
-            train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
-        if args.batch_size > len(train_set):
-            warn(f"-bs {args.batch_size} is more than the {len(train_set)} training images: "
-                 "every epoch is a single step")  # fmt: skip
-        ddp.agree_to_stop(stop)
-
-        spec = model_spec(args, splits)
-        if args.image_size is not None:  # every dataset's own size fits every network
-            check_input_size(spec)
-        input_shape = (splits.in_channels, splits.image_size, splits.image_size)
-        model = build_model(**spec)
-        model.to(device, memory_format=memory_format(args))
-        if args.amp:
-            batchnorm_in_fp32(model)
-        optimizer = build_optimizer(args, model)
-        pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
-        pruner.attach_optimizer(optimizer)
-        # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
-        net = parallel(model, args, device, ddp)
-        train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
-        history: list[dict] = []
-        wall_before = 0.0
-        if checkpoint is not None:
-            history, wall_before = restore(
-                checkpoint, args, spec, model, optimizer, pruner, train_loader
-            )
-        first_epoch = len(history) + 1
-        ddp.agree_to_stop(stop)
-
-        # From here on the run has a directory, and every ending is recorded in it.
-        options = run_options(args)
-        run_dir, logger = None, NullLogger()
+    checkpoint = None
+    if resume_dir is not None:
         if ddp.is_main:
-            if resume_dir is None:
-                run_dir, lock = new_run_dir(args)
-                config = new_config(options, run_dir, device, model, pruner)
-            else:
-                run_dir = resume_dir
-                config = resumed_config(run_dir, args, device, first_epoch, afresh=not history)
-            logger = RunLogger(run_dir, config, history if resume_dir is not None else None)
-        run_dir = run_dir or resume_dir
-        describe_run(
-            args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch, ddp
+            locks.append(RunLock(resume_dir).acquire())
+            remove_stale_temporaries(resume_dir)
+        if (resume_dir / CHECKPOINT).is_file():
+            checkpoint = load_checkpoint(resume_dir, "--resume")
+        else:
+            print(f"{resume_dir} has no checkpoint: it stopped before its first epoch ended; "
+                  "starting it afresh there")  # fmt: skip
+    ddp.agree_to_stop(stop)
+    splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
+    train_set, val_set = splits.train, None
+    if args.val:
+        train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
+    if args.batch_size > len(train_set):
+        warn(f"-bs {args.batch_size} is more than the {len(train_set)} training images: "
+             "every epoch is a single step")  # fmt: skip
+    ddp.agree_to_stop(stop)
+
+    spec = model_spec(args, splits)
+    if args.image_size is not None:  # every dataset's own size fits every network
+        check_input_size(spec)
+    input_shape = (splits.in_channels, splits.image_size, splits.image_size)
+    model = build_model(**spec)
+    model.to(device, memory_format=memory_format(args))
+    if args.amp:
+        batchnorm_in_fp32(model)
+    optimizer = build_optimizer(args, model)
+    pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
+    pruner.attach_optimizer(optimizer)
+    # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
+    net = parallel(model, args, device, ddp)
+    train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
+    history: list[dict] = []
+    wall_before = 0.0
+    if checkpoint is not None:
+        history, wall_before = restore(
+            checkpoint, args, spec, model, optimizer, pruner, train_loader
         )
-        summary = {
-            "model": args.model,
-            "dataset": args.dataset,
-            "prune_criterion": args.prune_criterion,
-            "seed": args.seed,
-            "epochs": args.epochs,
-            "comment": args.comment,
-            "run_dir": str(run_dir),
-            "run_id": logger.run_id if ddp.is_main else None,
-            "status": "running",
-            # every option, so that tables can be grouped by any of them from this file alone
-            "options": options,
-        }
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
+    first_epoch = len(history) + 1
+    ddp.agree_to_stop(stop)
+
+    # From here on the run has a directory, and every ending is recorded in it.
+    options = run_options(args)
+    run_dir, logger = None, NullLogger()
+    if ddp.is_main:
+        if resume_dir is None:
+            run_dir, lock = new_run_dir(args)
+            locks.append(lock)
+            config = new_config(options, run_dir, device, model, pruner)
+        else:
+            run_dir = resume_dir
+            config = resumed_config(run_dir, args, device, first_epoch, afresh=not history)
+        logger = RunLogger(run_dir, config, history if resume_dir is not None else None)
+    run_dir = run_dir or resume_dir
+    describe_run(args, run_dir, device, pruner, train_set, splits.test, val_set, first_epoch, ddp)
+    summary = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "prune_criterion": args.prune_criterion,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "comment": args.comment,
+        "run_dir": str(run_dir),
+        "run_id": logger.run_id if ddp.is_main else None,
+        "status": "running",
+        # every option, so that tables can be grouped by any of them from this file alone
+        "options": options,
+    }
 
     def emergency_summary(status: str, **fields) -> None:
         """Write the summary from another thread (the stop watchdog, the heartbeat) while the
@@ -194,25 +197,21 @@ def run(
             record.update(status=status, wall_seconds=wall_before + time.time() - session_start)
             write_json_atomic(run_dir / "summary.json", {**record, **fields})
 
-    def forced_exit(signum: int) -> tuple[str | None, int]:
-        lost = ddp.heartbeat.silent(SETTLE_SECONDS) if ddp.heartbeat is not None else []
-        if lost:
-            failure = PeerLost(describe_lost(lost))
-            emergency_summary("failed", error=str(failure), exit_code=failure.exit_code)
-            return ending_line(
-                "failed", str(failure), run_dir, len(history), ddp
-            ), failure.exit_code
-        name = signal.Signals(signum).name
-        emergency_summary("interrupted", signal=name, exit_code=128 + signum)
-        return ending_line("interrupted", name, run_dir, len(history), ddp), 128 + signum
-
-    stop.on_forced_exit = forced_exit
-
     def peers_lost(message: str) -> str | None:
         emergency_summary("failed", error=message, exit_code=PeerLost.exit_code)
         return ending_line("failed", message, run_dir, len(history), ddp)
 
+    def forced_exit(signum: int) -> tuple[str | None, int]:
+        lost = ddp.heartbeat.silent(SETTLE_SECONDS) if ddp.heartbeat is not None else []
+        if lost:  # stuck in a collective with a lost rank, rather than merely slow
+            return peers_lost(describe_lost(lost)), PeerLost.exit_code
+        name = signal.Signals(signum).name
+        emergency_summary("interrupted", signal=name, exit_code=128 + signum)
+        return ending_line("interrupted", name, run_dir, len(history), ddp), 128 + signum
+
     ddp.on_peers_lost = peers_lost
+    stop.on_forced_exit = forced_exit
+    unexpected = None
     try:
         if checkpoint is None:
             event = pruner.before_training(model, batches(train_loader, args.limit_batches))
@@ -262,18 +261,15 @@ def run(
         summary.update(status="failed", error=one_line(failure), exit_code=failure.exit_code)
     except BaseException as error:
         lost = ddp.peer_failure(error)
-        if lost is None:
+        if lost is None:  # a bug: recorded, then raised with its traceback
             summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-            finish(summary, history, logger, pruner, model, input_shape, wall_before,
-                   session_start, ddp)  # fmt: skip
-            if lock is not None:
-                lock.release()
-            raise
-        summary.update(status="failed", error=str(lost), exit_code=lost.exit_code)
+            unexpected = error
+        else:
+            summary.update(status="failed", error=str(lost), exit_code=lost.exit_code)
     finish(summary, history, logger, pruner, model, input_shape, wall_before, session_start, ddp)
     stop.on_forced_exit = None
-    if lock is not None:
-        lock.release()
+    if unexpected is not None:
+        raise unexpected
     line = ending_line(summary["status"], summary.get("error") or summary.get("signal"), run_dir,
                        len(history), ddp, summary)  # fmt: skip
     if line:

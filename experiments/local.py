@@ -14,21 +14,17 @@ their checkpoints), and launching the same sweep again resumes them.
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from experiments.runs import Run, epochs_logged, read_json
+from experiments.runs import Run, epochs_done, read_json, start_main
 from utils.errors import UserError
 from utils.stop import StopSignals
 
-ROOT = Path(__file__).resolve().parents[1]
-MAIN = ROOT / "main.py"
 POLL_SECONDS = 0.5
 # main.py stops within its own 20 s grace; a launcher waits this long before giving up on a run
 STOP_WAIT_SECONDS = 60
@@ -81,7 +77,7 @@ class Running:
     first_epochs: int = 0  # epochs it had when launched (a resumed run)
 
     def epochs_done(self) -> int:
-        return epochs_logged(self.run.run_dir)
+        return epochs_done(self.run.run_dir)
 
     def seconds_left(self) -> float | None:
         """From the pace of the epochs this launch ran; None before its first one."""
@@ -93,19 +89,15 @@ class Running:
 
 
 def start(run: Run, slot: Slot) -> Running:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    environment = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(len(slot.cores)))
+    environment = dict(os.environ, OMP_NUM_THREADS=str(len(slot.cores)))
     if slot.gpu is not None:
         environment["CUDA_VISIBLE_DEVICES"] = slot.gpu
-    with open(run.run_dir / "output.log", "a") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(MAIN), *run.command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            preexec_fn=lambda: os.sched_setaffinity(0, slot.cores),
-        )
-    return Running(run, slot, process, first_epochs=epochs_logged(run.run_dir))
+    first_epochs = epochs_done(run.run_dir)
+    process = start_main(
+        run.command, run.run_dir, environment,
+        preexec_fn=lambda: os.sched_setaffinity(0, slot.cores),
+    )  # fmt: skip
+    return Running(run, slot, process, first_epochs=first_epochs)
 
 
 def summary_line(run: Run) -> str:

@@ -9,20 +9,22 @@ skips the runs that completed, resumes those that were stopped, and never runs o
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
-import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from cli import MACHINE_OPTIONS, NAME_OPTIONS, build_parser, parse_args
 from utils.errors import UserError
-from utils.lock import LOCK_FILE
-from utils.logging import RUNS_ROOT
+from utils.lock import is_locked
+from utils.logging import RUNS_ROOT, epochs_logged
+
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
 
 # The options that make a run what it is: every flag of main.py but where and how it runs.
 IDENTITY_KEYS = sorted(
@@ -57,6 +59,19 @@ class Run:
     def command(self) -> list[str]:
         """main.py's arguments as launched: the sweep's command and where the run lives."""
         return [*self.argv, "--run_dir", str(self.run_dir)]
+
+
+def start_main(command: list[str], run_dir: Path, environment: dict, **popen) -> subprocess.Popen:
+    """main.py with `command`, its output appended to the run's output.log as it comes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "output.log", "a") as log:
+        return subprocess.Popen(
+            [sys.executable, str(MAIN), *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**environment, "PYTHONUNBUFFERED": "1"},
+            **popen,
+        )
 
 
 def resolve(argv: list[str], runs_root: Path) -> Run:
@@ -110,24 +125,6 @@ ACTION = {
 TO_LAUNCH = {State.NEW, State.STOPPED, State.FAILED}
 
 
-def lock_held(run_dir: Path) -> bool:
-    """Whether a live process holds the run's lock (utils/lock.py), without waiting."""
-    path = run_dir / LOCK_FILE
-    if not path.exists():
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also drops the lock, if it was taken
-    return False
-
-
 def read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -144,11 +141,8 @@ class Status:
     detail: str = ""
 
 
-def epochs_logged(run_dir: Path) -> int:
-    try:
-        return sum(1 for line in (run_dir / "metrics.jsonl").open() if line.strip())
-    except OSError:
-        return 0
+def epochs_done(run_dir: Path) -> int:
+    return epochs_logged(run_dir / "metrics.jsonl") or 0
 
 
 def status_of(run: Run) -> Status:
@@ -157,8 +151,8 @@ def status_of(run: Run) -> Status:
     config = read_json(directory / "config.json")
     if config is None:
         return Status(State.NEW, 0, epochs)
-    done = epochs_logged(directory)
-    if lock_held(directory):
+    done = epochs_done(directory)
+    if is_locked(directory):
         return Status(State.RUNNING, done, epochs)
     if not isinstance(config, dict) or identity(config) != run.run_id:
         return Status(State.CONFLICT, done, epochs, detail=str(directory / "config.json"))

@@ -21,16 +21,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.runs import start_main
 from utils.errors import UserError
 from utils.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN = ROOT / "main.py"
 MARKER = "slurm.json"
 STOP_WAIT_SECONDS = 60
 SQUEUE_STATES_ACTIVE = {
@@ -127,28 +126,22 @@ class SlurmTask:
             },
         ]
         update_marker(run_dir, starts=starts)
-        with open(run_dir / "output.log", "a") as log:
-            if self.restarts() > self.max_requeues:
+        if self.restarts() > self.max_requeues:
+            with open(run_dir / "output.log", "a") as log:
                 print(
                     f"requeued {self.restarts()} times, more than --max_requeues "
                     f"{self.max_requeues}: giving up on this run",
                     file=log,
-                    flush=True,
                 )
-                update_marker(run_dir, gave_up=True)
-                return 1
-            environment = dict(os.environ, PYTHONUNBUFFERED="1")
-            # as many threads as the task has CPUs, not as the node has
-            cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-            if cpus:
-                environment["OMP_NUM_THREADS"] = cpus
-            self._process = subprocess.Popen(
-                [sys.executable, str(MAIN), *self.command],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environment,
-            )
-            code = self._process.wait()
+            update_marker(run_dir, gave_up=True)
+            return 1
+        environment = dict(os.environ)
+        # as many threads as the task has CPUs, not as the node has
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            environment["OMP_NUM_THREADS"] = cpus
+        self._process = start_main(self.command, run_dir, environment)
+        code = self._process.wait()
         update_marker(run_dir, last_exit=code)
         return code
 

@@ -40,21 +40,30 @@ def build_model(
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
-def check_input_size(spec: dict) -> None:
-    """Raise UserError when the network of `spec` cannot take its images (too small for its
-    pooling, say). The network is built on the meta device and given uninitialised memory, so no
-    random number is drawn and the real network's initial weights are unaffected, and it runs a
-    batch of no images, which checks every layer's shapes without arithmetic."""
-    side = spec.get("image_size", 32)
+def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
+    """Why `model` cannot take side x side images (too small for its pooling, say), or None. A
+    batch of no images checks every layer's shapes without arithmetic."""
+    was_training = model.training
     try:
-        with torch.device("meta"):
-            model = build_model(**spec)
-        model = model.to_empty(device="cpu").eval()
         with torch.no_grad():
-            model(torch.zeros(0, spec.get("in_channels", 3), side, side))
+            model.eval()(torch.zeros(0, in_channels, side, side))
     except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"-m {spec['name']} cannot take {side}x{side} images: {first}") from None
+        return " ".join(str(error).split()) or type(error).__name__
+    finally:
+        model.train(was_training)
+    return None
 
 
-__all__ = ["MODELS", "build_model", "check_input_size"]
+def check_input_size(spec: dict) -> None:
+    """Raise UserError when the network of `spec` cannot take its images. The network is built on
+    the meta device and given uninitialised memory, so no random number is drawn and the real
+    network's initial weights are unaffected."""
+    side = spec.get("image_size", 32)
+    with torch.device("meta"):
+        model = build_model(**spec)
+    problem = input_problem(model.to_empty(device="cpu"), spec.get("in_channels", 3), side)
+    if problem:
+        raise UserError(f"-m {spec['name']} cannot take {side}x{side} images: {problem}")
+
+
+__all__ = ["MODELS", "build_model", "check_input_size", "input_problem"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models import build_model
+from models import build_model, input_problem
 from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.errors import UserError
 
@@ -97,14 +97,11 @@ def restore_model(path: Path, spec: dict, state: dict[str, torch.Tensor]) -> nn.
         model.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(f"{path}: its weights cannot be loaded: {reason(error)}") from error
-    try:
-        # a batch of no images checks every layer's shapes without computing anything
-        with torch.no_grad():
-            model(torch.zeros(0, *input_shape(spec)))
-    except (RuntimeError, ValueError) as error:
+    problem = input_problem(model, spec["in_channels"], spec["image_size"])
+    if problem:
         raise UserError(
-            f"{path}: its model_spec {spec} names images the network cannot take: {reason(error)}"
-        ) from error
+            f"{path}: its model_spec {spec} names images the network cannot take: {problem}"
+        )
     return model
 
 

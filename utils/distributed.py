@@ -54,7 +54,7 @@ class Heartbeat:
 
     def __init__(self, store, rank: int, world_size: int, timeout: float, on_lost: Callable):
         self.store = dist.PrefixStore("flipout/heartbeat", store)
-        self.rank, self.world_size, self.timeout = rank, world_size, timeout
+        self.rank, self.timeout = rank, timeout
         self.on_lost = on_lost
         self.others = [r for r in range(world_size) if r != rank]
         now = time.monotonic()

@@ -65,6 +65,22 @@ class RunLock:
         self.release()
 
 
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a live process holds the run's lock, asked without waiting and without keeping it."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock, if it was taken here
+    return False
+
+
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     """Delete the temporary files an atomic write leaves when its process is killed mid-write
     (`.checkpoint.pt.*.tmp`, hundreds of MB for VGG-19). Only call while holding the lock: then

@@ -74,6 +74,22 @@ def make_run_dir(logdir: str, comment: str) -> Path:
     raise UserError(f"could not create a fresh run directory under {parent}")
 
 
+def epochs_logged(metrics_path: Path) -> int | None:
+    """How many epochs a run's metrics.jsonl records: its lines that are JSON objects, so that a
+    line cut short by a kill does not count; None when there is no such file to read."""
+    try:
+        text = Path(metrics_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    count = 0
+    for line in text.splitlines():
+        try:
+            count += isinstance(json.loads(line), dict)
+        except (ValueError, RecursionError):
+            continue
+    return count
+
+
 def json_line(record: dict) -> str:
     return json.dumps(record, sort_keys=True) + "\n"
 

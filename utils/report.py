@@ -40,6 +40,7 @@ from pathlib import Path
 
 from utils.errors import OneLineParser, UserError
 from utils.io import write_atomic, write_text_atomic
+from utils.logging import epochs_logged
 
 PLOT_NAME = "accuracy_vs_sparsity.png"
 # runs of one method whose final sparsities (fractions) lie this close belong to one level
@@ -275,22 +276,6 @@ def config_problem(config) -> str | None:
     return options_problem(config)
 
 
-def epochs_logged(path: Path) -> str:
-    """How many epochs metrics.jsonl records: its lines that are JSON objects, so that a line cut
-    short by a kill does not count; "?" when there is no such file to read."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "?"
-    count = 0
-    for line in text.splitlines():
-        try:
-            count += isinstance(json.loads(line), dict)
-        except (ValueError, RecursionError):
-            continue
-    return str(count)
-
-
 def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, str]]]:
     """The run directories below `root` without summary.json, each described from its config.json
     and metrics.jsonl as far as they can be read, and the config.json files that could not be."""
@@ -314,12 +299,13 @@ def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, s
         if config:
             method = method_label({"prune_criterion": config["prune_criterion"], "options": config})
         run_id = config.get("run_id")
+        logged = epochs_logged(folder / METRICS_LOG)
         row = IncompleteRun(
             run=folder.relative_to(root),
             method=method,
             seed=cell(config.get("seed", "?")),
             status=NO_SUMMARY,
-            epochs=f"{epochs_logged(folder / METRICS_LOG)}/{cell(config.get('epochs', '?'))}",
+            epochs=f"{logged if logged is not None else '?'}/{cell(config.get('epochs', '?'))}",
         )
         runs.append(UnfinishedRun(row, run_id if isinstance(run_id, str) and run_id else None))
     return runs, skipped
