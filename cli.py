@@ -13,16 +13,17 @@ and a later plain `--resume` uses the original options again.
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from data import DATASETS
 from models import MODELS
-from pruning import CRITERIA
-from training import LR_GAMMA
+from pruning import CRITERIA, SCHEDULES, Pruner
+from pruning.schedule import NEVER
+from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
 from utils.errors import OneLineParser, UserError
 from utils.logging import warn
+from utils.options import Bounded, by_flag, from_values, options_of
 from utils.runtime import default_num_workers
 
 # A resumed run must be the same experiment...
@@ -34,7 +35,6 @@ MACHINE_OPTIONS = {
 }  # fmt: skip
 # Names and places, not part of what is run: a run with other options under these is the same run.
 NAME_OPTIONS = {"comment", "logdir", "run_dir"}
-NEVER = -1  # the value of the --stop_*_at flags that means "never stop"
 # upper bounds that only catch typos (a batch size with 20 digits), far above any real setting
 MAX_BATCH = 2**24
 MAX_EPOCHS = 100_000
@@ -42,52 +42,78 @@ MAX_WORKERS = 256
 MAX_IMAGE_SIZE = 1024
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 MAX_RATE = 100.0  # learning rates, and strengths of weight decay, penalties and noise
-MAX_P = 16.0  # FlipOut's exponent: |w|^p of a small weight underflows to 0 far before this
 MAX_SECONDS = 10**6  # a timeout beyond which timedelta arithmetic overflows is no timeout
 
 
-def bounded(
-    kind: type,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    above: float | None = None,
-    below: float | None = None,
-    also: tuple = (),
-):
-    """An argparse `type`: a finite number of `kind` with low <= x <= high, above < x < below;
-    the values in `also` (such as -1 for "never") are accepted as they are."""
+STRENGTH = Bounded(float, low=0, high=MAX_RATE)
+FRACTION = Bounded(float, above=0, below=1)  # an open interval: (0, 1)
+EPOCH_OR_NEVER = Bounded(int, low=1, high=MAX_EPOCHS, also=(NEVER,))
+COUNT = Bounded(int, low=1, high=MAX_BATCH)
 
-    def convert(text: str):
+
+def component_flags() -> list[tuple[str, dict]]:
+    """The flags that the schedules and criteria declare (utils/options.py), each once, in
+    registry order: (flag, add_argument keywords)."""
+    declared: dict[str, object] = {}
+    for registry in (SCHEDULES, CRITERIA):
+        for cls in registry.values():
+            for _, spec in options_of(cls):
+                if declared.setdefault(spec.flag, spec) != spec:
+                    raise TypeError(f"--{spec.flag} is declared twice, differently")
+    return [(flag, spec.argparse_kwargs()) for flag, spec in declared.items()]
+
+
+def criterion_flags(name: str) -> set[str]:
+    return {spec.flag for _, spec in options_of(CRITERIA[name])}
+
+
+def schedule_flags(name: str) -> set[str]:
+    return {spec.flag for _, spec in options_of(SCHEDULES[name])}
+
+
+def build_pruning(args: argparse.Namespace):
+    """The criterion and schedule the options describe (schedule None for dense training), or
+    a UserError naming the flag at fault."""
+    values = vars(args)
+    with by_flag():
         try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            noun = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if value in also:
-            return value
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        for bound, fails, words in (
-            (low, lambda b: value < b, "at least"),
-            (high, lambda b: value > b, "at most"),
-            (above, lambda b: value <= b, "greater than"),
-            (below, lambda b: value >= b, "less than"),
-        ):
-            if bound is not None and fails(bound):
-                extra = f" (or {', '.join(map(str, also))})" if also else ""
-                shown = bound if kind is int else f"{bound:g}"
-                raise argparse.ArgumentTypeError(f"must be {words} {shown}{extra}, got {text}")
-        return value
-
-    convert.__name__ = kind.__name__
-    return convert
+            criterion = from_values(CRITERIA[args.prune_criterion], values)
+            if not criterion.prunes:
+                return criterion, None
+            name, fields = (args.schedule, {}) if args.schedule else criterion.default_schedule()
+        except ValueError as error:
+            raise UserError(f"--prune_criterion {args.prune_criterion}: {error}") from None
+        try:
+            schedule = from_values(SCHEDULES[name], values, epochs=args.epochs, **fields)
+        except ValueError as error:
+            raise UserError(f"--schedule {name}: {error}") from None
+    if schedule.targets and not criterion.ranks:
+        raise UserError(
+            f"--prune_criterion {args.prune_criterion} removes every weight its rule names and "
+            f"cannot aim at a --target_sparsity: it runs on --schedule periodic, not {name}"
+        )
+    return criterion, schedule
 
 
-STRENGTH = bounded(float, low=0, high=MAX_RATE)
-FRACTION = bounded(float, above=0, below=1)  # an open interval: (0, 1)
-EPOCH_OR_NEVER = bounded(int, low=1, high=MAX_EPOCHS, also=(NEVER,))
-COUNT = bounded(int, low=1, high=MAX_BATCH)
+def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Pruner:
+    """The Pruner of a run: its criterion and schedule, noise and Hoyer-Square as the flags say."""
+    criterion, schedule = build_pruning(args)
+    return Pruner(
+        model,
+        criterion,
+        schedule,
+        data=data,
+        noise_scale=args.noise_scale_factor if args.noise else None,
+        noise_only_prunable=args.noise_only_prunable,
+        stop_noise_at=args.stop_noise_at,
+        hoyer_lambda=args.hoyer_lambda if args.add_hs else 0.0,
+        stop_hoyer_at=args.stop_hoyer_at,
+        prune_bias=args.prune_bias,
+        prune_bnorm=args.prune_bnorm,
+        seed=args.seed,
+        compile_kernels=args.compile_kernels,
+        sync=sync,
+    )
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -131,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--image_size",
-        type=bounded(int, low=8, high=MAX_IMAGE_SIZE),
+        type=Bounded(int, low=8, high=MAX_IMAGE_SIZE),
         default=None,
         help="side of the synthetic images (synthetic only; default: 32)",
     )
     g.add_argument(
         "--num_workers",
-        type=bounded(int, low=0, high=MAX_WORKERS),
+        type=Bounded(int, low=0, high=MAX_WORKERS),
         default=default_num_workers(),
         help="DataLoader worker processes (default: min(8, CPUs))",
     )
@@ -161,22 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
         "-tbs", "--test_batch_size", type=COUNT, default=256, help="evaluation batch size"
     )
     g.add_argument(
-        "-e", "--epochs", type=bounded(int, low=1, high=MAX_EPOCHS), default=20,
+        "-e", "--epochs", type=Bounded(int, low=1, high=MAX_EPOCHS), default=20,
         help="training epochs",
     )  # fmt: skip
     g.add_argument(
-        "-lr", type=bounded(float, above=0, high=MAX_RATE), default=0.1,
+        "-lr", type=Bounded(float, above=0, high=MAX_RATE), default=0.1,
         help="initial learning rate",
     )  # fmt: skip
-    g.add_argument("--opt", default="sgd", choices=["sgd", "rmsprop", "adam"], help="optimizer")
     g.add_argument(
-        "-mom", "--momentum", type=bounded(float, low=0, below=1), default=0.9,
-        help="momentum (sgd and rmsprop)",
+        "--opt",
+        default="sgd",
+        choices=sorted(OPTIMIZERS),
+        help=f"optimizer: {', '.join(sorted(OPTIMIZERS))}",
+    )
+    g.add_argument(
+        "-mom", "--momentum", type=Bounded(float, low=0, below=1), default=0.9,
+        help=f"momentum ({', '.join(n for n, k in OPTIMIZERS.items() if k.takes_momentum)})",
     )  # fmt: skip
     g.add_argument(
         "--reg_type",
         default="wdecay",
-        choices=["wdecay", "l1", "l2"],
+        choices=REG_TYPES,
         help="wdecay: optimizer weight decay; l1 / l2: lambda * sum |w| / sum w^2 added to the "
         "loss, over all parameters",
     )
@@ -195,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--milestones",
-        type=bounded(int, low=1, high=MAX_EPOCHS),
+        type=Bounded(int, low=1, high=MAX_EPOCHS),
         nargs="+",
         default=[150, 250],
         metavar="EPOCH",
@@ -213,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
     g.add_argument(
-        "--max_norm", type=bounded(float, above=0), default=1.0,
+        "--max_norm", type=Bounded(float, above=0), default=1.0,
         help="gradient norm for --clip_grad",
     )  # fmt: skip
 
@@ -226,45 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how weights are chosen for removal: {', '.join(sorted(CRITERIA))}",
     )
     g.add_argument(
-        "--prune_freq",
-        type=bounded(int, low=1, high=MAX_EPOCHS),
-        default=2,
-        help="prune at the end of every this many epochs (not after the last)",
-    )
-    g.add_argument(
-        "--prune_rate",
-        type=FRACTION,
-        default=0.5,
-        help="fraction of the live weights each prune removes",
-    )
-    g.add_argument(
-        "--stop_pruning_at",
-        type=EPOCH_OR_NEVER,
-        default=NEVER,
-        help="no pruning from this epoch on (-1: never stop)",
-    )
-    g.add_argument(
-        "--flipout_p",
-        type=bounded(float, above=0, high=MAX_P),
-        default=2.0,
-        help="FlipOut score |w|^p / (flips + 1)",
-    )
-    g.add_argument(
-        "--magnitude_threshold",
-        type=STRENGTH,
-        default=1e-4,
-        help="the threshold criterion prunes live weights with |w| below this",
-    )
-    g.add_argument(
-        "--snip_sparsity",
-        type=bounded(float, low=0, below=1),
+        "--schedule",
         default=None,
-        help="fraction of weights SNIP removes before training (required with snip)",
+        choices=sorted(SCHEDULES),
+        help="when and how much to prune: periodic (--prune_rate of the live weights every "
+        "--prune_freq epochs), oneshot (to --target_sparsity after --prune_start), gradual (Zhu "
+        "& Gupta's cubic curve to --target_sparsity between --prune_start and --prune_end) "
+        "(default: the criterion's own, periodic but for snip, which prunes once before training)",
     )
-    g.add_argument(
-        "--snip_batches", type=bounded(int, low=1, high=10_000), default=1,
-        help="training batches SNIP scores on",
-    )  # fmt: skip
+    for flag, kwargs in component_flags():
+        g.add_argument(f"--{flag}", **kwargs)
     g.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
     g.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
     g.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hoyer_lambda", type=STRENGTH, default=0.0, help="Hoyer-Square strength")
     g.add_argument(
         "--stop_hoyer_at",
-        type=bounded(int, low=0, high=MAX_EPOCHS, also=(NEVER,)),
+        type=Bounded(int, low=0, high=MAX_EPOCHS, also=(NEVER,)),
         default=NEVER,
         help="Hoyer-Square applies while epoch <= this (-1: always)",
     )
@@ -321,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("run")
     g.add_argument(
-        "--seed", type=bounded(int, low=0, high=MAX_SEED), default=0,
+        "--seed", type=Bounded(int, low=0, high=MAX_SEED), default=0,
         help="seed for torch, numpy and random",
     )  # fmt: skip
     g.add_argument(
@@ -359,13 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
         "run with other options there is refused (default: a new directory under runs/)",
     )
     g.add_argument(
+        "--init_from",
+        "--load_model",
+        dest="init_from",
+        metavar="PATH",
+        default=None,
+        help="start from trained weights: a run's model.pt or checkpoint.pt (or its directory), "
+        "an export of utils.export, or a plain state dict; masks in the file are kept, then the "
+        "run prunes and fine-tunes as its other options say (default: a fresh initialisation)",
+    )
+    g.add_argument(
         "--save_model",
         action="store_true",
         help="also write model.pt at the end: the masked state dict and the masks",
     )
     g.add_argument(
         "--dist_timeout",
-        type=bounded(float, low=1, high=MAX_SECONDS),
+        type=Bounded(float, low=1, high=MAX_SECONDS),
         default=300.0,
         help="under torchrun: seconds after which a rank that stopped answering (dead, frozen, "
         "its node gone) is given up on and the others stop, naming it; also the time limit of "
@@ -494,13 +506,12 @@ def resumed_args(
 
 def validate(args: argparse.Namespace) -> None:
     """Checks that involve several options; each value alone was checked as it was parsed."""
-    if args.prune_criterion == "snip" and args.snip_sparsity is None:
-        raise UserError("--prune_criterion snip needs --snip_sparsity (e.g. 0.999)")
     if args.image_size is not None and args.dataset != "synthetic":
         raise UserError("--image_size only applies to --dataset synthetic")
     if args.add_hs and args.hoyer_lambda == 0:
         raise UserError("--add_hs needs --hoyer_lambda greater than 0 (the paper: 6e-5 to 3e-4)")
     args.val = args.val or args.evaluate_on_val
+    build_pruning(args)
 
 
 # flag -> (whether it acts in this run, the condition it needs)
@@ -513,19 +524,31 @@ INERT_UNLESS = {
     "hoyer_lambda": (lambda a: a.add_hs, "without --add_hs"),
     "stop_hoyer_at": (lambda a: a.add_hs, "without --add_hs"),
     "val_size": (lambda a: a.val, "without --val or --evaluate_on_val"),
-    "momentum": (lambda a: a.opt != "adam", "with --opt adam"),
-    "flipout_p": (lambda a: a.prune_criterion == "flipout", "unless --prune_criterion flipout"),
-    "magnitude_threshold": (
-        lambda a: a.prune_criterion == "threshold",
-        "unless --prune_criterion threshold",
-    ),
-    "snip_sparsity": (lambda a: a.prune_criterion == "snip", "unless --prune_criterion snip"),
-    "snip_batches": (lambda a: a.prune_criterion == "snip", "unless --prune_criterion snip"),
-    "prune_rate": (
-        lambda a: CRITERIA[a.prune_criterion].scheduled and a.prune_criterion != "threshold",
-        f"with --prune_criterion {', '.join(sorted({'snip', 'none', 'threshold'}))}",
+    "momentum": (
+        lambda a: OPTIMIZERS[a.opt].takes_momentum,
+        f"with --opt {', '.join(sorted(n for n, k in OPTIMIZERS.items() if not k.takes_momentum))}",
     ),
 }
+
+
+def inert_component_flag(flag: str, args: argparse.Namespace) -> str | None:
+    """Why a flag of a criterion or schedule changes nothing in this run, or None."""
+    owners = sorted(name for name in CRITERIA if flag in criterion_flags(name))
+    if owners:
+        if args.prune_criterion in owners:
+            return None
+        return f"unless --prune_criterion {' or '.join(owners)}"
+    owners = sorted(name for name in SCHEDULES if flag in schedule_flags(name))
+    if not owners:
+        return None
+    criterion, schedule = build_pruning(args)
+    if schedule is None:
+        return f"with --prune_criterion {args.prune_criterion}, which does not prune"
+    if schedule.name not in owners:
+        return f"unless --schedule {' or '.join(owners)} (this run's is {schedule.name})"
+    if flag == "prune_rate" and not criterion.ranks:
+        return f"with --prune_criterion {args.prune_criterion}, which prunes by its own rule"
+    return None
 
 
 def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
@@ -535,6 +558,9 @@ def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
         acts, condition = INERT_UNLESS.get(dest.rstrip("_"), (None, ""))
         if acts is not None and not acts(args):
             warn(f"--{dest.rstrip('_')} has no effect {condition}")
+        reason = inert_component_flag(dest, args)
+        if reason:
+            warn(f"--{dest} has no effect {reason}")
     if args.use_scheduler and any(m >= args.epochs for m in args.milestones):
         late = [m for m in args.milestones if m >= args.epochs]
         warn(f"--milestones {' '.join(map(str, late))}: at or after the last epoch ({args.epochs})")
@@ -542,6 +568,8 @@ def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
         warn("--magnitude_threshold 0 prunes nothing")
     if args.noise and args.noise_scale_factor == 0:
         warn("--noise_scale_factor 0 adds no noise")
-    scheduled = CRITERIA[args.prune_criterion].scheduled
-    if "prune_freq" in given and scheduled and args.prune_freq >= args.epochs:
-        warn(f"--prune_freq {args.prune_freq} with -e {args.epochs}: this run never prunes")
+    _, schedule = build_pruning(args)
+    asked = schedule is not None and ({"schedule", *schedule_flags(schedule.name)} & set(given))
+    if asked and not schedule.epochs_pruned():
+        why = f"--prune_freq {args.prune_freq}" if schedule.name == "periodic" else "its schedule"
+        warn(f"{why} with -e {args.epochs}: this run never prunes")

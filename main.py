@@ -39,16 +39,15 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from cli import IDENTITY_OPTIONS, parse_args
+from cli import IDENTITY_OPTIONS, build_pruner, parse_args
 from data import build_datasets, split_validation
 from models import build_model, check_input_size
-from pruning import Pruner, PruningConfig
-from pruning.schedule import prune_epochs
+from pruning import Pruner
 from training import (
     Diverged,
+    TrainConfig,
     batches,
     build_loaders,
-    build_optimizer,
     evaluate,
     learning_rate,
     memory_format,
@@ -69,6 +68,7 @@ from utils.io import write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import NullLogger, RunLogger, make_run_dir, warn
 from utils.runtime import batchnorm_in_fp32, seed_everything
+from utils.weights import load_weights, read_weights
 
 HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
 # options that describe how a run was resumed, not the run itself
@@ -110,6 +110,7 @@ def run(
 def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -> dict:
     """run()'s body; every lock it takes goes into `locks`."""
     session_start = time.time()
+    train_config = TrainConfig.from_args(args)
     if args.batch_size % ddp.world_size:
         raise UserError(
             f"-bs {args.batch_size} is the global batch size and must divide evenly among the "
@@ -143,15 +144,27 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
         check_input_size(spec)
     input_shape = (splits.in_channels, splits.image_size, splits.image_size)
     model = build_model(**spec)
-    model.to(device, memory_format=memory_format(args))
+    model.to(device, memory_format=memory_format(train_config))
     if args.amp:
         batchnorm_in_fp32(model)
-    optimizer = build_optimizer(args, model)
-    pruner = Pruner(model, PruningConfig.from_args(args), sync=ddp)
+    optimizer = train_config.optimizer(model.parameters())
+    initial_masks = None
+    if args.init_from is not None and checkpoint is None:
+        initial_masks = init_from(args.init_from, model)
+    pruner = build_pruner(args, model, sync=ddp)
+    if initial_masks is not None:
+        try:
+            pruner.adopt_masks(initial_masks)
+        except ValueError as error:
+            raise UserError(f"--init_from {args.init_from}: {error}") from None
     pruner.attach_optimizer(optimizer)
     # `net` trains; `model`, the unwrapped module, is evaluated, pruned and saved
     net = parallel(model, args, device, ddp)
-    train_loader, eval_loaders = build_loaders(args, splits, train_set, val_set, device, ddp)
+    train_loader, eval_loaders = build_loaders(
+        train_config, splits, train_set, val_set, device, ddp
+    )
+    # criteria that score on training batches (SNIP) take the first few from here at each prune
+    pruner.attach_data(LimitedBatches(train_loader, train_config.limit_batches))
     history: list[dict] = []
     wall_before = 0.0
     if checkpoint is not None:
@@ -179,6 +192,8 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
         "model": args.model,
         "dataset": args.dataset,
         "prune_criterion": args.prune_criterion,
+        "method": pruner.criterion.method_label(options),
+        **pruner.summary(),
         "seed": args.seed,
         "epochs": args.epochs,
         "comment": args.comment,
@@ -214,14 +229,14 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
     unexpected = None
     try:
         if checkpoint is None:
-            event = pruner.before_training(model, batches(train_loader, args.limit_batches))
+            event = pruner.before_training()
             if event is not None:
                 log_prune(event, pruner, logger, model, input_shape)
         ddp.agree_to_stop(stop)
         for epoch in range(first_epoch, args.epochs + 1):
             record, event = run_epoch(
-                epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device,
-                ddp, stop,
+                epoch, net, model, train_loader, eval_loaders, optimizer, pruner, train_config,
+                device, ddp, stop,
             )  # fmt: skip
             # checkpoint first: an epoch counts as done once it can be resumed from
             if ddp.is_main:
@@ -458,6 +473,30 @@ def restore(
     return list(checkpoint["history"]), checkpoint["wall_seconds"]
 
 
+class LimitedBatches:
+    """A loader's first `limit` batches (all with None), re-iterable like the loader."""
+
+    def __init__(self, loader, limit: int | None):
+        self.loader, self.limit = loader, limit
+
+    def __iter__(self):
+        return batches(self.loader, self.limit)
+
+
+def init_from(path: str, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Load the weights of --init_from into `model`; returns the masks the file carries."""
+    weights = read_weights(path, "--init_from")
+    load_weights(model, weights, "--init_from")
+    if weights.masks is None:
+        print(f"initialised from {path} ({weights.kind})")
+    else:
+        live = sum(int(mask.sum()) for mask in weights.masks.values())
+        total = sum(mask.numel() for mask in weights.masks.values())
+        print(f"initialised from {path} ({weights.kind}), keeping its masks: "
+              f"{1 - live / total:.2%} of its masked weights pruned")  # fmt: skip
+    return weights.masks
+
+
 def model_spec(args, splits) -> dict:
     """What the model registry needs to rebuild the network: `build_model(**spec)`."""
     return {
@@ -493,25 +532,32 @@ def describe_run(
         f"{args.model} on {args.dataset} ({' / '.join(sizes)}), {device}, "
         f"{pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
     )
-    if pruner.criterion.scheduled:
-        epochs = prune_epochs(args.prune_freq, args.epochs, args.stop_pruning_at)
-        removes = pruner.criterion.describe()
-        where = f"after epochs {', '.join(map(str, epochs))}" if epochs else "never"
-        print(f"schedule: prune {removes}, {where}")
+    if pruner.schedule is not None:
+        print(f"schedule: {pruner.describe()}")
 
 
 def run_epoch(
-    epoch, net, model, train_loader, eval_loaders, optimizer, pruner, args, device, ddp, stop=None
+    epoch,
+    net,
+    model,
+    train_loader,
+    eval_loaders,
+    optimizer,
+    pruner,
+    train_config: TrainConfig,
+    device,
+    ddp,
+    stop=None,
 ):
     """Train one epoch, evaluate, then prune if the schedule says so. Returns the epoch's record
     and the prune event, if any."""
     sparsity = pruner.sparsity
-    reg_scale = 1.0 - sparsity if args.anneal_lambda else 1.0
-    lr = learning_rate(args, epoch, sparsity)
+    reg_scale = 1.0 - sparsity if train_config.anneal_lambda else 1.0
+    lr = learning_rate(train_config, epoch, sparsity)
     for group in optimizer.param_groups:
         group["lr"] = lr
-        if args.reg_type == "wdecay":
-            group["weight_decay"] = args.lambda_ * reg_scale
+        if train_config.reg_type == "wdecay":
+            group["weight_decay"] = train_config.lambda_ * reg_scale
     flips_before = pruner.flips.total()
 
     sampler = getattr(train_loader, "sampler", None)
@@ -519,7 +565,7 @@ def run_epoch(
         sampler.set_epoch(epoch)
     started = time.time()
     trained = train_one_epoch(
-        net, train_loader, optimizer, pruner, args, epoch, device, reg_scale, ddp, stop
+        net, train_loader, optimizer, pruner, train_config, epoch, device, reg_scale, ddp, stop
     )
     record = {
         "epoch": epoch,
@@ -530,11 +576,11 @@ def run_epoch(
     }
     # With --evaluate_on_val the test set is looked at once, after the last epoch.
     for split, loader in eval_loaders.items():
-        if split == "test" and args.evaluate_on_val and epoch != args.epochs:
+        if split == "test" and train_config.evaluate_on_val and epoch != train_config.epochs:
             record["test_loss"] = record["test_acc"] = None
             continue
         record[f"{split}_loss"], record[f"{split}_acc"] = evaluate(
-            model, loader, args, device, f"{split} {epoch}", ddp, stop
+            model, loader, train_config, device, f"{split} {epoch}", ddp, stop
         )
     # pruning comes after evaluation: an epoch's accuracy is that of the network it trained
     event = pruner.end_of_epoch(epoch)

@@ -1,9 +1,15 @@
 """One epoch of training and one evaluation pass, and what they are built from: loaders,
 optimizer, learning rate and explicit regularisation.
 
-    for each batch: forward (autocast with --amp), loss + penalties, backward,
+    for each batch: forward (autocast with amp), loss + penalties, backward,
         pruner.after_backward (mask gradients, add noise), clip, optimizer step,
         pruner.after_step (count sign flips, re-mask weights where the optimizer needs it)
+
+Everything here is configured by a `TrainConfig`, never by the command line itself:
+`TrainConfig.from_args` is the one place that reads the argparse namespace, so a library user
+or a benchmark builds a run with `TrainConfig(lr=0.05, amp=True)` and no fake argv. Optimizers
+come from the `OPTIMIZERS` registry by name (`build_optimizer`), as networks and prune criteria
+come from theirs; `--opt` offers exactly its names.
 
 The loop has no per-criterion branch and no host synchronisation per step, except at the
 progress bar's cadence. Under torchrun, sums are all-reduced so every image counts once.
@@ -13,7 +19,8 @@ and every evaluation batch; under torchrun, at the progress bar's cadence and at
 evaluation, where the ranks synchronise anyway and can agree to stop together.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +29,132 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from data.device import device_loaders, in_memory
-from utils.runtime import autocast, pin_memory
+from utils.runtime import autocast, default_num_workers, pin_memory
 
 LR_GAMMA = 0.1  # the factor of each --milestones drop
+REG_TYPES = ("wdecay", "l1", "l2")
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    """A registered optimizer: its class, and whether it takes a `momentum` argument (the CLI
+    warns about --momentum for one that does not)."""
+
+    cls: type[torch.optim.Optimizer]
+    takes_momentum: bool
+
+
+# Each is built with its library defaults but for lr, weight_decay and momentum, so that a run
+# with one of them gives the same numbers as before the registry existed. For AdamW the
+# weight_decay is its decoupled decay, scaled each epoch like the others' (--anneal_lambda).
+OPTIMIZERS: dict[str, OptimizerKind] = {
+    "sgd": OptimizerKind(torch.optim.SGD, takes_momentum=True),
+    "rmsprop": OptimizerKind(torch.optim.RMSprop, takes_momentum=True),
+    "adam": OptimizerKind(torch.optim.Adam, takes_momentum=False),
+    "adamw": OptimizerKind(torch.optim.AdamW, takes_momentum=False),
+}
+
+
+def build_optimizer(
+    name: str,
+    params: Iterable,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """The registered optimizer `name` over `params`. `momentum` is ignored by an optimizer that
+    takes none (Adam, AdamW), as the CLI's default 0.9 is passed to every optimizer."""
+    kind = optimizer_kind(name)
+    options = {"lr": lr, "weight_decay": weight_decay}
+    if kind.takes_momentum:
+        options["momentum"] = momentum
+    return kind.cls(params, **options)
+
+
+def optimizer_kind(name: str) -> OptimizerKind:
+    """The registry's entry for `name`; ValueError naming the choices for an unknown one."""
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of: {', '.join(sorted(OPTIMIZERS))}"
+        )
+    return OPTIMIZERS[name]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What training, evaluation and the loaders are configured by. Field names are those of the
+    command line's argparse destinations (`lambda_` is `--lambda`), and the defaults are the
+    command line's, so `TrainConfig()` trains like `python main.py` with no flags."""
+
+    # Data: global batch sizes (under torchrun each rank takes 1/world_size), DataLoader
+    # workers, and whether batches are kept and augmented on the device (None: on for CUDA when
+    # the dataset fits in memory).
+    batch_size: int = 128
+    test_batch_size: int = 256
+    num_workers: int = field(default_factory=default_num_workers)
+    data_on_device: bool | None = None
+    # Seed of the data order and the DistributedSampler's shuffle.
+    seed: int = 0
+
+    # Optimizer (a name in OPTIMIZERS) and its initial learning rate; momentum for those that
+    # take it.
+    opt: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+
+    # Regularisation of strength `lambda_`: "wdecay" as the optimizer's weight decay, "l1" / "l2"
+    # as lambda_ * sum |w| / sum w^2 over all parameters, added to the loss.
+    reg_type: str = "wdecay"
+    lambda_: float = 5e-4
+
+    # Learning-rate schedule: times LR_GAMMA at each of `milestones` with `use_scheduler`, times
+    # (1 - sparsity) with `anneal_lr`; `anneal_lambda` scales the regularisation (and the
+    # pruner's Hoyer-Square) by (1 - sparsity).
+    use_scheduler: bool = False
+    milestones: tuple[int, ...] = (150, 250)
+    anneal_lr: bool = False
+    anneal_lambda: bool = False
+
+    # The step: global gradient-norm clipping at `max_norm` with `clip_grad`.
+    clip_grad: bool = False
+    max_norm: float = 1.0
+
+    # Speed: bf16 autocast for forward and backward, and NHWC layout of inputs and weights.
+    amp: bool = False
+    channels_last: bool = False
+
+    # The epoch loop: its last epoch, and whether each epoch is evaluated on the validation
+    # split, with the test set looked at once, after the last.
+    epochs: int = 20
+    evaluate_on_val: bool = False
+
+    # Smoke runs and quiet processes: at most this many batches per pass; no progress bars.
+    limit_batches: int | None = None
+    quiet: bool = False
+
+    def __post_init__(self):
+        # The command line checks these; a library user gets the same refusal, not a silent L2.
+        optimizer_kind(self.opt)
+        if self.reg_type not in REG_TYPES:
+            raise ValueError(
+                f"unknown reg_type {self.reg_type!r}; choose one of: {', '.join(REG_TYPES)}"
+            )
+
+    @classmethod
+    def from_args(cls, args) -> "TrainConfig":
+        """The configuration of a parsed command line (cli.parse_args)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+    def optimizer(self, params: Iterable) -> torch.optim.Optimizer:
+        """This configuration's optimizer over `params` (see build_optimizer)."""
+        return build_optimizer(self.opt, params, self.lr, self.momentum, self.weight_decay)
+
+    @property
+    def weight_decay(self) -> float:
+        """The optimizer's initial weight decay: `lambda_` with reg_type "wdecay", else none."""
+        return self.lambda_ if self.reg_type == "wdecay" else 0.0
 
 
 class Diverged(Exception):
@@ -34,15 +164,17 @@ class Diverged(Exception):
         super().__init__(f"the training loss became non-finite at epoch {epoch}, batch {batch}")
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, args, device, ddp) -> DataLoader:
+def make_loader(
+    dataset, batch_size: int, shuffle: bool, config: TrainConfig, device, ddp
+) -> DataLoader:
     """A DataLoader over this rank's share: under torchrun, training uses DistributedSampler
     (reshuffled each epoch by `set_epoch`), evaluation every `world_size`-th image, unpadded."""
-    workers = args.num_workers
+    workers = config.num_workers
     sampler = None
     if ddp.enabled:
         if shuffle:
             sampler = DistributedSampler(
-                dataset, ddp.world_size, ddp.rank, shuffle=True, seed=args.seed
+                dataset, ddp.world_size, ddp.rank, shuffle=True, seed=config.seed
             )
         else:
             sampler = range(ddp.rank, len(dataset), ddp.world_size)
@@ -56,20 +188,20 @@ def make_loader(dataset, batch_size: int, shuffle: bool, args, device, ddp) -> D
         # Workers start afresh each epoch, seeded from the loader's generator: a resumed run then
         # sees exactly the data order and augmentations of an uninterrupted one.
         persistent_workers=False,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 
-def build_loaders(args, splits, train_set, val_set, device, ddp) -> tuple:
+def build_loaders(config: TrainConfig, splits, train_set, val_set, device, ddp) -> tuple:
     """The training loader and the evaluation loaders by split name: device-resident batches
-    (data/device.py) with --data_on_device, by default on CUDA; torch DataLoaders otherwise.
+    (data/device.py) with `data_on_device`, by default on CUDA; torch DataLoaders otherwise.
     Batch sizes are global: each of the `world_size` ranks takes its share."""
-    batch_size = args.batch_size // ddp.world_size
-    test_batch_size = max(1, args.test_batch_size // ddp.world_size)
+    batch_size = config.batch_size // ddp.world_size
+    test_batch_size = max(1, config.test_batch_size // ddp.world_size)
     eval_sets = {"test": splits.test}
     if val_set is not None:
         eval_sets["val"] = val_set
-    on_device = args.data_on_device
+    on_device = config.data_on_device
     if on_device is None:
         on_device = device.type == "cuda" and in_memory(splits.train)
     if on_device:
@@ -80,61 +212,47 @@ def build_loaders(args, splits, train_set, val_set, device, ddp) -> tuple:
             batch_size,
             test_batch_size,
             device,
-            args.seed,
-            memory_format(args),
+            config.seed,
+            memory_format(config),
             ddp.rank,
             ddp.world_size,
         )
-    train_loader = make_loader(train_set, batch_size, True, args, device, ddp)
+    train_loader = make_loader(train_set, batch_size, True, config, device, ddp)
     return train_loader, {
-        name: make_loader(dataset, test_batch_size, False, args, device, ddp)
+        name: make_loader(dataset, test_batch_size, False, config, device, ddp)
         for name, dataset in eval_sets.items()
     }
 
 
-def build_optimizer(args, model: nn.Module) -> torch.optim.Optimizer:
-    weight_decay = args.lambda_ if args.reg_type == "wdecay" else 0.0
-    params = model.parameters()
-    if args.opt == "sgd":
-        return torch.optim.SGD(
-            params, lr=args.lr, momentum=args.momentum, weight_decay=weight_decay
-        )
-    if args.opt == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=args.lr, momentum=args.momentum, weight_decay=weight_decay
-        )
-    return torch.optim.Adam(params, lr=args.lr, weight_decay=weight_decay)
+def memory_format(config: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
-def memory_format(args) -> torch.memory_format:
-    return torch.channels_last if args.channels_last else torch.contiguous_format
-
-
-def learning_rate(args, epoch: int, sparsity: float) -> float:
+def learning_rate(config: TrainConfig, epoch: int, sparsity: float) -> float:
     """The learning rate of epoch `epoch` (counted from 1): MultiStepLR's schedule with gamma 0.1
-    at --milestones, times (1 - sparsity) with --anneal_lr. A pure function of the epoch and the
+    at `milestones`, times (1 - sparsity) with `anneal_lr`. A pure function of the epoch and the
     sparsity, so a resumed run needs no scheduler state."""
-    lr = args.lr
-    if args.use_scheduler:
-        lr *= LR_GAMMA ** sum(epoch - 1 >= m for m in args.milestones)
-    if args.anneal_lr:
+    lr = config.lr
+    if config.use_scheduler:
+        lr *= LR_GAMMA ** sum(epoch - 1 >= m for m in config.milestones)
+    if config.anneal_lr:
         lr *= 1.0 - sparsity
     return lr
 
 
-def has_penalty(args, pruner) -> bool:
+def has_penalty(config: TrainConfig, pruner) -> bool:
     """Whether the training loss has terms beyond the data loss: L1 / L2 or Hoyer-Square."""
-    return (args.reg_type != "wdecay" and args.lambda_ != 0) or pruner.config.add_hs
+    return (config.reg_type != "wdecay" and config.lambda_ != 0) or pruner.penalty_enabled
 
 
-def regularisation(args, model: nn.Module) -> torch.Tensor | None:
+def regularisation(config: TrainConfig, model: nn.Module) -> torch.Tensor | None:
     """The explicit L1 / L2 penalty; weight decay lives in the optimizer instead."""
-    if args.reg_type == "wdecay" or args.lambda_ == 0:
+    if config.reg_type == "wdecay" or config.lambda_ == 0:
         return None
     params = [p for p in model.parameters() if p.requires_grad]
-    if args.reg_type == "l1":
-        return args.lambda_ * sum(p.abs().sum() for p in params)
-    return args.lambda_ * sum(p.pow(2).sum() for p in params)
+    if config.reg_type == "l1":
+        return config.lambda_ * sum(p.abs().sum() for p in params)
+    return config.lambda_ * sum(p.pow(2).sum() for p in params)
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -147,21 +265,21 @@ def batches(loader: DataLoader, limit: int | None) -> Iterator:
         yield batch
 
 
-def progress(loader: DataLoader, args, desc: str) -> tqdm:
-    """The loader's batches (at most --limit_batches) behind a progress bar; no bar with --quiet
+def progress(loader: DataLoader, config: TrainConfig, desc: str) -> tqdm:
+    """The loader's batches (at most `limit_batches`) behind a progress bar; no bar when `quiet`
     or when stdout is not a terminal."""
-    total = len(loader) if args.limit_batches is None else min(len(loader), args.limit_batches)
+    total = len(loader) if config.limit_batches is None else min(len(loader), config.limit_batches)
     return tqdm(
-        batches(loader, args.limit_batches),
+        batches(loader, config.limit_batches),
         total=total,
         desc=desc,
         leave=False,
-        disable=args.quiet or None,
+        disable=config.quiet or None,
     )
 
 
 def train_one_epoch(
-    model, loader, optimizer, pruner, args, epoch, device, reg_scale, ddp, stop=None
+    model, loader, optimizer, pruner, config: TrainConfig, epoch, device, reg_scale, ddp, stop=None
 ) -> dict[str, float]:
     """One pass over `loader`. Returns the epoch's `train_loss` (the data loss) and `train_acc`,
     and, when the loss has penalty terms, `train_penalty`: their weighted sum as added to the
@@ -172,15 +290,15 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
-    bar = progress(loader, args, f"train {epoch}")
+    bar = progress(loader, config, f"train {epoch}")
     for step, (inputs, targets) in enumerate(bar):
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format(args))
+        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format(config))
         targets = targets.to(device, non_blocking=True)
-        with autocast(device, args.amp):
+        with autocast(device, config.amp):
             logits = model(inputs)
         data_loss = F.cross_entropy(logits.float(), targets)
         loss = data_loss
-        for penalty in (regularisation(args, model), pruner.penalty(epoch)):
+        for penalty in (regularisation(config, model), pruner.penalty(epoch)):
             if penalty is not None:
                 term = reg_scale * penalty
                 loss = loss + term
@@ -189,8 +307,8 @@ def train_one_epoch(
         loss.backward()
         # mask gradients of pruned weights, add gradient noise
         pruner.after_backward(epoch)
-        if args.clip_grad:
-            nn.utils.clip_grad_norm_(model.parameters(), args.max_norm)
+        if config.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), config.max_norm)
         optimizer.step()
         # count sign flips (pruned weights stay at zero: see pruning/pruner.py)
         pruner.after_step()
@@ -214,7 +332,7 @@ def train_one_epoch(
     ddp.agree_to_stop(stop)
     loss, accuracy, penalty = mean_loss_and_accuracy(loss_sum, correct, seen, ddp, penalty_sum)
     record = {"train_loss": loss, "train_acc": accuracy}
-    if has_penalty(args, pruner):
+    if has_penalty(config, pruner):
         record["train_penalty"] = penalty
     return record
 
@@ -242,7 +360,9 @@ def mean_loss_and_accuracy(loss_sum, correct, seen: int, ddp, penalty_sum=None) 
 
 
 @torch.no_grad()
-def evaluate(model, loader, args, device, desc: str, ddp, stop=None) -> tuple[float, float]:
+def evaluate(
+    model, loader, config: TrainConfig, device, desc: str, ddp, stop=None
+) -> tuple[float, float]:
     """Test or validation loss and accuracy of the unwrapped model; under torchrun each rank
     evaluates its share and the sums are all-reduced."""
     ddp.broadcast_buffers(model)
@@ -250,10 +370,10 @@ def evaluate(model, loader, args, device, desc: str, ddp, stop=None) -> tuple[fl
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for inputs, targets in progress(loader, args, desc):
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format(args))
+    for inputs, targets in progress(loader, config, desc):
+        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format(config))
         targets = targets.to(device, non_blocking=True)
-        with autocast(device, args.amp):
+        with autocast(device, config.amp):
             logits = model(inputs)
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
         correct += (logits.argmax(1) == targets).sum()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.timing import interleaved
 from models import build_model
-from pruning import Pruner, PruningConfig
+from pruning import Periodic, Pruner
 
 BATCH = 128
 
@@ -76,14 +76,14 @@ def run(
     targets = torch.randint(0, 10, (batch,), device=device)
 
     def pruner(attach: bool = True, **options) -> Pruner:
-        built = Pruner(model, PruningConfig("flipout", prune_freq=1, epochs=2, **options))
+        built = Pruner(model, "flipout", Periodic(rate=0.5, every=1), **options)
         if attach:
             built.attach_optimizer(optimizer)
         built.end_of_epoch(1)  # half the weights pruned: every masking pass does real work
         return built
 
     ours = pruner()  # the default kernels for this device
-    ours_noise = pruner(noise=True)
+    ours_noise = pruner(noise_scale=1.0)
     eager = pruner(compile_kernels="off")
     compiled = pruner(compile_kernels="on") if with_compiled else None
     remasking = pruner(attach=False)  # what an optimizer outside pruner.KEEP_ZEROS gets

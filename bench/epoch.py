@@ -5,16 +5,16 @@ not depend on the pixels. A 350-epoch run takes about 350 times this, plus evalu
 """
 
 import time
+from dataclasses import replace
 
 import torch
 
 from bench.timing import synchronize
-from cli import parse_args
 from data import cifar10
 from data.device import DeviceLoader
 from models import build_model
-from pruning import Pruner, PruningConfig
-from training import build_optimizer, memory_format, train_one_epoch
+from pruning import Periodic, Pruner
+from training import TrainConfig, memory_format, train_one_epoch
 from utils.distributed import Distributed
 from utils.runtime import batchnorm_in_fp32
 
@@ -23,34 +23,32 @@ WARMUP_STEPS = 5
 
 
 def run(device: torch.device, images: int = CIFAR10_TRAIN, model_name: str = "vgg19") -> dict:
-    flags = ["-m", model_name, "-d", "cifar10", "--prune_criterion", "flipout", "--noise"]
-    flags += ["-bs", "128", "--amp", "--data_on_device", "--channels_last", "--quiet"]
-    args = parse_args(flags)
+    # the command line's defaults otherwise: SGD, lr 0.1, momentum 0.9, weight decay 5e-4
+    config = TrainConfig(
+        batch_size=128, amp=True, data_on_device=True, channels_last=True, quiet=True
+    )
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (images,), generator=generator)
     loader = DeviceLoader(
-        pixels, labels, args.batch_size, True, device, cifar10.MEAN, cifar10.STD,
-        crop_padding=cifar10.CROP_PADDING, flip=True, memory_format=memory_format(args),
+        pixels, labels, config.batch_size, True, device, cifar10.MEAN, cifar10.STD,
+        crop_padding=cifar10.CROP_PADDING, flip=True, memory_format=memory_format(config),
     )  # fmt: skip
     torch.manual_seed(0)
-    model = build_model(model_name, 10, 3, 32).to(device, memory_format=memory_format(args))
+    model = build_model(model_name, 10, 3, 32).to(device, memory_format=memory_format(config))
     batchnorm_in_fp32(model)
-    optimizer = build_optimizer(args, model)
-    config = PruningConfig.from_args(args)
-    config.prune_freq, config.epochs = 1, 2
-    pruner = Pruner(model, config)
+    optimizer = config.optimizer(model.parameters())
+    pruner = Pruner(model, "flipout", Periodic(rate=0.5, every=1, epochs=2), noise_scale=1.0)
     pruner.attach_optimizer(optimizer)
     pruner.end_of_epoch(1)  # half the weights pruned
     ddp = Distributed()
 
     # warm-up: kernel compilation, cuDNN's algorithm search, the allocator's first blocks
-    args.limit_batches = WARMUP_STEPS
-    train_one_epoch(model, loader, optimizer, pruner, args, 1, device, 1.0, ddp)
-    args.limit_batches = None
+    warmup = replace(config, limit_batches=WARMUP_STEPS)
+    train_one_epoch(model, loader, optimizer, pruner, warmup, 1, device, 1.0, ddp)
     synchronize(device)
     start = time.perf_counter()
-    trained = train_one_epoch(model, loader, optimizer, pruner, args, 2, device, 1.0, ddp)
+    trained = train_one_epoch(model, loader, optimizer, pruner, config, 2, device, 1.0, ddp)
     synchronize(device)
     seconds = time.perf_counter() - start
     return {

@@ -1,17 +1,55 @@
-"""Pruning: masks, sign-flip counters, the criteria of the FlipOut paper and its baselines, SNIP,
-Hoyer-Square, gradient noise and the prune schedule."""
+"""Pruning as a library: FlipOut (Apostol, Stol & Forré, 2020) and its baselines for any PyTorch
+model and training loop.
 
-from pruning.criteria import CRITERIA, Criterion, build_criterion
+    from pruning import FlipOut, Periodic, Pruner
+
+    pruner = Pruner(model, FlipOut(p=2), Periodic(rate=0.5, every=1), noise_scale=1.0)
+    pruner.attach_optimizer(optimizer, step_hooks=True)
+    ...                               # your loop, unchanged
+    pruner.end_of_epoch()             # after each epoch: prunes when the schedule says so
+
+The names below are the stable surface: the Pruner and its hooks, the criteria (registry
+CRITERIA, `--prune_criterion`), the schedules (registry SCHEDULES, `--schedule`), masks and
+what a criterion is given (PruneInputs).
+"""
+
+from pruning.criteria import (
+    CRITERIA,
+    Criterion,
+    FlipOut,
+    GlobalMagnitude,
+    LayerMagnitude,
+    NoPruning,
+    PruneInputs,
+    Random,
+    Snip,
+    Threshold,
+    build_criterion,
+)
 from pruning.mask import Masks, prunable_parameters
-from pruning.pruner import PruneEvent, Pruner, PruningConfig
+from pruning.pruner import PruneEvent, Pruner
+from pruning.schedule import SCHEDULES, Gradual, OneShot, Periodic, Schedule, Step
 
 __all__ = [
     "CRITERIA",
+    "SCHEDULES",
     "Criterion",
+    "FlipOut",
+    "GlobalMagnitude",
+    "Gradual",
+    "LayerMagnitude",
     "Masks",
+    "NoPruning",
+    "OneShot",
+    "Periodic",
     "PruneEvent",
+    "PruneInputs",
     "Pruner",
-    "PruningConfig",
+    "Random",
+    "Schedule",
+    "Snip",
+    "Step",
+    "Threshold",
     "build_criterion",
     "prunable_parameters",
 ]

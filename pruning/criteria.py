@@ -1,123 +1,214 @@
 """Pruning criteria: the registry behind `--prune_criterion`.
 
-A criterion decides which live weights a prune removes. Most are rankings: `scores` gives every
-weight a number and the lowest-scoring live weights go, a fraction `prune_rate` of those alive,
-ranked across the whole network (`scope = "global"`) or within each tensor (`"layer"`). Rules that
-are not rankings override `select`. Adding a method means one class here and one registry line.
+A criterion decides which live weights a prune removes; the schedule (pruning/schedule.py)
+decides when and how many. Most criteria are rankings: `scores` gives every weight a number and
+the lowest-scoring live weights go, ranked across the whole network (`scope = "global"`) or
+within each tensor (`"layer"`). Rules that are not rankings override `select`.
+
+A criterion is a dataclass whose fields are its options; a field made with `utils.options.option`
+is also a flag of main.py, which cli.py adds from here. What a criterion needs it receives in
+`PruneInputs`: weights, masks, flip counts, a seeded generator, and, if `batches_needed` says
+so, the model and that many training batches. Adding a method is one class here (or in a file of
+its own) and one line in CRITERIA.
 """
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from pruning.schedule import expected_sparsity
+from pruning.mask import Masks
+from pruning.schedule import Step
 from pruning.select import prune_lowest_global, prune_lowest_per_layer
 from pruning.snip import connection_sensitivity
+from utils.options import Bounded, check_fields, describe_options, named, option
+
+
+@dataclass
+class PruneInputs:
+    """Everything a criterion may look at when it prunes."""
+
+    params: dict[str, torch.Tensor]  # the prunable tensors, by parameter name
+    masks: Masks  # which of their weights are alive
+    flip_counts: dict[str, torch.Tensor]  # sign flips of each weight so far (int32, up to date)
+    generator: torch.Generator  # seeded, on the weights' device, saved with the checkpoint
+    model: nn.Module  # the unwrapped network
+    batches: list[tuple[torch.Tensor, torch.Tensor]]  # `batches_needed` training batches
+    device: torch.device
+    # sums a tensor over the ranks under torchrun (identity alone), for gradient-based scores
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
 
 
 class Criterion:
-    scope = "global"
-    # Scheduled criteria prune at the end of the epochs the schedule names; the others prune once,
-    # before training (SNIP), or never.
-    scheduled = True
+    """Base class. Subclasses are dataclasses; class attributes describe the method."""
 
-    def __init__(self, config):
-        self.config = config
+    label = ""  # its name in reports and plots
+    scope = "global"  # "global": one ranking over the network; "layer": one per tensor
+    ranks = True  # False for a rule that decides by itself how many weights go (Threshold)
+    prunes = True  # False for dense training
 
-    def scores(self, pruner) -> dict[str, torch.Tensor]:
+    def __post_init__(self):
+        check_fields(self)
+
+    @classmethod
+    def method_label(cls, options: dict) -> str:
+        """The method's name in a report, given the run's options."""
+        return cls.label
+
+    def batches_needed(self) -> int:
+        """Training batches `PruneInputs.batches` must hold at each prune."""
+        return 0
+
+    def default_schedule(self) -> tuple[str, dict]:
+        """The schedule (registry name, fields) this criterion runs on unless told otherwise."""
+        return "periodic", {}
+
+    def scores(self, inputs: PruneInputs) -> dict[str, torch.Tensor]:
+        """Higher is more worth keeping; shaped like each tensor."""
         raise NotImplementedError
 
-    def select(self, pruner) -> dict[str, torch.Tensor]:
+    def select(self, inputs: PruneInputs, step: Step) -> dict[str, torch.Tensor]:
         """name -> bool tensor of the live weights to remove now."""
-        scores = self.scores(pruner)
+        scores = self.scores(inputs)
+        masks = inputs.masks
         if self.scope == "layer":
-            return prune_lowest_per_layer(scores, pruner.masks, self.config.prune_rate)
-        count = int(self.config.prune_rate * pruner.masks.num_live)
-        return prune_lowest_global(scores, pruner.masks, count)
+            return prune_lowest_per_layer(scores, masks, step.layer_removals(masks.live_counts()))
+        live = masks.num_live
+        return prune_lowest_global(scores, masks, live - step.keep(live, masks.num_total))
 
-    def describe(self) -> str:
-        """What each scheduled prune removes, for the lines a run starts with."""
-        cfg = self.config
-        target = expected_sparsity(cfg.prune_rate, cfg.prune_freq, cfg.epochs, cfg.stop_pruning_at)
-        where = "in each layer" if self.scope == "layer" else "across the network"
-        return f"{cfg.prune_rate:g} of the live weights {where} each time -> {target:.2%}"
+    def where(self) -> str:
+        return "in each layer" if self.scope == "layer" else "across the network"
 
-    def before_training(self, pruner, model, batches) -> dict[str, torch.Tensor] | None:
-        """What to remove before the first step, if this criterion prunes at initialisation."""
-        return None
+    def summary(self) -> dict:
+        return {"name": self.name, "label": self.label, **describe_options(self)}
+
+    @property
+    def name(self) -> str:
+        """Its registry name; a criterion used without registering it goes by its class name."""
+        return next((key for key, cls in CRITERIA.items() if cls is type(self)),
+                    type(self).__name__)  # fmt: skip
 
 
+POSITIVE_P = Bounded(float, above=0, high=16.0)  # |w|^p of a small weight underflows long before
+
+
+@dataclass
 class FlipOut(Criterion):
-    """|w|^p / (flips + 1): small weights whose sign keeps flipping carry the least signal."""
+    """|w|^p / (flips + 1): small weights whose sign keeps flipping carry the least signal
+    (Apostol, Stol & Forré, 2020)."""
 
-    def scores(self, pruner):
-        p = self.config.flipout_p
+    p: float = option("flipout_p", POSITIVE_P, 2.0, "FlipOut score |w|^p / (flips + 1)")
+
+    label = "FlipOut"
+
+    def scores(self, inputs):
         return {
-            name: w.detach().abs().pow(p) / (pruner.flips.counts[name] + 1)
-            for name, w in pruner.params.items()
+            name: w.detach().abs().pow(self.p) / (inputs.flip_counts[name] + 1)
+            for name, w in inputs.params.items()
         }
 
 
+@dataclass
 class GlobalMagnitude(Criterion):
     """|w| ranked across the network (Frankle & Carbin, 2019)."""
 
-    def scores(self, pruner):
-        return {name: w.detach().abs() for name, w in pruner.params.items()}
+    label = "GlobalMagnitude"
+
+    def scores(self, inputs):
+        return {name: w.detach().abs() for name, w in inputs.params.items()}
 
 
+@dataclass
 class LayerMagnitude(GlobalMagnitude):
     """|w| ranked within each tensor: every layer loses the same fraction (Han et al., 2015)."""
 
+    label = "Magnitude"
     scope = "layer"
 
 
+@dataclass
 class Random(Criterion):
-    """Uniformly random live weights, from a generator seeded by `--seed`."""
+    """Uniformly random live weights, from the pruner's generator (seeded by `--seed`)."""
 
-    def scores(self, pruner):
+    label = "Random"
+
+    def scores(self, inputs):
         return {
-            name: torch.rand(w.shape, generator=pruner.random_generator, device=w.device)
-            for name, w in pruner.params.items()
+            name: torch.rand(w.shape, generator=inputs.generator, device=w.device)
+            for name, w in inputs.params.items()
         }
 
 
+@dataclass
 class Threshold(Criterion):
-    """Every live weight with |w| < `--magnitude_threshold` (Hoyer-Square's pruning step)."""
+    """Every live weight with |w| < threshold (Hoyer-Square's pruning step, Yang et al., 2020)."""
 
-    def describe(self):
-        return f"every live weight with |w| < {self.config.magnitude_threshold:g}"
+    threshold: float = option(
+        "magnitude_threshold",
+        Bounded(float, low=0, high=100.0),
+        1e-4,
+        "the threshold criterion prunes live weights with |w| below this",
+    )
 
-    def select(self, pruner):
-        threshold = self.config.magnitude_threshold
+    label = "Threshold"
+    ranks = False
+
+    def select(self, inputs, step):
         return {
-            name: pruner.masks[name] & (w.detach().abs() < threshold)
-            for name, w in pruner.params.items()
+            name: inputs.masks[name] & (w.detach().abs() < self.threshold)
+            for name, w in inputs.params.items()
         }
 
+    def where(self) -> str:
+        return f"every live weight with |w| < {self.threshold:g}"
 
+
+@dataclass
 class Snip(Criterion):
-    """Once, before training: keep the top 1 - `--snip_sparsity` weights by connection
-    sensitivity, globally; the mask then stays fixed."""
+    """Connection sensitivity |dL/dw * w| on a few training batches (Lee et al., 2019). By
+    default once, before training, to `sparsity`; on another schedule it scores afresh at each
+    prune."""
 
-    scheduled = False
+    sparsity: float | None = option(
+        "snip_sparsity",
+        Bounded(float, low=0, below=1),
+        None,
+        "fraction of weights SNIP removes before training (required with snip, unless "
+        "--schedule says otherwise)",
+    )
+    batches: int = option(
+        "snip_batches", Bounded(int, low=1, high=10_000), 1, "training batches SNIP scores on"
+    )
 
-    def before_training(self, pruner, model, batches):
-        scores = connection_sensitivity(
-            model,
-            pruner.params,
-            itertools.islice(batches, self.config.snip_batches),
-            pruner.device,
-            pruner.sync.all_reduce_sum,
+    label = "SNIP"
+
+    def batches_needed(self):
+        return self.batches
+
+    def default_schedule(self):
+        if self.sparsity is None:
+            raise ValueError(
+                f"SNIP's default schedule needs {named(type(self), 'sparsity')} (e.g. 0.999)"
+            )
+        return "oneshot", {"sparsity": self.sparsity, "epoch": 0}
+
+    def scores(self, inputs):
+        return connection_sensitivity(
+            inputs.model, inputs.params, inputs.batches, inputs.device, inputs.all_reduce_sum
         )
-        total = pruner.masks.num_total
-        keep = round((1.0 - self.config.snip_sparsity) * total)
-        return prune_lowest_global(scores, pruner.masks, total - keep)
 
 
+@dataclass
 class NoPruning(Criterion):
     """Dense training; masks stay full and sign flips are still counted."""
 
-    scheduled = False
+    label = "Dense"
+    prunes = False
+
+    def select(self, inputs, step):
+        return {}
 
 
 CRITERIA: dict[str, type[Criterion]] = {
@@ -131,9 +222,15 @@ CRITERIA: dict[str, type[Criterion]] = {
 }
 
 
-def build_criterion(name: str, config) -> Criterion:
+def build_criterion(name: str, **options) -> Criterion:
+    """The criterion registered as `name`, with its options by keyword."""
     if name not in CRITERIA:
         raise ValueError(
             f"unknown prune criterion {name!r}; choose from {', '.join(sorted(CRITERIA))}"
         )
-    return CRITERIA[name](config)
+    return CRITERIA[name](**options)
+
+
+def first_batches(source, count: int) -> list:
+    """The first `count` batches of a re-iterable source (a DataLoader)."""
+    return list(itertools.islice(iter(source), count))

@@ -1,14 +1,18 @@
-"""The pruning engine the training loop talks to: masks, sign-flip counters, the criterion, the
+"""The pruning engine a training loop talks to: masks, sign-flip counters, a criterion and a
 schedule, gradient noise and the Hoyer-Square penalty behind five calls.
 
+    pruner = Pruner(model, FlipOut(), Periodic(rate=0.5, every=2), noise_scale=1.0)
     pruner.attach_optimizer(optimizer)       # once: lets pruning clear the optimizer's state
-    pruner.before_training(model, batches)   # SNIP prunes here
-    loss = loss + pruner.penalty(epoch)      # Hoyer-Square, when enabled
-    pruner.after_backward(epoch)             # mask gradients, add gradient noise
+    pruner.before_training()                 # a one-shot schedule at epoch 0 (SNIP) prunes here
+    loss = loss + pruner.penalty()           # Hoyer-Square, when enabled (None otherwise)
+    pruner.after_backward()                  # mask gradients, add gradient noise
     pruner.after_step()                      # count sign flips (re-mask weights if needed)
-    pruner.end_of_epoch(epoch)               # prune when the schedule says so
+    pruner.end_of_epoch()                    # prune when the schedule says so
 
-so the loop has no per-criterion branches.
+so the loop has no per-criterion branches. `attach_optimizer(optimizer, step_hooks=True)` runs
+after_backward and after_step from inside `optimizer.step()`, which leaves an existing loop
+unchanged but for end_of_epoch. The hooks count epochs themselves (end_of_epoch moves on to
+the next); a loop that knows its epoch may pass it, as main.py does.
 
 How pruned weights stay exactly zero: their gradients are masked before every step, and when they
 are pruned, the optimizer's per-weight state (momentum, Adam's moments) is zeroed with them. SGD,
@@ -17,53 +21,24 @@ so the weights need no re-masking after the step. For any other optimizer, or wi
 after_step re-masks the weights as well, which costs one more pass over them.
 """
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from pruning.criteria import build_criterion
+from pruning.criteria import Criterion, PruneInputs, build_criterion, first_batches
 from pruning.flips import FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.mask import Masks, layer_table, prunable_parameters
 from pruning.noise import GradientNoise
-from pruning.schedule import is_prune_epoch
+from pruning.schedule import NEVER, SCHEDULES, Schedule, Step
 from utils.distributed import Distributed
 
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
 KEEP_ZEROS = (torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adam, torch.optim.AdamW)
-
-
-@dataclass
-class PruningConfig:
-    """The pruning options of the CLI; field names match the argparse destinations."""
-
-    prune_criterion: str = "flipout"
-    prune_rate: float = 0.5
-    prune_freq: int = 4
-    epochs: int = 20
-    stop_pruning_at: int = -1
-    flipout_p: float = 2.0
-    magnitude_threshold: float = 1e-4
-    snip_sparsity: float | None = None
-    snip_batches: int = 1
-    prune_bias: bool = False
-    prune_bnorm: bool = False
-    noise: bool = False
-    noise_scale_factor: float = 1.0
-    stop_noise_at: int = -1
-    noise_only_prunable: bool = False
-    add_hs: bool = False
-    hoyer_lambda: float = 0.0
-    stop_hoyer_at: int = -1
-    seed: int = 0
-    compile_kernels: str = "auto"
-
-    @classmethod
-    def from_args(cls, args) -> "PruningConfig":
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -79,32 +54,85 @@ class PruneEvent:
         return dict(self.__dict__)
 
 
-class Pruner:
-    """`sync` is the process group under torchrun (utils.distributed.Distributed): SNIP's scores
-    are summed over ranks, and every prune checks that all ranks hold the same state."""
+def never_to_none(epoch: int | None) -> int | None:
+    return None if epoch in (None, NEVER) else epoch
 
-    def __init__(self, model: nn.Module, config: PruningConfig, sync: Distributed | None = None):
-        self.config = config
+
+class Pruner:
+    """Prunes `model` (any nn.Module with conv or linear layers) with `criterion` (an instance
+    or a registry name, pruning/criteria.py) on `schedule` (pruning/schedule.py; None: the
+    criterion's own default, Periodic for most).
+
+    Keywords: `data`, training batches for criteria that score on them (a DataLoader, or any
+    re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
+    noise_scale on every trainable tensor (only the prunable ones with `noise_only_prunable`)
+    until epoch `stop_noise_at`; `hoyer_lambda`, the Hoyer-Square penalty's strength, applied
+    while epoch <= `stop_hoyer_at`; `prune_bias` and `prune_bnorm`, also prune biases and
+    BatchNorm scales; `seed`, for the noise and Random's choices; `compile_kernels`, "auto",
+    "on" or "off" (pruning/kernels.py); `sync`, the process group under torchrun
+    (utils.distributed.Distributed): gradient scores are summed over ranks, and every prune
+    checks that all ranks hold the same state.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Criterion | str = "flipout",
+        schedule: Schedule | None = None,
+        *,
+        data: Iterable | None = None,
+        noise_scale: float | None = None,
+        noise_only_prunable: bool = False,
+        stop_noise_at: int | None = None,
+        hoyer_lambda: float = 0.0,
+        stop_hoyer_at: int | None = None,
+        prune_bias: bool = False,
+        prune_bnorm: bool = False,
+        seed: int = 0,
+        compile_kernels: str = "auto",
+        sync: Distributed | None = None,
+    ):
+        self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
+        if not self.criterion.prunes:
+            schedule = None
+        elif schedule is None:
+            name, fields = self.criterion.default_schedule()
+            schedule = SCHEDULES[name](**fields)
+        if schedule is not None and schedule.targets and not self.criterion.ranks:
+            raise ValueError(
+                f"{self.criterion.label} decides by itself which weights go and cannot aim at a "
+                f"sparsity; it runs on the periodic schedule, not {schedule.name}"
+            )
+        self.schedule = schedule
+        self.model = model
+        self.data = data
         self.sync = sync or Distributed()
-        self.params = prunable_parameters(model, config.prune_bias, config.prune_bnorm)
+        self.params = prunable_parameters(model, prune_bias, prune_bnorm)
+        if not self.params:
+            raise ValueError(
+                f"{type(model).__name__} has no conv or linear layers (nn.Conv2d, nn.Linear): "
+                "nothing to prune"
+            )
         self.masks = Masks(self.params)
         self.device = next(iter(self.params.values())).device
-        self.kernels = Kernels(config.compile_kernels, self.device)
+        self.kernels = Kernels(compile_kernels, self.device)
         self.flips = FlipCounter(self.params, self.kernels)
-        self.criterion = build_criterion(config.prune_criterion, config)
         # Separate streams, so that switching noise on does not change which weights Random picks.
-        self.random_generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.random_generator = torch.Generator(self.device).manual_seed(seed)
+        self.hoyer_lambda = hoyer_lambda
+        self.stop_hoyer_at = never_to_none(stop_hoyer_at)
+        self.stop_noise_at = never_to_none(stop_noise_at)
         self.noise = None
-        if config.noise:
+        if noise_scale is not None:
             targets = {
                 name: p
                 for name, p in model.named_parameters()
-                if p.requires_grad and (name in self.params or not config.noise_only_prunable)
+                if p.requires_grad and (name in self.params or not noise_only_prunable)
             }
             self.noise = GradientNoise(
                 list(targets.values()),
-                config.noise_scale_factor,
-                config.seed + 1,
+                noise_scale,
+                seed + 1,
                 masks=[self.masks.masks.get(name) for name in targets],
                 kernels=self.kernels,
             )
@@ -112,53 +140,139 @@ class Pruner:
         self._masks = list(self.masks.masks.values())
         self.optimizer: torch.optim.Optimizer | None = None
         self.remask_weights = True
+        self._hooks: list = []
+        self.epoch = 1  # the epoch in progress, counted from 1
         self.events: list[PruneEvent] = []
 
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
         """The optimizer that steps these weights. From now on every prune zeroes its state for
         the pruned weights, and, for an optimizer in KEEP_ZEROS, after_step skips re-masking.
-        A replacement optimizer must be attached in turn."""
+        With `step_hooks`, `optimizer.step()` itself calls after_backward before the update and
+        after_step after it. A replacement optimizer must be attached in turn."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
         self.optimizer = optimizer
         self.remask_weights = type(optimizer) not in KEEP_ZEROS
+        if step_hooks:
+            self._hooks = [
+                optimizer.register_step_pre_hook(lambda *_: self.after_backward()),
+                optimizer.register_step_post_hook(lambda *_: self.after_step()),
+            ]
         self._clear_optimizer_state()
+
+    def attach_data(self, data: Iterable) -> None:
+        """Training batches for criteria that score on them: a re-iterable of (inputs, targets)
+        such as a DataLoader, from which each prune takes the first few."""
+        self.data = data
 
     # -- the training loop's hooks ------------------------------------------------------------
 
-    def before_training(self, model: nn.Module, batches) -> PruneEvent | None:
-        remove = self.criterion.before_training(self, model, batches)
-        return None if remove is None else self._apply(remove, epoch=0)
+    def before_training(self) -> PruneEvent | None:
+        """Prune if the schedule prunes at epoch 0 (one-shot at initialisation)."""
+        step = None if self.schedule is None else self.schedule.step(0)
+        return None if step is None else self._prune(step, epoch=0)
 
-    def penalty(self, epoch: int) -> torch.Tensor | None:
-        cfg = self.config
-        if not cfg.add_hs or (cfg.stop_hoyer_at != -1 and epoch > cfg.stop_hoyer_at):
+    def penalty(self, epoch: int | None = None) -> torch.Tensor | None:
+        """The Hoyer-Square term to add to the loss in `epoch`, or None."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.hoyer_lambda or (self.stop_hoyer_at is not None and epoch > self.stop_hoyer_at):
             return None
-        return cfg.hoyer_lambda * hoyer_square(self.params.values())
+        return self.hoyer_lambda * hoyer_square(self.params.values())
+
+    @property
+    def penalty_enabled(self) -> bool:
+        """Whether `penalty` adds a term to the loss in some epoch."""
+        return bool(self.hoyer_lambda)
 
     @torch.no_grad()
-    def after_backward(self, epoch: int) -> None:
+    def after_backward(self, epoch: int | None = None) -> None:
+        """Between backward and the optimizer step: mask the gradients of pruned weights, then
+        add the gradient noise (until `stop_noise_at`)."""
         if self.masks.any_pruned:
             pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
             if pairs:
                 self.kernels.mask_gradients([g for g, _ in pairs], [m for _, m in pairs])
-        if self.noise is not None and (
-            self.config.stop_noise_at == -1 or epoch < self.config.stop_noise_at
-        ):
-            # the noise std comes from the masked gradient; pruned entries are re-zeroed with it
-            self.noise.add()
+        if self.noise is not None:
+            epoch = self.epoch if epoch is None else epoch
+            if self.stop_noise_at is None or epoch < self.stop_noise_at:
+                # the noise std comes from the masked gradient; pruned entries are re-zeroed
+                self.noise.add()
 
     @torch.no_grad()
     def after_step(self) -> None:
+        """After the optimizer step: count sign flips (re-masking the weights first where the
+        optimizer could have moved pruned ones)."""
         self.flips.update(self._masks if self.remask_weights and self.masks.any_pruned else None)
 
-    def end_of_epoch(self, epoch: int) -> PruneEvent | None:
-        cfg = self.config
-        if not self.criterion.scheduled or not is_prune_epoch(
-            epoch, cfg.prune_freq, cfg.epochs, cfg.stop_pruning_at
-        ):
-            return None
-        return self._apply(self.criterion.select(self), epoch)
+    def end_of_epoch(self, epoch: int | None = None) -> PruneEvent | None:
+        """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
+        then move on to the next epoch."""
+        epoch = self.epoch if epoch is None else epoch
+        self.epoch = epoch + 1
+        step = None if self.schedule is None else self.schedule.step(epoch)
+        return None if step is None else self._prune(step, epoch)
+
+    def prune(self, sparsity: float | None = None, rate: float | None = None) -> PruneEvent:
+        """Prune now, outside the schedule: down to `sparsity` of all prunable weights, or
+        `rate` of the live ones, chosen by the criterion."""
+        if (sparsity is None) == (rate is None):
+            raise ValueError("prune takes either sparsity or rate")
+        return self._prune(Step(rate=rate, sparsity=sparsity), self.epoch - 1)
+
+    @torch.no_grad()
+    def adopt_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Start from `masks` (name -> bool tensor, True = live), such as a pruned model's: their
+        pruned weights become zero and stay pruned. Call before training starts."""
+        unknown = [name for name in masks if name not in self.params]
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise ValueError(
+                f"there are masks for {unknown[0]}{more}, which this pruner does not prune "
+                "(biases need prune_bias, BatchNorm scales prune_bnorm)"
+            )
+        for name, mask in masks.items():
+            self.masks.prune(name, ~mask.to(device=self.device, dtype=torch.bool))
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
+
+    def prune_inputs(self) -> PruneInputs:
+        """What the criterion is given at a prune."""
+        needed = self.criterion.batches_needed()
+        if needed and self.data is None:
+            raise ValueError(
+                f"{self.criterion.label} scores on training batches: give the Pruner data= "
+                "(a DataLoader), or call attach_data"
+            )
+        return PruneInputs(
+            params=self.params,
+            masks=self.masks,
+            flip_counts=self.flips.counts,
+            generator=self.random_generator,
+            model=self.model,
+            batches=first_batches(self.data, needed) if needed else [],
+            device=self.device,
+            all_reduce_sum=self.sync.all_reduce_sum,
+        )
+
+    def describe(self) -> str:
+        """When and how this pruner prunes, in one line."""
+        if self.schedule is None:
+            return "no pruning"
+        return self.schedule.describe(self.criterion.where(), self.criterion.ranks)
+
+    def summary(self) -> dict:
+        """The criterion and schedule with their options, for a run's summary."""
+        return {
+            "criterion": self.criterion.summary(),
+            "schedule": None if self.schedule is None else self.schedule.summary(),
+        }
 
     # -- bookkeeping --------------------------------------------------------------------------
+
+    def _prune(self, step: Step, epoch: int) -> PruneEvent:
+        return self._apply(self.criterion.select(self.prune_inputs(), step), epoch)
 
     def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
         live_before = self.masks.num_live
@@ -204,6 +318,7 @@ class Pruner:
             "events": [event.as_dict() for event in self.events],
             "random_generator": self.random_generator.get_state(),
             "noise_generator": None if self.noise is None else self.noise.get_state(),
+            "epoch": self.epoch,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -216,6 +331,7 @@ class Pruner:
         self.random_generator.set_state(state["random_generator"])
         if self.noise is not None and state["noise_generator"] is not None:
             self.noise.set_state(state["noise_generator"])
+        self.epoch = state.get("epoch", self.epoch)
 
     @property
     def sparsity(self) -> float:

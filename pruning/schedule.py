@@ -1,29 +1,293 @@
-"""When iterative pruning happens, and the sparsity that schedule reaches.
+"""When pruning happens and how much each prune removes: the schedules behind `--schedule`.
 
-At the end of epoch `e` (counted from 1) a scheduled criterion prunes when `e` is a multiple of
-`prune_freq`, `e` is not the last epoch, and pruning has not been stopped (`stop_pruning_at`, -1
-for never). With `prune_rate` r and n prunes the sparsity is 1 - (1 - r)^n, which gives the seed
-README's table for 350 epochs at r = 0.5: prune_freq 117, 70, 50, 39, 32 -> 75%, 93.75%, 98.44%,
-99.61%, 99.90%.
+A schedule answers one question at the end of every epoch (and at epoch 0, before training):
+prune now, and how much? The answer is a `Step`, either a fraction of the live weights (`rate`)
+or a sparsity to reach (`sparsity`, a fraction of all prunable weights); the criterion then
+chooses which weights go. Any ranking criterion runs on any schedule.
+
+- `Periodic` (the paper's, the default): after every `every`-th epoch but the last (and before
+  `stop_at`), remove `rate` of the live weights. With n prunes the sparsity is 1 - (1 - rate)^n,
+  which gives the seed README's table for 350 epochs at rate 0.5: every 117, 70, 50, 39, 32
+  epochs -> 75%, 93.75%, 98.44%, 99.61%, 99.90%.
+- `OneShot`: once, at the end of `epoch` (0: before training, as SNIP), to `sparsity`.
+- `Gradual` (Zhu & Gupta, "To prune, or not to prune", 2017): at epochs start, start + every, ...
+  and end, to s(t) = s_f + (s_i - s_f) (1 - (t - start) / (end - start))^3, which rises quickly
+  at first and levels off at s_f = `sparsity` at `end`.
+
+A sparsity is reached exactly: the prune keeps round((1 - s) * total) weights, ties broken as
+everywhere by position; a layer-wise criterion shares those out between layers in proportion to
+their sizes (largest remainders), so the total is exact there too.
 """
 
+from dataclasses import dataclass
+from functools import partial
 
-def is_prune_epoch(epoch: int, prune_freq: int, epochs: int, stop_pruning_at: int = -1) -> bool:
-    return (
-        epoch % prune_freq == 0
-        and epoch != epochs
-        and (stop_pruning_at == -1 or epoch < stop_pruning_at)
+from utils.options import Bounded, check_fields, describe_options, named, option
+
+NEVER = -1  # the --stop_*_at value that means "never stop"
+
+EPOCH = Bounded(int, low=0, high=100_000)
+# options that several schedules share: one flag each, a fresh dataclass field per schedule
+PRUNE_FREQ = partial(
+    option,
+    "prune_freq",
+    Bounded(int, low=1, high=100_000),
+    2,
+    "prune at the end of every this many epochs (periodic: not after the last; gradual: between "
+    "--prune_start and --prune_end)",
+)
+TARGET = partial(
+    option,
+    "target_sparsity",
+    Bounded(float, low=0, below=1),
+    None,
+    "oneshot and gradual: the fraction of prunable weights removed in the end (e.g. 0.95)",
+)
+START = partial(
+    option,
+    "prune_start",
+    EPOCH,
+    0,
+    "oneshot: the epoch after which it prunes (0: before training); gradual: the epoch of its "
+    "first prune",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one prune removes: `rate` of the live weights, or down to `sparsity` of all."""
+
+    rate: float | None = None
+    sparsity: float | None = None
+
+    def keep(self, live: int, total: int) -> int:
+        """How many weights stay alive, of `total` with `live` alive now."""
+        if self.rate is not None:
+            return live - int(self.rate * live)
+        return min(live, round((1.0 - self.sparsity) * total))
+
+    def layer_removals(self, counts: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """Per tensor (name -> (live, total)), how many of its live weights go. A rate applies
+        to each tensor alone; a sparsity is shared out so that every tensor keeps its share of
+        the weights kept overall, the rounding going to the largest remainders (ties to the
+        first), so that the overall count is exactly that of `keep`."""
+        if self.rate is not None:
+            return {name: int(self.rate * live) for name, (live, _) in counts.items()}
+        total = sum(size for _, size in counts.values())
+        kept = round((1.0 - self.sparsity) * total)
+        shares = {name: kept * size / total for name, (_, size) in counts.items()}
+        keep = {name: int(share) for name, share in shares.items()}
+        by_remainder = sorted(shares, key=lambda name: shares[name] - keep[name], reverse=True)
+        for name in by_remainder[: kept - sum(keep.values())]:
+            keep[name] += 1
+        return {name: max(0, live - keep[name]) for name, (live, _) in counts.items()}
+
+
+class Schedule:
+    """Base class: `step(epoch)` is the prune at the end of `epoch` (0: before training), or
+    None. `epochs` is the length of training, which a schedule needs to avoid the last epoch."""
+
+    name = ""
+    # whether its steps aim at a sparsity (criteria that are not rankings cannot follow those)
+    targets = True
+
+    def __post_init__(self):
+        check_fields(self)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError (one line) for options that do not fit together."""
+
+    def step(self, epoch: int) -> Step | None:
+        raise NotImplementedError
+
+    def epochs_pruned(self) -> list[int]:
+        """Every epoch this schedule prunes after (0: before training)."""
+        last = self.epochs if self.epochs is not None else self.horizon()
+        return [e for e in range(0, last + 1) if self.step(e) is not None]
+
+    def horizon(self) -> int:
+        """How far to look for prunes when the length of training is not known."""
+        return 0
+
+    def final_sparsity(self) -> float:
+        """The sparsity after the last prune, ignoring the rounding to whole weights."""
+        kept = 1.0
+        for epoch in self.epochs_pruned():
+            step = self.step(epoch)
+            kept = kept * (1.0 - step.rate) if step.rate is not None else 1.0 - step.sparsity
+        return 1.0 - kept
+
+    def describe(self, where: str = "across the network", ranks: bool = True) -> str:
+        """The line a run starts with: what each prune removes, when, and where it ends. A
+        criterion that is not a ranking gives its rule as `where`."""
+        epochs = self.epochs_pruned()
+        if not epochs:
+            return "never prunes"
+        when = ", ".join("before training" if e == 0 else str(e) for e in epochs)
+        if not ranks:
+            return f"prune {where}; after epochs {when}"
+        return f"prune {self.what(where)}; after epochs {when} -> {self.final_sparsity():.2%}"
+
+    def what(self, where: str) -> str:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        return {"name": self.name, **describe_options(self), "epochs_pruned": self.epochs_pruned()}
+
+
+@dataclass
+class Periodic(Schedule):
+    """`rate` of the live weights after every `every`-th epoch, never after the last of
+    `epochs` (None: training length unknown) nor from epoch `stop_at` on (-1 or None: never)."""
+
+    rate: float = option(
+        "prune_rate",
+        Bounded(float, above=0, below=1),
+        0.5,
+        "periodic: fraction of the live weights each prune removes",
     )
+    every: int = PRUNE_FREQ()
+    stop_at: int | None = option(
+        "stop_pruning_at",
+        Bounded(int, low=1, high=100_000, also=(NEVER,)),
+        NEVER,
+        "periodic: no pruning from this epoch on (-1: never stop)",
+    )
+    epochs: int | None = None
+
+    name = "periodic"
+    targets = False
+
+    def step(self, epoch: int) -> Step | None:
+        stop = None if self.stop_at in (None, NEVER) else self.stop_at
+        if (
+            epoch > 0
+            and epoch % self.every == 0
+            and epoch != self.epochs
+            and (stop is None or epoch < stop)
+        ):
+            return Step(rate=self.rate)
+        return None
+
+    def horizon(self) -> int:
+        return 0 if self.stop_at in (None, NEVER) else self.stop_at
+
+    def describe(self, where: str = "across the network", ranks: bool = True) -> str:
+        if self.epochs is None and self.stop_at in (None, NEVER):
+            every = "epoch" if self.every == 1 else f"{self.every} epochs"
+            return f"prune {self.what(where) if ranks else where}, after every {every}"
+        return super().describe(where, ranks)
+
+    def what(self, where: str) -> str:
+        return f"{self.rate:g} of the live weights {where} each time"
 
 
-def prune_epochs(prune_freq: int, epochs: int, stop_pruning_at: int = -1) -> list[int]:
-    return [
-        e for e in range(1, epochs + 1) if is_prune_epoch(e, prune_freq, epochs, stop_pruning_at)
-    ]
+@dataclass
+class OneShot(Schedule):
+    """Once, after epoch `epoch` (0: before training), to `sparsity`."""
+
+    sparsity: float | None = TARGET()
+    epoch: int = START()
+    epochs: int | None = None
+
+    name = "oneshot"
+
+    def check(self) -> None:
+        if self.sparsity is None:
+            raise ValueError(f"{named(type(self), 'sparsity')} is required")
+        if self.epochs is not None and self.epoch >= self.epochs:
+            raise ValueError(
+                f"{named(type(self), 'epoch')} {self.epoch} must be before the last epoch "
+                f"({self.epochs}): a prune after it would never be trained or evaluated"
+            )
+
+    def step(self, epoch: int) -> Step | None:
+        return Step(sparsity=self.sparsity) if epoch == self.epoch else None
+
+    def horizon(self) -> int:
+        return self.epoch
+
+    def what(self, where: str) -> str:
+        return f"{where} to {self.sparsity:.2%} at once"
 
 
-def expected_sparsity(
-    prune_rate: float, prune_freq: int, epochs: int, stop_pruning_at: int = -1
-) -> float:
-    """Sparsity the schedule reaches, ignoring the rounding of each prune to whole weights."""
-    return 1.0 - (1.0 - prune_rate) ** len(prune_epochs(prune_freq, epochs, stop_pruning_at))
+@dataclass
+class Gradual(Schedule):
+    """Zhu & Gupta's cubic schedule from `initial_sparsity` at epoch `start` to `sparsity` at
+    epoch `end`, pruning every `every` epochs in between (and at `end`). `end` None: half of
+    `epochs`, leaving the second half to fine-tune."""
+
+    sparsity: float | None = TARGET()
+    start: int = START()
+    end: int | None = option(
+        "prune_end",
+        Bounded(int, low=0, high=100_000),
+        None,
+        "gradual: the epoch of its last prune, which reaches --target_sparsity (default: half "
+        "of -e)",
+    )
+    every: int = PRUNE_FREQ()
+    initial_sparsity: float = option(
+        "start_sparsity",
+        Bounded(float, low=0, below=1),
+        0.0,
+        "gradual: the sparsity its first prune reaches, at --prune_start (Zhu & Gupta's s_i)",
+    )
+    epochs: int | None = None
+
+    name = "gradual"
+
+    def __post_init__(self):
+        if self.end is None and self.epochs is not None:
+            self.end = max(self.start, self.epochs // 2)
+        super().__post_init__()
+
+    def check(self) -> None:
+        cls = type(self)
+        if self.sparsity is None:
+            raise ValueError(f"{named(cls, 'sparsity')} is required")
+        if self.end is None:
+            raise ValueError(f"{named(cls, 'end')} is required (or epochs)")
+        if self.end < self.start:
+            raise ValueError(
+                f"{named(cls, 'end')} {self.end} is before {named(cls, 'start')} {self.start}"
+            )
+        if self.epochs is not None and self.end >= self.epochs:
+            raise ValueError(
+                f"{named(cls, 'end')} {self.end} must be before the last epoch ({self.epochs}): "
+                "a prune after it would never be trained or evaluated"
+            )
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(
+                f"{named(cls, 'initial_sparsity')} {self.initial_sparsity:g} is above "
+                f"{named(cls, 'sparsity')} {self.sparsity:g}"
+            )
+
+    def sparsity_at(self, epoch: int) -> float:
+        if self.end == self.start:
+            return self.sparsity
+        progress = min(1.0, max(0.0, (epoch - self.start) / (self.end - self.start)))
+        return self.sparsity + (self.initial_sparsity - self.sparsity) * (1.0 - progress) ** 3
+
+    def step(self, epoch: int) -> Step | None:
+        on_beat = epoch >= self.start and (epoch - self.start) % self.every == 0
+        target = self.sparsity_at(epoch)
+        # a first prune to 0% (s_i = 0, Zhu & Gupta's usual start) would remove nothing
+        if ((on_beat and epoch < self.end) or epoch == self.end) and target > 0:
+            return Step(sparsity=target)
+        return None
+
+    def horizon(self) -> int:
+        return self.end
+
+    def what(self, where: str) -> str:
+        steps = ", ".join(f"{self.sparsity_at(e):.2%}" for e in self.epochs_pruned())
+        return f"{where} along a cubic curve ({steps})"
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "gradual": Gradual,
+    "oneshot": OneShot,
+    "periodic": Periodic,
+}

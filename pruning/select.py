@@ -43,12 +43,8 @@ def prune_lowest_global(
 
 
 def prune_lowest_per_layer(
-    scores: dict[str, torch.Tensor], masks: Masks, rate: float
+    scores: dict[str, torch.Tensor], masks: Masks, counts: dict[str, int]
 ) -> dict[str, torch.Tensor]:
-    """In each tensor, its floor(rate * live) lowest-scoring live weights."""
+    """In each tensor, its `counts[name]` lowest-scoring live weights."""
     scores = live_scores(scores, masks)
-    live = masks.live_counts()
-    return {
-        name: lowest_k(s.flatten(), int(rate * live[name][0])).view_as(s)
-        for name, s in scores.items()
-    }
+    return {name: lowest_k(s.flatten(), counts[name]).view_as(s) for name, s in scores.items()}

@@ -1,5 +1,6 @@
 """The command line: flags, defaults, errors, and the artifacts a run leaves behind."""
 
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -245,16 +246,17 @@ def test_the_seed_commands_warn_about_nothing(capsys):
 
 def test_learning_rate_follows_multisteplr_and_anneals():
     args = cli.parse_args(["-lr", "0.1", "--use_scheduler", "--milestones", "3", "5"])
+    config = training.TrainConfig.from_args(args)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 5], gamma=0.1)
     for epoch in range(1, 9):
-        assert training.learning_rate(args, epoch, 0.0) == pytest.approx(
+        assert training.learning_rate(config, epoch, 0.0) == pytest.approx(
             optimizer.param_groups[0]["lr"]
         )
         optimizer.step()
         reference.step()
-    args.anneal_lr = True
-    assert training.learning_rate(args, 1, 0.75) == pytest.approx(0.025)
+    config = dataclasses.replace(config, anneal_lr=True)
+    assert training.learning_rate(config, 1, 0.75) == pytest.approx(0.025)
 
 
 def test_l1_and_l2_penalties():
@@ -262,11 +264,15 @@ def test_l1_and_l2_penalties():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))
         model.bias.fill_(3.0)
-    args = cli.parse_args(["--reg_type", "l1", "--lambda", "0.5"])
-    assert training.regularisation(args, model).item() == pytest.approx(0.5 * 6)
-    args = cli.parse_args(["--reg_type", "l2", "--lambda", "0.5"])
-    assert training.regularisation(args, model).item() == pytest.approx(0.5 * 14)
-    assert training.regularisation(cli.parse_args([]), model) is None  # wdecay: in the optimizer
+
+    def config(*argv):
+        return training.TrainConfig.from_args(cli.parse_args(list(argv)))
+
+    l1 = config("--reg_type", "l1", "--lambda", "0.5")
+    assert training.regularisation(l1, model).item() == pytest.approx(0.5 * 6)
+    l2 = config("--reg_type", "l2", "--lambda", "0.5")
+    assert training.regularisation(l2, model).item() == pytest.approx(0.5 * 14)
+    assert training.regularisation(config(), model) is None  # wdecay: in the optimizer
 
 
 def test_run_directories_are_fresh_and_shell_safe(tmp_path):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import main
 from data.device import DeviceLoader
 from models import build_model
-from pruning import Pruner, PruningConfig
+from pruning import Periodic, Pruner
 from tests.conftest import cifar_images
 from utils.checkpoint import load_checkpoint
 
@@ -70,11 +70,13 @@ def lockstep(
     torch.manual_seed(0)
     compiled_model = build_model(model_name, 10, 3, size).to(device)
     eager_model = copy.deepcopy(compiled_model)
-    config = dict(prune_criterion="flipout", prune_freq=1, epochs=10**6, noise=noise, seed=3)
+    options = dict(noise_scale=1.0 if noise else None, seed=3)
     pairs = []
     for model, mode in ((compiled_model, "on"), (eager_model, "off")):
         optimizer = optimizer_type(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        pruner = Pruner(model, PruningConfig(**config, compile_kernels=mode))
+        pruner = Pruner(
+            model, "flipout", Periodic(rate=0.5, every=1), **options, compile_kernels=mode
+        )
         pruner.attach_optimizer(optimizer)
         pairs.append((model, optimizer, pruner))
     (_, _, compiled), (_, _, eager) = pairs

@@ -76,15 +76,15 @@ def test_global_batch_must_divide_among_processes(tmp_path):
 
 def test_evaluation_sees_every_image_once_and_training_shards_are_even():
     splits = build_datasets("digits", "unused")  # 360 test images, 1437 training images
-    args = cli.parse_args(["--num_workers", "0"])
+    config = training.TrainConfig.from_args(cli.parse_args(["--num_workers", "0"]))
     device = torch.device("cpu")
     for world_size in (2, 3):
         seen, train_lengths = [], set()
         for rank in range(world_size):
             ddp = Distributed(rank, world_size)
-            loader = training.make_loader(splits.test, 50, False, args, device, ddp)
+            loader = training.make_loader(splits.test, 50, False, config, device, ddp)
             seen += [int(i) for i in loader.sampler]
-            train = training.make_loader(splits.train, 64, True, args, device, ddp)
+            train = training.make_loader(splits.train, 64, True, config, device, ddp)
             train_lengths.add(len(train))
         assert sorted(seen) == list(range(360))
         assert len(train_lengths) == 1  # equal steps on every rank: no rank waits forever

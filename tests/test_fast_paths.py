@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import main
-from pruning import Pruner, PruningConfig
+from pruning import Periodic, Pruner
 from pruning.kernels import Kernels
 from pruning.select import lowest_k
 from utils.runtime import autocast, batchnorm_in_fp32
@@ -48,9 +48,13 @@ def train(
     """A few optimizer steps with a prune in the middle; returns the final pruner state and
     weights. `attach=False` leaves the pruner without the optimizer: it re-masks every step."""
     model = small_convnet().to(memory_format=memory_format)
-    config = PruningConfig(prune_criterion="flipout", prune_freq=1, epochs=3, noise=noise)
-    config.compile_kernels = mode
-    pruner = Pruner(model, config)
+    pruner = Pruner(
+        model,
+        "flipout",
+        Periodic(rate=0.5, every=1, epochs=3),
+        noise_scale=1.0 if noise else None,
+        compile_kernels=mode,
+    )
     optimizer = OPTIMIZERS[opt](model.parameters())
     if attach:
         pruner.attach_optimizer(optimizer)

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning import CRITERIA, Masks, Pruner, PruningConfig, build_criterion, prunable_parameters
+from cli import build_parser, build_pruner
+from pruning import CRITERIA, FlipOut, Masks, Periodic, Pruner, build_criterion, prunable_parameters
 from pruning.flips import PENDING_LIMIT, FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.noise import GradientNoise, single_threaded_pool
-from pruning.schedule import expected_sparsity, is_prune_epoch, prune_epochs
 from pruning.snip import connection_sensitivity
 from utils.errors import UserError
 
@@ -67,9 +67,13 @@ def linear_net(*weights) -> nn.Sequential:
 
 
 def make_pruner(model: nn.Module, **overrides) -> Pruner:
-    # prune_freq 1 and a far-away last epoch: end_of_epoch(e) prunes for any small e.
-    config = {"prune_freq": 1, "epochs": 1000, **overrides}
-    return Pruner(model, PruningConfig(**config))
+    """The Pruner main.py builds for these options (argparse destinations; defaults for the
+    rest). prune_freq 1 and a far-away last epoch: end_of_epoch(e) prunes for any small e."""
+    args = build_parser().parse_args([])
+    for dest, value in {"prune_freq": 1, "epochs": 1000, **overrides}.items():
+        assert hasattr(args, dest), dest
+        setattr(args, dest, value)
+    return build_pruner(args, model)
 
 
 def live_flags(pruner: Pruner) -> dict[str, list[bool]]:
@@ -351,7 +355,7 @@ def test_criteria_registry():
     expected = {"flipout", "global_magnitude", "magnitude", "none", "random", "snip", "threshold"}
     assert set(CRITERIA) == expected
     with pytest.raises(ValueError, match="flipout"):
-        build_criterion("lottery", PruningConfig())
+        build_criterion("lottery")
 
 
 def test_flipout_prunes_most_flipped_among_equal_magnitudes():
@@ -390,7 +394,7 @@ def test_flipout_ranks_globally_by_magnitude_power_over_flips(criterion, flipout
 
 
 def test_flipout_default_power_is_two():
-    assert PruningConfig().flipout_p == 2.0
+    assert FlipOut().p == 2.0
 
 
 # Layer A has tiny weights, layer B large ones.
@@ -534,7 +538,8 @@ def test_snip_hits_its_sparsity_and_leaves_the_model_untouched(sparsity, trainin
         assert torch.equal(b, buffers[name])
     assert model.training == training
 
-    event = pruner.before_training(model, iter(batches))
+    pruner.attach_data(batches)
+    event = pruner.before_training()
     assert pruner.masks.num_live == round((1 - sparsity) * total)
     assert event.live == pruner.masks.num_live and event.epoch == 0
     for name, b in model.named_buffers():
@@ -581,7 +586,8 @@ def test_snip_keeps_the_top_weights_by_gradient_times_weight():
     scores = connection_sensitivity(model, pruner.params, iter(batches[:2]), CPU)
     torch.testing.assert_close(scores["weight"], expected, rtol=1e-5, atol=1e-7)
 
-    pruner.before_training(model, iter(batches))  # snip_batches=2: the third is ignored
+    pruner.attach_data(batches)
+    pruner.before_training()  # snip_batches=2: the third is ignored
     assert pruner.masks.num_live == keep
     assert torch.equal(pruner.masks["weight"], top_mask(expected, keep))
 
@@ -589,7 +595,8 @@ def test_snip_keeps_the_top_weights_by_gradient_times_weight():
 def test_none_never_prunes_but_counts_flips():
     model = ConvBnNet()
     pruner = make_pruner(model, prune_criterion="none", prune_bias=True)
-    assert pruner.before_training(model, iter(snip_batches(1, (1, 6, 6)))) is None
+    pruner.attach_data(snip_batches(1, (1, 6, 6)))
+    assert pruner.before_training() is None
     assert all(pruner.end_of_epoch(e) is None for e in range(1, 50))
     assert pruner.masks.num_live == pruner.masks.num_total
     assert pruner.events == []
@@ -659,20 +666,25 @@ def test_ties_are_broken_by_position(criterion):
 SEED_TABLE = [(117, 75.00), (70, 93.75), (50, 98.44), (39, 99.61), (32, 99.90)]
 
 
+def prune_epochs(every: int, epochs: int, stop_at: int = -1) -> list[int]:
+    return Periodic(every=every, epochs=epochs, stop_at=stop_at).epochs_pruned()
+
+
 def test_prune_epoch_rules():
     assert prune_epochs(2, 6) == [2, 4]  # never after the last epoch
     assert prune_epochs(2, 7) == [2, 4, 6]
-    assert prune_epochs(2, 10, stop_pruning_at=6) == [2, 4]  # stop_pruning_at itself excluded
-    assert prune_epochs(2, 10, stop_pruning_at=7) == [2, 4, 6]
+    assert prune_epochs(2, 10, stop_at=6) == [2, 4]  # stop_pruning_at itself excluded
+    assert prune_epochs(2, 10, stop_at=7) == [2, 4, 6]
     assert prune_epochs(70, 350) == [70, 140, 210, 280]
-    assert not is_prune_epoch(350, 70, 350)
-    assert is_prune_epoch(280, 70, 350, stop_pruning_at=-1)
-    assert not is_prune_epoch(280, 70, 350, stop_pruning_at=280)
+    assert Periodic(every=70, epochs=350).step(350) is None
+    assert Periodic(every=70, epochs=350, stop_at=-1).step(280) is not None
+    assert Periodic(every=70, epochs=350, stop_at=280).step(280) is None
 
 
 @pytest.mark.parametrize(("prune_freq", "percent"), SEED_TABLE)
 def test_schedule_reproduces_seed_table(prune_freq, percent):
-    assert round(100 * expected_sparsity(0.5, prune_freq, 350), 2) == percent
+    schedule = Periodic(rate=0.5, every=prune_freq, epochs=350)
+    assert round(100 * schedule.final_sparsity(), 2) == percent
 
 
 def run_schedule(rate: float, prune_freq: int, stop_pruning_at: int = -1) -> Pruner:

@@ -141,13 +141,21 @@ PAYLOADS = {"dense": dense_payload, "torch_prune": torch_prune_payload, "sparse"
 # -- loading them back ----------------------------------------------------------------------
 
 
-def read_export(path: str | Path, fmt: str) -> dict:
+def read_torch_file(path: str | Path) -> object:
+    """What `torch.load` reads from `path` on the CPU without unpickling code, or a UserError
+    whose line starts with the path."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise UserError(f"{path}: no such file") from error
-    except Exception as error:  # truncated zip, foreign pickle: either way not an export
-        raise UserError(f"{path} is unreadable ({type(error).__name__})") from error
+    except Exception as error:  # truncated zip, foreign pickle: either way not a file of ours
+        raise UserError(
+            f"{path}: unreadable, truncated or not a file of tensors ({type(error).__name__})"
+        ) from error
+
+
+def read_export(path: str | Path, fmt: str) -> dict:
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
         raise UserError(f"{path} is not a {fmt} export of utils.export")
     return payload
@@ -174,23 +182,35 @@ def load_torch_prune(path: str | Path) -> nn.Module:
     return model.eval()
 
 
+def csr_to_dense(part: dict, values: torch.Tensor) -> torch.Tensor:
+    """A tensor of a sparse export's "sparse" part: `values` at its stored entries, zero
+    elsewhere, in the tensor's shape."""
+    shape = part["shape"]
+    size = (shape[0], math.prod(shape) // shape[0])
+    with quiet_csr():
+        # the invariant checks turn a damaged file into an error instead of a memory fault
+        csr = torch.sparse_csr_tensor(
+            part["crow_indices"], part["col_indices"], values, size, check_invariants=True
+        )
+        return csr.to_dense().reshape(shape)
+
+
+def sparse_state(payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A sparse export's state dict with dense tensors again, and the masks its CSR patterns
+    are (True at each stored entry). Only the tensors that lost weights are stored in CSR, so
+    only they have a mask; every weight of the others is live."""
+    state = dict(payload["dense"])
+    masks = {}
+    for name, part in payload["sparse"].items():
+        state[name] = csr_to_dense(part, part["values"])
+        masks[name] = csr_to_dense(part, torch.ones_like(part["values"], dtype=torch.bool))
+    return state, masks
+
+
 def load_sparse(path: str | Path) -> nn.Module:
     """The registry model of a `--to sparse` export with dense weights again, in eval mode."""
     payload = read_export(path, "sparse")
-    state = dict(payload["dense"])
-    for name, part in payload["sparse"].items():
-        shape = part["shape"]
-        size = (shape[0], math.prod(shape) // shape[0])
-        with quiet_csr():
-            # the invariant checks turn a damaged file into an error instead of a memory fault
-            csr = torch.sparse_csr_tensor(
-                part["crow_indices"],
-                part["col_indices"],
-                part["values"],
-                size,
-                check_invariants=True,
-            )
-            state[name] = csr.to_dense().reshape(shape)
+    state, _ = sparse_state(payload)
     model = build_model(**payload["spec"])
     model.load_state_dict(state)
     return model.eval()

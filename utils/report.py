@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
+from pruning.criteria import CRITERIA
 from utils.errors import OneLineParser, UserError
 from utils.io import write_atomic, write_text_atomic
 from utils.logging import epochs_logged
@@ -45,15 +46,6 @@ from utils.logging import epochs_logged
 PLOT_NAME = "accuracy_vs_sparsity.png"
 # runs of one method whose final sparsities (fractions) lie this close belong to one level
 SPARSITY_TOLERANCE = 0.0005
-CRITERION_LABELS = {
-    "flipout": "FlipOut",
-    "global_magnitude": "GlobalMagnitude",
-    "random": "Random",
-    "snip": "SNIP",
-    "magnitude": "Magnitude",
-    "threshold": "Threshold",
-    "none": "Dense",
-}
 HOYER_SQUARE = "Hoyer-Square"
 PAPER_ORDER = [
     "FlipOut",
@@ -152,7 +144,9 @@ def method_label(summary: dict) -> str:
     strength = compact_number(hoyer_lambda(summary))
     if is_hoyer_square(summary):
         return f"{HOYER_SQUARE} (λ={strength})"
-    label = CRITERION_LABELS.get(criterion, criterion)
+    # the criterion's class names its method; a criterion this version lacks keeps its own name
+    known = CRITERIA.get(criterion)
+    label = known.method_label(summary.get("options") or {}) if known else criterion
     if option(summary, "add_hs"):
         return f"{label} + HS (λ={strength})"
     return label
