@@ -63,6 +63,11 @@ def component_flags() -> list[tuple[str, dict]]:
     return [(flag, spec.argparse_kwargs()) for flag, spec in declared.items()]
 
 
+def field_flags(cls, fields) -> set[str]:
+    """The flags of the named fields of `cls`."""
+    return {spec.flag for name, spec in options_of(cls) if name in fields}
+
+
 def criterion_flags(name: str) -> set[str]:
     return {spec.flag for _, spec in options_of(CRITERIA[name])}
 
@@ -533,17 +538,26 @@ INERT_UNLESS = {
 
 def inert_component_flag(flag: str, args: argparse.Namespace) -> str | None:
     """Why a flag of a criterion or schedule changes nothing in this run, or None."""
+    criterion_class = CRITERIA[args.prune_criterion]
     owners = sorted(name for name in CRITERIA if flag in criterion_flags(name))
     if owners:
-        if args.prune_criterion in owners:
-            return None
-        return f"unless --prune_criterion {' or '.join(owners)}"
+        if args.prune_criterion not in owners:
+            return f"unless --prune_criterion {' or '.join(owners)}"
+        if args.schedule and flag in field_flags(criterion_class, criterion_class.schedule_fields):
+            return f"with --schedule {args.schedule}: it sets {args.prune_criterion}'s own schedule"
+        return None
     owners = sorted(name for name in SCHEDULES if flag in schedule_flags(name))
-    if not owners:
+    if not owners and flag != "schedule":
         return None
     criterion, schedule = build_pruning(args)
     if schedule is None:
         return f"with --prune_criterion {args.prune_criterion}, which does not prune"
+    if flag == "schedule":
+        return None
+    if args.schedule is None:
+        _, fields = criterion.default_schedule()
+        if flag in field_flags(type(schedule), fields):
+            return f"with --prune_criterion {args.prune_criterion} (its own options set it)"
     if schedule.name not in owners:
         return f"unless --schedule {' or '.join(owners)} (this run's is {schedule.name})"
     if flag == "prune_rate" and not criterion.ranks:
@@ -571,5 +585,4 @@ def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
     _, schedule = build_pruning(args)
     asked = schedule is not None and ({"schedule", *schedule_flags(schedule.name)} & set(given))
     if asked and not schedule.epochs_pruned():
-        why = f"--prune_freq {args.prune_freq}" if schedule.name == "periodic" else "its schedule"
-        warn(f"{why} with -e {args.epochs}: this run never prunes")
+        warn(f"--schedule {schedule.name} with -e {args.epochs}: this run never prunes")

@@ -44,18 +44,28 @@ class PruneInputs:
 class Criterion:
     """Base class. Subclasses are dataclasses; class attributes describe the method."""
 
-    label = ""  # its name in reports and plots
+    label = ""  # its name in reports and plots (default: the class's name)
+    schedule = "periodic"  # the schedule it runs on unless told otherwise
+    # its own options that only set up that default schedule (ignored with another --schedule)
+    schedule_fields: tuple[str, ...] = ()
     scope = "global"  # "global": one ranking over the network; "layer": one per tensor
     ranks = True  # False for a rule that decides by itself how many weights go (Threshold)
     prunes = True  # False for dense training
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.label:
+            cls.label = cls.__name__
 
     def __post_init__(self):
         check_fields(self)
 
     @classmethod
     def method_label(cls, options: dict) -> str:
-        """The method's name in a report, given the run's options."""
-        return cls.label
+        """The method's name in a report, given the run's options: its label, and the schedule
+        when it is not the criterion's own (runs on different schedules are other methods)."""
+        schedule = options.get("schedule")
+        return cls.label if schedule in (None, cls.schedule) else f"{cls.label} ({schedule})"
 
     def batches_needed(self) -> int:
         """Training batches `PruneInputs.batches` must hold at each prune."""
@@ -63,7 +73,7 @@ class Criterion:
 
     def default_schedule(self) -> tuple[str, dict]:
         """The schedule (registry name, fields) this criterion runs on unless told otherwise."""
-        return "periodic", {}
+        return self.schedule, {}
 
     def scores(self, inputs: PruneInputs) -> dict[str, torch.Tensor]:
         """Higher is more worth keeping; shaped like each tensor."""
@@ -183,6 +193,8 @@ class Snip(Criterion):
     )
 
     label = "SNIP"
+    schedule = "oneshot"
+    schedule_fields = ("sparsity",)
 
     def batches_needed(self):
         return self.batches
@@ -192,7 +204,7 @@ class Snip(Criterion):
             raise ValueError(
                 f"SNIP's default schedule needs {named(type(self), 'sparsity')} (e.g. 0.999)"
             )
-        return "oneshot", {"sparsity": self.sparsity, "epoch": 0}
+        return "oneshot", {"sparsity": self.sparsity}
 
     def scores(self, inputs):
         return connection_sensitivity(

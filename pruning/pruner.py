@@ -35,6 +35,7 @@ from pruning.mask import Masks, layer_table, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import NEVER, SCHEDULES, Schedule, Step
 from utils.distributed import Distributed
+from utils.options import Bounded
 
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
@@ -142,6 +143,7 @@ class Pruner:
         self.remask_weights = True
         self._hooks: list = []
         self.epoch = 1  # the epoch in progress, counted from 1
+        self._started = False  # whether before_training ran
         self.events: list[PruneEvent] = []
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
@@ -170,6 +172,7 @@ class Pruner:
 
     def before_training(self) -> PruneEvent | None:
         """Prune if the schedule prunes at epoch 0 (one-shot at initialisation)."""
+        self._started = True
         step = None if self.schedule is None else self.schedule.step(0)
         return None if step is None else self._prune(step, epoch=0)
 
@@ -209,6 +212,10 @@ class Pruner:
         """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
         then move on to the next epoch."""
         epoch = self.epoch if epoch is None else epoch
+        if epoch == 1 and not self._started and self.schedule and self.schedule.step(0):
+            raise RuntimeError(
+                "the schedule prunes before training: call pruner.before_training() first"
+            )
         self.epoch = epoch + 1
         step = None if self.schedule is None else self.schedule.step(epoch)
         return None if step is None else self._prune(step, epoch)
@@ -218,6 +225,12 @@ class Pruner:
         `rate` of the live ones, chosen by the criterion."""
         if (sparsity is None) == (rate is None):
             raise ValueError("prune takes either sparsity or rate")
+        if not (self.criterion.prunes and self.criterion.ranks):
+            raise ValueError(f"{self.criterion.label} cannot prune to a sparsity or a rate")
+        if sparsity is not None:
+            Bounded(float, low=0, below=1).check("sparsity", sparsity)
+        else:
+            Bounded(float, above=0, below=1).check("rate", rate)
         return self._prune(Step(rate=rate, sparsity=sparsity), self.epoch - 1)
 
     @torch.no_grad()

@@ -68,19 +68,34 @@ class Step:
 
     def layer_removals(self, counts: dict[str, tuple[int, int]]) -> dict[str, int]:
         """Per tensor (name -> (live, total)), how many of its live weights go. A rate applies
-        to each tensor alone; a sparsity is shared out so that every tensor keeps its share of
-        the weights kept overall, the rounding going to the largest remainders (ties to the
-        first), so that the overall count is exactly that of `keep`."""
+        to each tensor alone; a sparsity is shared out in proportion to the tensors' sizes (a
+        tensor already sparser than its share keeps what it has, and the others share the rest),
+        the rounding going to the largest remainders (ties to the first), so that the overall
+        count is exactly that of `keep`."""
         if self.rate is not None:
             return {name: int(self.rate * live) for name, (live, _) in counts.items()}
         total = sum(size for _, size in counts.values())
-        kept = round((1.0 - self.sparsity) * total)
-        shares = {name: kept * size / total for name, (_, size) in counts.items()}
-        keep = {name: int(share) for name, share in shares.items()}
-        by_remainder = sorted(shares, key=lambda name: shares[name] - keep[name], reverse=True)
-        for name in by_remainder[: kept - sum(keep.values())]:
-            keep[name] += 1
-        return {name: max(0, live - keep[name]) for name, (live, _) in counts.items()}
+        budget = min(round((1.0 - self.sparsity) * total), sum(n for n, _ in counts.values()))
+        keep: dict[str, int] = {}
+        open_layers = dict(counts)
+        # a layer already sparser than its share keeps what it has; the rest share the remainder
+        while open_layers:
+            size = sum(s for _, s in open_layers.values())
+            full = [n for n, (live, s) in open_layers.items() if budget * s / size >= live]
+            if not full:
+                break
+            for name in full:
+                keep[name] = open_layers.pop(name)[0]
+                budget -= keep[name]
+        if open_layers:
+            size = sum(s for _, s in open_layers.values())
+            shares = {name: budget * s / size for name, (_, s) in open_layers.items()}
+            floors = {name: int(share) for name, share in shares.items()}
+            by_remainder = sorted(shares, key=lambda n: shares[n] - floors[n], reverse=True)
+            for name in by_remainder[: budget - sum(floors.values())]:
+                floors[name] += 1
+            keep.update(floors)
+        return {name: live - keep[name] for name, (live, _) in counts.items()}
 
 
 class Schedule:

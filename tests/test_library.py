@@ -27,7 +27,7 @@ def test_readme_library_block_prunes_a_torchvision_resnet():
     exec(compile(code, "README.md", "exec"), namespace)
     pruner, model = namespace["pruner"], namespace["model"]
     assert type(model).__module__.startswith("torchvision")
-    # two prunes of half the live weights, to the weight
+    # two prunes of half the live weights, to the weight, none after the last epoch
     total = pruner.masks.num_total
     live = total - total // 2
     live -= live // 2

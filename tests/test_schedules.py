@@ -132,7 +132,7 @@ def test_gradual_run_from_the_command_line_ends_at_exactly_95_percent(tmp_path):
     assert [e["epoch"] for e in summary["prune_events"]] == [1, 2, 3]
     assert summary["schedule"]["name"] == "gradual"
     assert summary["criterion"] == {"name": "flipout", "label": "FlipOut", "flipout_p": 2.0}
-    assert summary["method"] == "FlipOut"
+    assert summary["method"] == "FlipOut (gradual)"  # another schedule, another method
 
 
 def test_help_lists_every_criterion_and_schedule_flag_with_its_default():
@@ -215,3 +215,25 @@ def test_a_criterion_receives_the_model_and_its_batches(monkeypatch):
     assert seen == [(model, 2, set(pruner.params))]
     with pytest.raises(ValueError, match="give the Pruner data="):
         Pruner(model, Probe(), OneShot(sparsity=0.5)).before_training()
+
+
+def test_layer_shares_stay_exact_when_a_layer_is_already_sparser():
+    counts = {"a": (10, 100), "b": (100, 100)}  # a at 90%, b dense; target 50% of 200
+    removals = Step(sparsity=0.5).layer_removals(counts)
+    assert removals == {"a": 0, "b": 10}
+
+
+def test_a_pruner_that_should_have_pruned_before_training_says_so():
+    pruner = Pruner(net(), "global_magnitude", OneShot(sparsity=0.5))
+    with pytest.raises(RuntimeError, match="before_training"):
+        pruner.end_of_epoch()
+
+
+def test_snip_options_and_schedule_flags_warn_when_the_other_decides(capsys):
+    parse_args(["--prune_criterion", "snip", "--snip_sparsity", "0.9", "--target_sparsity", "0.5"])
+    assert "--target_sparsity has no effect with --prune_criterion snip" in capsys.readouterr().err
+    parse_args(["--prune_criterion", "snip", "--snip_sparsity", "0.9", "--schedule", "oneshot",
+                "--target_sparsity", "0.5"])  # fmt: skip
+    assert "--snip_sparsity has no effect with --schedule oneshot" in capsys.readouterr().err
+    parse_args(["--prune_criterion", "none", "--schedule", "gradual"])
+    assert "--schedule has no effect with --prune_criterion none" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -79,7 +80,7 @@ class Bounded:
     def check(self, name: str, value) -> None:
         """ValueError naming `name` unless `value` is a number of this kind and in range."""
         wrong_kind = isinstance(value, bool) or not isinstance(
-            value, int if self.kind is int else (int, float)
+            value, numbers.Integral if self.kind is int else numbers.Real
         )
         if wrong_kind:
             noun = "an integer" if self.kind is int else "a number"
@@ -115,6 +116,8 @@ def option(flag: str, parse, default, help: str):
 
 def options_of(cls) -> Iterator[tuple[str, Option]]:
     """(field name, Option) for each field of the dataclass `cls` that is a flag."""
+    if not dataclasses.is_dataclass(cls):
+        return
     for field in dataclasses.fields(cls):
         if "option" in field.metadata:
             yield field.name, field.metadata["option"]
@@ -133,7 +136,8 @@ def check_fields(obj) -> None:
     """Check every numeric option of a dataclass instance with its own parser's bounds."""
     for name, spec in options_of(type(obj)):
         value = getattr(obj, name)
-        if isinstance(spec.parse, Bounded) and value is not None:
+        # None is a value only where it is the default ("not set")
+        if isinstance(spec.parse, Bounded) and not (value is None and spec.default is None):
             spec.parse.check(named(type(obj), name), value)
 
 
