@@ -26,6 +26,7 @@ if __name__ == "__main__":
     _signal.signal(_signal.SIGUSR2, _signal.SIG_IGN)
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -79,6 +80,7 @@ def log_prune(event, pruner: Pruner, logger: RunLogger, model, input_shape) -> N
     print(
         f"prune at epoch {event.epoch}: removed {event.pruned:,}, {event.live:,} of "
         f"{event.total:,} weights live, sparsity {event.sparsity:.4%}"
+        + ("" if event.rewound_to is None else f"; rewound to epoch {event.rewound_to}")
     )
     print(pruner.layer_table(layer_flops(model, input_shape, pruner.masks.masks)))
     for name, fraction in pruner.masks.layer_sparsity().items():
@@ -88,6 +90,39 @@ def log_prune(event, pruner: Pruner, logger: RunLogger, model, input_shape) -> N
     )
     for name in event.collapsed:
         warn(f"layer {name} has no live weights left (layer collapse)")
+
+
+def round_record(epoch: int, record: dict, pruner: Pruner) -> dict:
+    """A round that ended with epoch `epoch` (Rounds schedule): its accuracies, and the sparsity
+    it trained at, before the prune that ends it."""
+    event = next((e for e in pruner.events if e.epoch == epoch), None)
+    trained = record["sparsity"] if event is None else 1 - (event.live + event.pruned) / event.total
+    return {
+        "round": pruner.round_ends().index(epoch) + 1,
+        "last_epoch": epoch,
+        "test_acc": record.get("test_acc"),
+        "val_acc": record.get("val_acc"),
+        "sparsity": trained,
+    }
+
+
+def log_round(epoch: int, record: dict, pruner: Pruner, logger: RunLogger) -> None:
+    entry = round_record(epoch, record, pruner)
+    accuracy = "not evaluated" if entry["test_acc"] is None else f"{entry['test_acc']:.2f}%"
+    print(
+        f"round {entry['round']}/{len(pruner.round_ends())} ends: test accuracy {accuracy} at "
+        f"sparsity {entry['sparsity']:.4%}"
+    )
+    for key in ("test_acc", "val_acc", "sparsity"):
+        if entry[key] is not None:
+            logger.scalar(f"round/{key}", entry[key], entry["round"])
+
+
+def rounds_of(history: list[dict], pruner: Pruner) -> list[dict]:
+    """Every completed round, as round_record describes it."""
+    by_epoch = {record["epoch"]: record for record in history}
+    ends = [epoch for epoch in pruner.round_ends() if epoch in by_epoch]
+    return [round_record(epoch, by_epoch[epoch], pruner) for epoch in ends]
 
 
 def run(
@@ -152,6 +187,9 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
     if args.init_from is not None and checkpoint is None:
         initial_masks = init_from(args.init_from, model)
     pruner = build_pruner(args, model, sync=ddp)
+    # a schedule of rounds trains longer than -e, which is then the length of a round
+    total_epochs = pruner.total_epochs(args.epochs)
+    train_config = dataclasses.replace(train_config, epochs=total_epochs)
     if initial_masks is not None:
         try:
             pruner.adopt_masks(initial_masks)
@@ -195,7 +233,7 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
         "method": pruner.criterion.method_label(options),
         **pruner.summary(),
         "seed": args.seed,
-        "epochs": args.epochs,
+        "epochs": total_epochs,
         "comment": args.comment,
         "run_dir": str(run_dir),
         "run_id": logger.run_id if ddp.is_main else None,
@@ -233,7 +271,7 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
             if event is not None:
                 log_prune(event, pruner, logger, model, input_shape)
         ddp.agree_to_stop(stop)
-        for epoch in range(first_epoch, args.epochs + 1):
+        for epoch in range(first_epoch, total_epochs + 1):
             record, event = run_epoch(
                 epoch, net, model, train_loader, eval_loaders, optimizer, pruner, train_config,
                 device, ddp, stop,
@@ -259,7 +297,9 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
                     )
             history.append(record)
             logger.log_epoch(record)
-            print(format_epoch(record, args.epochs), flush=True)
+            print(format_epoch(record, total_epochs), flush=True)
+            if epoch in pruner.round_ends():
+                log_round(epoch, record, pruner, logger)
             if event is not None:
                 log_prune(event, pruner, logger, model, input_shape)
             ddp.agree_to_stop(stop)
@@ -303,6 +343,7 @@ def finish(summary, history, logger, pruner, model, input_shape, wall_before, se
         **flops_summary(model, input_shape, pruner.masks.masks),
         layer_sparsity=pruner.masks.layer_sparsity(),
         prune_events=[e.as_dict() for e in pruner.events],
+        **({"rounds": rounds_of(history, pruner)} if pruner.round_ends() else {}),
         collapsed_layers=pruner.collapsed_layers(),
         wall_seconds=wall_before + time.time() - session_start,
         processes=ddp.world_size,
@@ -553,7 +594,7 @@ def run_epoch(
     and the prune event, if any."""
     sparsity = pruner.sparsity
     reg_scale = 1.0 - sparsity if train_config.anneal_lambda else 1.0
-    lr = learning_rate(train_config, epoch, sparsity)
+    lr = learning_rate(train_config, pruner.training_epoch(epoch), sparsity)
     for group in optimizer.param_groups:
         group["lr"] = lr
         if train_config.reg_type == "wdecay":

@@ -15,9 +15,11 @@ what a criterion is given (PruneInputs).
 
 from pruning.criteria import (
     CRITERIA,
+    AtInitialisation,
     Criterion,
     FlipOut,
     GlobalMagnitude,
+    IterativeMagnitude,
     LayerMagnitude,
     NoPruning,
     PruneInputs,
@@ -26,17 +28,22 @@ from pruning.criteria import (
     Threshold,
     build_criterion,
 )
+from pruning.grasp import GraSP
 from pruning.mask import Masks, prunable_parameters
 from pruning.pruner import PruneEvent, Pruner
-from pruning.schedule import SCHEDULES, Gradual, OneShot, Periodic, Schedule, Step
+from pruning.schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
+from pruning.synflow import SynFlow
 
 __all__ = [
     "CRITERIA",
     "SCHEDULES",
+    "AtInitialisation",
     "Criterion",
     "FlipOut",
     "GlobalMagnitude",
+    "GraSP",
     "Gradual",
+    "IterativeMagnitude",
     "LayerMagnitude",
     "Masks",
     "NoPruning",
@@ -46,9 +53,11 @@ __all__ = [
     "PruneInputs",
     "Pruner",
     "Random",
+    "Rounds",
     "Schedule",
     "Snip",
     "Step",
+    "SynFlow",
     "Threshold",
     "build_criterion",
     "prunable_parameters",

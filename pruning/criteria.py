@@ -15,6 +15,7 @@ its own) and one line in CRITERIA.
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -60,11 +61,16 @@ class Criterion:
     def __post_init__(self):
         check_fields(self)
 
+    # methods of their own on another schedule: schedule -> their name in reports
+    schedule_labels: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def method_label(cls, options: dict) -> str:
         """The method's name in a report, given the run's options: its label, and the schedule
         when it is not the criterion's own (runs on different schedules are other methods)."""
         schedule = options.get("schedule")
+        if schedule in cls.schedule_labels:
+            return cls.schedule_labels[schedule]
         return cls.label if schedule in (None, cls.schedule) else f"{cls.label} ({schedule})"
 
     def batches_needed(self) -> int:
@@ -125,6 +131,7 @@ class GlobalMagnitude(Criterion):
     """|w| ranked across the network (Frankle & Carbin, 2019)."""
 
     label = "GlobalMagnitude"
+    schedule_labels: ClassVar[dict[str, str]] = {"gradual": "GMP (global)"}
 
     def scores(self, inputs):
         return {name: w.detach().abs() for name, w in inputs.params.items()}
@@ -136,6 +143,25 @@ class LayerMagnitude(GlobalMagnitude):
 
     label = "Magnitude"
     scope = "layer"
+    # Zhu & Gupta prune within each layer
+    schedule_labels: ClassVar[dict[str, str]] = {"gradual": "GMP"}
+
+
+@dataclass
+class IterativeMagnitude(GlobalMagnitude):
+    """Iterative magnitude pruning with rewinding, the lottery-ticket procedure (Frankle &
+    Carbin, 2019; Frankle et al., 2020): global magnitude on the Rounds schedule
+    (pruning/schedule.py), which rewinds the survivors after each prune."""
+
+    label = "IMP"
+    schedule = "rounds"
+    schedule_labels: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def method_label(cls, options: dict) -> str:
+        rewind = options.get("rewind_epoch") or 0
+        label = super().method_label(options)
+        return label if rewind == 0 or label != cls.label else f"IMP (rewind to epoch {rewind})"
 
 
 @dataclass
@@ -176,10 +202,41 @@ class Threshold(Criterion):
 
 
 @dataclass
-class Snip(Criterion):
+class AtInitialisation(Criterion):
+    """Base of the criteria that, by default, prune once at initialisation (before training) to
+    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP. On another schedule they score
+    afresh at each prune."""
+
+    init_sparsity: float | None = option(
+        "init_sparsity",
+        Bounded(float, low=0, below=1),
+        None,
+        "snip, synflow, grasp: the fraction of the weights they remove at initialisation, "
+        "before training (e.g. 0.99; required unless --schedule says otherwise)",
+    )
+
+    schedule = "oneshot"
+    schedule_fields: tuple[str, ...] = ("init_sparsity",)
+
+    def target(self) -> float | None:
+        """The sparsity of the default one-shot prune."""
+        return self.init_sparsity
+
+    def default_schedule(self):
+        target = self.target()
+        if target is None:
+            raise ValueError(
+                f"{self.label} prunes at initialisation to "
+                f"{named(type(self), 'init_sparsity')}, which is missing (e.g. 0.99)"
+            )
+        return "oneshot", {"sparsity": target}
+
+
+@dataclass
+class Snip(AtInitialisation):
     """Connection sensitivity |dL/dw * w| on a few training batches (Lee et al., 2019). By
-    default once, before training, to `sparsity`; on another schedule it scores afresh at each
-    prune."""
+    default once, before training, to `init_sparsity` (or the original's `sparsity`,
+    `--snip_sparsity`); on another schedule it scores afresh at each prune."""
 
     sparsity: float | None = option(
         "snip_sparsity",
@@ -193,18 +250,24 @@ class Snip(Criterion):
     )
 
     label = "SNIP"
-    schedule = "oneshot"
-    schedule_fields = ("sparsity",)
+    schedule_fields = ("init_sparsity", "sparsity")
 
     def batches_needed(self):
         return self.batches
 
-    def default_schedule(self):
-        if self.sparsity is None:
+    def target(self):
+        cls = type(self)
+        if None not in (self.init_sparsity, self.sparsity) and self.init_sparsity != self.sparsity:
             raise ValueError(
-                f"SNIP's default schedule needs {named(type(self), 'sparsity')} (e.g. 0.999)"
+                f"{named(cls, 'init_sparsity')} {self.init_sparsity:g} and "
+                f"{named(cls, 'sparsity')} {self.sparsity:g} disagree; give one"
             )
-        return "oneshot", {"sparsity": self.sparsity}
+        if self.init_sparsity is None and self.sparsity is None:
+            raise ValueError(
+                f"SNIP's default schedule needs {named(cls, 'init_sparsity')} or "
+                f"{named(cls, 'sparsity')} (e.g. 0.999)"
+            )
+        return self.sparsity if self.init_sparsity is None else self.init_sparsity
 
     def scores(self, inputs):
         return connection_sensitivity(
@@ -223,13 +286,20 @@ class NoPruning(Criterion):
         return {}
 
 
+# Criteria in files of their own subclass the classes above, so they are imported once these exist.
+from pruning.grasp import GraSP  # noqa: E402
+from pruning.synflow import SynFlow  # noqa: E402
+
 CRITERIA: dict[str, type[Criterion]] = {
     "flipout": FlipOut,
     "global_magnitude": GlobalMagnitude,
+    "grasp": GraSP,
+    "imp": IterativeMagnitude,
     "magnitude": LayerMagnitude,
     "none": NoPruning,
     "random": Random,
     "snip": Snip,
+    "synflow": SynFlow,
     "threshold": Threshold,
 }
 

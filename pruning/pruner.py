@@ -21,6 +21,7 @@ so the weights need no re-masking after the step. For any other optimizer, or wi
 after_step re-masks the weights as well, which costs one more pass over them.
 """
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,9 +51,11 @@ class PruneEvent:
     total: int
     sparsity: float
     collapsed: list[str]
+    rewound_to: int | None = None  # the epoch the survivors were rewound to, if they were
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        # rewound_to only where there was a rewind: other runs' summaries stay as they were
+        return {k: v for k, v in self.__dict__.items() if k != "rewound_to" or v is not None}
 
 
 def never_to_none(epoch: int | None) -> int | None:
@@ -144,6 +147,8 @@ class Pruner:
         self._hooks: list = []
         self.epoch = 1  # the epoch in progress, counted from 1
         self._started = False  # whether before_training ran
+        # weights and optimizer state at the schedule's rewind epoch, once reached
+        self.rewind_point: dict | None = None
         self.events: list[PruneEvent] = []
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
@@ -174,7 +179,9 @@ class Pruner:
         """Prune if the schedule prunes at epoch 0 (one-shot at initialisation)."""
         self._started = True
         step = None if self.schedule is None else self.schedule.step(0)
-        return None if step is None else self._prune(step, epoch=0)
+        event = None if step is None else self._prune(step, epoch=0)
+        self._remember_rewind_point(0)
+        return event
 
     def penalty(self, epoch: int | None = None) -> torch.Tensor | None:
         """The Hoyer-Square term to add to the loss in `epoch`, or None."""
@@ -212,13 +219,31 @@ class Pruner:
         """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
         then move on to the next epoch."""
         epoch = self.epoch if epoch is None else epoch
-        if epoch == 1 and not self._started and self.schedule and self.schedule.step(0):
+        needs_start = self.schedule is not None and (
+            self.schedule.step(0) is not None or self.schedule.rewind_epoch == 0
+        )
+        if epoch == 1 and not self._started and needs_start:
             raise RuntimeError(
-                "the schedule prunes before training: call pruner.before_training() first"
+                "the schedule prunes or remembers the weights before training: call "
+                "pruner.before_training() first"
             )
         self.epoch = epoch + 1
+        self._remember_rewind_point(epoch)
         step = None if self.schedule is None else self.schedule.step(epoch)
         return None if step is None else self._prune(step, epoch)
+
+    def total_epochs(self, epochs: int) -> int:
+        """How many epochs a run of `epochs` trains in all (more when its schedule has rounds)."""
+        total = None if self.schedule is None else self.schedule.total_epochs()
+        return epochs if total is None else total
+
+    def round_ends(self) -> list[int]:
+        """The epochs that end a round, when the schedule has rounds (else empty)."""
+        return [] if self.schedule is None else self.schedule.round_ends()
+
+    def training_epoch(self, epoch: int) -> int:
+        """The epoch of the learning-rate schedule that `epoch` trains as (see Rounds)."""
+        return epoch if self.schedule is None else self.schedule.training_epoch(epoch)
 
     def prune(self, sparsity: float | None = None, rate: float | None = None) -> PruneEvent:
         """Prune now, outside the schedule: down to `sparsity` of all prunable weights, or
@@ -285,7 +310,38 @@ class Pruner:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _prune(self, step: Step, epoch: int) -> PruneEvent:
-        return self._apply(self.criterion.select(self.prune_inputs(), step), epoch)
+        event = self._apply(self.criterion.select(self.prune_inputs(), step), epoch)
+        if step.rewind:
+            self._rewind()
+            event.rewound_to = self.schedule.rewind_epoch
+        return event
+
+    @torch.no_grad()
+    def _remember_rewind_point(self, epoch: int) -> None:
+        """At the schedule's rewind epoch, keep the weights (and buffers) and the optimizer's
+        state to go back to."""
+        if self.schedule is None or self.schedule.rewind_epoch != epoch:
+            return
+        self.rewind_point = {
+            "model": {name: t.detach().clone() for name, t in self.model.state_dict().items()},
+            "optimizer": None
+            if self.optimizer is None
+            else copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    @torch.no_grad()
+    def _rewind(self) -> None:
+        """Back to the rewind point, the pruned weights staying pruned; the flip counter reads
+        the rewound signs afresh, so that the rewind itself counts no flips."""
+        if self.rewind_point is None:
+            raise RuntimeError("rewinding before the rewind epoch was reached")
+        self.model.load_state_dict(self.rewind_point["model"])
+        if self.optimizer is not None and self.rewind_point["optimizer"] is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(self.rewind_point["optimizer"]))
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
+        self.sync.check_identical(self.state_tensors(), "after rewinding, weights or masks")
 
     def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
         live_before = self.masks.num_live
@@ -332,6 +388,7 @@ class Pruner:
             "random_generator": self.random_generator.get_state(),
             "noise_generator": None if self.noise is None else self.noise.get_state(),
             "epoch": self.epoch,
+            "rewind_point": self.rewind_point,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -345,6 +402,7 @@ class Pruner:
         if self.noise is not None and state["noise_generator"] is not None:
             self.noise.set_state(state["noise_generator"])
         self.epoch = state.get("epoch", self.epoch)
+        self.rewind_point = state.get("rewind_point")
 
     @property
     def sparsity(self) -> float:

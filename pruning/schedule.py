@@ -28,6 +28,13 @@ NEVER = -1  # the --stop_*_at value that means "never stop"
 
 EPOCH = Bounded(int, low=0, high=100_000)
 # options that several schedules share: one flag each, a fresh dataclass field per schedule
+PRUNE_RATE = partial(
+    option,
+    "prune_rate",
+    Bounded(float, above=0, below=1),
+    0.5,
+    "periodic and rounds: the fraction of the live weights each prune removes",
+)
 PRUNE_FREQ = partial(
     option,
     "prune_freq",
@@ -59,6 +66,7 @@ class Step:
 
     rate: float | None = None
     sparsity: float | None = None
+    rewind: bool = False  # after pruning, rewind the survivors (Rounds)
 
     def keep(self, live: int, total: int) -> int:
         """How many weights stay alive, of `total` with `live` alive now."""
@@ -105,6 +113,9 @@ class Schedule:
     name = ""
     # whether its steps aim at a sparsity (criteria that are not rankings cannot follow those)
     targets = True
+    # the epoch whose weights and optimizer state a rewinding step goes back to (0: the
+    # initialisation), None for schedules that never rewind
+    rewind_epoch: int | None = None
 
     def __post_init__(self):
         check_fields(self)
@@ -118,8 +129,22 @@ class Schedule:
 
     def epochs_pruned(self) -> list[int]:
         """Every epoch this schedule prunes after (0: before training)."""
-        last = self.epochs if self.epochs is not None else self.horizon()
+        total = self.total_epochs()
+        last = total if total is not None else self.horizon()
         return [e for e in range(0, last + 1) if self.step(e) is not None]
+
+    def total_epochs(self) -> int | None:
+        """How many epochs the whole run trains (more than `epochs` when it has rounds)."""
+        return self.epochs
+
+    def training_epoch(self, epoch: int) -> int:
+        """The epoch of the learning-rate schedule that epoch `epoch` of the run trains as (a
+        rewound round replays the epochs after the one it rewound to)."""
+        return epoch
+
+    def round_ends(self) -> list[int]:
+        """The epochs that end a round of training, for schedules made of rounds."""
+        return []
 
     def horizon(self) -> int:
         """How far to look for prunes when the length of training is not known."""
@@ -156,12 +181,7 @@ class Periodic(Schedule):
     """`rate` of the live weights after every `every`-th epoch, never after the last of
     `epochs` (None: training length unknown) nor from epoch `stop_at` on (-1 or None: never)."""
 
-    rate: float = option(
-        "prune_rate",
-        Bounded(float, above=0, below=1),
-        0.5,
-        "periodic: fraction of the live weights each prune removes",
-    )
+    rate: float = PRUNE_RATE()
     every: int = PRUNE_FREQ()
     stop_at: int | None = option(
         "stop_pruning_at",
@@ -301,8 +321,70 @@ class Gradual(Schedule):
         return f"{where} along a cubic curve ({steps})"
 
 
+@dataclass
+class Rounds(Schedule):
+    """Iterative pruning with rewinding, the lottery-ticket procedure (Frankle & Carbin, 2019;
+    Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", 2020): train
+    `epochs`, remove `rate` of the live weights, rewind the survivors, the optimizer's state and
+    the learning-rate schedule to where they were after epoch `rewind_epoch` (0: the
+    initialisation), and train again from there, for `rounds` rounds in all. Round 1 trains
+    `epochs` epochs, every later round `epochs - rewind_epoch`; the last round is not pruned."""
+
+    rate: float = PRUNE_RATE()
+    rounds: int = option(
+        "rounds",
+        Bounded(int, low=1, high=1000),
+        3,
+        "rounds: train-prune-rewind rounds, each of -e epochs (the later ones from "
+        "--rewind_epoch on); the last is not pruned",
+    )
+    rewind_epoch: int = option(
+        "rewind_epoch",
+        Bounded(int, low=0, high=100_000),
+        0,
+        "rounds: after each prune the surviving weights, the optimizer and the learning rate go "
+        "back to where they were after this epoch (0: the initialisation, as the original "
+        "lottery ticket)",
+    )
+    epochs: int | None = None
+
+    name = "rounds"
+    targets = False
+
+    def check(self) -> None:
+        cls = type(self)
+        if self.epochs is None:
+            raise ValueError("rounds need epochs, the length of each round")
+        if self.rewind_epoch >= self.epochs:
+            raise ValueError(
+                f"{named(cls, 'rewind_epoch')} {self.rewind_epoch} must be before the end of a "
+                f"round ({self.epochs} epochs)"
+            )
+
+    def round_ends(self) -> list[int]:
+        replay = self.epochs - self.rewind_epoch
+        return [self.epochs + r * replay for r in range(self.rounds)]
+
+    def total_epochs(self) -> int:
+        return self.round_ends()[-1]
+
+    def training_epoch(self, epoch: int) -> int:
+        if epoch <= self.epochs:
+            return epoch
+        replay = self.epochs - self.rewind_epoch
+        return self.rewind_epoch + (epoch - self.epochs - 1) % replay + 1
+
+    def step(self, epoch: int) -> Step | None:
+        return Step(rate=self.rate, rewind=True) if epoch in self.round_ends()[:-1] else None
+
+    def what(self, where: str) -> str:
+        to = "the initialisation" if self.rewind_epoch == 0 else f"epoch {self.rewind_epoch}"
+        return f"{self.rate:g} of the live weights {where} after each round, rewinding to {to}"
+
+
 SCHEDULES: dict[str, type[Schedule]] = {
     "gradual": Gradual,
     "oneshot": OneShot,
     "periodic": Periodic,
+    "rounds": Rounds,
 }

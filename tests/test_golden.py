@@ -7,8 +7,9 @@ code before the refactor produced for them on the CPU: every epoch's metrics, an
 final weights, masks and flip counts. A refactor that changes any schedule, score, tie-break,
 random stream or arithmetic shows up here as a changed digest.
 
-The values are this CPU's with the pinned PyTorch; another build of PyTorch or another CPU
-family can round differently. To record them again (only after an intended change of results):
+The values are this CPU's with the pinned PyTorch and its default thread count (two cores);
+another build of PyTorch, another CPU family or another number of threads (OMP_NUM_THREADS=1)
+can round differently. To record them again (only after an intended change of results):
 
     python -m tests.test_golden --record
 """

@@ -55,6 +55,12 @@ PAPER_ORDER = [
     HOYER_SQUARE,
     "Magnitude",
     "Threshold",
+    # the baselines that followed the paper
+    "IMP",
+    "SynFlow",
+    "GraSP",
+    "GMP",
+    "GMP (global)",
     "Dense",
 ]
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
@@ -159,6 +165,10 @@ def method_sort_key(summary: dict) -> tuple:
         return (PAPER_ORDER.index(HOYER_SQUARE), hoyer_lambda(summary), label)
     if label in PAPER_ORDER:
         return (PAPER_ORDER.index(label), 0.0, label)
+    # a variant ("IMP (rewind to epoch 1)", "FlipOut (gradual)") right after its method
+    base = label.split(" (")[0]
+    if base in PAPER_ORDER:
+        return (PAPER_ORDER.index(base), 0.5, label)
     return (len(PAPER_ORDER), 0.0, label)
 
 

@@ -55,10 +55,15 @@ def autocast(device: torch.device, enabled: bool):
 
 def batchnorm_in_fp32(model: nn.Module) -> None:
     """Make every BatchNorm layer compute in fp32 under autocast: its input is cast up, and the
-    next layer casts back down. Batch statistics of bf16 activations are too coarse."""
+    next layer casts back down. Batch statistics of bf16 activations are too coarse. A float64
+    input (SynFlow's scoring pass, pruning/synflow.py) stays float64."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(lambda _, args: (args[0].float(), *args[1:]))
+            module.register_forward_pre_hook(lambda _, args: (at_least_fp32(args[0]), *args[1:]))
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,120 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin, 2019; Frankle et al., 2020):
+the Rounds schedule, the rewind itself, the run's rounds in its summary, and resuming mid-round."""
+
+import json
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+import main
+from pruning import Pruner
+from pruning.schedule import Rounds
+from tests.test_cli import quick
+from utils.stop import Interrupted
+
+IMP = ["--prune_criterion", "imp", "--rounds", "3", "--rewind_epoch", "1", "-e", "3"]
+
+
+def test_rounds_replay_the_epochs_after_the_rewind_point():
+    rounds = Rounds(rate=0.2, rounds=3, rewind_epoch=1, epochs=3)
+    assert rounds.round_ends() == [3, 5, 7] and rounds.total_epochs() == 7
+    assert [rounds.training_epoch(e) for e in range(1, 8)] == [1, 2, 3, 2, 3, 2, 3]
+    assert rounds.epochs_pruned() == [3, 5]  # the last round is not pruned
+    assert rounds.final_sparsity() == pytest.approx(1 - 0.8**2)
+    with pytest.raises(ValueError, match="rewind_epoch 3 must be before the end of a round"):
+        Rounds(rewind_epoch=3, epochs=3)
+
+
+@pytest.mark.parametrize("rewind_epoch", [0, 1])
+def test_after_rewinding_the_live_weights_are_the_saved_early_weights(rewind_epoch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    schedule = Rounds(rate=0.5, rounds=2, rewind_epoch=rewind_epoch, epochs=3)
+    pruner = Pruner(model, "imp", schedule)
+    pruner.attach_optimizer(optimizer)
+    data = torch.randn(6, 16, 8), torch.randint(4, (6, 16))
+    pruner.before_training()
+    early = {name: p.detach().clone() for name, p in model.named_parameters()}
+    early_momentum = {}
+    for epoch in range(1, 4):
+        for inputs, targets in zip(*data, strict=True):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs), targets).backward()
+            pruner.after_backward(epoch)
+            optimizer.step()
+            pruner.after_step()
+        if epoch == rewind_epoch:
+            early = {name: p.detach().clone() for name, p in model.named_parameters()}
+            early_momentum = {
+                name: optimizer.state[p]["momentum_buffer"].clone()
+                for name, p in model.named_parameters()
+            }
+        event = pruner.end_of_epoch(epoch)
+    assert event.epoch == 3 and event.rewound_to == rewind_epoch
+    assert pruner.masks.num_live == pruner.masks.num_total // 2
+    for name, p in model.named_parameters():
+        mask = pruner.masks[name] if name in pruner.params else torch.ones_like(p, dtype=bool)
+        assert torch.equal(p.detach()[mask], early[name][mask]), name  # exactly, bit for bit
+        assert not p.detach()[~mask].any(), name  # pruned weights are zero
+        momentum = optimizer.state[p].get("momentum_buffer")
+        if rewind_epoch == 0:
+            assert momentum is None  # the optimizer as it was before the first step
+        else:
+            assert torch.equal(momentum[mask], early_momentum[name][mask]), name
+            assert not momentum[~mask].any(), name
+
+
+def summary_of(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def records(run_dir) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_imp_from_the_command_line_records_every_round(tmp_path, capsys):
+    argv = quick(tmp_path, *IMP, "--limit_batches", "3", "--use_scheduler", "--milestones", "2")
+    assert main.main([*argv, "--run_dir", str(tmp_path / "imp")]) == 0
+    summary = summary_of(tmp_path / "imp")
+    assert summary["method"] == "IMP (rewind to epoch 1)" and summary["epochs"] == 7
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]
+    assert [r["last_epoch"] for r in summary["rounds"]] == [3, 5, 7]
+    assert [r["sparsity"] for r in summary["rounds"]] == pytest.approx([0, 0.5, 0.75], abs=1e-5)
+    assert [e["rewound_to"] for e in summary["prune_events"]] == [1, 1]
+    # the learning-rate schedule is rewound too: epoch 3 of each round gets the milestone's drop
+    lrs = [r["lr"] for r in records(tmp_path / "imp")]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.1, 0.01, 0.1, 0.01])
+    out = capsys.readouterr().out
+    assert "round 2/3 ends" in out and "rewound to epoch 1" in out
+
+
+def test_imp_resumed_mid_round_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    argv = quick(tmp_path, *IMP, "--limit_batches", "3")
+    assert main.main([*argv, "--run_dir", str(tmp_path / "reference")]) == 0
+
+    real_run_epoch = main.run_epoch
+
+    def stop_at_epoch_5(epoch, *args, **kwargs):
+        if epoch == 5:  # in round 2, after the rewind at the end of epoch 3
+            raise Interrupted(signal.SIGTERM)
+        return real_run_epoch(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(main, "run_epoch", stop_at_epoch_5)
+    assert main.main([*argv, "--run_dir", str(tmp_path / "resumed")]) == 143
+    monkeypatch.setattr(main, "run_epoch", real_run_epoch)
+    assert main.main(["--resume", str(tmp_path / "resumed"), "--quiet"]) == 0
+
+    assert records(tmp_path / "resumed") == records(tmp_path / "reference")
+    ours = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=True)
+    for name, value in theirs["model"].items():
+        assert torch.equal(ours["model"][name], value), name
+    for name, value in theirs["pruner"]["rewind_point"]["model"].items():
+        assert torch.equal(ours["pruner"]["rewind_point"]["model"][name], value), name
+    assert (
+        summary_of(tmp_path / "resumed")["rounds"] == summary_of(tmp_path / "reference")["rounds"]
+    )
