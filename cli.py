@@ -19,6 +19,7 @@ from pathlib import Path
 from data import DATASETS
 from models import MODELS
 from pruning import CRITERIA, SCHEDULES, Pruner
+from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
 from utils.errors import OneLineParser, UserError
@@ -46,7 +47,6 @@ MAX_SECONDS = 10**6  # a timeout beyond which timedelta arithmetic overflows is 
 
 
 STRENGTH = Bounded(float, low=0, high=MAX_RATE)
-FRACTION = Bounded(float, above=0, below=1)  # an open interval: (0, 1)
 EPOCH_OR_NEVER = Bounded(int, low=1, high=MAX_EPOCHS, also=(NEVER,))
 COUNT = Bounded(int, low=1, high=MAX_BATCH)
 
@@ -63,17 +63,9 @@ def component_flags() -> list[tuple[str, dict]]:
     return [(flag, spec.argparse_kwargs()) for flag, spec in declared.items()]
 
 
-def field_flags(cls, fields) -> set[str]:
-    """The flags of the named fields of `cls`."""
-    return {spec.flag for name, spec in options_of(cls) if name in fields}
-
-
-def criterion_flags(name: str) -> set[str]:
-    return {spec.flag for _, spec in options_of(CRITERIA[name])}
-
-
-def schedule_flags(name: str) -> set[str]:
-    return {spec.flag for _, spec in options_of(SCHEDULES[name])}
+def flags_of(cls, fields=None) -> set[str]:
+    """The flags of a criterion's or schedule's options (only of `fields`, when given)."""
+    return {spec.flag for name, spec in options_of(cls) if fields is None or name in fields}
 
 
 def build_pruning(args: argparse.Namespace):
@@ -92,11 +84,10 @@ def build_pruning(args: argparse.Namespace):
             schedule = from_values(SCHEDULES[name], values, epochs=args.epochs, **fields)
         except ValueError as error:
             raise UserError(f"--schedule {name}: {error}") from None
-    if schedule.targets and not criterion.ranks:
-        raise UserError(
-            f"--prune_criterion {args.prune_criterion} removes every weight its rule names and "
-            f"cannot aim at a --target_sparsity: it runs on --schedule periodic, not {name}"
-        )
+        try:
+            check_pairing(criterion, schedule)
+        except ValueError as error:
+            raise UserError(f"--prune_criterion {args.prune_criterion}: {error}") from None
     return criterion, schedule
 
 
@@ -536,27 +527,26 @@ INERT_UNLESS = {
 }
 
 
-def inert_component_flag(flag: str, args: argparse.Namespace) -> str | None:
-    """Why a flag of a criterion or schedule changes nothing in this run, or None."""
-    criterion_class = CRITERIA[args.prune_criterion]
-    owners = sorted(name for name in CRITERIA if flag in criterion_flags(name))
+def inert_component_flag(flag: str, args: argparse.Namespace, criterion, schedule) -> str | None:
+    """Why a flag of a criterion or schedule changes nothing in this run (whose criterion and
+    schedule are given), or None."""
+    owners = sorted(name for name, cls in CRITERIA.items() if flag in flags_of(cls))
     if owners:
         if args.prune_criterion not in owners:
             return f"unless --prune_criterion {' or '.join(owners)}"
-        if args.schedule and flag in field_flags(criterion_class, criterion_class.schedule_fields):
+        if args.schedule and flag in flags_of(type(criterion), criterion.schedule_fields):
             return f"with --schedule {args.schedule}: it sets {args.prune_criterion}'s own schedule"
         return None
-    owners = sorted(name for name in SCHEDULES if flag in schedule_flags(name))
+    owners = sorted(name for name, cls in SCHEDULES.items() if flag in flags_of(cls))
     if not owners and flag != "schedule":
         return None
-    criterion, schedule = build_pruning(args)
     if schedule is None:
         return f"with --prune_criterion {args.prune_criterion}, which does not prune"
     if flag == "schedule":
         return None
     if args.schedule is None:
         _, fields = criterion.default_schedule()
-        if flag in field_flags(type(schedule), fields):
+        if flag in flags_of(type(schedule), fields):
             return f"with --prune_criterion {args.prune_criterion} (its own options set it)"
     if schedule.name not in owners:
         return f"unless --schedule {' or '.join(owners)} (this run's is {schedule.name})"
@@ -568,11 +558,12 @@ def inert_component_flag(flag: str, args: argparse.Namespace) -> str | None:
 def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
     """Warn about options that were given but change nothing in this run, and values that are
     allowed but almost certainly not meant."""
+    criterion, schedule = build_pruning(args)
     for dest in sorted(given):
         acts, condition = INERT_UNLESS.get(dest.rstrip("_"), (None, ""))
         if acts is not None and not acts(args):
             warn(f"--{dest.rstrip('_')} has no effect {condition}")
-        reason = inert_component_flag(dest, args)
+        reason = inert_component_flag(dest, args, criterion, schedule)
         if reason:
             warn(f"--{dest} has no effect {reason}")
     if args.use_scheduler and any(m >= args.epochs for m in args.milestones):
@@ -582,7 +573,6 @@ def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
         warn("--magnitude_threshold 0 prunes nothing")
     if args.noise and args.noise_scale_factor == 0:
         warn("--noise_scale_factor 0 adds no noise")
-    _, schedule = build_pruning(args)
-    asked = schedule is not None and ({"schedule", *schedule_flags(schedule.name)} & set(given))
+    asked = schedule is not None and ({"schedule", *flags_of(type(schedule))} & set(given))
     if asked and not schedule.epochs_pruned():
         warn(f"--schedule {schedule.name} with -e {args.epochs}: this run never prunes")

@@ -46,8 +46,8 @@ from models import build_model, check_input_size
 from pruning import Pruner
 from training import (
     Diverged,
+    LimitedBatches,
     TrainConfig,
-    batches,
     build_loaders,
     evaluate,
     learning_rate,
@@ -512,16 +512,6 @@ def restore(
             f"--resume {args.resume}: its {CHECKPOINT} does not fit this run: {first}"
         ) from error
     return list(checkpoint["history"]), checkpoint["wall_seconds"]
-
-
-class LimitedBatches:
-    """A loader's first `limit` batches (all with None), re-iterable like the loader."""
-
-    def __init__(self, loader, limit: int | None):
-        self.loader, self.limit = loader, limit
-
-    def __iter__(self):
-        return batches(self.loader, self.limit)
 
 
 def init_from(path: str, model: nn.Module) -> dict[str, torch.Tensor] | None:

@@ -265,6 +265,16 @@ def batches(loader: DataLoader, limit: int | None) -> Iterator:
         yield batch
 
 
+class LimitedBatches:
+    """A loader's first `limit` batches (all with None), re-iterable like the loader."""
+
+    def __init__(self, loader, limit: int | None):
+        self.loader, self.limit = loader, limit
+
+    def __iter__(self):
+        return batches(self.loader, self.limit)
+
+
 def progress(loader: DataLoader, config: TrainConfig, desc: str) -> tqdm:
     """The loader's batches (at most `limit_batches`) behind a progress bar; no bar when `quiet`
     or when stdout is not a terminal."""

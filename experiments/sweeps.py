@@ -75,6 +75,13 @@ def sparsity_ladder(model: str, dataset: str) -> Callable:
     return commands
 
 
+def digits_run(seed: int, logdir: str) -> list[str]:
+    """The demos' training: LeNet-300-100 on digits, 20 epochs of SGD at lr 0.05."""
+    return ["-m", "lenet300", "-d", "digits", "-e", "20", "-bs", "128", "-lr", "0.05",
+            "--opt", "sgd", "--momentum", "0.9", "--reg_type", "wdecay", "--lambda", "5e-4",
+            "--seed", str(seed), "--num_workers", "0", "--quiet", "--logdir", logdir]  # fmt: skip
+
+
 def digits_demo(seeds: Sequence[int]) -> list[list[str]]:
     """The paper's table in miniature on scikit-learn's digits (no download): LeNet-300-100, 20
     epochs, every method at 99.8% (Hoyer-Square about 99.5%), plus FlipOut and GlobalMagnitude at
@@ -82,10 +89,7 @@ def digits_demo(seeds: Sequence[int]) -> list[list[str]]:
     seed in eight diverge before the first prune (seeds 0-7 checked); at 0.05 none did."""
     grid = []
     for seed in seeds:
-        common = ["-m", "lenet300", "-d", "digits", "-e", "20", "-bs", "128", "-lr", "0.05",
-                  "--opt", "sgd", "--momentum", "0.9", "--reg_type", "wdecay", "--lambda", "5e-4",
-                  "--seed", str(seed), "--num_workers", "0", "--quiet",
-                  "--logdir", "demo"]  # fmt: skip
+        common = digits_run(seed, "demo")
         # 20 epochs, half of the live weights every 2 epochs: 9 prunes, 99.80% sparsity
         grid += [
             [*common, *FLIPOUT, "--prune_freq", "2", "--comment", f"flipout seed {seed}"],
@@ -127,10 +131,7 @@ def digits_baselines(seeds: Sequence[int]) -> list[list[str]]:
                "--prune_start", "0", "--prune_end", "14", "--prune_freq", "2"]  # fmt: skip
     grid = []
     for seed in seeds:
-        common = ["-m", "lenet300", "-d", "digits", "-e", "20", "-bs", "128", "-lr", "0.05",
-                  "--opt", "sgd", "--momentum", "0.9", "--reg_type", "wdecay", "--lambda", "5e-4",
-                  "--seed", str(seed), "--num_workers", "0", "--quiet",
-                  "--logdir", "baselines"]  # fmt: skip
+        common = digits_run(seed, "baselines")
         grid += [
             [*common, *FLIPOUT, "--prune_freq", "3", "--comment", f"flipout seed {seed}"],
             [*common, *GLOBAL_MAGNITUDE, "--prune_freq", "3",

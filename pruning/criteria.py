@@ -24,7 +24,7 @@ from pruning.mask import Masks
 from pruning.schedule import Step
 from pruning.select import prune_lowest_global, prune_lowest_per_layer
 from pruning.snip import connection_sensitivity
-from utils.options import Bounded, check_fields, describe_options, named, option
+from utils.options import SPARSITY, Bounded, check_fields, describe_options, named, option
 
 
 @dataclass
@@ -209,14 +209,14 @@ class AtInitialisation(Criterion):
 
     init_sparsity: float | None = option(
         "init_sparsity",
-        Bounded(float, low=0, below=1),
+        SPARSITY,
         None,
         "snip, synflow, grasp: the fraction of the weights they remove at initialisation, "
         "before training (e.g. 0.99; required unless --schedule says otherwise)",
     )
 
     schedule = "oneshot"
-    schedule_fields: tuple[str, ...] = ("init_sparsity",)
+    schedule_fields: ClassVar[tuple[str, ...]] = ("init_sparsity",)
 
     def target(self) -> float | None:
         """The sparsity of the default one-shot prune."""
@@ -240,7 +240,7 @@ class Snip(AtInitialisation):
 
     sparsity: float | None = option(
         "snip_sparsity",
-        Bounded(float, low=0, below=1),
+        SPARSITY,
         None,
         "fraction of weights SNIP removes before training (required with snip, unless "
         "--schedule says otherwise)",

@@ -36,7 +36,7 @@ from pruning.mask import Masks, layer_table, prunable_parameters
 from pruning.noise import GradientNoise
 from pruning.schedule import NEVER, SCHEDULES, Schedule, Step
 from utils.distributed import Distributed
-from utils.options import Bounded
+from utils.options import RATE, SPARSITY, flags_named
 
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
@@ -56,6 +56,17 @@ class PruneEvent:
     def as_dict(self) -> dict:
         # rewound_to only where there was a rewind: other runs' summaries stay as they were
         return {k: v for k, v in self.__dict__.items() if k != "rewound_to" or v is not None}
+
+
+def check_pairing(criterion: Criterion, schedule: Schedule | None) -> None:
+    """ValueError when `criterion` cannot run on `schedule`: a rule that is not a ranking
+    decides how many weights go and cannot aim at a sparsity."""
+    if schedule is not None and schedule.targets and not criterion.ranks:
+        periodic = "--schedule periodic" if flags_named() else "the periodic schedule"
+        raise ValueError(
+            f"{criterion.label} decides by itself which weights go and cannot aim at a "
+            f"sparsity; it runs on {periodic}, not {schedule.name}"
+        )
 
 
 def never_to_none(epoch: int | None) -> int | None:
@@ -102,11 +113,7 @@ class Pruner:
         elif schedule is None:
             name, fields = self.criterion.default_schedule()
             schedule = SCHEDULES[name](**fields)
-        if schedule is not None and schedule.targets and not self.criterion.ranks:
-            raise ValueError(
-                f"{self.criterion.label} decides by itself which weights go and cannot aim at a "
-                f"sparsity; it runs on the periodic schedule, not {schedule.name}"
-            )
+        check_pairing(self.criterion, schedule)
         self.schedule = schedule
         self.model = model
         self.data = data
@@ -253,9 +260,9 @@ class Pruner:
         if not (self.criterion.prunes and self.criterion.ranks):
             raise ValueError(f"{self.criterion.label} cannot prune to a sparsity or a rate")
         if sparsity is not None:
-            Bounded(float, low=0, below=1).check("sparsity", sparsity)
+            SPARSITY.check("sparsity", sparsity)
         else:
-            Bounded(float, above=0, below=1).check("rate", rate)
+            RATE.check("rate", rate)
         return self._prune(Step(rate=rate, sparsity=sparsity), self.epoch - 1)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ their sizes (largest remainders), so the total is exact there too.
 from dataclasses import dataclass
 from functools import partial
 
-from utils.options import Bounded, check_fields, describe_options, named, option
+from utils.options import RATE, SPARSITY, Bounded, check_fields, describe_options, named, option
 
 NEVER = -1  # the --stop_*_at value that means "never stop"
 
@@ -31,7 +31,7 @@ EPOCH = Bounded(int, low=0, high=100_000)
 PRUNE_RATE = partial(
     option,
     "prune_rate",
-    Bounded(float, above=0, below=1),
+    RATE,
     0.5,
     "periodic and rounds: the fraction of the live weights each prune removes",
 )
@@ -46,7 +46,7 @@ PRUNE_FREQ = partial(
 TARGET = partial(
     option,
     "target_sparsity",
-    Bounded(float, low=0, below=1),
+    SPARSITY,
     None,
     "oneshot and gradual: the fraction of prunable weights removed in the end (e.g. 0.95)",
 )
@@ -82,8 +82,8 @@ class Step:
         count is exactly that of `keep`."""
         if self.rate is not None:
             return {name: int(self.rate * live) for name, (live, _) in counts.items()}
-        total = sum(size for _, size in counts.values())
-        budget = min(round((1.0 - self.sparsity) * total), sum(n for n, _ in counts.values()))
+        live = sum(n for n, _ in counts.values())
+        budget = self.keep(live, sum(size for _, size in counts.values()))
         keep: dict[str, int] = {}
         open_layers = dict(counts)
         # a layer already sparser than its share keeps what it has; the rest share the remainder
@@ -265,7 +265,7 @@ class Gradual(Schedule):
     every: int = PRUNE_FREQ()
     initial_sparsity: float = option(
         "start_sparsity",
-        Bounded(float, low=0, below=1),
+        SPARSITY,
         0.0,
         "gradual: the sparsity its first prune reaches, at --prune_start (Zhu & Gupta's s_i)",
     )

@@ -3,14 +3,11 @@ torch.autograd.functional (not by double backward), the weights it removes again
 flow measured after removing each one, its exact sparsity, a model left as it was, sums over
 ranks under torchrun, and a run from the command line."""
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import main
 from pruning import Masks, PruneInputs, Pruner, prunable_parameters
 from pruning.grasp import GraSP
 
@@ -204,15 +201,3 @@ def test_options_are_checked():
         GraSP(init_sparsity=0.9, batches=0)
     with pytest.raises(ValueError, match="init_sparsity"):
         Pruner(ConvBnNet(), GraSP())
-
-
-def test_command_line_run_prunes_once_before_training(tmp_path):
-    run_dir = tmp_path / "r"
-    argv = ["-m", "lenet300", "-d", "digits", "-e", "2", "--limit_batches", "2",
-            "--num_workers", "0", "--quiet", "--prune_criterion", "grasp",
-            "--init_sparsity", "0.9", "--run_dir", str(run_dir)]  # fmt: skip
-    assert main.main(argv) == 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["final_sparsity"] == pytest.approx(0.9, abs=1e-6)
-    assert [event["epoch"] for event in summary["prune_events"]] == [0]
-    assert summary["method"] == "GraSP"

@@ -237,3 +237,17 @@ def test_snip_options_and_schedule_flags_warn_when_the_other_decides(capsys):
     assert "--snip_sparsity has no effect with --schedule oneshot" in capsys.readouterr().err
     parse_args(["--prune_criterion", "none", "--schedule", "gradual"])
     assert "--schedule has no effect with --prune_criterion none" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("criterion", "method"), [("snip", "SNIP"), ("synflow", "SynFlow"), ("grasp", "GraSP")]
+)
+def test_criteria_at_initialisation_prune_once_before_training(tmp_path, criterion, method):
+    run_dir = tmp_path / "r"
+    argv = quick(tmp_path, "-e", "2", "--limit_batches", "2", "--prune_criterion", criterion,
+                 "--init_sparsity", "0.9")  # fmt: skip
+    assert main.main([*argv, "--run_dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_sparsity"] == pytest.approx(0.9, abs=1e-6)
+    assert [event["epoch"] for event in summary["prune_events"]] == [0]
+    assert summary["method"] == method

@@ -2,13 +2,10 @@
 exact final sparsity in its iterative rounds with the model left as it was, the rounds avoiding
 the layer collapse of one-shot scoring, and a run from the command line."""
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
-import main
 from pruning import OneShot, Periodic, Pruner
 from pruning.schedule import Step
 from pruning.synflow import SynFlow
@@ -150,15 +147,3 @@ def test_scores_in_float64_under_mixed_precision_batchnorm():
     batchnorm_in_fp32(model)  # as main.py does with --amp
     pruner = pruner_for(model, SynFlow(init_sparsity=0.9, iterations=3), (3, 8, 8))
     assert pruner.before_training().live == round(0.1 * pruner.masks.num_total)
-
-
-def test_from_the_command_line(tmp_path):
-    run_dir = tmp_path / "r"
-    argv = ["-m", "lenet300", "-d", "digits", "-e", "2", "--limit_batches", "2",
-            "--num_workers", "0", "--quiet", "--prune_criterion", "synflow",
-            "--init_sparsity", "0.9", "--run_dir", str(run_dir)]  # fmt: skip
-    assert main.main(argv) == 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["final_sparsity"] == pytest.approx(0.9, abs=1e-6)
-    assert [event["epoch"] for event in summary["prune_events"]] == [0]
-    assert summary["method"] == "SynFlow"

@@ -20,6 +20,8 @@ from utils.errors import UserError
 # images is damaged, and a forward pass on them (utils.inspect counts FLOPs with one) could take
 # minutes and gigabytes
 MAX_IMAGE_SIZE = 1024
+# how many names a mismatch lists of each kind before "(and N more)"
+SHOWN = 3
 
 
 @dataclass
@@ -54,25 +56,36 @@ def meta_model(spec: dict) -> nn.Module:
         return build_model(**spec)
 
 
-def more(names: list[str]) -> str:
-    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+def shown(items: list[str], separator: str = ", ") -> str:
+    more = f" (and {len(items) - SHOWN} more)" if len(items) > SHOWN else ""
+    return separator.join(items[:SHOWN]) + more
 
 
-def shape_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
-    """How a state dict differs from the one a network expects, or "" when it fits."""
+def dims(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "a scalar"
+
+
+def names_mismatch(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], there: str = "here"
+) -> str:
+    """How the tensors `found` in the file differ from the `expected` ones (`there`) by name
+    and shape, at most SHOWN names of each kind; "" when they fit."""
     missing = [name for name in expected if name not in found]
-    if missing:
-        return f"{missing[0]!r} is missing{more(missing)}"
     unexpected = [name for name in found if name not in expected]
+    reshaped = [
+        f"shape of {name} is {dims(found[name])} in the file, {dims(tensor)} {there}"
+        for name, tensor in expected.items()
+        if name in found and found[name].shape != tensor.shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {shown(missing)}")
     if unexpected:
-        return f"{unexpected[0]!r} is not one of the network's tensors{more(unexpected)}"
-    for name, tensor in expected.items():
-        if found[name].shape != tensor.shape:
-            return (
-                f"{name!r} has shape {tuple(found[name].shape)} where the network's is "
-                f"{tuple(tensor.shape)}"
-            )
-    return ""
+        parts.append(f"unexpected {shown(unexpected)}")
+    if reshaped:
+        parts.append(shown(reshaped, "; "))
+    # a name with a line break in it must not break the line
+    return " ".join("; ".join(parts).split())
 
 
 def restore_model(path: Path, spec: dict, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -89,7 +102,7 @@ def restore_model(path: Path, spec: dict, state: dict[str, torch.Tensor]) -> nn.
         raise UserError(
             f"{path}: its model_spec {spec} is not a network: {reason(error)}"
         ) from error
-    mismatch = shape_mismatch(skeleton.state_dict(), state)
+    mismatch = names_mismatch(skeleton.state_dict(), state, there="by the model_spec")
     if mismatch:
         raise UserError(f"{path}: its weights do not fit its model_spec {spec}: {mismatch}")
     model = build_model(**spec).eval()

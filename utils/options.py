@@ -90,7 +90,9 @@ class Bounded:
             raise ValueError(f"{name} {problem}, got {value}")
 
 
-bounded = Bounded
+# fractions of the weights: a sparsity may be 0, a rate must remove something; neither reaches 1
+SPARSITY = Bounded(float, low=0, below=1)
+RATE = Bounded(float, above=0, below=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +125,16 @@ def options_of(cls) -> Iterator[tuple[str, Option]]:
             yield field.name, field.metadata["option"]
 
 
+def flags_named() -> bool:
+    """Whether messages name options by their flags (inside `by_flag`)."""
+    return _BY_FLAG.get()
+
+
 def named(cls, field: str) -> str:
     """How messages name `field` of `cls`: `--flag` when built from the command line, the
     keyword otherwise."""
     flags = dict(options_of(cls))
-    if _BY_FLAG.get() and field in flags:
+    if flags_named() and field in flags:
         return f"--{flags[field].flag}"
     return field
 

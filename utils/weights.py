@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.artifacts import meta_model, pruner_part, reason
+from utils.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
 from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
 from utils.errors import UserError
 from utils.export import read_torch_file, sparse_state
@@ -37,8 +37,6 @@ from utils.export import read_torch_file, sparse_state
 MODEL_FILE = "model.pt"
 # DataParallel and DistributedDataParallel name their module "module"
 WRAPPER_PREFIX = "module."
-# how many names a mismatch lists of each kind before "(and N more)"
-SHOWN = 3
 
 
 @dataclass
@@ -274,38 +272,6 @@ def checked_masks(
     return pruner_part(
         file, {"pruner": {"masks": masks}, "model_spec": described}, "masks", parameters
     )
-
-
-def shown(items: list[str], separator: str = ", ") -> str:
-    more = f" (and {len(items) - SHOWN} more)" if len(items) > SHOWN else ""
-    return separator.join(items[:SHOWN]) + more
-
-
-def dims(tensor: torch.Tensor) -> str:
-    return "x".join(map(str, tensor.shape)) or "a scalar"
-
-
-def names_mismatch(
-    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], there: str = "here"
-) -> str:
-    """How the tensors `found` in the file differ from the `expected` ones (`there`) by name
-    and shape, at most SHOWN names of each kind; "" when they fit."""
-    missing = [name for name in expected if name not in found]
-    unexpected = [name for name in found if name not in expected]
-    reshaped = [
-        f"shape of {name} is {dims(found[name])} in the file, {dims(tensor)} {there}"
-        for name, tensor in expected.items()
-        if name in found and found[name].shape != tensor.shape
-    ]
-    parts = []
-    if missing:
-        parts.append(f"missing {shown(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {shown(unexpected)}")
-    if reshaped:
-        parts.append(shown(reshaped, "; "))
-    # a name with a line break in it must not break the line
-    return " ".join("; ".join(parts).split())
 
 
 def held(spec: dict | None) -> str:
