@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data import DATASETS
 from models import MODELS
-from pruning import CRITERIA, SCHEDULES, Pruner
+from pruning import CRITERIA, NM, SCHEDULES, Pruner
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
@@ -76,6 +76,7 @@ def build_pruning(args: argparse.Namespace):
         try:
             criterion = from_values(CRITERIA[args.prune_criterion], values)
             if not criterion.prunes:
+                check_pairing(criterion, None, args.nm)
                 return criterion, None
             name, fields = (args.schedule, {}) if args.schedule else criterion.default_schedule()
         except ValueError as error:
@@ -85,31 +86,49 @@ def build_pruning(args: argparse.Namespace):
         except ValueError as error:
             raise UserError(f"--schedule {name}: {error}") from None
         try:
-            check_pairing(criterion, schedule)
+            check_pairing(criterion, schedule, args.nm)
         except ValueError as error:
             raise UserError(f"--prune_criterion {args.prune_criterion}: {error}") from None
     return criterion, schedule
 
 
 def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Pruner:
-    """The Pruner of a run: its criterion and schedule, noise and Hoyer-Square as the flags say."""
+    """The Pruner of a run: its criterion and schedule, noise, Hoyer-Square and N:M constraint
+    as the flags say. The Pruner checks its arguments against the model (an N:M that does not
+    divide a layer's inputs, an --nm_exclude that names no layer): a UserError here."""
     criterion, schedule = build_pruning(args)
-    return Pruner(
-        model,
-        criterion,
-        schedule,
-        data=data,
-        noise_scale=args.noise_scale_factor if args.noise else None,
-        noise_only_prunable=args.noise_only_prunable,
-        stop_noise_at=args.stop_noise_at,
-        hoyer_lambda=args.hoyer_lambda if args.add_hs else 0.0,
-        stop_hoyer_at=args.stop_hoyer_at,
-        prune_bias=args.prune_bias,
-        prune_bnorm=args.prune_bnorm,
-        seed=args.seed,
-        compile_kernels=args.compile_kernels,
-        sync=sync,
-    )
+    with by_flag():
+        try:
+            return Pruner(
+                model,
+                criterion,
+                schedule,
+                data=data,
+                noise_scale=args.noise_scale_factor if args.noise else None,
+                noise_only_prunable=args.noise_only_prunable,
+                stop_noise_at=args.stop_noise_at,
+                hoyer_lambda=args.hoyer_lambda if args.add_hs else 0.0,
+                stop_hoyer_at=args.stop_hoyer_at,
+                prune_bias=args.prune_bias,
+                prune_bnorm=args.prune_bnorm,
+                seed=args.seed,
+                compile_kernels=args.compile_kernels,
+                sync=sync,
+                nm=args.nm,
+                # without --nm it does nothing, as the warning about it says
+                nm_exclude=(args.nm_exclude or ()) if args.nm else (),
+            )
+        except ValueError as error:
+            raise UserError(str(error)) from None
+
+
+def nm_pattern(text: str) -> str:
+    """--nm's type: the constraint in its canonical spelling ("2:4"), so that config.json holds
+    a string that parses again on resume."""
+    try:
+        return str(NM.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -263,6 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, kwargs in component_flags():
         g.add_argument(f"--{flag}", **kwargs)
+    g.add_argument(
+        "--nm",
+        type=nm_pattern,
+        default=None,
+        metavar="N:M",
+        help="semi-structured sparsity: every prune also leaves at most N live weights in every "
+        "M consecutive ones along each layer's inputs (input channels at each kernel position "
+        "for convolutions), the criterion choosing which; 2:4 is what sparse tensor cores run "
+        "(default: off)",
+    )
+    g.add_argument(
+        "--nm_exclude",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="parameters (as named in the model, e.g. 0.weight) that --nm leaves unconstrained, "
+        "such as a first convolution with 3 input channels (default: none)",
+    )
     g.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
     g.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
     g.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
@@ -520,6 +557,7 @@ INERT_UNLESS = {
     "hoyer_lambda": (lambda a: a.add_hs, "without --add_hs"),
     "stop_hoyer_at": (lambda a: a.add_hs, "without --add_hs"),
     "val_size": (lambda a: a.val, "without --val or --evaluate_on_val"),
+    "nm_exclude": (lambda a: a.nm is not None, "without --nm"),
     "momentum": (
         lambda a: OPTIMIZERS[a.opt].takes_momentum,
         f"with --opt {', '.join(sorted(n for n, k in OPTIMIZERS.items() if not k.takes_momentum))}",

@@ -64,6 +64,7 @@ from utils.checkpoint import (
 )
 from utils.distributed import SETTLE_SECONDS, Distributed, describe_lost
 from utils.errors import EXIT_DIVERGED, PeerLost, RunBusy, StorageError, UserError
+from utils.compact import compact_summary
 from utils.flops import flops_summary, layer_flops
 from utils.io import write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
@@ -341,6 +342,7 @@ def finish(summary, history, logger, pruner, model, input_shape, wall_before, se
         epochs_completed=len(history),
         final_sparsity=pruner.sparsity,
         **flops_summary(model, input_shape, pruner.masks.masks),
+        compact=compact_summary(model, input_shape, pruner.masks.masks),
         layer_sparsity=pruner.masks.layer_sparsity(),
         prune_events=[e.as_dict() for e in pruner.events],
         **({"rounds": rounds_of(history, pruner)} if pruner.round_ends() else {}),

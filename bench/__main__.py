@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from bench import bookkeeping, epoch, pipeline, prune
+from bench import bookkeeping, epoch, inference, pipeline, prune
 from utils.io import write_text_atomic
 from utils.runtime import resolve_device
 
-SECTIONS = ("step", "prune", "pipeline", "epoch")
+SECTIONS = ("step", "prune", "pipeline", "epoch", "inference")
 # A full VGG-19 epoch takes a few seconds on a GPU and over ten minutes on a small CPU: there it
 # runs only when asked for (`--sections epoch`, with `--epoch_images` to shorten it).
 CPU_SECTIONS = ("step", "prune", "pipeline")
@@ -135,6 +135,40 @@ def epoch_table(result: dict) -> list[str]:
     ]
 
 
+def inference_table(results: dict) -> list[str]:
+    rows = [
+        "### 6. Inference of a pruned network: dense against its exports, on the CPU",
+        "",
+        f"Masks from a short real run: {inference.PRUNES} FlipOut prunes (with gradient noise) "
+        f"rising to the target, {inference.STEPS_BETWEEN} SGD steps of "
+        f"{inference.TRAIN_BATCH} synthetic CIFAR-10-shaped images before each "
+        "(bench/inference.py). *compact*: `--to compact`; *sparse*: `--to sparse_runtime`, "
+        "its kernels chosen by timing at the batch size of the row.",
+        "",
+        "| network | sparsity | parameters (dense -> compact) | conv/linear outputs | batch | "
+        "dense | compact | sparse | compact speed-up | sparse speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for (name, sparsity), row in results.items():
+        params, channels = row["params"], row["channels"]
+        for batch, times in row["times"].items():
+            sparse_layers, layers = row["sparse_layers"][batch]
+            rows.append(
+                f"| {name} | {sparsity:.1%} | {params[0]:,} -> {params[1]:,} | "
+                f"{channels[0]:,} -> {channels[1]:,} | {batch} | {ms(times['dense'])} | "
+                f"{ms(times['compact'])} | {ms(times['sparse'])} ({sparse_layers}/{layers} "
+                f"layers sparse) | **{times['dense'] / times['compact']:.1f}x** | "
+                f"**{times['dense'] / times['sparse']:.1f}x** |"
+            )
+        if row["input_independent"]:
+            notes.append(
+                f"{name} at {sparsity:.1%}: the short run left no path from the input to the "
+                "output, so the compact network is one constant; a full run keeps its paths."
+            )
+    return [*rows, "", *notes] if notes else rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
@@ -143,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         nargs="+",
         choices=SECTIONS,
-        help="(default: all on CUDA; all but epoch on the CPU)",
+        help="(default: all on CUDA; step, prune and pipeline on the CPU)",
     )
     parser.add_argument(
         "--epoch_images",
@@ -169,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "prune": lambda: prune_table(prune.run(device, repeats)),
         "pipeline": lambda: pipeline_table(pipeline.run(device, max(2, repeats // 2))),
         "epoch": lambda: epoch_table(epoch.run(device, args.epoch_images)),
+        "inference": lambda: inference_table(inference.run(device, repeats)),
     }
     tables = [sections[name] for name in SECTIONS if name in args.sections]
     if "step" in args.sections:

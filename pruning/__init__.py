@@ -10,7 +10,8 @@ model and training loop.
 
 The names below are the stable surface: the Pruner and its hooks, the criteria (registry
 CRITERIA, `--prune_criterion`), the schedules (registry SCHEDULES, `--schedule`), masks and
-what a criterion is given (PruneInputs).
+what a criterion is given (PruneInputs), and the N:M constraint that any ranking criterion
+obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
 
 from pruning.criteria import (
@@ -30,12 +31,14 @@ from pruning.criteria import (
 )
 from pruning.grasp import GraSP
 from pruning.mask import Masks, prunable_parameters
+from pruning.nm import NM
 from pruning.pruner import PruneEvent, Pruner
 from pruning.schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
 from pruning.synflow import SynFlow
 
 __all__ = [
     "CRITERIA",
+    "NM",
     "SCHEDULES",
     "AtInitialisation",
     "Criterion",

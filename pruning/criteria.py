@@ -10,6 +10,10 @@ is also a flag of main.py, which cli.py adds from here. What a criterion needs i
 `PruneInputs`: weights, masks, flip counts, a seeded generator, and, if `batches_needed` says
 so, the model and that many training batches. Adding a method is one class here (or in a file of
 its own) and one line in CRITERIA.
+
+An N:M constraint (pruning/nm.py) needs nothing of a ranking criterion: `select` adds the
+weights the constraint forces out (`PruneInputs.forced`) to those its scores choose. A criterion
+that overrides `select` and ranks must pass `forced` to its selection in turn (SynFlow does).
 """
 
 import itertools
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from pruning.mask import Masks
+from pruning.nm import NM
 from pruning.schedule import Step
 from pruning.select import prune_lowest_global, prune_lowest_per_layer
 from pruning.snip import connection_sensitivity
@@ -40,6 +45,17 @@ class PruneInputs:
     device: torch.device
     # sums a tensor over the ranks under torchrun (identity alone), for gradient-based scores
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
+    nm: NM | None = None  # at most N live of every M consecutive weights (pruning/nm.py)
+    nm_exclude: frozenset[str] = frozenset()  # the tensors `nm` leaves alone
+
+    def forced(
+        self, scores: dict[str, torch.Tensor], masks: Masks | None = None
+    ) -> dict[str, torch.Tensor] | None:
+        """The live weights of `masks` (default: the pruner's) that must go whatever the step,
+        for the N:M constraint to hold given `scores`; None without one."""
+        if self.nm is None:
+            return None
+        return self.nm.excess(scores, self.masks if masks is None else masks, self.nm_exclude)
 
 
 class Criterion:
@@ -66,8 +82,15 @@ class Criterion:
 
     @classmethod
     def method_label(cls, options: dict) -> str:
-        """The method's name in a report, given the run's options: its label, and the schedule
-        when it is not the criterion's own (runs on different schedules are other methods)."""
+        """The method's name in a report, given the run's options: its `variant_label`, and the
+        N:M constraint when there is one ("FlipOut 2:4": a constrained run is another method)."""
+        label = cls.variant_label(options)
+        return f"{label} {options['nm']}" if options.get("nm") else label
+
+    @classmethod
+    def variant_label(cls, options: dict) -> str:
+        """Its label, and the schedule when it is not the criterion's own (runs on different
+        schedules are other methods)."""
         schedule = options.get("schedule")
         if schedule in cls.schedule_labels:
             return cls.schedule_labels[schedule]
@@ -86,13 +109,15 @@ class Criterion:
         raise NotImplementedError
 
     def select(self, inputs: PruneInputs, step: Step) -> dict[str, torch.Tensor]:
-        """name -> bool tensor of the live weights to remove now."""
+        """name -> bool tensor of the live weights to remove now: the step's count of the
+        lowest-scoring, and any the N:M constraint forces out (they count first)."""
         scores = self.scores(inputs)
-        masks = inputs.masks
+        masks, forced = inputs.masks, inputs.forced(scores)
         if self.scope == "layer":
-            return prune_lowest_per_layer(scores, masks, step.layer_removals(masks.live_counts()))
+            counts = step.layer_removals(masks.live_counts())
+            return prune_lowest_per_layer(scores, masks, counts, forced)
         live = masks.num_live
-        return prune_lowest_global(scores, masks, live - step.keep(live, masks.num_total))
+        return prune_lowest_global(scores, masks, live - step.keep(live, masks.num_total), forced)
 
     def where(self) -> str:
         return "in each layer" if self.scope == "layer" else "across the network"
@@ -158,9 +183,9 @@ class IterativeMagnitude(GlobalMagnitude):
     schedule_labels: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def method_label(cls, options: dict) -> str:
+    def variant_label(cls, options: dict) -> str:
         rewind = options.get("rewind_epoch") or 0
-        label = super().method_label(options)
+        label = super().variant_label(options)
         return label if rewind == 0 or label != cls.label else f"IMP (rewind to epoch {rewind})"
 
 

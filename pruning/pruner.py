@@ -12,7 +12,9 @@ schedule, gradient noise and the Hoyer-Square penalty behind five calls.
 so the loop has no per-criterion branches. `attach_optimizer(optimizer, step_hooks=True)` runs
 after_backward and after_step from inside `optimizer.step()`, which leaves an existing loop
 unchanged but for end_of_epoch. The hooks count epochs themselves (end_of_epoch moves on to
-the next); a loop that knows its epoch may pass it, as main.py does.
+the next); a loop that knows its epoch may pass it, as main.py does. `Pruner(..., nm="2:4")`
+makes any ranking criterion keep at most 2 of every 4 consecutive weights along each layer's
+inputs (pruning/nm.py).
 
 How pruned weights stay exactly zero: their gradients are masked before every step, and when they
 are pruned, the optimizer's per-weight state (momentum, Adam's moments) is zeroed with them. SGD,
@@ -33,6 +35,7 @@ from pruning.flips import FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.mask import Masks, layer_table, prunable_parameters
+from pruning.nm import NM, spelled
 from pruning.noise import GradientNoise
 from pruning.schedule import NEVER, SCHEDULES, Schedule, Step
 from utils.distributed import Distributed
@@ -58,14 +61,23 @@ class PruneEvent:
         return {k: v for k, v in self.__dict__.items() if k != "rewound_to" or v is not None}
 
 
-def check_pairing(criterion: Criterion, schedule: Schedule | None) -> None:
-    """ValueError when `criterion` cannot run on `schedule`: a rule that is not a ranking
-    decides how many weights go and cannot aim at a sparsity."""
+def check_pairing(
+    criterion: Criterion, schedule: Schedule | None, nm: NM | str | None = None
+) -> None:
+    """ValueError when `criterion` cannot run on `schedule`, or under the N:M constraint `nm`:
+    a rule that is not a ranking decides how many weights go and cannot aim at a sparsity, nor
+    say which N of every M weights are the best."""
     if schedule is not None and schedule.targets and not criterion.ranks:
         periodic = "--schedule periodic" if flags_named() else "the periodic schedule"
         raise ValueError(
             f"{criterion.label} decides by itself which weights go and cannot aim at a "
             f"sparsity; it runs on {periodic}, not {schedule.name}"
+        )
+    if nm is not None and not (criterion.prunes and criterion.ranks):
+        what = "decides by itself which weights go" if criterion.prunes else "prunes nothing"
+        raise ValueError(
+            f"{criterion.label} {what}: {spelled('nm')} {nm} needs a criterion that ranks the "
+            "weights, to keep the best N of every M"
         )
 
 
@@ -87,6 +99,14 @@ class Pruner:
     "on" or "off" (pruning/kernels.py); `sync`, the process group under torchrun
     (utils.distributed.Distributed): gradient scores are summed over ranks, and every prune
     checks that all ranks hold the same state.
+
+    `nm`, an N:M constraint (pruning/nm.py, "2:4" or NM(2, 4)): every prune also removes, in
+    each group of M consecutive weights along a layer's inputs, the live ones beyond the N that
+    the criterion ranks highest, so that at most N stay live; a prune that removes at least that
+    many anyway keeps its exact sparsity. `nm_exclude` names the tensors it leaves alone (a first
+    convolution with 3 input channels); 1-D tensors (biases, BatchNorm scales) are never
+    constrained. The constraint holds from the first prune on: masks given to `adopt_masks` or
+    loaded from a checkpoint are taken as they are.
     """
 
     def __init__(
@@ -106,6 +126,8 @@ class Pruner:
         seed: int = 0,
         compile_kernels: str = "auto",
         sync: Distributed | None = None,
+        nm: NM | str | None = None,
+        nm_exclude: Iterable[str] = (),
     ):
         self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
         if not self.criterion.prunes:
@@ -113,7 +135,8 @@ class Pruner:
         elif schedule is None:
             name, fields = self.criterion.default_schedule()
             schedule = SCHEDULES[name](**fields)
-        check_pairing(self.criterion, schedule)
+        self.nm = NM.parse(nm) if isinstance(nm, str) else nm
+        check_pairing(self.criterion, schedule, self.nm)
         self.schedule = schedule
         self.model = model
         self.data = data
@@ -123,6 +146,15 @@ class Pruner:
             raise ValueError(
                 f"{type(model).__name__} has no conv or linear layers (nn.Conv2d, nn.Linear): "
                 "nothing to prune"
+            )
+        # one name alone is a name, not the characters of one
+        self.nm_exclude = (nm_exclude,) if isinstance(nm_exclude, str) else tuple(nm_exclude)
+        if self.nm is not None:
+            self.nm.check(self.params, self.nm_exclude)
+        elif self.nm_exclude:
+            raise ValueError(
+                f"{spelled('nm_exclude')} leaves tensors out of an N:M constraint, but there is "
+                f"none ({spelled('nm')} is not given)"
             )
         self.masks = Masks(self.params)
         self.device = next(iter(self.params.values())).device
@@ -299,25 +331,41 @@ class Pruner:
             batches=first_batches(self.data, needed) if needed else [],
             device=self.device,
             all_reduce_sum=self.sync.all_reduce_sum,
+            nm=self.nm,
+            nm_exclude=frozenset(self.nm_exclude),
         )
 
     def describe(self) -> str:
         """When and how this pruner prunes, in one line."""
         if self.schedule is None:
             return "no pruning"
-        return self.schedule.describe(self.criterion.where(), self.criterion.ranks)
+        line = self.schedule.describe(self.criterion.where(), self.criterion.ranks)
+        if self.nm is None:
+            return line
+        left_out = f", not in {', '.join(self.nm_exclude)}" if self.nm_exclude else ""
+        return (
+            f"{line}; at most {self.nm.n} of every {self.nm.m} consecutive weights along each "
+            f"layer's inputs stay live ({self.nm}{left_out})"
+        )
 
     def summary(self) -> dict:
-        """The criterion and schedule with their options, for a run's summary."""
+        """The criterion and schedule with their options, and the N:M constraint where there is
+        one, for a run's summary."""
+        # nm only where there is one: other runs' summaries stay as they were
+        constraint = {"nm": str(self.nm), "nm_exclude": list(self.nm_exclude)} if self.nm else {}
         return {
             "criterion": self.criterion.summary(),
             "schedule": None if self.schedule is None else self.schedule.summary(),
+            **constraint,
         }
 
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _prune(self, step: Step, epoch: int) -> PruneEvent:
-        event = self._apply(self.criterion.select(self.prune_inputs(), step), epoch)
+        remove = self.criterion.select(self.prune_inputs(), step)
+        if self.nm is not None:
+            self._check_constraint(remove)
+        event = self._apply(remove, epoch)
         if step.rewind:
             self._rewind()
             event.rewound_to = self.schedule.rewind_epoch
@@ -349,6 +397,16 @@ class Pruner:
         self.flips.forget_pruned(self.masks)
         self._clear_optimizer_state()
         self.sync.check_identical(self.state_tensors(), "after rewinding, weights or masks")
+
+    def _check_constraint(self, remove: dict[str, torch.Tensor]) -> None:
+        """RuntimeError, before anything changes, when removing `remove` would leave more than
+        N of M live: a criterion with a `select` of its own that ignores the constraint."""
+        kept = {name: m & ~remove[name] if name in remove else m for name, m in self.masks.items()}
+        if not self.nm.satisfied(kept, self.nm_exclude):
+            raise RuntimeError(
+                f"{self.criterion.label} chose weights that leave more than {self.nm} live: its "
+                "select must pass PruneInputs.forced to the selection, as Criterion.select does"
+            )
 
     def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
         live_before = self.masks.num_live

@@ -29,6 +29,8 @@ and `Pruner._global_mask`, `prune.py` `prune_loop`), on purpose:
 - From a network that is already sparse (another schedule, a second prune), the rounds go
   geometrically from the live count to the target: live * (keep / live)^(k/n) after round k. From
   a dense network that is the authors' exponential schedule, density^(k/n) of all weights.
+- Under an N:M constraint (pruning/nm.py) the first round also removes what the constraint
+  forces, on that round's scores; the later rounds then only have the rest of the way to go.
 
 Under torchrun every rank computes the same scores from the same weights and the same input (no
 data is involved), so no all-reduce is needed; cuDNN runs deterministically while scoring so that
@@ -148,7 +150,8 @@ class SynFlow(AtInitialisation):
         masks, model = inputs.masks, inputs.model
         live = masks.num_live
         keep = step.keep(live, masks.num_total)
-        if keep >= live:
+        # an N:M constraint may force weights out even when the step keeps them all
+        if live == 0 or (keep >= live and inputs.nm is None):
             return {}
         # the rounds prune a copy of the masks; the pruner applies the difference
         kept = Masks(inputs.params)
@@ -163,13 +166,15 @@ class SynFlow(AtInitialisation):
                     if round_ == self.iterations
                     else round(live * (keep / live) ** (round_ / self.iterations))
                 )
-                if target >= kept_live:
+                # the first round also removes what an N:M constraint forces, none left after
+                if target >= kept_live and (round_ > 1 or inputs.nm is None):
                     continue
-                scores = synaptic_flow(model, absolute, inputs.params, kept, ones)
-                chosen = prune_lowest_global(fit_float32(scores), kept, kept_live - target)
+                scores = fit_float32(synaptic_flow(model, absolute, inputs.params, kept, ones))
+                forced = inputs.forced(scores, kept)
+                chosen = prune_lowest_global(scores, kept, kept_live - target, forced)
                 for name, remove in chosen.items():
                     kept.prune(name, remove)
-                kept_live = target
+                kept_live = target if forced is None else kept.num_live
         return {name: masks[name] & ~kept[name] for name in masks}
 
 

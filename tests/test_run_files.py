@@ -319,7 +319,8 @@ def test_a_damaged_run_file_is_reported_or_one_error_line(
         assert "\n| run | " in out and "no summary.json" in out
 
     outcomes = [run_tool(capsys, inspect_tool.main, run)]
-    for fmt in export.FORMATS:
+    # (semi_structured refuses this run whatever its files: it was not pruned 2:4)
+    for fmt in [f for f in export.FORMATS if f != "semi_structured"]:
         outcomes.append(run_tool(capsys, export.main, run, "--to", fmt, tmp_path / f"{fmt}.pt"))
     for code, out, err in outcomes:
         assert code in tool_codes, err

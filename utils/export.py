@@ -1,11 +1,34 @@
-"""Export a pruned run's network for use outside this repository, in one of three formats.
+"""Export a pruned run's network for use outside this repository.
 
-    python -m utils.export RUN_DIR --to dense OUT         # plain state dict, pruned weights zero
-    python -m utils.export RUN_DIR --to torch_prune OUT   # torch.nn.utils.prune's _orig / _mask
-    python -m utils.export RUN_DIR --to sparse OUT        # pruned tensors in CSR: a smaller file
+    python -m utils.export RUN_DIR --to compact OUT          # a smaller dense network: runs faster
+    python -m utils.export RUN_DIR --to sparse_runtime OUT   # compact, then sparse CPU kernels
+    python -m utils.export RUN_DIR --to semi_structured OUT  # 2:4 linear layers for CUDA
+    python -m utils.export RUN_DIR --to dense OUT            # plain state dict, pruned weights zero
+    python -m utils.export RUN_DIR --to torch_prune OUT      # torch.nn.utils.prune's _orig / _mask
+    python -m utils.export RUN_DIR --to sparse OUT           # pruned tensors in CSR: a smaller file
 
-Every file is a dict that `torch.load(OUT, weights_only=True)` reads. Its "spec" rebuilds the
-architecture with this repository's registry, `models.build_model(**spec)`; then:
+One call loads any of them as a ready network in eval mode, on the CPU or `device`:
+
+    from utils.export import load
+    model = load(OUT)                  # or load(OUT, device="cuda")
+
+compact: the network with every channel that pruning made useless cut out and its constant
+folded into the next layer (utils/compact.py), a torch.fx GraphModule of plain torch.nn modules.
+It needs no code of this repository: `model = torch.load(OUT, weights_only=False)` (a pickled
+module, so load only files you trust). Where a constant was folded through a zero-padded
+convolution, it is exact at the run's image size only; `model.export_info` says which.
+
+sparse_runtime: the compact network, with each conv and linear layer that runs faster as a
+sparse (CSR) product on the CPU replaced by one (utils/sparse_runtime.py), chosen by timing
+both at `--batch` images. Loading it needs utils/sparse_runtime.py importable.
+
+semi_structured: {"format", "spec", "state_dict", "layers"}: the masked network, and the linear
+layers whose weights keep at most 2 of every 4 consecutive inputs (a run pruned with --nm 2:4).
+Loaded on CUDA, those layers run as `torch.sparse.to_sparse_semi_structured` tensors in float16
+(the precision NVIDIA's 2:4 sparse tensor cores take); on the CPU it is the masked network.
+
+The three formats below are dicts that `torch.load(OUT, weights_only=True)` reads. Their "spec"
+rebuilds the architecture with this repository's registry, `models.build_model(**spec)`; then:
 
 dense: {"spec", "state_dict"}, the network's state dict with every pruned weight exactly zero.
 
@@ -44,9 +67,9 @@ index, so a tensor pays off in CSR only above about 50% sparsity.
     model.load_state_dict(state)
 
 `load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
-eval mode. Run the tool as `python -m utils.export` from the repository root, not as
-`python utils/export.py`: that would put utils/ on sys.path, where utils/inspect.py would shadow
-the standard library's `inspect`.
+eval mode, as `load` does for any format. Run the tool as `python -m utils.export` from the
+repository root, not as `python utils/export.py`: that would put utils/ on sys.path, where
+utils/inspect.py would shadow the standard library's `inspect`.
 """
 
 import io
@@ -62,17 +85,29 @@ from torch.nn.utils import prune
 
 from models import build_model
 from pruning.mask import human
-from utils.artifacts import PrunedRun, load_run
+from utils.artifacts import PrunedRun, load_run, shown
 from utils.checkpoint import save_atomic
+from utils.compact import compact
 from utils.errors import OneLineParser, UserError
+from utils.options import Bounded
+from utils.sparse_runtime import LayerChoice, choice_table, sparsify
 
-FORMATS = ("dense", "torch_prune", "sparse")
-# what each format's file must hold, checked before a loader trusts it
+# the formats that are plain dicts of tensors, read without unpickling code
+STATE_FORMATS = ("dense", "torch_prune", "sparse", "semi_structured")
+# the formats that are whole modules: compaction changes the architecture
+MODULE_FORMATS = ("compact", "sparse_runtime")
+FORMATS = (*MODULE_FORMATS, *STATE_FORMATS)
+# what each format's file must hold, checked before a loader trusts it; a file's format is the
+# one whose keys it has (the most specific first)
 KEYS = {
-    "dense": ("spec", "state_dict"),
+    "semi_structured": ("format", "spec", "state_dict", "layers"),
     "torch_prune": ("spec", "state_dict", "pruned"),
     "sparse": ("spec", "sparse", "dense"),
+    "dense": ("spec", "state_dict"),
 }
+# where the classes of a module export come from; anything else is not a file of this tool
+MODULE_SOURCES = ("torch.", "collections.", "builtins.", "utils.sparse_runtime.")
+BATCH = Bounded(int, low=1, high=65536)
 
 
 @contextmanager
@@ -135,7 +170,70 @@ def sparse_payload(run: PrunedRun) -> dict:
     return {"spec": run.spec, "sparse": sparse, "dense": state}
 
 
-PAYLOADS = {"dense": dense_payload, "torch_prune": torch_prune_payload, "sparse": sparse_payload}
+def semi_structured_layers(model: nn.Module) -> list[str]:
+    """The linear layers whose weights keep at most 2 of every 4 consecutive inputs, the pattern
+    that NVIDIA's sparse tensor cores run, and that PyTorch's kernels take (both sides at
+    least 32 and multiples of the 4-wide groups)."""
+    layers = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        rows, columns = module.weight.shape
+        if rows < 32 or columns < 64 or rows % 32 or columns % 64:
+            continue
+        groups = (module.weight.detach() != 0).reshape(rows, columns // 4, 4)
+        if (groups.sum(-1) <= 2).all():
+            layers.append(name)
+    return layers
+
+
+def semi_structured_payload(run: PrunedRun) -> dict:
+    payload = dense_payload(run)
+    model = build_model(**run.spec)
+    model.load_state_dict(payload["state_dict"])
+    layers = semi_structured_layers(model)
+    if not layers:
+        raise UserError(
+            f"{run.run_dir}: no linear layer keeps at most 2 of every 4 consecutive inputs (and "
+            "is at least 32 x 64): prune with --nm 2:4 for a semi-structured export"
+        )
+    return {"format": "semi_structured", **payload, "layers": layers}
+
+
+def compact_module(run: PrunedRun) -> nn.Module:
+    """The run's network compacted (utils/compact.py), with what a reader needs to know."""
+    gm, report = compact(run.model, run.input_shape, run.masks)
+    side = run.spec["image_size"]
+    gm.export_info = {
+        "format": "compact",
+        "spec": run.spec,
+        "input_shape": list(run.input_shape),
+        # a constant folded through zero padding: exact at the run's image size only
+        "exact_image_size": side if report.fixed_size else None,
+        **report.as_dict(),
+    }
+    return gm
+
+
+def sparse_runtime_module(run: PrunedRun, batch: int) -> tuple[nn.Module, list[LayerChoice]]:
+    """The compact network with sparse kernels where they are faster at `batch` images, and
+    the timings that decided."""
+    gm = compact_module(run)
+    example = torch.randn(batch, *run.input_shape, generator=torch.Generator().manual_seed(0))
+    gm, choices = sparsify(gm, example)
+    gm.export_info.update(
+        format="sparse_runtime", batch=batch, sparse_layers=[c.name for c in choices if c.sparse]
+    )
+    return gm, choices
+
+
+PAYLOADS = {
+    "dense": dense_payload,
+    "torch_prune": torch_prune_payload,
+    "sparse": sparse_payload,
+    "semi_structured": semi_structured_payload,
+    "compact": compact_module,
+}
 
 
 # -- loading them back ----------------------------------------------------------------------
@@ -159,6 +257,12 @@ def read_export(path: str | Path, fmt: str) -> dict:
     if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
         raise UserError(f"{path} is not a {fmt} export of utils.export")
     return payload
+
+
+def dense_model(payload: dict) -> nn.Module:
+    model = build_model(**payload["spec"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
 
 
 def load_dense(path: str | Path) -> nn.Module:
@@ -219,6 +323,68 @@ def load_sparse(path: str | Path) -> nn.Module:
 LOADERS = {"dense": load_dense, "torch_prune": load_torch_prune, "sparse": load_sparse}
 
 
+def to_semi_structured(model: nn.Module, layers: list[str]) -> nn.Module:
+    """On CUDA, in float16, the listed linear layers with their weights as 2:4 semi-structured
+    sparse tensors, which the sparse tensor cores multiply at about twice the dense rate."""
+    from torch.sparse import to_sparse_semi_structured
+
+    model.half()
+    for name in layers:
+        linear = model.get_submodule(name)
+        linear.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.detach()))
+    return model
+
+
+def file_format(path: str | Path, payload: object) -> str:
+    if isinstance(payload, dict):
+        for fmt, keys in KEYS.items():
+            if all(key in payload for key in keys):
+                return fmt
+    raise UserError(f"{path} is not an export of utils.export")
+
+
+def load_module_export(path: str | Path, unsafe: list[str]) -> nn.Module:
+    """A compact or sparse_runtime export: a pickled module, so that its classes are checked to
+    be torch's or this tool's before anything of it is unpickled."""
+    foreign = [name for name in unsafe if not name.startswith(MODULE_SOURCES)]
+    if foreign:
+        raise UserError(
+            f"{path} is not an export of utils.export: loading it would run code from "
+            f"{shown(foreign)}"
+        )
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise UserError(
+            f"{path}: unreadable, truncated or not an export ({type(error).__name__})"
+        ) from error
+    if not isinstance(module, nn.Module):
+        raise UserError(f"{path} is not an export of utils.export")
+    return module
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Any export of this tool as a ready network in eval mode on `device`. A semi_structured
+    export loaded on CUDA runs its 2:4 linear layers as semi-structured sparse tensors."""
+    device = torch.device(device)
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except FileNotFoundError as error:
+        raise UserError(f"{path}: no such file") from error
+    except Exception as error:
+        raise UserError(
+            f"{path}: unreadable, truncated or not a file of tensors ({type(error).__name__})"
+        ) from error
+    if unsafe:
+        return load_module_export(path, unsafe).to(device).eval()
+    payload = read_torch_file(path)
+    fmt = file_format(path, payload)
+    if fmt == "semi_structured":
+        model = dense_model(payload).to(device)
+        return to_semi_structured(model, payload["layers"]) if device.type == "cuda" else model
+    return LOADERS[fmt](path).to(device).eval()
+
+
 # -- the command line -----------------------------------------------------------------------
 
 
@@ -233,13 +399,7 @@ def saved_size(payload: dict) -> int:
     return buffer.getbuffer().nbytes
 
 
-def export(run_dir: str | Path, fmt: str, out: str | Path) -> list[str]:
-    """Write `run_dir`'s network to `out` in format `fmt`; returns the lines to report."""
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; OUT is the file to write")
-    run = load_run(run_dir)
-    payload = PAYLOADS[fmt](run)
+def write(payload: object, out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(payload, out)
@@ -247,28 +407,81 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> list[str]:
         # name the path that failed when it is a folder above OUT, such as a file in the way
         where = f" ({error.filename})" if error.filename and error.filename != str(out) else ""
         raise UserError(f"cannot write {out}: {error.strerror or error}{where}") from error
+
+
+def compact_lines(module: nn.Module) -> list[str]:
+    info = module.export_info
+    size = (
+        f"exact at {info['exact_image_size']}x{info['exact_image_size']} images only (a "
+        "constant folded through zero padding)"
+        if info["exact_image_size"]
+        else "exact at any image size"
+    )
+    return [
+        f"parameters: {info['params_before']:,} -> {info['params_after']:,}; conv and linear "
+        f"outputs: {info['channels_before']:,} -> {info['channels_after']:,}; {size}"
+    ]
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> list[str]:
+    """Write `run_dir`'s network to `out` in format `fmt`; returns the lines to report.
+    `batch`: the batch size sparse_runtime picks its kernels for."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; OUT is the file to write")
+    run = load_run(run_dir)
+    if fmt in (*MODULE_FORMATS, "semi_structured") and all(m.all() for m in run.masks.values()):
+        raise UserError(
+            f"{run_dir}: nothing was pruned, so there is nothing to make smaller or sparse; "
+            "--to dense writes the network as it is"
+        )
+    choices = []
+    if fmt == "sparse_runtime":
+        payload, choices = sparse_runtime_module(run, batch)
+    else:
+        payload = PAYLOADS[fmt](run)
+    write(payload, out)
     size = out.stat().st_size
     lines = [f"wrote {out} ({fmt}, {file_size(size)})"]
     if fmt == "sparse":
         dense = saved_size(dense_payload(run))
         ratio = f"{dense / size:.1f}x smaller" if size <= dense else f"{size / dense:.1f}x larger"
         lines.append(f"sparse: {file_size(size)}, dense: {file_size(dense)} ({ratio})")
+    if fmt in MODULE_FORMATS:
+        lines += compact_lines(payload)
+    if choices:
+        lines.append(f"kernels chosen by timing at batch {batch}:")
+        lines.append(choice_table(choices))
+    if fmt == "semi_structured":
+        lines.append(
+            f"2:4 linear layers: {', '.join(payload['layers'])} (semi-structured when loaded "
+            "on CUDA)"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m utils.export",
-        description="Write a pruned run's network as a dense state dict, a torch.nn.utils.prune "
-        "state dict or a compressed sparse (CSR) file. The module docstring shows how to load "
-        "each one.",
+        description="Write a pruned run's network as a compacted network (channels pruning "
+        "made useless removed), that network with sparse CPU kernels, a 2:4 semi-structured "
+        "network for CUDA, a dense state dict, a torch.nn.utils.prune state dict or a compressed "
+        "sparse (CSR) file. utils.export.load(OUT) loads any of them; the module docstring "
+        "shows more.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
     parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
     parser.add_argument("out", metavar="OUT", help="the file to write (folders are created)")
+    parser.add_argument(
+        "--batch",
+        type=BATCH,
+        default=1,
+        help="sparse_runtime: the batch size whose speed decides sparse or dense per layer "
+        "(default: 1)",
+    )
     try:
         args = parser.parse_args(argv)
-        lines = export(args.run_dir, args.to, args.out)
+        lines = export(args.run_dir, args.to, args.out, args.batch)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -17,7 +17,9 @@ import torch
 
 from pruning.mask import layer_table
 from utils.artifacts import PrunedRun, load_run
+from utils.compact import compact_summary
 from utils.errors import OneLineParser, UserError
+from utils.export import file_size
 from utils.flops import flops_summary, layer_flops
 
 
@@ -56,6 +58,19 @@ def flip_table(run: PrunedRun) -> tuple[str, str]:
     return summary, "\n".join(lines)
 
 
+def compact_line(run: PrunedRun) -> str:
+    """The size of the network `--to compact` would write."""
+    compact = compact_summary(run.model, run.input_shape, run.masks)
+    if "error" in compact:
+        return f"compact network: cannot be made ({compact['error']})"
+    return (
+        f"compact network (python -m utils.export RUN_DIR --to compact OUT): "
+        f"{compact['params_after']:,} of {compact['params_before']:,} parameters "
+        f"({file_size(compact['bytes'])}), {compact['channels_after']:,} of "
+        f"{compact['channels_before']:,} conv and linear outputs"
+    )
+
+
 def describe(run: PrunedRun) -> str:
     counts = live_counts(run.masks)
     live = sum(n for n, _ in counts.values())
@@ -74,6 +89,7 @@ def describe(run: PrunedRun) -> str:
                 f"remaining {flops['flops_remaining']:,}, "
                 f"theoretical speed-up {flops['theoretical_speedup']:.2f}x",
                 f"collapsed layers: {', '.join(collapsed) if collapsed else 'none'}",
+                compact_line(run),
             ]
         ),
         f"{flips_summary}\n{flips_per_layer}",

@@ -161,6 +161,8 @@ def method_label(summary: dict) -> str:
 def method_sort_key(summary: dict) -> tuple:
     """Paper order; Hoyer-Square rows by λ; methods the paper does not have last, alphabetically."""
     label = method_label(summary)
+    if option(summary, "nm"):  # "FlipOut 2:4" right after the same method unconstrained
+        return (*method_sort_key({**summary, "options": {**summary["options"], "nm": None}}), label)
     if is_hoyer_square(summary):
         return (PAPER_ORDER.index(HOYER_SQUARE), hoyer_lambda(summary), label)
     if label in PAPER_ORDER:
@@ -209,6 +211,9 @@ def options_problem(options) -> str | None:
     strength = options.get("hoyer_lambda")
     if strength is not None and not finite_number(strength):
         return f"hoyer_lambda is {shown(strength)}, not a number"
+    nm = options.get("nm")
+    if nm is not None and not isinstance(nm, str):
+        return f"nm is {shown(nm)}, not N:M"
     return None
 
 
