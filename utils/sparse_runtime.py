@@ -81,10 +81,12 @@ class SparseConv2d(nn.Module):
         # (batch, in*k*k, positions) -> (in*k*k, batch*positions): one product for the batch
         columns = columns.transpose(0, 1).reshape(columns.shape[1], -1)
         out = torch.sparse.mm(self.weight, columns)
-        out = out.view(self.out_channels, batch, -1).transpose(0, 1)
+        # back to (batch, out, positions) in memory too: the next layer's dense kernels would
+        # otherwise read a transposed layout, slowly
+        out = out.view(self.out_channels, batch, -1).transpose(0, 1).contiguous()
         if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1)
-        return out.reshape(batch, self.out_channels, height, width)
+            out += self.bias.view(1, -1, 1)
+        return out.view(batch, self.out_channels, height, width)
 
     def extra_repr(self) -> str:
         return (
