@@ -7,6 +7,8 @@ side with its compact export (utils/compact.py) and its sparse-kernel export
 (utils/sparse_runtime.py), at batch 1 and batch 64, on the CPU, where the sparse kernels run.
 """
 
+import copy
+
 import torch
 
 from bench.timing import interleaved
@@ -66,7 +68,7 @@ def run(device: torch.device, repeats: int) -> dict:
             }
             for batch in BATCHES:
                 example = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-                sparse, choices = sparsify(compact(model, (3, 32, 32), masks)[0], example)
+                sparse, choices = sparsify(copy.deepcopy(compacted), example)
                 row.setdefault("sparse_layers", {})[batch] = (
                     sum(c.sparse for c in choices),
                     len(choices),

@@ -99,3 +99,16 @@ def imagenette_dir(tmp_path):
         tmp_path / "imagenette2" / "train" / IMAGENETTE_CLASSES[0] / "gray.JPEG"
     )
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tmp_path_factory) -> Path:
+    """LeNet-300-100 on digits pruned 7 times by half: 99.2% sparse. Read only: a test that
+    changes its files works on a copy."""
+    import main
+
+    logdir = tmp_path_factory.mktemp("runs")
+    argv = ["-e", "8", "--prune_freq", "1", "--num_workers", "0", "--quiet"]
+    assert main.main([*argv, "--logdir", str(logdir)]) == 0
+    (run,) = logdir.iterdir()
+    return run

@@ -3,6 +3,7 @@ formats built on them: every network they make computes what the masked network 
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,16 +166,9 @@ def test_sparse_convolution_equals_the_dense_one(options):
 # -- the export formats on a real run ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """LeNet-300-100 on the bundled digits, pruned by half 7 times: 99.2% sparse."""
-    import main
-
-    logdir = tmp_path_factory.mktemp("runs")
-    argv = ["-e", "8", "--prune_freq", "1", "--num_workers", "0", "--quiet", "--logdir"]
-    assert main.main([*argv, str(logdir)]) == 0
-    (run,) = logdir.iterdir()
-    return run
+@pytest.fixture
+def run_dir(pruned_run: Path) -> Path:
+    return pruned_run  # tests/conftest.py
 
 
 @pytest.mark.parametrize("fmt", export.FORMATS)

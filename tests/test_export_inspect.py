@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import main
 from utils import export
 from utils import inspect as inspect_tool
 from utils.artifacts import load_run
@@ -20,14 +19,9 @@ from utils.flops import flops_summary
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """LeNet-300-100 on digits pruned 7 times by half: 99.2% sparse."""
-    logdir = tmp_path_factory.mktemp("runs")
-    argv = ["-e", "8", "--prune_freq", "1", "--num_workers", "0", "--quiet"]
-    assert main.main([*argv, "--logdir", str(logdir)]) == 0
-    (run,) = logdir.iterdir()
-    return run
+@pytest.fixture
+def run_dir(pruned_run: Path) -> Path:
+    return pruned_run  # tests/conftest.py
 
 
 def masked_output(run_dir: Path, inputs: torch.Tensor) -> torch.Tensor:

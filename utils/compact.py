@@ -29,7 +29,7 @@ this repository.
 
 import copy
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +74,8 @@ SELF_CHECK_TOLERANCE = 1e-4
 
 @dataclass
 class CompactReport:
-    """What compaction did: channels removed per layer, and the sizes before and after."""
+    """What compaction did: the sizes before and after."""
 
-    removed: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> (gone, of)
     params_before: int = 0
     params_after: int = 0
     channels_before: int = 0  # outputs of all conv and linear layers
@@ -381,7 +380,6 @@ class Rewriter:
     def layer(self, node: fx.Node, module: nn.Conv2d | nn.Linear) -> None:
         source = node.args[0]
         keep_out, keep_in = self.keep[node], self.keep[source]
-        self.report.removed[node.target] = (int((~keep_out).sum()), keep_out.numel())
         if not keep_out.any():
             return  # nothing reads it any more: dead code once its readers are rewritten
         weight = module.weight.detach()[keep_out]

@@ -75,7 +75,6 @@ utils/inspect.py would shadow the standard library's `inspect`.
 import io
 import math
 import sys
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -90,7 +89,7 @@ from utils.checkpoint import save_atomic
 from utils.compact import compact
 from utils.errors import OneLineParser, UserError
 from utils.options import Bounded
-from utils.sparse_runtime import LayerChoice, choice_table, sparsify
+from utils.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 
 # the formats that are plain dicts of tensors, read without unpickling code
 STATE_FORMATS = ("dense", "torch_prune", "sparse", "semi_structured")
@@ -108,15 +107,6 @@ KEYS = {
 # where the classes of a module export come from; anything else is not a file of this tool
 MODULE_SOURCES = ("torch.", "collections.", "builtins.", "utils.sparse_runtime.")
 BATCH = Bounded(int, low=1, high=65536)
-
-
-@contextmanager
-def quiet_csr():
-    """Torch warns that sparse CSR tensors are in beta; the tool only uses them to convert
-    between layouts, where that warning tells the user nothing."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        yield
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -189,9 +179,7 @@ def semi_structured_layers(model: nn.Module) -> list[str]:
 
 def semi_structured_payload(run: PrunedRun) -> dict:
     payload = dense_payload(run)
-    model = build_model(**run.spec)
-    model.load_state_dict(payload["state_dict"])
-    layers = semi_structured_layers(model)
+    layers = semi_structured_layers(dense_model(payload))
     if not layers:
         raise UserError(
             f"{run.run_dir}: no linear layer keeps at most 2 of every 4 consecutive inputs (and "
@@ -239,17 +227,24 @@ PAYLOADS = {
 # -- loading them back ----------------------------------------------------------------------
 
 
-def read_torch_file(path: str | Path) -> object:
-    """What `torch.load` reads from `path` on the CPU without unpickling code, or a UserError
-    whose line starts with the path."""
+@contextmanager
+def reading(path: str | Path):
+    """Turns a failure to read `path` into a UserError whose line starts with the path."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        yield
     except FileNotFoundError as error:
         raise UserError(f"{path}: no such file") from error
     except Exception as error:  # truncated zip, foreign pickle: either way not a file of ours
         raise UserError(
             f"{path}: unreadable, truncated or not a file of tensors ({type(error).__name__})"
         ) from error
+
+
+def read_torch_file(path: str | Path) -> object:
+    """What `torch.load` reads from `path` on the CPU without unpickling code, or a UserError
+    whose line starts with the path."""
+    with reading(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_export(path: str | Path, fmt: str) -> dict:
@@ -267,10 +262,7 @@ def dense_model(payload: dict) -> nn.Module:
 
 def load_dense(path: str | Path) -> nn.Module:
     """The registry model of a `--to dense` export, in eval mode."""
-    payload = read_export(path, "dense")
-    model = build_model(**payload["spec"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    return dense_model(read_export(path, "dense"))
 
 
 def load_torch_prune(path: str | Path) -> nn.Module:
@@ -367,14 +359,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Any export of this tool as a ready network in eval mode on `device`. A semi_structured
     export loaded on CUDA runs its 2:4 linear layers as semi-structured sparse tensors."""
     device = torch.device(device)
-    try:
+    with reading(path):
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except FileNotFoundError as error:
-        raise UserError(f"{path}: no such file") from error
-    except Exception as error:
-        raise UserError(
-            f"{path}: unreadable, truncated or not a file of tensors ({type(error).__name__})"
-        ) from error
     if unsafe:
         return load_module_export(path, unsafe).to(device).eval()
     payload = read_torch_file(path)

@@ -14,6 +14,7 @@ weights_only=False)` finds them when this repository is on the Python path.
 
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,18 @@ from torch import fx, nn
 MARGIN = 0.9
 
 
-def csr(weight: torch.Tensor) -> torch.Tensor:
-    """The weight as an (out, rest) CSR matrix of its nonzero entries."""
+@contextmanager
+def quiet_csr():
+    """Torch warns that sparse CSR tensors are in beta; that warning tells a user of these
+    layers (or of utils.export's CSR files) nothing."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+def csr(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as an (out, rest) CSR matrix of its nonzero entries."""
+    with quiet_csr():
         return weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
 
 
