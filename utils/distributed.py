@@ -66,8 +66,14 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop beating; with `wait`, also wait (a few beats at most) for the thread to be out of
+        the store: a thread still inside the store's C++ code while the process group is torn
+        down and the interpreter exits can abort the process ("terminate called without an
+        active exception"), seen once under heavy load after a run had completed."""
         self._stopped.set()
+        if wait and self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=3 * HEARTBEAT_SECONDS)
 
     def _run(self) -> None:
         beats = 0
@@ -209,7 +215,8 @@ class Distributed:
         """Leave the process group; after a lost peer, only stop the heartbeat, since tearing
         the group down would wait on the peer."""
         if self.heartbeat is not None:
-            self.heartbeat.stop()
+            # after a lost peer the store may not answer: do not wait for the thread then
+            self.heartbeat.stop(wait=not peers_lost)
         if self.enabled and dist.is_initialized() and not peers_lost:
             dist.destroy_process_group()
 
