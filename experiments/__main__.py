@@ -9,21 +9,83 @@
     python -m experiments run vgg19_cifar10 -- -d synthetic -e 3   # extra arguments for every run
 
 Launching a sweep again skips its completed runs, resumes its stopped ones and reruns its failed
-ones, and says which it does for each (experiments/runs.py). Exit codes: 0 when every run of the
-sweep completed (or was submitted, with Slurm), 1 when some failed or diverged, 2 for a mistake in
-the command, 130 / 143 when stopped (every run stays resumable).
+ones, and says which it does for each (experiments/runs.py); the overrides and seeds a sweep was
+launched with are remembered (experiments/launches.py). Every ending is one line on stderr and an
+exit code; where several apply, the first row of this table that applies:
+
+| exit     | meaning                                                                     |
+|----------|-----------------------------------------------------------------------------|
+| 130, 143 | stopped by SIGINT / SIGTERM: every run stopped at a safe point, resumable   |
+| 4        | a write failed (full disk, permissions, read-only or immutable directory)   |
+| 2        | a mistake in the command, a Slurm request no node can hold, or a run        |
+|          | directory refused (another run's options, damaged): left as it is           |
+| 1        | some run failed or diverged                                                 |
+| 5        | some run is held by another process (a launcher, a main.py): left to it     |
+| 0        | every run completed (with Slurm: submitted, or already queued or done)      |
 """
 
 import argparse
+import os
+import re
 import shlex
 import signal
 import sys
 from pathlib import Path
 
+from experiments import shown
 from experiments.sweeps import SWEEPS
-from utils.errors import OneLineParser, UserError
+from utils.errors import (
+    EXIT_BUSY,
+    EXIT_STORAGE,
+    EXIT_USER_ERROR,
+    OneLineParser,
+    StorageError,
+    UserError,
+    given_path,
+    quiet_closed_pipes,
+)
+from utils.stop import Interrupted, StopSignals
 
 EXIT_SOME_FAILED = 1
+# a stopped launch waits up to STOP_WAIT_SECONDS (experiments/local.py) for its runs to stop
+STOP_GRACE_SECONDS = 90
+# the largest values that can mean anything; each is checked against the machine or the
+# partition too, before anything is written
+MOST_GPUS_PER_TASK = 64
+MOST_CPUS_PER_TASK = 4096
+MOST_MINUTES = 366 * 24 * 60
+MOST_REQUEUES = 1000
+MOST_ARRAY_PARALLELISM = 1_000_000
+LARGEST_SEED = 2**32 - 1  # NumPy's
+
+
+def whole_number(low: int, high: int, why: str = ""):
+    """An argparse type: a whole number from `low` to `high` (ASCII digits only: int() also
+    takes "1_000" and other scripts' digits), refused as it is parsed, before a value of twenty
+    digits can size a list or reach a system call."""
+    limit = f" ({why})" if why else ""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\+?[0-9]{1,20}", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}{limit}, not {text!r}"
+            )
+        return int(text)
+
+    return parse
+
+
+def memory(text: str) -> str:
+    if not re.fullmatch(r"[0-9]{1,9}[KMGTkmgt]?", text):
+        raise argparse.ArgumentTypeError(f"expected a size such as 32G or 4000M, not {text!r}")
+    return text
+
+
+def sbatch_option(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key.lstrip("-") or not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, such as qos=high, not {text!r}")
+    return key.lstrip("-"), value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("sweep", metavar="SWEEP", help="a name from `list`")
         sub.add_argument(
             "--seeds",
-            type=int,
+            type=whole_number(0, LARGEST_SEED),
             nargs="+",
             metavar="SEED",
-            help="the seeds to run (default: the sweep's, usually 0 1 2)",
+            help="the seeds to run (default: as launched before, else the sweep's, usually 0 1 2)",
         )
     run.add_argument("--dry-run", action="store_true", help="print the main.py commands, run none")
     run.add_argument(
@@ -52,15 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the runs execute (default: local)",
     )
     local = run.add_argument_group("local executor")
+    cores = len(os.sched_getaffinity(0))  # each run at once needs a core of its own
     local.add_argument(
         "--gpus",
-        type=int,
+        type=whole_number(1, cores, f"one core per run; {cores} here"),
         metavar="N",
         help="run up to N runs at once, each on its own visible GPU",
     )
     local.add_argument(
         "--jobs",
-        type=int,
+        type=whole_number(1, cores, f"one core per run; {cores} here"),
         metavar="N",
         help="without GPUs: run N at once, the CPU cores shared out (default: 1)",
     )
@@ -68,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
     slurm.add_argument(
         "--time",
-        type=int,
+        type=whole_number(1, MOST_MINUTES, "a year"),
         default=24 * 60,
         metavar="MINUTES",
         help="time limit of each task; a run that needs longer is requeued near "
@@ -76,28 +139,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slurm.add_argument("--account", help="Slurm account to charge")
     slurm.add_argument("--constraint", help="Slurm node constraint (e.g. a GPU type)")
-    slurm.add_argument("--cpus_per_task", type=int, default=4, help="(default: 4)")
-    slurm.add_argument("--mem", help="memory per task, as sbatch takes it (e.g. 32G)")
+    slurm.add_argument(
+        "--cpus_per_task",
+        type=whole_number(1, MOST_CPUS_PER_TASK),
+        default=4,
+        help="(default: 4)",
+    )
+    slurm.add_argument("--mem", type=memory, help="memory per task, as sbatch takes it (e.g. 32G)")
     slurm.add_argument(
         "--gpus_per_task",
-        type=int,
+        type=whole_number(0, MOST_GPUS_PER_TASK),
         default=1,
         help="GPUs per task; 0 on a CPU cluster (default: 1)",
     )
     slurm.add_argument(
         "--max_requeues",
-        type=int,
+        type=whole_number(0, MOST_REQUEUES),
         default=5,
         help="a task requeued more often than this gives up (default: 5)",
     )
     slurm.add_argument(
         "--array_parallelism",
-        type=int,
+        type=whole_number(1, MOST_ARRAY_PARALLELISM),
         default=256,
         help="at most this many tasks at once (default: 256)",
     )
     slurm.add_argument(
         "--sbatch",
+        type=sbatch_option,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -109,31 +178,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_extra(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Arguments before `--` are this tool's; those after it go to every main.py command."""
+def split_extra(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Arguments before `--` are this tool's; those after it go to every main.py command (None
+    without a `--`: then the sweep's remembered ones do, experiments/launches.py)."""
     if "--" in argv:
         at = argv.index("--")
         return argv[:at], argv[at + 1 :]
-    return argv, []
+    return argv, None
 
 
-def sweep_runs(args, extra: list[str]):
-    from experiments.runs import resolve_all  # imports main.py's parser, and with it torch
+def sweep_runs(args, extra: list[str] | None):
+    """The sweep, its runs and the launch they make: the seeds and overrides given, or else the
+    ones it was launched with before (said in a note), or else its defaults."""
+    from experiments.launches import LAUNCH_FILE, Launch, home, recall, runs_of
 
     if args.sweep not in SWEEPS:
         raise UserError(f"unknown sweep {args.sweep!r}; the sweeps: {', '.join(SWEEPS)}")
     sweep = SWEEPS[args.sweep]
-    seeds = args.seeds if args.seeds is not None else sweep.default_seeds
-    commands = [[*command, *extra] for command in sweep.commands(seeds)]
-    return sweep, resolve_all(commands)
-
-
-def shown(path: Path) -> str:
-    """A path relative to the working directory where it is below it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    directory = home(sweep) if args.seeds is None or extra is None else None
+    recorded = recall(sweep, directory) if directory is not None else None
+    seeds, overrides, taken = args.seeds or sweep.default_seeds, extra or [], []
+    if recorded is not None and args.seeds is None:
+        seeds = recorded.seeds
+        if tuple(seeds) != tuple(sweep.default_seeds):
+            taken.append(f"--seeds {' '.join(map(str, seeds))}")
+    if recorded is not None and extra is None:
+        overrides = recorded.overrides
+        if overrides:
+            taken.append(f"-- {shlex.join(overrides)}")
+    if taken:
+        print(f"note: as launched before ({shown(directory / LAUNCH_FILE)}): {' '.join(taken)}")
+    launch = Launch(tuple(seeds), tuple(overrides))
+    return sweep, launch, runs_of(sweep, launch)
 
 
 def report_dirs(runs) -> list[Path]:
@@ -148,7 +224,7 @@ def print_report(runs) -> None:
         report.main([str(directory)])
 
 
-def command_list() -> int:
+def command_list(args, extra, stop) -> int:
     width = max(len(name) for name in SWEEPS)
     for name, sweep in SWEEPS.items():
         count = len(sweep.commands(sweep.default_seeds))
@@ -157,103 +233,157 @@ def command_list() -> int:
 
 
 def check_writable(runs) -> None:
+    """Every directory the runs go to can be written: a file in the way is a UserError (2), a
+    directory that refuses writes (read-only, immutable, full) a StorageError (4)."""
     for directory in report_dirs(runs):
-        try:
+        with given_path(f"cannot write runs into {shown(directory)}", directory):
             directory.mkdir(parents=True, exist_ok=True)
             probe = directory / ".writable"
             probe.touch()
             probe.unlink()
-        except OSError as error:
-            raise UserError(f"cannot write runs into {directory}: {error.strerror}") from None
 
 
-def command_run(args, extra: list[str]) -> int:
-    from experiments.runs import ACTION, TO_LAUNCH, State, status_of
-
-    if args.gpus is not None and args.gpus < 1:
-        raise UserError(f"--gpus must be at least 1, got {args.gpus}")
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+def check_executor(args):
+    """Where the runs would execute, checked before anything is written (and by --dry-run,
+    which shows what the same command would do): the local slots, or Slurm and the partition."""
     if args.executor == "slurm" and (args.gpus or args.jobs):
         raise UserError("--gpus and --jobs are for --executor local; Slurm takes --gpus_per_task")
-    sweep, runs = sweep_runs(args, extra)
-    slots = None
-    if not args.dry_run:  # where the runs would execute, checked before anything is written
-        if args.executor == "slurm":
-            from experiments.slurm import check_slurm
+    if args.executor == "local":
+        from experiments.local import make_slots
 
-            check_slurm()
-        else:
-            from experiments.local import make_slots
+        return make_slots(args.gpus, args.jobs)
+    if not args.dry_run:  # a dry run shows the commands also where no Slurm answers
+        from experiments.slurm import check_fits, check_slurm
 
-            slots = make_slots(args.gpus, args.jobs)
+        check_slurm()
+        check_fits(slurm_options(args))
+    return None
+
+
+def command_run(args, extra, stop: StopSignals) -> int:
+    from experiments.launches import LAUNCH_FILE, check_same_runs, remember
+    from experiments.runs import REFUSED, TO_LAUNCH, State, status_of
+
+    sweep, launch, runs = sweep_runs(args, extra)
+    check_same_runs(sweep, launch, report_dirs(runs))
+    slots = check_executor(args)
+    stop.check()
     if args.dry_run:
         for run in runs:
             print(shlex.join(["python", "main.py", *run.argv, "--run_dir", shown(run.run_dir)]))
         return 0
     check_writable(runs)
+    stop.check()
+    for directory in report_dirs(runs):  # before the plan, which a failed write would belie
+        where = f"cannot remember the launch in {shown(directory / LAUNCH_FILE)}"
+        with given_path(where, directory):
+            remember(sweep, directory, launch)
 
     plan = [(run, status_of(run)) for run in runs]
-    queued = {}
-    if args.executor == "slurm":
-        queued = queued_in_slurm([run for run, _ in plan])
-    launch, conflicts = [], []
+    queued = queued_in_slurm([run for run, _ in plan]) if args.executor == "slurm" else {}
+    launch_runs, refused, held = [], [], []
     for run, status in plan:
-        action = ACTION[status.state]
+        action = status.action
         if run.run_dir in queued:
             action = f"skip (already in Slurm's queue as {queued[run.run_dir]})"
         elif status.state in TO_LAUNCH:
-            launch.append(run)
-        if status.state == State.CONFLICT:
-            conflicts.append(run)
+            launch_runs.append(run)
+        elif status.state == State.RUNNING:
+            held.append((run, status.detail))
+        if status.state in REFUSED:
+            refused.append((run, status))
         print(f"{action:<10} {shown(run.run_dir)}")
-    print(f"{sweep.name}: {len(launch)} to run, {len(plan) - len(launch)} not, of {len(plan)}")
-    for run in conflicts:
-        print(
-            f"error: {shown(run.run_dir)} holds a run with other options; it is left alone",
-            file=sys.stderr,
-        )
-    if not launch:
-        if args.executor == "local":
-            print_report(runs)
-        return 2 if conflicts else 0
+    count = len(launch_runs)
+    print(f"{sweep.name}: {count} to run, {len(plan) - count} not, of {len(plan)}")
+    stop.check()
+    report_refused(refused)
     if args.executor == "slurm":
-        return submit_to_slurm(args, sweep, launch)
-    return run_here(sweep, runs, launch, conflicts, slots)
+        code = submit_to_slurm(args, sweep, launch_runs) if launch_runs else 0
+        return code or ending([], refused, [], held, sweep)
+    if not launch_runs:
+        print_report(runs)
+        return ending([], refused, [], held, sweep)
+    return run_here(sweep, runs, launch_runs, refused, held, slots, stop, args)
 
 
-def run_here(sweep, runs, launch, conflicts, slots) -> int:
+def report_refused(refused) -> None:
+    """A line for each run directory left alone as a mistake to fix."""
+    from experiments.runs import State
+
+    for run, status in refused:
+        if status.state == State.CONFLICT:
+            problem = "holds a run with other options; it is left alone"
+        else:
+            problem = (
+                f"is damaged: {status.detail}; it is left as it is: repair it, or delete it to "
+                "run it afresh"
+            )
+        print(f"error: {shown(run.run_dir)} {problem}", file=sys.stderr)
+
+
+def ending(unwritable, refused, failed, held, sweep) -> int:
+    """The exit code, by the table in this module's docstring; a line for each held run."""
+    for run, holder in held:
+        print(
+            f"held: {shown(run.run_dir)} by {holder}; left to it (python -m experiments status "
+            f"{sweep.name} follows it)",
+            file=sys.stderr,
+        )
+    for condition, code in (
+        (unwritable, EXIT_STORAGE),
+        (refused, EXIT_USER_ERROR),
+        (failed, EXIT_SOME_FAILED),
+        (held, EXIT_BUSY),
+    ):
+        if condition:
+            return code
+    return 0
+
+
+def run_here(sweep, runs, launch_runs, refused, held, slots, stop, args) -> int:
     from experiments.local import run_locally
+    from experiments.runs import State, status_of
 
-    completed, failed, signum = run_locally(launch, slots, sweep.name)
-    if signum:
-        left = len(launch) - len(completed) - len(failed)
-        print(
-            f"stopped by {signal.Signals(signum).name}: {left} run(s) not finished, every one "
-            f"resumable; the same command continues them",
-            file=sys.stderr,
-        )
-        return 128 + signum
+    outcome = run_locally(launch_runs, slots, sweep.name, stop)
+    if outcome.signum:
+        report_stop(outcome, args)
+        return 128 + outcome.signum
+    # a run held by another process may have ended meanwhile: a completed one is done
+    finished = {State.COMPLETED, State.DIVERGED}
+    held = [item for item in [*held, *outcome.held] if status_of(item[0]).state not in finished]
     print_report(runs)
-    for run in failed:
+    for _, message in outcome.unwritable:
+        print(f"error: {message}", file=sys.stderr)
+    for run, how in outcome.failed:
         print(
-            f"failed: {shown(run.run_dir)} (its output: {shown(run.run_dir / 'output.log')})",
+            f"failed: {shown(run.run_dir)} ({how}; its output: "
+            f"{shown(run.run_dir / 'output.log')})",
             file=sys.stderr,
         )
-    if conflicts:
-        return 2
-    return EXIT_SOME_FAILED if failed else 0
+    return ending(outcome.unwritable, refused, outcome.failed, held, sweep)
+
+
+def report_stop(outcome, args) -> None:
+    """The one line of a stopped launch: what it stopped, what completed meanwhile, and the
+    command that continues."""
+    name = signal.Signals(outcome.signum).name
+    parts = []
+    if outcome.stopped:
+        parts.append(f"{len(outcome.stopped)} run(s) stopped at a safe point")
+    if outcome.not_started:
+        parts.append(f"{len(outcome.not_started)} not started")
+    what = " and ".join(parts) + ", every one resumable" if parts else "no run left unfinished"
+    if outcome.completed:
+        what += f"; {len(outcome.completed)} completed"
+    if outcome.failed:
+        what += f"; {len(outcome.failed)} failed"
+    again = shlex.join(["python", "-m", "experiments", *args.given])
+    print(f"stopped by {name}: {what}; continue with: {again}", file=sys.stderr)
 
 
 def slurm_options(args):
     from experiments.slurm import SlurmOptions
 
-    extra = {}
-    for item in args.sbatch:
-        key, equals, value = item.partition("=")
-        if not key or not equals:
-            raise UserError(f"--sbatch {item!r}: expected KEY=VALUE, such as qos=high")
-        extra[key.lstrip("-")] = value
     return SlurmOptions(
         partition=args.partition,
         time_minutes=args.time,
@@ -264,7 +394,7 @@ def slurm_options(args):
         gpus_per_task=args.gpus_per_task,
         max_requeues=args.max_requeues,
         array_parallelism=args.array_parallelism,
-        extra=extra,
+        extra=dict(args.sbatch),
     )
 
 
@@ -299,11 +429,11 @@ def submit_to_slurm(args, sweep, launch) -> int:
     return 0
 
 
-def command_status(args, extra: list[str]) -> int:
+def command_status(args, extra, stop) -> int:
     from experiments.runs import State, status_of
     from experiments.slurm import queue_states, read_marker
 
-    sweep, runs = sweep_runs(args, extra)
+    sweep, _, runs = sweep_runs(args, extra)
     statuses = [(run, status_of(run)) for run in runs]
     markers = {run.run_dir: read_marker(run.run_dir) for run in runs}
     job_ids = [marker["job_id"] for marker in markers.values() if marker.get("job_id")]
@@ -322,10 +452,12 @@ def command_status(args, extra: list[str]) -> int:
             if status.state == State.NEW and states and marker["job_id"] in states:
                 state = "queued"
         accuracy = f"  {status.test_acc:.2f}%" if status.test_acc is not None else ""
+        detail = {State.RUNNING: f"  held by {status.detail}", State.DAMAGED: f"  {status.detail}"}
+        detail = detail.get(status.state, "")
         counts[state] = counts.get(state, 0) + 1
         print(
             f"{state:<10} {status.epochs_done:>4}/{status.epochs:<4} {shown(run.run_dir)}"
-            f"{accuracy}{slurm}"
+            f"{accuracy}{slurm}{detail}"
         )
     tally = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
     print(f"{sweep.name}: {tally} (of {len(runs)})")
@@ -344,23 +476,38 @@ def command_status(args, extra: list[str]) -> int:
     return 0
 
 
+COMMANDS = {"list": command_list, "run": command_run, "status": command_status}
+
+
+@quiet_closed_pipes()
 def main(argv: list[str] | None = None) -> int:
-    own, extra = split_extra(sys.argv[1:] if argv is None else list(argv))
+    # First, so that a stop at any moment (the imports of torch take seconds) ends in its line.
+    stop = StopSignals(grace=STOP_GRACE_SECONDS, critical_grace=STOP_GRACE_SECONDS).install()
+    given = sys.argv[1:] if argv is None else list(argv)
+    own, extra = split_extra(given)
     try:
         args = build_parser().parse_args(own)
-        if args.command == "list":
-            return command_list()
+        args.given = given
         if extra and args.command not in ("run", "status"):
-            raise UserError("arguments after -- go to main.py, with run or status")
-        if args.command == "run":
-            return command_run(args, extra)
-        return command_status(args, extra)
-    except UserError as error:
+            raise UserError(
+                f"arguments after -- go to main.py, with run or status; {args.command} takes "
+                f"none: {shlex.join(extra)}"
+            )
+        stop.check()
+        return COMMANDS[args.command](args, extra, stop)
+    except Interrupted as stopped:
+        print(
+            f"stopped by {stopped} before any run was started or changed; the same command "
+            f"starts again: {shlex.join(['python', '-m', 'experiments', *given])}",
+            file=sys.stderr,
+        )
+        return stopped.exit_code
+    except (UserError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
-        sys.stderr.close()
-        return 0
+    finally:
+        # a process about to exit ignores late signals; a caller in-process gets its own back
+        stop.release(ignore_further=argv is None)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ default DataLoader workers follow). Each run writes its output to `output.log` i
 One live view (rich; plain lines when the output is not a terminal) shows the runs queued,
 running, done and failed, each running run's epoch, and an estimate of the time left. Ctrl-C or
 SIGTERM stops the launch: every running run is stopped in turn (they stop at a safe point and keep
-their checkpoints), and launching the same sweep again resumes them.
+their checkpoints), and launching the same sweep again resumes them. Each run is tied to the
+launcher (experiments/tether.py): a launcher killed outright (SIGKILL) takes its runs down with it,
+by SIGTERM, instead of leaving them to train unsupervised.
+
+A run that another process holds when its turn comes (another launcher of the sweep, a
+`main.py --resume` by hand) is left to it: not started, not written into, and not a failure.
 """
 
 import os
@@ -21,8 +26,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from experiments.runs import Run, epochs_done, read_json, start_main
-from utils.errors import UserError
+from experiments.runs import (
+    Finished,
+    Held,
+    MainProcess,
+    Run,
+    epochs_done,
+    held_by,
+    read_json,
+    start_main,
+)
+from utils.errors import RunBusy, StorageError, UserError
+from utils.launch import how_it_ended
 from utils.stop import StopSignals
 
 POLL_SECONDS = 0.5
@@ -61,9 +76,11 @@ def make_slots(gpus: int | None, jobs: int | None) -> list[Slot]:
             raise UserError(f"--gpus {gpus}: {len(available)} visible here{listed}")
         count, names = gpus, available[:gpus]
     else:
-        count, names = jobs or 1, [None] * (jobs or 1)
+        count = jobs or 1
     if count > len(cores):
         raise UserError(f"{count} runs at once need at least as many cores; {len(cores)} here")
+    if not gpus:
+        names = [None] * count
     share = len(cores) // count
     return [Slot(names[i], cores[i * share : (i + 1) * share]) for i in range(count)]
 
@@ -72,7 +89,7 @@ def make_slots(gpus: int | None, jobs: int | None) -> list[Slot]:
 class Running:
     run: Run
     slot: Slot
-    process: subprocess.Popen
+    main: MainProcess
     started: float = field(default_factory=time.monotonic)
     first_epochs: int = 0  # epochs it had when launched (a resumed run)
 
@@ -93,11 +110,8 @@ def start(run: Run, slot: Slot) -> Running:
     if slot.gpu is not None:
         environment["CUDA_VISIBLE_DEVICES"] = slot.gpu
     first_epochs = epochs_done(run.run_dir)
-    process = start_main(
-        run.command, run.run_dir, environment,
-        preexec_fn=lambda: os.sched_setaffinity(0, slot.cores),
-    )  # fmt: skip
-    return Running(run, slot, process, first_epochs=first_epochs)
+    main = start_main(run.command, run.run_dir, environment, slot.cores, run.options["epochs"])
+    return Running(run, slot, main, first_epochs=first_epochs)
 
 
 def summary_line(run: Run) -> str:
@@ -192,59 +206,96 @@ class View:
         self.live.update(grid)
 
 
-def run_locally(runs: list[Run], slots: list[Slot], title: str) -> tuple[list[Run], list[Run], int]:
-    """Run `runs`, at most one per slot at a time. Returns (completed, failed, signal number or
-    0): a stop signal stops every running run and launches no more."""
-    stop = StopSignals(grace=STOP_WAIT_SECONDS + 30, critical_grace=STOP_WAIT_SECONDS + 30)
-    stop.install()
+@dataclass
+class Outcome:
+    """How a local launch went, run by run."""
+
+    completed: list[Run] = field(default_factory=list)
+    failed: list[tuple[Run, str]] = field(default_factory=list)  # and how it ended
+    held: list[tuple[Run, str]] = field(default_factory=list)  # and by whom
+    unwritable: list[tuple[Run, str]] = field(default_factory=list)  # and the failed write
+    stopped: list[Run] = field(default_factory=list)  # by the launcher's stop; resumable
+    not_started: list[Run] = field(default_factory=list)  # queued when the stop came
+    signum: int = 0  # the stop signal, or 0
+
+
+def run_locally(runs: list[Run], slots: list[Slot], title: str, stop: StopSignals) -> Outcome:
+    """Run `runs`, at most one per slot at a time. A stop signal (recorded by `stop`) launches
+    no more, stops every running run and waits for each, so that the outcome says how each one
+    really ended: a run may complete while it is being stopped."""
     queue, running, free = list(runs), [], list(slots)
-    completed: list[Run] = []
-    failed: list[Run] = []
-    try:
-        with View(title, len(runs), slots) as view:
-            while (queue or running) and stop.requested is None:
-                while queue and free:
-                    run, slot = queue.pop(0), free.pop(0)
+    outcome = Outcome()
+    with View(title, len(runs), slots) as view:
+        while (queue or running) and stop.requested is None:
+            while queue and free and stop.requested is None:
+                run, slot = queue.pop(0), free.pop(0)
+                try:
                     running.append(start(run, slot))
-                    view.event(f"started  {run.name} ({slot.describe()})")
-                for item in list(running):
-                    code = item.process.poll()
-                    if code is None:
-                        continue
-                    running.remove(item)
-                    free.append(item.slot)
-                    if code == 0:
-                        completed.append(item.run)
-                        if item.first_epochs == 0:
-                            view.durations.append(time.monotonic() - item.started)
-                        view.event(f"done     {item.run.name}: {summary_line(item.run)}")
-                    else:
-                        failed.append(item.run)
-                        view.event(f"failed   {item.run.name} (exit {code}): {last_line(item.run)}")
-                view.update(running, len(queue), len(completed), len(failed))
-                time.sleep(POLL_SECONDS)
-            if stop.requested is not None:
-                signum = stop.requested
-                view.event(
-                    f"stopping: {len(running)} running run(s) get {signal.Signals(signum).name}"
-                )
-                stop_all(running, signum)
-                return completed, failed, signum
-    finally:
-        stop.release()
-    return completed, failed, 0
+                except Finished:  # another launcher ran it after this one's plan
+                    free.append(slot)
+                    outcome.completed.append(run)
+                    view.event(f"done     {run.name}: by another process meanwhile")
+                    continue
+                except Held as held:
+                    free.append(slot)
+                    outcome.held.append((run, str(held)))
+                    view.event(f"held     {run.name}: by {held}; left to it")
+                    continue
+                except (StorageError, UserError) as failure:
+                    free.append(slot)
+                    outcome.unwritable.append((run, str(failure)))
+                    view.event(f"failed   {run.name}: {failure}")
+                    continue
+                view.event(f"started  {run.name} ({slot.describe()})")
+            for item in list(running):
+                if item.main.process.poll() is None:
+                    continue
+                running.remove(item)
+                free.append(item.slot)
+                record(item, item.main.finish(), outcome, view)
+            view.update(running, len(queue), len(outcome.completed), len(outcome.failed))
+            time.sleep(POLL_SECONDS)
+        if stop.requested is not None:
+            outcome.signum = stop.requested
+            outcome.not_started = queue
+            name = signal.Signals(outcome.signum).name
+            view.event(f"stopping: {len(running)} running run(s) get {name}")
+            stop_all(running, outcome.signum)
+            for item in running:
+                record(item, item.main.finish(), outcome, view)
+    return outcome
+
+
+def record(item: Running, code: int, outcome: Outcome, view: View) -> None:
+    """Count how the run's main.py ended (its exit code, utils/errors.py)."""
+    run = item.run
+    if code == 0:
+        outcome.completed.append(run)
+        if item.first_epochs == 0:
+            view.durations.append(time.monotonic() - item.started)
+        view.event(f"done     {run.name}: {summary_line(run)}")
+    elif code == RunBusy.exit_code:  # another process took it after the claim
+        holder = held_by(run.run_dir) or "another process"
+        outcome.held.append((run, holder))
+        view.event(f"held     {run.name}: by {holder}; left to it")
+    elif outcome.signum and (code < 0 or code > 128):  # ours: it stopped as it was asked to
+        outcome.stopped.append(run)
+        view.event(f"stopped  {run.name} ({how_it_ended(code)}); resumable")
+    else:
+        outcome.failed.append((run, how_it_ended(code)))
+        view.event(f"failed   {run.name} ({how_it_ended(code)}): {last_line(run)}")
 
 
 def stop_all(running: list[Running], signum: int) -> None:
     """Pass the stop on to every run (a terminal's Ctrl-C reached them already; a `kill` of the
     launcher did not) and wait for them to stop at a safe point."""
     for item in running:
-        if item.process.poll() is None:
-            item.process.send_signal(signum)
+        if item.main.process.poll() is None:
+            item.main.process.send_signal(signum)
     deadline = time.monotonic() + STOP_WAIT_SECONDS
     for item in running:
         try:
-            item.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+            item.main.process.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            item.process.kill()
-            item.process.wait()
+            item.main.process.kill()
+            item.main.process.wait()

@@ -1,10 +1,16 @@
 """The runs of a sweep: a stable identity for each, its directory, and its state on disk.
 
 A run's identity is a hash of its resolved options (what main.py's parser makes of its command,
-defaults included), leaving out where and how it runs (device, workers, paths, its name). Its
-directory is `runs/<logdir>/<comment>-<identity>`, handed to main.py as `--run_dir`, so the same
-command starts the run and, after an interruption, resumes it. Launching a sweep again therefore
-skips the runs that completed, resumes those that were stopped, and never runs one twice.
+those away from their defaults), leaving out where and how it runs (device, workers, paths, its
+name). Its directory is `runs/<logdir>/<comment>-<identity>`, handed to main.py as `--run_dir`, so
+the same command starts the run and, after an interruption, resumes it. Launching a sweep again
+therefore skips the runs that completed, resumes those that were stopped, and never runs one twice.
+
+A run is one process's at a time: main.py holds its `.lock` while it trains, and a launcher holds
+a claim on it (`.launch.lock`) from before it starts main.py there until that main.py has exited,
+so that two launchers of one sweep, or a launcher and a Slurm task, never both start it nor both
+write its output.log. A run that one of them holds is left to its holder and shown as
+such, whatever its files say.
 """
 
 import argparse
@@ -12,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,23 +27,34 @@ from enum import Enum
 from pathlib import Path
 
 from cli import MACHINE_OPTIONS, NAME_OPTIONS, build_parser, parse_args
-from utils.errors import UserError
-from utils.lock import is_locked
+from utils.checkpoint import CHECKPOINT
+from utils.errors import RunBusy, UserError, given_path
+from utils.lock import RunLock, holder
 from utils.logging import RUNS_ROOT, epochs_logged
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
+TETHER = Path(__file__).resolve().parent / "tether.py"
+# a launcher's claim on a run, held from before it starts main.py there until main.py exits
+CLAIM_FILE = ".launch.lock"
 
-# The options that make a run what it is: every flag of main.py but where and how it runs.
-IDENTITY_KEYS = sorted(
-    action.dest.rstrip("_")
+# The options that make a run what it is: every flag of main.py but where and how it runs, with
+# its default (as JSON has it, which is how config.json keeps it).
+IDENTITY_DEFAULTS = {
+    action.dest.rstrip("_"): json.loads(json.dumps(action.default))
     for action in build_parser()._actions
     if action.option_strings and action.dest not in MACHINE_OPTIONS | NAME_OPTIONS | {"help"}
-)
+}
 
 
 def identity(options: dict) -> str:
-    """10 hex digits of a hash of the options that make the run (keys as config.json has them)."""
-    kept = {key: options.get(key) for key in IDENTITY_KEYS}
+    """10 hex digits of a hash of the options that make the run (keys as config.json has them).
+    Only options away from their defaults count (an option missing from an older config.json is
+    at its default), so that a flag added to main.py later changes no existing run's identity."""
+    kept = {}
+    for key, default in IDENTITY_DEFAULTS.items():
+        value = json.loads(json.dumps(options.get(key, default)))
+        if value != default:
+            kept[key] = value
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -61,17 +79,86 @@ class Run:
         return [*self.argv, "--run_dir", str(self.run_dir)]
 
 
-def start_main(command: list[str], run_dir: Path, environment: dict, **popen) -> subprocess.Popen:
-    """main.py with `command`, its output appended to the run's output.log as it comes."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "output.log", "a") as log:
-        return subprocess.Popen(
-            [sys.executable, str(MAIN), *command],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**environment, "PYTHONUNBUFFERED": "1"},
-            **popen,
-        )
+class Held(Exception):
+    """Another process holds the run: the message says who."""
+
+
+class Finished(Exception):
+    """The run completed after the plan was made (another launcher ran it meanwhile)."""
+
+
+def held_by(run_dir: Path) -> str | None:
+    """Who holds the run ("pid N on HOST since ..."): the main.py training it, or else a
+    launcher about to start it; None when nobody does."""
+    training = holder(run_dir)
+    if training is not None:
+        return training
+    starting = holder(run_dir, CLAIM_FILE)
+    return None if starting is None else f"a launcher, {starting}"
+
+
+@dataclass
+class MainProcess:
+    """A main.py that start_main started; `finish` once it has exited."""
+
+    process: subprocess.Popen
+    claim: RunLock
+    log: Path
+    log_size: int  # the length of output.log before this process wrote to it
+
+    def finish(self) -> int:
+        """Its exit code, once it has exited; the claim on the run is released. A process that
+        found the run taken by another (a `main.py --resume` by hand, between the claim and
+        main.py's own lock) wrote nothing but its refusal into output.log: that is taken out
+        again, so that the log stays the run's own."""
+        code = self.process.wait()
+        if code == RunBusy.exit_code:
+            with contextlib.suppress(OSError):
+                os.truncate(self.log, self.log_size)
+        self.claim.release()
+        return code
+
+
+def start_main(
+    command: list[str],
+    run_dir: Path,
+    environment: dict,
+    cores: list[int] | None = None,
+    epochs: int | None = None,
+) -> MainProcess:
+    """main.py with `command`, claimed for this process and tied to it (experiments/tether.py:
+    it stops when this process dies), pinned to `cores`, its output appended to the run's
+    output.log as it comes. Raises Held, having written nothing, when another process holds the
+    run; Finished when its summary says it completed its `epochs` (given) since it was planned;
+    StorageError or UserError (path_error) when its directory cannot be written."""
+    with given_path(f"cannot start the run in {run_dir}", run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        claim = RunLock(run_dir, CLAIM_FILE)
+        try:
+            claim.acquire()
+        except RunBusy:
+            raise Held(held_by(run_dir) or "holder unknown") from None
+        try:
+            training = holder(run_dir)
+            if training is not None:
+                raise Held(training)
+            if epochs is not None and completed(read_json(run_dir / "summary.json"), epochs):
+                raise Finished()
+            log_path = run_dir / "output.log"
+            with open(log_path, "a") as log:
+                size = os.fstat(log.fileno()).st_size
+                pinned = ",".join(map(str, cores)) if cores else "-"
+                tether = [sys.executable, "-I", str(TETHER), str(os.getpid()), pinned]
+                process = subprocess.Popen(
+                    [*tether, str(MAIN), *command],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**environment, "PYTHONUNBUFFERED": "1"},
+                )
+        except BaseException:
+            claim.release()
+            raise
+    return MainProcess(process, claim, log_path, size)
 
 
 def resolve(argv: list[str], runs_root: Path) -> Run:
@@ -104,12 +191,13 @@ def resolve_all(commands: list[list[str]], runs_root: Path | None = None) -> lis
 
 class State(Enum):
     NEW = "new"  # never started
-    RUNNING = "running"  # a process holds its lock
+    RUNNING = "running"  # a process holds it (its lock, or a launcher's claim)
     STOPPED = "stopped"  # interrupted, killed, or a failed write: resumable
     FAILED = "failed"  # ended on an error; its checkpoint is intact: resumable
     DIVERGED = "diverged"  # a result, not a fault: kept, not run again
     COMPLETED = "completed"
     CONFLICT = "conflict"  # its directory holds a run with other options
+    DAMAGED = "damaged"  # its directory or config.json cannot be read as a run's
 
 
 # what a launch does with a run in each state
@@ -117,12 +205,23 @@ ACTION = {
     State.NEW: "start",
     State.STOPPED: "resume",
     State.FAILED: "rerun",
-    State.RUNNING: "skip (running in another process)",
+    State.RUNNING: "skip (held by {detail})",
     State.COMPLETED: "skip (completed)",
     State.DIVERGED: "skip (diverged; delete its directory to run it again)",
     State.CONFLICT: "refuse (its directory holds a run with other options)",
+    State.DAMAGED: "refuse (damaged: {detail}; left as is)",
 }
 TO_LAUNCH = {State.NEW, State.STOPPED, State.FAILED}
+# states a launch leaves alone as a mistake to fix (exit 2)
+REFUSED = {State.CONFLICT, State.DAMAGED}
+
+
+def completed(summary, epochs: int) -> bool:
+    """Whether a summary.json's content is that of a run that completed all its epochs: its
+    own count of them, which a schedule of rounds makes longer than -e (--rounds 4 -e 8: 29)."""
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return False
+    return summary.get("epochs_completed") == summary.get("epochs", epochs)
 
 
 def read_json(path: Path):
@@ -140,26 +239,37 @@ class Status:
     test_acc: float | None = None
     detail: str = ""
 
+    @property
+    def action(self) -> str:
+        """What a launch does with the run."""
+        return ACTION[self.state].format(detail=self.detail)
+
 
 def epochs_done(run_dir: Path) -> int:
     return epochs_logged(run_dir / "metrics.jsonl") or 0
 
 
 def status_of(run: Run) -> Status:
-    """Where `run` stands, read from its directory."""
+    """Where `run` stands, read from its directory. A run someone holds is theirs, whatever its
+    files say: a new run's main.py takes its lock before it writes config.json."""
     directory, epochs = run.run_dir, run.options["epochs"]
-    config = read_json(directory / "config.json")
+    if directory.exists() and not directory.is_dir():
+        return Status(State.DAMAGED, 0, epochs, detail="a file, not a directory")
+    done = epochs_done(directory)
+    held = held_by(directory)
+    if held is not None:
+        return Status(State.RUNNING, done, epochs, detail=held)
+    config, damage = read_config(directory)
+    if damage:
+        return Status(State.DAMAGED, done, epochs, detail=damage)
     if config is None:
         return Status(State.NEW, 0, epochs)
-    done = epochs_done(directory)
-    if is_locked(directory):
-        return Status(State.RUNNING, done, epochs)
-    if not isinstance(config, dict) or identity(config) != run.run_id:
+    if identity(config) != run.run_id:
         return Status(State.CONFLICT, done, epochs, detail=str(directory / "config.json"))
     summary = read_json(directory / "summary.json")
     status = summary.get("status") if isinstance(summary, dict) else None
     accuracy = summary.get("final_test_acc") if isinstance(summary, dict) else None
-    if status == "completed" and summary.get("epochs_completed") == epochs:
+    if completed(summary, epochs):
         return Status(State.COMPLETED, epochs, epochs, accuracy)
     if status == "diverged":
         return Status(State.DIVERGED, done, epochs, detail=str(summary.get("error", "")))
@@ -167,3 +277,27 @@ def status_of(run: Run) -> Status:
         return Status(State.FAILED, done, epochs, detail=str(summary.get("error", "")))
     # interrupted, or killed before it could write a summary
     return Status(State.STOPPED, done, epochs)
+
+
+def read_config(directory: Path) -> tuple[dict | None, str]:
+    """A run directory's config.json as (options, ""), (None, "") where there is none, or
+    (None, what is wrong with it) where it cannot be a run's (main.py would refuse it)."""
+    path = directory / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if (directory / CHECKPOINT).exists():
+            return None, f"{CHECKPOINT} without a config.json"
+        return None, ""
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"config.json unreadable: {getattr(error, 'strerror', None) or error}"
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        return (
+            None,
+            f"config.json unreadable: {str(error).splitlines()[0] if str(error) else 'not JSON'}",
+        )
+    if not isinstance(config, dict):
+        return None, f"config.json holds a {type(config).__name__}, not options"
+    return config, ""

@@ -12,11 +12,17 @@ resumes its run from the last checkpoint. A task comes back in two ways:
 
 A task counts its starts (Slurm's SLURM_RESTART_COUNT) and gives up after `max_requeues`, so a
 run that is preempted again and again stops costing allocation; `slurm.json` in the run's
-directory records the job and each start, for `python -m experiments status`.
+directory records the job and each start, for `python -m experiments status`. A task whose run
+another process holds (a launcher on a login node, a `main.py --resume`) leaves it alone.
+
+Before anything is submitted, each task's request is set against the partition's nodes
+(`check_fits`): a task that no node can hold would pend for ever (Slurm's reason
+`PartitionConfig`), so such a launch is refused, naming what was asked and what the nodes have.
 """
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.runs import start_main
-from utils.errors import UserError
+from experiments.runs import Held, MainProcess, start_main
+from utils.errors import EXIT_BUSY, UserError
 from utils.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +86,115 @@ def check_slurm() -> None:
         raise UserError(f"--executor slurm: Slurm does not answer: {reason}")
 
 
+def slurm_answer(*command: str) -> str:
+    """A Slurm command's output; a UserError when it fails (check_slurm ran before)."""
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise UserError(
+            f"--executor slurm: Slurm does not answer ({command[0]} timed out)"
+        ) from None
+    if answer.returncode != 0:
+        reason = (answer.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise UserError(f"--executor slurm: {' '.join(command)} failed: {reason}")
+    return answer.stdout
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one node of a partition offers a task."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    gpus: int
+
+
+def gpus_in(gres: str) -> int:
+    """The GPUs of sinfo's GRES column: "gpu:2", "gpu:a100:4(S:0-1)", several, or "(null)"."""
+    total = 0
+    for item in re.sub(r"\(.*?\)", "", gres).split(","):  # "(S:0,1)": sockets, not GPUs
+        parts = item.split(":")
+        if parts[0] == "gpu" and len(parts) > 1 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def memory_mb(mem: str) -> int:
+    """sbatch's --mem (a number with an optional K, M, G or T; M when none) in MB."""
+    number, unit = re.fullmatch(r"([0-9]+)([KMGT]?)", mem.upper()).groups()
+    return int(number) * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}[unit or "M"]
+
+
+def partition_nodes(partition: str | None) -> tuple[str, list[Node]]:
+    """The partition the tasks go to (the cluster's default when None) and its nodes."""
+    listed = slurm_answer("sinfo", "-h", "-o", "%P").split()
+    names = [name.rstrip("*") for name in listed]
+    if partition is None:
+        defaults = [name.rstrip("*") for name in listed if name.endswith("*")]
+        if not defaults:
+            raise UserError(
+                "--executor slurm: the cluster has no default partition; give --partition"
+            )
+        partition = defaults[0]
+    elif partition not in names:
+        raise UserError(
+            f"--partition {partition}: Slurm has no such partition; it has {', '.join(names)}"
+        )
+    nodes = []
+    lines = slurm_answer("sinfo", "-h", "-N", "-p", partition, "-o", "%N|%c|%m|%G")
+    for line in lines.splitlines():
+        name, cpus, memory, gres = line.strip().split("|")
+        memory = re.sub(r"[^0-9]", "", memory)  # "3900", or "3900+" over nodes that differ
+        nodes.append(Node(name, int(re.sub(r"[^0-9]", "", cpus)), int(memory or 0), gpus_in(gres)))
+    return partition, nodes
+
+
+def partition_limits(partition: str) -> dict[str, str]:
+    """`scontrol show partition`'s fields (State, MaxCPUsPerNode, ...)."""
+    text = slurm_answer("scontrol", "show", "partition", partition, "-o")
+    return dict(field.split("=", 1) for field in text.split() if "=" in field)
+
+
+def check_fits(options: SlurmOptions) -> None:
+    """A UserError unless some node of the partition can hold one task as `options` asks for
+    it, and the partition takes jobs: otherwise every task would pend for ever."""
+    partition, nodes = partition_nodes(options.partition)
+    limits = partition_limits(partition)
+    if limits.get("State", "UP") != "UP":
+        raise UserError(
+            f"--executor slurm: partition {partition} is {limits['State']}: it starts no job"
+        )
+    cap = limits.get("MaxCPUsPerNode", "UNLIMITED")
+    cap = int(cap) if cap.isdigit() else None
+    wanted_mb = memory_mb(options.mem) if options.mem else 0
+
+    def fits(node: Node) -> bool:
+        cpus = node.cpus if cap is None else min(node.cpus, cap)
+        return (
+            cpus >= options.cpus_per_task
+            and node.gpus >= options.gpus_per_task
+            and node.memory_mb >= wanted_mb
+        )
+
+    if any(fits(node) for node in nodes):
+        return
+    asked = f"--cpus_per_task {options.cpus_per_task} --gpus_per_task {options.gpus_per_task}"
+    asked += f" --mem {options.mem}" if options.mem else ""
+    if not nodes:
+        raise UserError(f"--executor slurm: partition {partition} has no nodes")
+    cpus = max(node.cpus if cap is None else min(node.cpus, cap) for node in nodes)
+    has = (
+        f"at most {cpus} CPUs, {max(node.gpus for node in nodes)} GPUs and "
+        f"{max(node.memory_mb for node in nodes)} MB of memory"
+    )
+    raise UserError(
+        f"{asked}: no node of partition {partition} can run such a task (its "
+        f"{len(nodes)} node{'s have' if len(nodes) != 1 else ' has'} {has}); every task "
+        "would pend"
+    )
+
+
 def read_marker(run_dir: Path) -> dict:
     try:
         marker = json.loads((run_dir / MARKER).read_text())
@@ -101,7 +216,7 @@ class SlurmTask:
         self.command = list(command)
         self.run_dir = str(run_dir)
         self.max_requeues = max_requeues
-        self._process: subprocess.Popen | None = None
+        self._process: MainProcess | None = None
 
     def __getstate__(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key != "_process"}
@@ -140,8 +255,12 @@ class SlurmTask:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             environment["OMP_NUM_THREADS"] = cpus
-        self._process = start_main(self.command, run_dir, environment)
-        code = self._process.wait()
+        try:
+            self._process = start_main(self.command, run_dir, environment)
+        except Held as held:  # nothing written into the run, whose holder goes on with it
+            update_marker(run_dir, last_exit=EXIT_BUSY, held_by=str(held))
+            return EXIT_BUSY
+        code = self._process.finish()
         update_marker(run_dir, last_exit=code)
         return code
 
@@ -150,7 +269,7 @@ class SlurmTask:
         checkpoint stays) and have the task requeued, unless it was requeued too often."""
         import submitit
 
-        process = self._process
+        process = self._process.process if self._process is not None else None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

@@ -131,14 +131,20 @@ def test_a_runs_identity_is_its_options_not_where_or_how_it_runs(tmp_path):
     assert base.run_id == elsewhere.run_id == renamed.run_id != changed.run_id
     assert base.run_dir == tmp_path / "smoke" / f"flipout_seed_0-{base.run_id}"
     # what main.py writes into config.json gives the same identity back
-    assert identity(options_of(cli.parse_args(command))) == base.run_id
+    options = options_of(cli.parse_args(command))
+    assert identity(options) == base.run_id
+    # a config.json written before a flag existed (the flag at its default) is the same run;
+    # the flag away from its default is another
+    older = {key: value for key, value in options.items() if key != "snip_bn"}
+    assert identity(older) == base.run_id
+    assert identity({**options, "snip_bn": "eval"}) != base.run_id
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["run", "no_such_sweep"], "unknown sweep 'no_such_sweep'"),
-        (["run", "smoke", "--gpus", "64"], "--gpus 64: 0 visible here"),
+        (["run", "smoke", "--gpus", "1"], "--gpus 1: 0 visible here"),
         (["run", "smoke", "--", "-lr", "nan"], "argument -lr: must be a finite number"),
         (["run", "smoke", "--bogus"], "unrecognized arguments: --bogus"),
         (["status", "smoke", "--", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),

@@ -10,7 +10,7 @@ from torch import nn
 
 import main
 from cli import parse_args
-from experiments.runs import IDENTITY_KEYS
+from experiments.runs import IDENTITY_DEFAULTS
 from models import build_model
 from pruning import NM, Criterion, Periodic, Pruner, SynFlow, build_criterion
 from tests.test_cli import assert_one_error_line, only_run_dir, quick
@@ -239,4 +239,4 @@ def test_a_run_with_nm_records_it_and_saves_n_of_m_masks(tmp_path):
     assert max(most_live_in_a_group(NM(2, 4), m) for m in masks.values() if m.dim() == 2) == 2
     # a resume, and a sweep's identity of a run, see the constraint
     assert parse_args(["--resume", str(run_dir)]).nm == "2:4"
-    assert {"nm", "nm_exclude"} <= set(IDENTITY_KEYS)
+    assert {"nm", "nm_exclude"} <= set(IDENTITY_DEFAULTS)

@@ -5,6 +5,10 @@ cluster job next to the original) would interleave their epochs in metrics.jsonl
 and overwrite each other's checkpoints. The lock is `flock` on `RUN_DIR/.lock`: the kernel drops it
 when its holder exits, however it exits (SIGKILL and a crash included), so a dead holder never
 blocks the run, and a live one is named in the refusal.
+
+The sweep launcher (experiments/) claims a run the same way, with a lock file of its own
+(`file_name`), for the whole life of the main.py it starts there: main.py's `.lock` cannot be
+handed to a child, and two launchers must not both start one run.
 """
 
 import fcntl
@@ -19,9 +23,9 @@ LOCK_FILE = ".lock"
 
 
 class RunLock:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, file_name: str = LOCK_FILE):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_FILE
+        self.path = self.run_dir / file_name
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -65,20 +69,26 @@ class RunLock:
         self.release()
 
 
-def is_locked(run_dir: str | Path) -> bool:
-    """Whether a live process holds the run's lock, asked without waiting and without keeping it."""
-    path = Path(run_dir) / LOCK_FILE
+def holder(run_dir: str | Path, file_name: str = LOCK_FILE) -> str | None:
+    """Who holds the lock ("pid N on HOST since ..."), asked without waiting and without keeping
+    it; None when no live process holds it."""
+    path = Path(run_dir) / file_name
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        return RunLock._holder(fd)
     finally:
         os.close(fd)  # also drops the lock, if it was taken here
-    return False
+    return None
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a live process holds the run's lock."""
+    return holder(run_dir) is not None
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:

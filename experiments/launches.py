@@ -1,0 +1,116 @@
+"""How a sweep was launched, remembered in its runs directory as `launch.json`.
+
+A run's directory is named after a hash of its options, so the arguments a sweep was launched
+with after `--` (`-d synthetic -e 2`) are part of where its runs are. `run` writes them, and the
+seeds, into `runs/<logdir>/launch.json` (atomically); `status`, `status --report` and a relaunch
+that give neither `--seeds` nor `--` read them back and say so in a note, so that nobody has to
+type them again to find the runs.
+
+- Seeds add up: a launch with other seeds and the same overrides records the seeds of both.
+- Other overrides are refused, in one line (exit 2), when they make other runs than the recorded
+  ones: the new runs would land beside the old in one directory and be averaged with them into one
+  table. Overrides that change no run (`--num_workers`, `--device`: not part of a run's identity)
+  are accepted and recorded. To launch other overrides, keep them apart with `--logdir` among them
+  (their own directory, their own launch.json), or delete launch.json to mix them knowingly.
+
+A launch whose overrides move its runs (`--logdir`) is remembered in the directory they go to;
+`status` finds those with the overrides given again.
+"""
+
+import json
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments import shown
+from experiments.runs import Run, resolve_all
+from experiments.sweeps import Sweep
+from utils.errors import UserError
+from utils.io import write_json_atomic
+
+LAUNCH_FILE = "launch.json"
+
+
+@dataclass(frozen=True)
+class Launch:
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...]  # the arguments after `--`, given to every main.py command
+
+    def describe(self) -> str:
+        seeds = f"--seeds {' '.join(map(str, self.seeds))}"
+        return f"{seeds} -- {shlex.join(self.overrides)}" if self.overrides else seeds
+
+
+def runs_of(sweep: Sweep, launch: Launch) -> list[Run]:
+    commands = [[*command, *launch.overrides] for command in sweep.commands(launch.seeds)]
+    return resolve_all(commands)
+
+
+def home(sweep: Sweep) -> Path:
+    """The directory the sweep's runs go to when no override moves them."""
+    return runs_of(sweep, Launch(tuple(sweep.default_seeds), ()))[0].run_dir.parent
+
+
+def recall(sweep: Sweep, directory: Path) -> Launch | None:
+    """The launch recorded in `directory`, or None when none of this sweep is. A file that is
+    there but damaged is a UserError naming it: guessing would show other runs."""
+    path = directory / LAUNCH_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):  # a file in the way: check_writable says so
+        return None
+    except OSError as error:
+        raise UserError(f"{shown(path)} is unreadable: {error.strerror or error}") from None
+    try:
+        record = json.loads(text)
+        seeds = tuple(record["seeds"])
+        overrides = tuple(record["overrides"])
+        name = record["sweep"]
+    except (ValueError, RecursionError, TypeError, KeyError) as error:
+        raise UserError(
+            f"{shown(path)} is damaged ({type(error).__name__}); delete it and give the launch's "
+            "--seeds and overrides after --"
+        ) from None
+    if not all(isinstance(seed, int) for seed in seeds) or not all(
+        isinstance(word, str) for word in overrides
+    ):
+        raise UserError(f"{shown(path)} is damaged (seeds or overrides of another type); delete it")
+    return Launch(seeds, overrides) if name == sweep.name else None
+
+
+def remember(sweep: Sweep, directory: Path, launch: Launch) -> None:
+    """Record `launch` in `directory`, with the seeds recorded there before (StorageError when
+    it cannot be written). A launch already recorded as it is leaves the file untouched."""
+    before = recall(sweep, directory)
+    seeds = [*before.seeds] if before else []
+    seeds += [seed for seed in launch.seeds if seed not in seeds]
+    if before == Launch(tuple(seeds), launch.overrides):
+        return
+    record = {
+        "sweep": sweep.name,
+        "seeds": seeds,
+        "overrides": list(launch.overrides),
+        "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    write_json_atomic(directory / LAUNCH_FILE, record)
+
+
+def check_same_runs(sweep: Sweep, launch: Launch, directories: Sequence[Path]) -> None:
+    """A UserError when a directory the launch's runs go to records a launch of this sweep whose
+    overrides make other runs (compared on the recorded seeds)."""
+    for directory in directories:
+        before = recall(sweep, directory)
+        if before is None or before.overrides == launch.overrides:
+            continue
+        recorded = {run.run_id for run in runs_of(sweep, before)}
+        these = {run.run_id for run in runs_of(sweep, Launch(before.seeds, launch.overrides))}
+        if recorded != these:
+            given = f"-- {shlex.join(launch.overrides)}" if launch.overrides else "no overrides"
+            raise UserError(
+                f"{shown(directory / LAUNCH_FILE)}: {sweep.name} was launched there with "
+                f"`{Launch(before.seeds, before.overrides).describe()}`; {given} makes other "
+                "runs, which would be averaged with those: give the same overrides (or none, to "
+                "reuse them), or add --logdir NAME to them to keep the new runs apart"
+            )
