@@ -63,12 +63,21 @@ from utils.checkpoint import (
     set_rng_state,
 )
 from utils.distributed import SETTLE_SECONDS, Distributed, describe_lost
-from utils.errors import EXIT_DIVERGED, PeerLost, RunBusy, StorageError, UserError
+from utils.errors import (
+    EXIT_DIVERGED,
+    PeerLost,
+    RunBusy,
+    StorageError,
+    UserError,
+    given_path,
+    quiet_closed_pipes,
+)
 from utils.compact import compact_summary
 from utils.flops import flops_summary, layer_flops
-from utils.io import write_json_atomic
+from utils.io import made_folders, write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
-from utils.logging import NullLogger, RunLogger, make_run_dir, warn
+from utils.logging import RUNS_ROOT, NullLogger, RunLogger, make_run_dir, warn
+from pruning.mask import percent
 from utils.runtime import batchnorm_in_fp32, seed_everything
 from utils.weights import load_weights, read_weights
 
@@ -80,7 +89,7 @@ BOOKKEEPING = ("resume", "resume_overrides")
 def log_prune(event, pruner: Pruner, logger: RunLogger, model, input_shape) -> None:
     print(
         f"prune at epoch {event.epoch}: removed {event.pruned:,}, {event.live:,} of "
-        f"{event.total:,} weights live, sparsity {event.sparsity:.4%}"
+        f"{event.total:,} weights live, sparsity {percent(event.sparsity, 4)}"
         + ("" if event.rewound_to is None else f"; rewound to epoch {event.rewound_to}")
     )
     print(pruner.layer_table(layer_flops(model, input_shape, pruner.masks.masks)))
@@ -112,7 +121,7 @@ def log_round(epoch: int, record: dict, pruner: Pruner, logger: RunLogger) -> No
     accuracy = "not evaluated" if entry["test_acc"] is None else f"{entry['test_acc']:.2f}%"
     print(
         f"round {entry['round']}/{len(pruner.round_ends())} ends: test accuracy {accuracy} at "
-        f"sparsity {entry['sparsity']:.4%}"
+        f"sparsity {percent(entry['sparsity'], 4)}"
     )
     for key in ("test_acc", "val_acc", "sparsity"):
         if entry[key] is not None:
@@ -157,16 +166,19 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
     resume_dir = Path(args.resume) if args.resume else None
     checkpoint = None
     if resume_dir is not None:
-        if ddp.is_main:
-            locks.append(RunLock(resume_dir).acquire())
-            remove_stale_temporaries(resume_dir)
-        if (resume_dir / CHECKPOINT).is_file():
+        with given_path(f"--resume {resume_dir}", resume_dir):
+            if ddp.is_main:
+                locks.append(RunLock(resume_dir).acquire())
+                remove_stale_temporaries(resume_dir)
+            has_checkpoint = (resume_dir / CHECKPOINT).is_file()
+        if has_checkpoint:
             checkpoint = load_checkpoint(resume_dir, "--resume")
         else:
             print(f"{resume_dir} has no checkpoint: it stopped before its first epoch ended; "
                   "starting it afresh there")  # fmt: skip
     ddp.agree_to_stop(stop)
-    splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
+    with given_path(f"--data_dir {args.data_dir}", args.data_dir):
+        splits = build_datasets(args.dataset, args.data_dir, not args.no_download, args.image_size)
     train_set, val_set = splits.train, None
     if args.val:
         train_set, val_set = split_validation(splits, args.val_size or len(splits.train) // 10)
@@ -186,7 +198,8 @@ def train_run(args, ddp: Distributed, stop: StopSignals, locks: list[RunLock]) -
     optimizer = train_config.optimizer(model.parameters())
     initial_masks = None
     if args.init_from is not None and checkpoint is None:
-        initial_masks = init_from(args.init_from, model)
+        with given_path(f"--init_from {args.init_from}", args.init_from):
+            initial_masks = init_from(args.init_from, model)
     pruner = build_pruner(args, model, sync=ddp)
     # a schedule of rounds trains longer than -e, which is then the length of a round
     total_epochs = pruner.total_epochs(args.epochs)
@@ -375,16 +388,17 @@ def checkpoint_args(args: argparse.Namespace) -> dict:
 
 
 def new_run_dir(args) -> tuple[Path, RunLock]:
-    """The directory of a new run, locked: --run_dir, or a fresh one under runs/<logdir>."""
+    """The directory of a new run, locked: --run_dir, or a fresh one under runs/<logdir>. A path
+    the system refuses ends in one line naming it: a bad one (too long, through a file) a
+    UserError, one on a refusing disk (read-only, full) a StorageError (utils.errors)."""
     if args.run_dir is None:
-        run_dir = make_run_dir(args.logdir, args.comment)
-        return run_dir, RunLock(run_dir).acquire()
+        parent = RUNS_ROOT / args.logdir
+        with given_path(f"cannot write runs under --logdir {parent}", parent):
+            run_dir = make_run_dir(args.logdir, args.comment)
+            return run_dir, RunLock(run_dir).acquire()
     run_dir = Path(args.run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"--run_dir {run_dir}: cannot create it: {error.strerror}") from error
-    lock = RunLock(run_dir).acquire()
+    with given_path(f"--run_dir {run_dir}: cannot create it", run_dir), made_folders(run_dir):
+        lock = RunLock(run_dir).acquire()
     if (run_dir / "config.json").exists():
         # another process started this run since this one looked: it is that process's run
         lock.release()
@@ -446,7 +460,8 @@ def ending_line(status: str, reason, run_dir, epochs: int, ddp: Distributed, sum
     if status == "completed":
         return (
             f"done: test accuracy {summary['final_test_acc']:.2f}% "
-            f"(best {summary['best_test_acc']:.2f}%), sparsity {summary['final_sparsity']:.4%}, "
+            f"(best {summary['best_test_acc']:.2f}%), "
+            f"sparsity {percent(summary['final_sparsity'], 4)}, "
             f"{summary['wall_seconds']:.0f}s -> {run_dir}"
         )
     if run_dir is None:
@@ -526,7 +541,7 @@ def init_from(path: str, model: nn.Module) -> dict[str, torch.Tensor] | None:
         live = sum(int(mask.sum()) for mask in weights.masks.values())
         total = sum(mask.numel() for mask in weights.masks.values())
         print(f"initialised from {path} ({weights.kind}), keeping its masks: "
-              f"{1 - live / total:.2%} of its masked weights pruned")  # fmt: skip
+              f"{percent(1 - live / total)} of its masked weights pruned")  # fmt: skip
     return weights.masks
 
 
@@ -630,7 +645,7 @@ def format_epoch(record: dict, epochs: int) -> str:
         if record.get(f"{split}_acc") is not None:
             parts.append(f"{split} {record[f'{split}_loss']:.4f} / {record[f'{split}_acc']:.2f}%")
     parts += [
-        f"sparsity {record['sparsity']:.4%}",
+        f"sparsity {percent(record['sparsity'], 4)}",
         f"lr {record['lr']:.4g}",
         f"{record['seconds']:.1f}s",
     ]
@@ -648,8 +663,10 @@ def final_metrics(history: list[dict]) -> dict:
     return metrics
 
 
+@quiet_closed_pipes()
 def main(argv: list[str] | None = None) -> int:
-    """The command line. Returns the exit code (utils/errors.py); every ending prints one line."""
+    """The command line. Returns the exit code (utils/errors.py); every ending prints one line.
+    A reader that stops reading (`| head`) stops the output, never the run."""
     # First of all, so that a signal at any moment, start-up included, is recorded, not lost;
     # run as a script, the handlers were installed before the imports.
     stop = STARTUP_SIGNALS if argv is None and STARTUP_SIGNALS else StopSignals().install()

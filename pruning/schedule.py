@@ -22,9 +22,20 @@ their sizes (largest remainders), so the total is exact there too.
 from dataclasses import dataclass
 from functools import partial
 
-from utils.options import RATE, SPARSITY, Bounded, check_fields, describe_options, named, option
+from pruning.mask import percent
+from utils.options import (
+    RATE,
+    SPARSITY,
+    Bounded,
+    Choice,
+    check_fields,
+    describe_options,
+    named,
+    option,
+)
 
 NEVER = -1  # the --stop_*_at value that means "never stop"
+
 
 EPOCH = Bounded(int, low=0, high=100_000)
 # options that several schedules share: one flag each, a fresh dataclass field per schedule
@@ -116,6 +127,9 @@ class Schedule:
     # the epoch whose weights and optimizer state a rewinding step goes back to (0: the
     # initialisation), None for schedules that never rewind
     rewind_epoch: int | None = None
+    # whether the optimizer's state is emptied at the rewind epoch, so that a rewind goes back to
+    # a new optimizer rather than to the one trained up to that epoch
+    fresh_optimizer = False
 
     def __post_init__(self):
         check_fields(self)
@@ -167,7 +181,7 @@ class Schedule:
         when = ", ".join("before training" if e == 0 else str(e) for e in epochs)
         if not ranks:
             return f"prune {where}; after epochs {when}"
-        return f"prune {self.what(where)}; after epochs {when} -> {self.final_sparsity():.2%}"
+        return f"prune {self.what(where)}; after epochs {when} -> {percent(self.final_sparsity())}"
 
     def what(self, where: str) -> str:
         raise NotImplementedError
@@ -244,7 +258,7 @@ class OneShot(Schedule):
         return self.epoch
 
     def what(self, where: str) -> str:
-        return f"{where} to {self.sparsity:.2%} at once"
+        return f"{where} to {percent(self.sparsity)} at once"
 
 
 @dataclass
@@ -317,8 +331,11 @@ class Gradual(Schedule):
         return self.end
 
     def what(self, where: str) -> str:
-        steps = ", ".join(f"{self.sparsity_at(e):.2%}" for e in self.epochs_pruned())
+        steps = ", ".join(percent(self.sparsity_at(e)) for e in self.epochs_pruned())
         return f"{where} along a cubic curve ({steps})"
+
+
+OPTIMIZER_AT_REWIND = Choice("rewind", "fresh")
 
 
 @dataclass
@@ -328,7 +345,13 @@ class Rounds(Schedule):
     `epochs`, remove `rate` of the live weights, rewind the survivors, the optimizer's state and
     the learning-rate schedule to where they were after epoch `rewind_epoch` (0: the
     initialisation), and train again from there, for `rounds` rounds in all. Round 1 trains
-    `epochs` epochs, every later round `epochs - rewind_epoch`; the last round is not pruned."""
+    `epochs` epochs, every later round `epochs - rewind_epoch`; the last round is not pruned.
+
+    `optimizer_at_rewind` "fresh" empties the optimizer's state (momentum, Adam's moments) at the
+    rewind epoch, in round 1 as at every rewind: each round trains on from there with a new
+    optimizer, as in open_lth, whose rounds (levels) each build their optimizer afresh, level 0
+    too, after a pretraining run that ends at the rewind step. "rewind", the default, keeps the
+    state trained up to that epoch and goes back to it. At epoch 0 the two are the same."""
 
     rate: float = PRUNE_RATE()
     rounds: int = option(
@@ -346,10 +369,22 @@ class Rounds(Schedule):
         "back to where they were after this epoch (0: the initialisation, as the original "
         "lottery ticket)",
     )
+    optimizer_at_rewind: str = option(
+        "imp_optimizer",
+        OPTIMIZER_AT_REWIND,
+        "rewind",
+        "rounds: rewind (the optimizer's state goes back to that of --rewind_epoch) or fresh "
+        "(emptied at --rewind_epoch, so every round trains on from there with a new optimizer, "
+        "as open_lth does)",
+    )
     epochs: int | None = None
 
     name = "rounds"
     targets = False
+
+    @property
+    def fresh_optimizer(self) -> bool:
+        return self.optimizer_at_rewind == "fresh"
 
     def check(self) -> None:
         cls = type(self)
@@ -379,6 +414,8 @@ class Rounds(Schedule):
 
     def what(self, where: str) -> str:
         to = "the initialisation" if self.rewind_epoch == 0 else f"epoch {self.rewind_epoch}"
+        if self.fresh_optimizer:
+            to += " with a fresh optimizer"
         return f"{self.rate:g} of the live weights {where} after each round, rewinding to {to}"
 
 

@@ -95,7 +95,7 @@ def test_three_seeds_become_one_row_with_mean_and_sample_std(tmp_path, capsys):
 def test_a_single_run_has_std_zero(tmp_path, capsys):
     write_summary(tmp_path, "one", final_test_acc=91.234)
     _, out, _ = report(capsys, tmp_path)
-    assert "| FlipOut | 99.90 | 91.23 ± 0.00 (n=1) |" in out
+    assert "| FlipOut | 99.90 | 91.23 (n=1) |" in out
 
 
 def test_methods_in_paper_order_whatever_the_file_order(tmp_path, capsys):
@@ -152,7 +152,7 @@ def test_incomplete_runs_are_listed_apart_not_counted(tmp_path, capsys):
 
     assert code == 0
     tables, incomplete = out.split("### Runs that did not complete")
-    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in tables
+    assert "| FlipOut | 99.90 | 87.00 (n=1) |" in tables
     assert "| Run | Method | Seed | Status | Epochs |" in incomplete
     assert "| sweep/nan | FlipOut | 2 | diverged | 40/350 |" in incomplete
     assert "| sweep/stopped | FlipOut | 1 | interrupted | 12/350 |" in incomplete
@@ -248,7 +248,7 @@ def test_metric_best_skips_runs_that_lack_it(tmp_path, capsys):
     write_summary(tmp_path, "good")
     write_summary(tmp_path, "old", best_test_acc=None)
     _, out, _ = report(capsys, tmp_path, "--metric", "best")
-    assert "| FlipOut | 99.90 | 88.00 ± 0.00 (n=1) |" in out
+    assert "| FlipOut | 99.90 | 88.00 (n=1) |" in out
     assert "- old/summary.json: completed, but best_test_acc is None" in out
 
 
@@ -284,7 +284,7 @@ def test_corrupt_summary_is_skipped_not_fatal(tmp_path, capsys):
     code, out, _ = report(capsys, tmp_path)
 
     assert code == 0
-    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in out
+    assert "| FlipOut | 99.90 | 87.00 (n=1) |" in out
     skipped = out.split("### Skipped files")[1]
     assert "- broken/summary.json: unreadable" in skipped
     assert "- no_accuracy/summary.json: completed, but final_test_acc is None" in skipped
@@ -332,7 +332,7 @@ def test_a_run_without_summary_is_listed_as_incomplete(tmp_path, capsys):
 
     assert code == 0
     tables, incomplete = out.split("### Runs that did not complete")
-    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=1) |" in tables
+    assert "| FlipOut | 99.90 | 87.00 (n=1) |" in tables
     assert "| sweep/killed | Random | 4 | no summary.json (killed?) | 3/350 |" in incomplete
     assert "| sweep/bare | ? | ? | no summary.json (killed?) | ?/? |" in incomplete
     assert "sweep/done" not in incomplete
@@ -396,7 +396,7 @@ def test_a_copy_resumed_to_completion_is_the_one_counted(tmp_path, capsys):
 
     _, out, _ = report(capsys, tmp_path)
 
-    assert "| FlipOut | 99.90 | 86.00 ± 0.00 (n=1) |" in out
+    assert "| FlipOut | 99.90 | 86.00 (n=1) |" in out
     assert "did not complete" not in out
     assert "- a/stopped duplicates b/resumed (same run_id), counted once" in out
 

@@ -341,6 +341,7 @@ class Rewriter:
         self.report = CompactReport()
         self.batch_source = next(n for n in gm.graph.nodes if n.op == "placeholder")
         self.buffers = 0
+        self.examples: set[fx.Node] = set()  # constant_output's buffers: one example each
 
     def run(self) -> CompactReport:
         for node in list(self.gm.graph.nodes):
@@ -463,31 +464,42 @@ class Rewriter:
             constant = self.buffer(value)
         node.replace_all_uses_with(constant)
         self.alias(constant, node)
+        self.examples.add(constant)
         self.gm.graph.erase_node(node)
 
     def batch_wide(self) -> None:
-        """Whatever is computed from constants alone holds one example, not a batch. Sums
-        broadcast it; anything else that also reads batch-wide values, a concatenation or
-        the output, gets it expanded to the batch first."""
+        """What `constant_output` left, and whatever is computed from it alone, holds one
+        example, not a batch. Sums broadcast it; anything else that reads it, a concatenation
+        or the output, gets it widened to the batch first, so that the network answers one row
+        per image even when nothing of the input reaches the output. Other attributes (the bias
+        maps of `layer`) never stand for a batch and are left as they are."""
         graph = self.gm.graph
         single: set[fx.Node] = set()
         self.frontier: set[fx.Node] = set()
         for node in list(graph.nodes):
             inputs = node.all_input_nodes
-            if node.op == "get_attr" or (
-                inputs and all(a in single for a in inputs) and node.op != "output"
-            ):
+            held = [a for a in inputs if a in single]
+            alone = all(a in single or a.op == "get_attr" for a in inputs)
+            if node in self.examples or (held and alone and node.op != "output"):
                 single.add(node)
-            elif any(a in single for a in inputs):
-                self.frontier.update(a for a in inputs if a in single and a.op != "get_attr")
+            elif held:
+                self.frontier.update(a for a in held if a.op != "get_attr")
                 if node.op == "call_function" and node.target in ADDITIONS:
                     continue
                 with graph.inserting_before(node):
-                    batch = graph.call_method("size", (self.batch_source, 0))
-                    for arg in [a for a in inputs if a in single and a.op != "get_attr"]:
-                        sizes = (-1,) * (self.values[arg].dim() - 1)
-                        wide = graph.call_method("expand", (arg, batch, *sizes))
-                        node.replace_input_with(arg, wide)
+                    for arg in held:
+                        node.replace_input_with(arg, self.widened(arg))
+
+    def widened(self, example: fx.Node) -> fx.Node:
+        """`example` plus zeros of the input's batch size, which broadcasts it to the batch
+        exactly. Not `example.expand(batch, ...)`: by the time the network is saved `example`
+        is a buffer, and torch.load rebuilds a GraphModule by tracing its code again, where a
+        buffer's method called with a traced size fails (a TypeError inside torch.fx)."""
+        graph = self.gm.graph
+        batch = graph.call_method("size", (self.batch_source, 0))
+        ones = (1,) * (self.values[example].dim() - 1)
+        zeros = graph.call_method("new_zeros", (self.batch_source, (batch, *ones)))
+        return graph.call_function(operator.add, (zeros, example))
 
     def batchnorm(self, node: fx.Node, module: nn.Module) -> None:
         keep = self.keep[node]
@@ -549,8 +561,14 @@ def compact(
     report.params_before = parameter_count(model)
     report.params_after = parameter_count(gm)
     report.channels_before, report.channels_after = channel_count(model), channel_count(gm)
+    # several images: an output that broadcasts one row would pass a comparison of values alone
     check = torch.randn(4, *input_shape, generator=generator)
     expected, got = model(check), gm(check)
+    if got.shape != expected.shape:
+        raise RuntimeError(
+            f"compaction changed the output's shape from {tuple(expected.shape)} to "
+            f"{tuple(got.shape)}; this is a bug, please report it with the network"
+        )
     report.max_difference = float(
         (got - expected).abs().max() / expected.abs().max().clamp_min(1e-30)
     )

@@ -85,9 +85,9 @@ from torch.nn.utils import prune
 from models import build_model
 from pruning.mask import human
 from utils.artifacts import PrunedRun, load_run, shown
-from utils.checkpoint import save_atomic
-from utils.compact import compact
-from utils.errors import OneLineParser, UserError
+from utils.compact import SELF_CHECK_TOLERANCE, compact
+from utils.errors import OneLineParser, UserError, command, given_path
+from utils.io import made_folders, write_atomic
 from utils.options import Bounded
 from utils.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 
@@ -160,30 +160,55 @@ def sparse_payload(run: PrunedRun) -> dict:
     return {"spec": run.spec, "sparse": sparse, "dense": state}
 
 
+# what PyTorch's 2:4 kernels take: a linear layer's (outputs, inputs) are multiples of these
+SEMI_STRUCTURED_SIDES = {"outputs": 32, "inputs": 64}
+SEMI_STRUCTURED_RULE = (
+    "Linear layers whose outputs are a multiple of 32 and inputs a multiple of 64, with at most "
+    "2 of every 4 consecutive weights live, as --nm 2:4 prunes"
+)
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def semi_structured_misfit(linear: nn.Linear) -> str | None:
+    """Why a linear layer cannot run as a 2:4 semi-structured tensor, or None when it can: the
+    pattern NVIDIA's sparse tensor cores run keeps at most 2 of every 4 consecutive inputs, and
+    PyTorch's kernels take only some shapes."""
+    rows, columns = linear.weight.shape
+    sides = {"outputs": rows, "inputs": columns}
+    reasons = [
+        f"{sides[side]} {side} not a multiple of {step}"
+        for side, step in SEMI_STRUCTURED_SIDES.items()
+        if sides[side] == 0 or sides[side] % step
+    ]
+    if columns % 4 == 0:
+        groups = (linear.weight.detach() != 0).reshape(rows, columns // 4, 4)
+        crowded = int((groups.sum(-1) > 2).sum())
+        if crowded:
+            reasons.append(f"{crowded:,} groups of 4 consecutive inputs keep more than 2")
+    return ", ".join(reasons) or None
+
+
 def semi_structured_layers(model: nn.Module) -> list[str]:
-    """The linear layers whose weights keep at most 2 of every 4 consecutive inputs, the pattern
-    that NVIDIA's sparse tensor cores run, and that PyTorch's kernels take (both sides at
-    least 32 and multiples of the 4-wide groups)."""
-    layers = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        rows, columns = module.weight.shape
-        if rows < 32 or columns < 64 or rows % 32 or columns % 64:
-            continue
-        groups = (module.weight.detach() != 0).reshape(rows, columns // 4, 4)
-        if (groups.sum(-1) <= 2).all():
-            layers.append(name)
-    return layers
+    """The linear layers that run as 2:4 semi-structured tensors (semi_structured_misfit)."""
+    return [name for name, m in linear_layers(model).items() if semi_structured_misfit(m) is None]
 
 
 def semi_structured_payload(run: PrunedRun) -> dict:
     payload = dense_payload(run)
-    layers = semi_structured_layers(dense_model(payload))
+    linears = linear_layers(dense_model(payload))
+    misfits = {name: semi_structured_misfit(linear) for name, linear in linears.items()}
+    layers = [name for name, misfit in misfits.items() if misfit is None]
     if not layers:
+        why = [
+            f"{name} ({'x'.join(map(str, linears[name].weight.shape))}): {misfit}"
+            for name, misfit in misfits.items()
+        ]
         raise UserError(
-            f"{run.run_dir}: no linear layer keeps at most 2 of every 4 consecutive inputs (and "
-            "is at least 32 x 64): prune with --nm 2:4 for a semi-structured export"
+            f"{run.run_dir}: no layer fits the 2:4 semi-structured kernels, which take "
+            f"{SEMI_STRUCTURED_RULE}: {shown(why, '; ') if why else 'it has no linear layer'}"
         )
     return {"format": "semi_structured", **payload, "layers": layers}
 
@@ -352,7 +377,28 @@ def load_module_export(path: str | Path, unsafe: list[str]) -> nn.Module:
         ) from error
     if not isinstance(module, nn.Module):
         raise UserError(f"{path} is not an export of utils.export")
+    if not follows_the_batch(module):
+        raise UserError(
+            f"{path}: a constant network that answers one row for a batch of images, written by "
+            "an earlier utils.export; export the run again"
+        )
     return module
+
+
+def follows_the_batch(module: nn.Module) -> bool:
+    """Whether a module export answers one row per image. Only a constant network (no
+    parameter left: nothing of the input reaches the output) can fail this, as compaction
+    wrote them before it widened constants to the batch; for it the check costs nothing, its
+    input being read for its batch size only (so a zero-strided view of one number does)."""
+    info = getattr(module, "export_info", None)
+    if not isinstance(info, dict) or info.get("params_after") != 0:
+        return True
+    shape = info.get("input_shape")
+    if not isinstance(shape, list) or not all(isinstance(side, int) and side > 0 for side in shape):
+        return True  # nothing to try it on
+    with torch.no_grad():
+        answer = module(torch.zeros(1).expand(2, *shape))
+    return isinstance(answer, torch.Tensor) and answer.dim() > 0 and len(answer) == 2
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -378,21 +424,51 @@ def file_size(count: int) -> str:
     return f"{human(count)}B"
 
 
-def saved_size(payload: dict) -> int:
-    """Bytes `torch.save` writes for `payload`, measured without a file."""
+def saved(payload: object) -> bytes:
+    """What `torch.save` writes for `payload`, made in memory."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return buffer.getbuffer().nbytes
+    return buffer.getvalue()
 
 
-def write(payload: object, out: Path) -> None:
+def saved_size(payload: dict) -> int:
+    return len(saved(payload))
+
+
+def read_back(data: bytes, module: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Load a module export's bytes as `load` will and check that the network answers what
+    `module` does, one row per image of a batch of three. A network this tool could not read
+    back, or one whose output ignores the batch, is a bug: it is refused before anything is
+    written, with its traceback."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(payload, out)
-    except OSError as error:
-        # name the path that failed when it is a folder above OUT, such as a file in the way
-        where = f" ({error.filename})" if error.filename and error.filename != str(out) else ""
-        raise UserError(f"cannot write {out}: {error.strerror or error}{where}") from error
+        copy = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise RuntimeError(
+            "the exported network cannot be loaded back; this is a bug, please report it with "
+            "the run"
+        ) from error
+    inputs = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = module(inputs), copy(inputs)
+    scale = expected.abs().max().clamp_min(1e-30)
+    if got.shape != expected.shape or len(got) != len(inputs):
+        problem = f"answers {tuple(got.shape)} for 3 images, where {tuple(expected.shape)} is due"
+    elif (got - expected).abs().max() > SELF_CHECK_TOLERANCE * scale:
+        problem = "answers other values than the network it was saved from"
+    else:
+        return
+    raise RuntimeError(
+        f"the exported network, loaded back, {problem}; this is a bug, please report it with "
+        "the run"
+    )
+
+
+def write(data: bytes, out: Path) -> None:
+    """`data` into `out`, atomically, its folders created. A path the system refuses ends in one
+    line naming `out` (utils.errors.path_error), and neither a part of the file nor a folder
+    made for it is left behind."""
+    with given_path(f"cannot write {out}", out), made_folders(out.parent):
+        write_atomic(out, lambda file: file.write(data))
 
 
 def compact_lines(module: nn.Module) -> list[str]:
@@ -413,9 +489,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> li
     """Write `run_dir`'s network to `out` in format `fmt`; returns the lines to report.
     `batch`: the batch size sparse_runtime picks its kernels for."""
     out = Path(out)
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; OUT is the file to write")
-    run = load_run(run_dir)
+    with given_path(f"cannot write {out}", out):
+        if out.is_dir():
+            raise UserError(f"{out} is a directory; OUT is the file to write")
+    with given_path(str(run_dir), run_dir):
+        run = load_run(run_dir)
     if fmt in (*MODULE_FORMATS, "semi_structured") and all(m.all() for m in run.masks.values()):
         raise UserError(
             f"{run_dir}: nothing was pruned, so there is nothing to make smaller or sparse; "
@@ -426,8 +504,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> li
         payload, choices = sparse_runtime_module(run, batch)
     else:
         payload = PAYLOADS[fmt](run)
-    write(payload, out)
-    size = out.stat().st_size
+    data = saved(payload)
+    if fmt in MODULE_FORMATS:
+        read_back(data, payload, run.input_shape)
+    write(data, out)
+    size = len(data)
     lines = [f"wrote {out} ({fmt}, {file_size(size)})"]
     if fmt == "sparse":
         dense = saved_size(dense_payload(run))
@@ -446,6 +527,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> li
     return lines
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m utils.export",
@@ -465,13 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         help="sparse_runtime: the batch size whose speed decides sparse or dense per layer "
         "(default: 1)",
     )
-    try:
-        args = parser.parse_args(argv)
-        lines = export(args.run_dir, args.to, args.out, args.batch)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    print("\n".join(lines))
+    args = parser.parse_args(argv)
+    print("\n".join(export(args.run_dir, args.to, args.out, args.batch)))
     return 0
 
 

@@ -15,10 +15,10 @@ import sys
 
 import torch
 
-from pruning.mask import layer_table
+from pruning.mask import layer_table, percent
 from utils.artifacts import PrunedRun, load_run
 from utils.compact import compact_summary
-from utils.errors import OneLineParser, UserError
+from utils.errors import OneLineParser, command, given_path
 from utils.export import file_size
 from utils.flops import flops_summary, layer_flops
 
@@ -44,7 +44,7 @@ def flip_table(run: PrunedRun) -> tuple[str, str]:
         mean, most, never = overall
         summary = (
             f"sign flips of the live weights: mean {mean:.3f}, max {most:,}, "
-            f"never flipped {never:.2%}"
+            f"never flipped {percent(never)}"
         )
     width = max(len(name) for name in ["layer", *live])
     lines = [f"{'layer':<{width}}  {'mean flips':>10}  {'max flips':>9}  {'never flipped':>13}"]
@@ -53,7 +53,7 @@ def flip_table(run: PrunedRun) -> tuple[str, str]:
         if stats is None:  # a collapsed layer has no live weight to average over
             mean, most, never = "-", "-", "-"
         else:
-            mean, most, never = f"{stats[0]:.3f}", f"{stats[1]:,}", f"{stats[2]:.2%}"
+            mean, most, never = f"{stats[0]:.3f}", f"{stats[1]:,}", percent(stats[2])
         lines.append(f"{name:<{width}}  {mean:>10}  {most:>9}  {never:>13}")
     return summary, "\n".join(lines)
 
@@ -77,6 +77,7 @@ def describe(run: PrunedRun) -> str:
     total = sum(n for _, n in counts.values())
     flops = flops_summary(run.model, run.input_shape, run.masks)
     collapsed = [name for name, (n, _) in counts.items() if n == 0]
+    sparsity = percent(1 - live / total)
     options = ", ".join(f"{key}={value}" for key, value in run.spec.items() if key != "name")
     flips_summary, flips_per_layer = flip_table(run)
     sections = [
@@ -84,7 +85,7 @@ def describe(run: PrunedRun) -> str:
         layer_table(counts, layer_flops(run.model, run.input_shape, run.masks)),
         "\n".join(
             [
-                f"sparsity {1 - live / total:.2%} ({live:,} of {total:,} prunable weights live)",
+                f"sparsity {sparsity} ({live:,} of {total:,} prunable weights live)",
                 f"MACs per input: dense {flops['flops_dense']:,}, "
                 f"remaining {flops['flops_remaining']:,}, "
                 f"theoretical speed-up {flops['theoretical_speedup']:.2f}x",
@@ -97,6 +98,7 @@ def describe(run: PrunedRun) -> str:
     return "\n\n".join(sections)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m utils.inspect",
@@ -104,12 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         "from its checkpoint.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
-    try:
-        args = parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    with given_path(args.run_dir, args.run_dir):
         run = load_run(args.run_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
     print(describe(run))
     return 0
 

@@ -51,6 +51,23 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 @contextlib.contextmanager
+def made_folders(folder: Path):
+    """Create `folder` and its missing parents for the block; when the creation or the block
+    fails, remove the folders made here again (those still empty), so that a refused path
+    leaves nothing behind."""
+    folder = Path(folder)
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        for path in made:  # the deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def writing(path: Path):
     """Turn an I/O failure inside the block into a StorageError naming `path`."""
     try:

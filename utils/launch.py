@@ -19,6 +19,8 @@ from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+from utils.errors import quiet_closed_pipes
+
 # what main.py's exit codes mean, for the line about a failed rank
 ENDINGS = {
     2: "stopped on a mistake in its input (see its error line)",
@@ -58,6 +60,7 @@ def quiet_torchrun() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+@quiet_closed_pipes()
 def main(argv: list[str] | None = None) -> int:
     quiet_torchrun()
     args = torchrun.parse_args(sys.argv[1:] if argv is None else argv)

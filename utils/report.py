@@ -4,15 +4,16 @@ accuracy-vs-sparsity plot, computed from the `summary.json` files that training 
     python -m utils.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
 
 Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
-becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs. Listed after
+becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs (a single run
+has no sample std: its accuracy is shown alone, and its CSV std is empty). Listed after
 the tables and never counted: runs that did not complete, including run directories without a
 summary.json (a killed run, or one still running); the extra copies of a run found more than once,
 such as a copied run directory (the same `run_id`, or for older runs without one the same summary
 apart from `run_dir`), whose run counts once; and files that could not be read.
 
 Exit code 0 when there is a report (however many problems it lists), 1 when DIR holds no run at
-all, 2 with one line on stderr for a bad command line, a DIR that is not a directory or a CSV file
-that cannot be written.
+all, 2 with one line on stderr for a bad command line, a DIR that is not a directory or a CSV path
+that cannot be (too long, through a file), 4 for a CSV file the disk refuses (read-only, full).
 
 The accuracy is the test accuracy after the last epoch (`--metric final`, the default) or the
 highest over the epochs (`--metric best`). Compare with the paper's numbers on `final`: the
@@ -22,7 +23,9 @@ figure.
 
 When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written
 into DIR: one figure, always under that name, with one subplot per (model, dataset) that has such
-a method. All percentages in the tables and the CSV are percent (0-100).
+a method. All percentages in the tables and the CSV are percent (0-100). The tables show two
+decimals, or as many more as it takes never to round a share that is not 0 to 0.00 or one that
+is not all to 100.00 (`percent`).
 """
 
 import csv
@@ -39,7 +42,8 @@ from itertools import groupby
 from pathlib import Path
 
 from pruning.criteria import CRITERIA
-from utils.errors import OneLineParser, UserError
+from pruning.mask import percent
+from utils.errors import OneLineParser, StorageError, UserError, command, given_path
 from utils.io import write_atomic, write_text_atomic
 from utils.logging import epochs_logged
 
@@ -116,7 +120,7 @@ class Row:
     method: str
     sparsity_mean: float
     accuracy_mean: float
-    accuracy_std: float
+    accuracy_std: float | None  # sample std; None for a single run, where it is undefined
     n: int
     metric: str = "final"  # which accuracy: a key of METRICS
     # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
@@ -405,7 +409,7 @@ def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
                 method=method,
                 sparsity_mean=sparsity,
                 accuracy_mean=statistics.mean(accuracies),
-                accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
                 n=len(level),
                 metric=metric,
                 flops_remaining_mean=flops_remaining_percent(level),
@@ -432,11 +436,12 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     for (model, dataset), pair_rows in groupby(rows, key=lambda row: (row.model, row.dataset)):
         lines = [f"### {model} on {dataset}", "", *table_head(header)]
         for row in pair_rows:
-            accuracy = f"{row.accuracy_mean:.2f} ± {row.accuracy_std:.2f} (n={row.n})"
-            cells = [row.method, f"{row.sparsity_mean:.2f}", accuracy]
+            spread = "" if row.accuracy_std is None else f" ± {row.accuracy_std:.2f}"
+            accuracy = f"{row.accuracy_mean:.2f}{spread} (n={row.n})"
+            cells = [row.method, percent(row.sparsity_mean / 100, sign=""), accuracy]
             if show_flops:
                 flops = row.flops_remaining_mean
-                cells.append("—" if flops is None else f"{flops:.2f}")
+                cells.append("—" if flops is None else percent(flops / 100, sign=""))
             lines.append(table_line(cells))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -531,7 +536,7 @@ def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
             axes.errorbar(
                 [nines(row.sparsity_mean) for row in points],
                 [row.accuracy_mean for row in points],
-                yerr=[row.accuracy_std for row in points],
+                yerr=[row.accuracy_std or 0.0 for row in points],
                 marker="o",
                 capsize=3,
                 label=method,
@@ -551,7 +556,8 @@ def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
     return Path(path)
 
 
-def report(argv: list[str] | None = None) -> int:
+@command
+def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="python -m utils.report",
         description="Tables (and a plot) of test accuracy by method and sparsity from the "
@@ -570,12 +576,13 @@ def report(argv: list[str] | None = None) -> int:
         "--flops", action="store_true", help="add the share of the dense FLOPs that remains"
     )
     args = parser.parse_args(argv)
-    if not args.dir.exists():
-        raise UserError(f"{args.dir}: no such directory")
-    if not args.dir.is_dir():
-        raise UserError(f"{args.dir} is not a directory")
-    summaries, skipped = load_summaries(args.dir, args.metric)
-    unfinished, config_skipped = unfinished_runs(args.dir)
+    with given_path(str(args.dir), args.dir):
+        if not args.dir.exists():
+            raise UserError(f"{args.dir}: no such directory")
+        if not args.dir.is_dir():
+            raise UserError(f"{args.dir} is not a directory")
+        summaries, skipped = load_summaries(args.dir, args.metric)
+        unfinished, config_skipped = unfinished_runs(args.dir)
     skipped = sorted(skipped + config_skipped)
     if not summaries and not unfinished and not skipped:
         print(f"no usable summary.json below {args.dir}", file=sys.stderr)
@@ -599,30 +606,18 @@ def report(argv: list[str] | None = None) -> int:
     ]
     print("\n\n".join(section for section in sections if section))
     if args.csv:
-        try:
+        with given_path(f"cannot write {args.csv}", args.csv):
             write_csv(rows, args.csv, show_flops)
-        except OSError as error:
-            raise UserError(f"cannot write {args.csv}: {error.strerror or error}") from error
         print(f"\nCSV: {args.csv}")
     try:
         plot = plot_accuracy_vs_sparsity(rows, args.dir / PLOT_NAME)
-    except OSError as error:
+    except StorageError as error:
         # the plot was not asked for: a read-only runs folder should not fail the report
-        print(
-            f"note: cannot write {args.dir / PLOT_NAME}: {error.strerror or error}", file=sys.stderr
-        )
+        print(f"note: {error}", file=sys.stderr)
         plot = None
     if plot:
         print(f"\nPlot: {plot}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        return report(argv)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
 
 
 if __name__ == "__main__":

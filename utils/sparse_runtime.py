@@ -185,10 +185,14 @@ def sparsify(
 
 def choice_table(choices: list[LayerChoice]) -> str:
     """Per layer: density, dense and sparse time, and which one runs."""
+    # here, not at the top: loading a sparse_runtime export imports this module, and needs no
+    # more than torch for it
+    from pruning.mask import percent
+
     width = max([len("layer"), *(len(c.name) for c in choices)])
     lines = [f"{'layer':<{width}}  {'live':>7}  {'dense ms':>8}  {'sparse ms':>9}  runs"]
     for c in choices:
-        density = f"{c.live / c.total:.1%}" if c.total else "-"
+        density = percent(c.live / c.total, 1) if c.total else "-"
         lines.append(
             f"{c.name:<{width}}  {density:>7}  {c.dense_ms:>8.3f}  {c.sparse_ms:>9.3f}  "
             f"{'sparse' if c.sparse else 'dense'}"
