@@ -22,7 +22,7 @@ from pruning import CRITERIA, NM, SCHEDULES, Pruner
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
-from utils.errors import OneLineParser, UserError
+from utils.errors import OneLineParser, UserError, given_path
 from utils.logging import warn
 from utils.options import Bounded, by_flag, from_values, options_of
 from utils.runtime import default_num_workers
@@ -429,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume is not None:
         args = resumed_args(parser, argv, args.resume)
-    elif args.run_dir is not None and (Path(args.run_dir) / "config.json").is_file():
+    elif args.run_dir is not None and run_config_exists(args.run_dir):
         args = resumed_args(parser, argv, args.run_dir, same_run=True)
     validate(args)
     if args.resume is None:
@@ -444,13 +444,21 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     return vars(parser.parse_args(argv))
 
 
+def run_config_exists(run_dir: str) -> bool:
+    """Whether --run_dir already holds a run; a path the system refuses (too long, through a
+    file) is one line naming it (utils.errors.path_error)."""
+    with given_path(f"--run_dir {run_dir}", run_dir):
+        return (Path(run_dir) / "config.json").is_file()
+
+
 def read_config(run_dir: str, flag: str = "--resume") -> dict:
     """A run's config.json as a dict, or a UserError that says why it cannot be used."""
     path = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        raise UserError(f"{flag} {run_dir}: no such run directory")
-    if not path.is_file():
-        raise UserError(f"{flag} {run_dir}: no config.json there; is it a run directory?")
+    with given_path(f"{flag} {run_dir}", run_dir):
+        if not Path(run_dir).is_dir():
+            raise UserError(f"{flag} {run_dir}: no such run directory")
+        if not path.is_file():
+            raise UserError(f"{flag} {run_dir}: no config.json there; is it a run directory?")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting

@@ -29,7 +29,15 @@ from pruning.nm import NM
 from pruning.schedule import Step
 from pruning.select import prune_lowest_global, prune_lowest_per_layer
 from pruning.snip import connection_sensitivity
-from utils.options import SPARSITY, Bounded, check_fields, describe_options, named, option
+from utils.options import (
+    SPARSITY,
+    Bounded,
+    Choice,
+    check_fields,
+    describe_options,
+    named,
+    option,
+)
 
 
 @dataclass
@@ -186,7 +194,11 @@ class IterativeMagnitude(GlobalMagnitude):
     def variant_label(cls, options: dict) -> str:
         rewind = options.get("rewind_epoch") or 0
         label = super().variant_label(options)
-        return label if rewind == 0 or label != cls.label else f"IMP (rewind to epoch {rewind})"
+        if rewind == 0 or label != cls.label:
+            return label
+        # at epoch 0 the optimizer is new either way: those runs are one method
+        fresh = ", fresh optimizer" if options.get("imp_optimizer") == "fresh" else ""
+        return f"IMP (rewind to epoch {rewind}{fresh})"
 
 
 @dataclass
@@ -257,11 +269,16 @@ class AtInitialisation(Criterion):
         return "oneshot", {"sparsity": target}
 
 
+BN_MODES = Choice("train", "eval")
+
+
 @dataclass
 class Snip(AtInitialisation):
     """Connection sensitivity |dL/dw * w| on a few training batches (Lee et al., 2019). By
     default once, before training, to `init_sparsity` (or the original's `sparsity`,
-    `--snip_sparsity`); on another schedule it scores afresh at each prune."""
+    `--snip_sparsity`); on another schedule it scores afresh at each prune. `bn_mode` is the
+    mode the model scores in: "train" (BatchNorm on batch statistics) as the FlipOut paper's
+    SNIP, "eval" (on running statistics) as SNIP's authors' (pruning/snip.py)."""
 
     sparsity: float | None = option(
         "snip_sparsity",
@@ -273,9 +290,26 @@ class Snip(AtInitialisation):
     batches: int = option(
         "snip_batches", Bounded(int, low=1, high=10_000), 1, "training batches SNIP scores on"
     )
+    bn_mode: str = option(
+        "snip_bn",
+        BN_MODES,
+        "train",
+        "the mode SNIP scores the model in: train (BatchNorm normalises with each batch's "
+        "statistics, as the FlipOut paper's SNIP) or eval (with its running statistics, as "
+        "SNIP's authors' code); the model's statistics are left unchanged either way",
+    )
 
     label = "SNIP"
     schedule_fields = ("init_sparsity", "sparsity")
+
+    @classmethod
+    def variant_label(cls, options: dict) -> str:
+        label = super().variant_label(options)
+        if options.get("snip_bn") != "eval":
+            return label
+        if label.endswith(")"):  # "SNIP (periodic)" -> "SNIP (periodic, BatchNorm in eval mode)"
+            return f"{label[:-1]}, BatchNorm in eval mode)"
+        return f"{label} (BatchNorm in eval mode)"
 
     def batches_needed(self):
         return self.batches
@@ -296,7 +330,12 @@ class Snip(AtInitialisation):
 
     def scores(self, inputs):
         return connection_sensitivity(
-            inputs.model, inputs.params, inputs.batches, inputs.device, inputs.all_reduce_sum
+            inputs.model,
+            inputs.params,
+            inputs.batches,
+            inputs.device,
+            inputs.all_reduce_sum,
+            train_mode=self.bn_mode == "train",
         )
 
 

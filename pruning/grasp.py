@@ -103,9 +103,11 @@ class GraSP(AtInitialisation):
 
     Deliberate differences from their `GraSP`: it scores a deep copy whose linear layers are
     re-initialised (xavier_normal, `reinit=True`) and then masks the original weights; this scores
-    the weights that then train, as Snip does. Their `topk` then `<= threshold` keeps every weight
-    tied at the threshold and removes int(ratio * N); here exactly the target is met (round), ties
-    broken by position. The model's .grad fields are left alone (theirs accumulate on the copy).
+    the weights that then train, as Snip does. Their threshold is the smallest of the
+    int(ratio * N) scores `topk` picks, and `<= threshold` keeps it along with every weight tied
+    with it, so they remove int(ratio * N) - 1 weights, fewer still where others tie with it;
+    here exactly the target is met (round), ties broken by position. The model's .grad fields
+    are left alone (theirs accumulate on the copy).
     As in theirs, BatchNorm normalises with batch statistics while scoring: their network comes
     fresh from its constructor, in train mode (the `.eval()` after their deepcopy is commented
     out); here the model is put in train mode and its mode and statistics restored afterwards.

@@ -374,9 +374,12 @@ class Pruner:
     @torch.no_grad()
     def _remember_rewind_point(self, epoch: int) -> None:
         """At the schedule's rewind epoch, keep the weights (and buffers) and the optimizer's
-        state to go back to."""
+        state to go back to; with a schedule's `fresh_optimizer`, that state is emptied first,
+        so that this round and every later one train on from here with a new optimizer."""
         if self.schedule is None or self.schedule.rewind_epoch != epoch:
             return
+        if self.schedule.fresh_optimizer and self.optimizer is not None:
+            self.optimizer.state.clear()  # a new torch optimizer has no per-weight state yet
         self.rewind_point = {
             "model": {name: t.detach().clone() for name, t in self.model.state_dict().items()},
             "optimizer": None

@@ -90,6 +90,25 @@ class Bounded:
             raise ValueError(f"{name} {problem}, got {value}")
 
 
+class Choice:
+    """An argparse `type` and a value check in one, as Bounded is for numbers, for an option that
+    is one of a few words."""
+
+    def __init__(self, *words: str):
+        self.words = words
+        self.__name__ = "choice"  # argparse names the type in its messages
+
+    def __call__(self, text: str) -> str:
+        if text not in self.words:
+            raise argparse.ArgumentTypeError(f"choose {' or '.join(self.words)}, got {text!r}")
+        return text
+
+    def check(self, name: str, value) -> None:
+        """ValueError naming `name` unless `value` is one of the words."""
+        if value not in self.words:
+            raise ValueError(f"{name} must be {' or '.join(map(repr, self.words))}, got {value!r}")
+
+
 # fractions of the weights: a sparsity may be 0, a rate must remove something; neither reaches 1
 SPARSITY = Bounded(float, low=0, below=1)
 RATE = Bounded(float, above=0, below=1)
@@ -107,7 +126,10 @@ class Option:
     def argparse_kwargs(self) -> dict:
         if self.parse is bool:
             return {"action": "store_true", "help": self.help}
-        return {"type": self.parse, "default": self.default, "help": self.help}
+        kwargs = {"type": self.parse, "default": self.default, "help": self.help}
+        if isinstance(self.parse, Choice):
+            kwargs["metavar"] = "{" + ",".join(self.parse.words) + "}"
+        return kwargs
 
 
 def option(flag: str, parse, default, help: str):
@@ -140,11 +162,12 @@ def named(cls, field: str) -> str:
 
 
 def check_fields(obj) -> None:
-    """Check every numeric option of a dataclass instance with its own parser's bounds."""
+    """Check every option of a dataclass instance that has a checking parser (Bounded, Choice)."""
     for name, spec in options_of(type(obj)):
         value = getattr(obj, name)
         # None is a value only where it is the default ("not set")
-        if isinstance(spec.parse, Bounded) and not (value is None and spec.default is None):
+        unset = value is None and spec.default is None
+        if isinstance(spec.parse, Bounded | Choice) and not unset:
             spec.parse.check(named(type(obj), name), value)
 
 
