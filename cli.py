@@ -19,12 +19,12 @@ from pathlib import Path
 from data import DATASETS
 from models import MODELS
 from pruning import CRITERIA, NM, SCHEDULES, Pruner
+from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
 from utils.errors import OneLineParser, UserError, given_path
 from utils.logging import warn
-from utils.options import Bounded, by_flag, from_values, options_of
 from utils.runtime import default_num_workers
 
 # A resumed run must be the same experiment...
@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=None,
         help="start from trained weights: a run's model.pt or checkpoint.pt (or its directory), "
-        "an export of utils.export, or a plain state dict; masks in the file are kept, then the "
-        "run prunes and fine-tunes as its other options say (default: a fresh initialisation)",
+        "an export of python -m export, or a plain state dict; masks in the file are kept, then "
+        "the run prunes and fine-tunes as its other options say (default: a fresh initialisation)",
     )
     g.add_argument(
         "--save_model",

@@ -72,14 +72,14 @@ from utils.errors import (
     given_path,
     quiet_closed_pipes,
 )
-from utils.compact import compact_summary
-from utils.flops import flops_summary, layer_flops
+from export.compact import compact_summary
+from export.flops import flops_summary, layer_flops
 from utils.io import made_folders, write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import RUNS_ROOT, NullLogger, RunLogger, make_run_dir, warn
 from pruning.mask import percent
 from utils.runtime import batchnorm_in_fp32, seed_everything
-from utils.weights import load_weights, read_weights
+from export.weights import load_weights, read_weights
 
 HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
 # options that describe how a run was resumed, not the run itself

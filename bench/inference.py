@@ -3,8 +3,8 @@
 The masks come from a short real run: the network trains with SGD on CIFAR-10-shaped synthetic
 images (data/synthetic.py) while FlipOut with gradient noise prunes it step by step, through the
 library (pruning.Pruner), to the target sparsity. The masked dense network is then timed side by
-side with its compact export (utils/compact.py) and its sparse-kernel export
-(utils/sparse_runtime.py), at batch 1 and batch 64, on the CPU, where the sparse kernels run.
+side with its compact export (export/compact.py) and its sparse-kernel export
+(export/sparse_runtime.py), at batch 1 and batch 64, on the CPU, where the sparse kernels run.
 """
 
 import copy
@@ -13,10 +13,10 @@ import torch
 
 from bench.timing import interleaved
 from data.synthetic import class_patterns
+from export.compact import channel_count, compact, parameter_count
+from export.sparse_runtime import sparsify
 from models import build_model
 from pruning import Pruner
-from utils.compact import channel_count, compact, parameter_count
-from utils.sparse_runtime import sparsify
 
 MODELS = ("vgg19", "resnet18")
 SPARSITIES = (0.99, 0.999)

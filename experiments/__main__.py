@@ -217,7 +217,7 @@ def report_dirs(runs) -> list[Path]:
 
 
 def print_report(runs) -> None:
-    from utils import report
+    from experiments import report
 
     for directory in report_dirs(runs):
         print()

@@ -14,8 +14,7 @@ what a criterion is given (PruneInputs), and the N:M constraint that any ranking
 obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
 
-from pruning.criteria import (
-    CRITERIA,
+from .criteria import (
     AtInitialisation,
     Criterion,
     FlipOut,
@@ -27,14 +26,14 @@ from pruning.criteria import (
     Random,
     Snip,
     Threshold,
-    build_criterion,
 )
-from pruning.grasp import GraSP
-from pruning.mask import Masks, prunable_parameters
-from pruning.nm import NM
-from pruning.pruner import PruneEvent, Pruner
-from pruning.schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
-from pruning.synflow import SynFlow
+from .grasp import GraSP
+from .mask import Masks, prunable_parameters
+from .nm import NM
+from .pruner import PruneEvent, Pruner
+from .registry import CRITERIA, build_criterion
+from .schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
+from .synflow import SynFlow
 
 __all__ = [
     "CRITERIA",

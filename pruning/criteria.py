@@ -1,15 +1,15 @@
-"""Pruning criteria: the registry behind `--prune_criterion`.
+"""Pruning criteria: the scores and selection rules behind `--prune_criterion`.
 
 A criterion decides which live weights a prune removes; the schedule (pruning/schedule.py)
 decides when and how many. Most criteria are rankings: `scores` gives every weight a number and
 the lowest-scoring live weights go, ranked across the whole network (`scope = "global"`) or
 within each tensor (`"layer"`). Rules that are not rankings override `select`.
 
-A criterion is a dataclass whose fields are its options; a field made with `utils.options.option`
+A criterion is a dataclass whose fields are its options; a field made with `pruning.options.option`
 is also a flag of main.py, which cli.py adds from here. What a criterion needs it receives in
 `PruneInputs`: weights, masks, flip counts, a seeded generator, and, if `batches_needed` says
 so, the model and that many training batches. Adding a method is one class here (or in a file of
-its own) and one line in CRITERIA.
+its own) and one line in CRITERIA (pruning/registry.py).
 
 An N:M constraint (pruning/nm.py) needs nothing of a ranking criterion: `select` adds the
 weights the constraint forces out (`PruneInputs.forced`) to those its scores choose. A criterion
@@ -24,12 +24,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pruning.mask import Masks
-from pruning.nm import NM
-from pruning.schedule import Step
-from pruning.select import prune_lowest_global, prune_lowest_per_layer
-from pruning.snip import connection_sensitivity
-from utils.options import (
+from .mask import Masks
+from .nm import NM
+from .options import (
     SPARSITY,
     Bounded,
     Choice,
@@ -38,6 +35,9 @@ from utils.options import (
     named,
     option,
 )
+from .schedule import Step
+from .select import prune_lowest_global, prune_lowest_per_layer
+from .snip import connection_sensitivity
 
 
 @dataclass
@@ -136,6 +136,8 @@ class Criterion:
     @property
     def name(self) -> str:
         """Its registry name; a criterion used without registering it goes by its class name."""
+        from .registry import CRITERIA  # the registry imports this module: look it up when asked
+
         return next((key for key, cls in CRITERIA.items() if cls is type(self)),
                     type(self).__name__)  # fmt: skip
 
@@ -348,33 +350,6 @@ class NoPruning(Criterion):
 
     def select(self, inputs, step):
         return {}
-
-
-# Criteria in files of their own subclass the classes above, so they are imported once these exist.
-from pruning.grasp import GraSP  # noqa: E402
-from pruning.synflow import SynFlow  # noqa: E402
-
-CRITERIA: dict[str, type[Criterion]] = {
-    "flipout": FlipOut,
-    "global_magnitude": GlobalMagnitude,
-    "grasp": GraSP,
-    "imp": IterativeMagnitude,
-    "magnitude": LayerMagnitude,
-    "none": NoPruning,
-    "random": Random,
-    "snip": Snip,
-    "synflow": SynFlow,
-    "threshold": Threshold,
-}
-
-
-def build_criterion(name: str, **options) -> Criterion:
-    """The criterion registered as `name`, with its options by keyword."""
-    if name not in CRITERIA:
-        raise ValueError(
-            f"unknown prune criterion {name!r}; choose from {', '.join(sorted(CRITERIA))}"
-        )
-    return CRITERIA[name](**options)
 
 
 def first_batches(source, count: int) -> list:

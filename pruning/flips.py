@@ -13,8 +13,8 @@ weights' device, and no host synchronisation per step.
 
 import torch
 
-from pruning.kernels import Kernels
-from pruning.mask import Masks
+from .kernels import Kernels
+from .mask import Masks
 
 PENDING_LIMIT = 127  # steps between catch-ups: bits 1-7 of a byte count to 127
 

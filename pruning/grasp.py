@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning.criteria import AtInitialisation
-from utils.options import Bounded, option
+from .criteria import AtInitialisation
+from .options import Bounded, option
 
 
 def hessian_gradient_product(

@@ -19,10 +19,9 @@ flips counted since the int32 totals last caught up.
 """
 
 import logging
+import warnings
 
 import torch
-
-from utils.logging import warn
 
 # torch.compile's C++ toolchain lookup warns about a missing CUDA runtime on every CPU-only
 # machine; it is irrelevant to these CPU or GPU kernels.
@@ -177,10 +176,12 @@ class Kernels:
             except Exception as error:  # compilation fails before any input is touched
                 if self.mode == "on":
                     raise
-                warn(
+                warnings.warn(
                     f"compiling the pruning kernels failed ({type(error).__name__}: "
                     f"{str(error).splitlines()[0] if str(error) else ''}); running them eagerly "
-                    "(same results, slower)"
+                    "(same results, slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
                 self.eager = True
                 return eager(*args)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pruning.mask import Masks
-from utils.options import flags_named
+from .mask import Masks
+from .options import flags_named
 
 MAX_M = 64  # far above any hardware pattern (2:4, 1:4 and 2:8 are the ones in use)
 # a Masks, or name -> bool tensor (True: live) as its state_dict and a saved model.pt hold them

@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from pruning.kernels import Kernels, dense_layout
-from utils.errors import UserError
+from .kernels import Kernels, dense_layout
 
 CPU_STREAMS = 4
 
@@ -176,12 +175,12 @@ class GradientNoise:
 
     def set_state(self, states: list[torch.Tensor]) -> None:
         if not isinstance(states, list | tuple):
-            raise UserError(
+            raise ValueError(
                 "the checkpoint's gradient noise state is from an earlier version of this code "
                 "(one generator); resume it with that version, or start the run again"
             )
         if len(states) != len(self.generators):
-            raise UserError(
+            raise ValueError(
                 f"the checkpoint has {len(states)} gradient noise streams and this run "
                 f"{len(self.generators)} ({CPU_STREAMS} on the CPU, 1 on CUDA): resume on the "
                 "kind of device the run started on"

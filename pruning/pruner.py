@@ -30,16 +30,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruning.criteria import Criterion, PruneInputs, build_criterion, first_batches
-from pruning.flips import FlipCounter
-from pruning.hoyer import hoyer_square
-from pruning.kernels import Kernels
-from pruning.mask import Masks, layer_table, prunable_parameters
-from pruning.nm import NM, spelled
-from pruning.noise import GradientNoise
-from pruning.schedule import NEVER, SCHEDULES, Schedule, Step
-from utils.distributed import Distributed
-from utils.options import RATE, SPARSITY, flags_named
+from .criteria import Criterion, PruneInputs, first_batches
+from .flips import FlipCounter
+from .hoyer import hoyer_square
+from .kernels import Kernels
+from .mask import Masks, layer_table, prunable_parameters
+from .nm import NM, spelled
+from .noise import GradientNoise
+from .options import RATE, SPARSITY, flags_named
+from .registry import build_criterion
+from .schedule import NEVER, SCHEDULES, Schedule, Step
+from .sync import Alone, Sync
 
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
@@ -97,8 +98,8 @@ class Pruner:
     while epoch <= `stop_hoyer_at`; `prune_bias` and `prune_bnorm`, also prune biases and
     BatchNorm scales; `seed`, for the noise and Random's choices; `compile_kernels`, "auto",
     "on" or "off" (pruning/kernels.py); `sync`, the process group under torchrun
-    (utils.distributed.Distributed): gradient scores are summed over ranks, and every prune
-    checks that all ranks hold the same state.
+    (pruning/sync.py; the CLI passes utils.distributed.Distributed): gradient scores are summed
+    over ranks, and every prune checks that all ranks hold the same state.
 
     `nm`, an N:M constraint (pruning/nm.py, "2:4" or NM(2, 4)): every prune also removes, in
     each group of M consecutive weights along a layer's inputs, the live ones beyond the N that
@@ -125,7 +126,7 @@ class Pruner:
         prune_bnorm: bool = False,
         seed: int = 0,
         compile_kernels: str = "auto",
-        sync: Distributed | None = None,
+        sync: Sync | None = None,
         nm: NM | str | None = None,
         nm_exclude: Iterable[str] = (),
     ):
@@ -140,7 +141,7 @@ class Pruner:
         self.schedule = schedule
         self.model = model
         self.data = data
-        self.sync = sync or Distributed()
+        self.sync = sync or Alone()
         self.params = prunable_parameters(model, prune_bias, prune_bnorm)
         if not self.params:
             raise ValueError(

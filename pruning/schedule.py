@@ -22,8 +22,8 @@ their sizes (largest remainders), so the total is exact there too.
 from dataclasses import dataclass
 from functools import partial
 
-from pruning.mask import percent
-from utils.options import (
+from .mask import percent
+from .options import (
     RATE,
     SPARSITY,
     Bounded,

@@ -9,7 +9,7 @@ rank below every other live weight, so that they fill the count first, and go ev
 
 import torch
 
-from pruning.mask import Masks
+from .mask import Masks
 
 
 def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:

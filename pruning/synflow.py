@@ -45,11 +45,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from pruning.criteria import AtInitialisation, PruneInputs
-from pruning.mask import Masks
-from pruning.schedule import Step
-from pruning.select import prune_lowest_global
-from utils.options import Bounded, option
+from .criteria import AtInitialisation, PruneInputs
+from .mask import Masks
+from .options import Bounded, option
+from .schedule import Step
+from .select import prune_lowest_global
 
 
 @contextlib.contextmanager

@@ -11,17 +11,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_code_block(after: str, language: str = "python") -> str:
-    """The first fenced code block of `language` in README.md below the line that starts with
-    `after`, so that tests run the README's own code rather than a copy of it."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(after))
-    opening = next(i for i in range(start, len(lines)) if lines[i].strip() == f"```{language}")
-    closing = next(i for i in range(opening + 1, len(lines)) if lines[i].strip() == "```")
-    return "\n".join(lines[opening + 1 : closing]) + "\n"
-
-
 def cifar_images(count: int, offset: int) -> np.ndarray:
     """(count, 32, 32, 3) uint8 images whose pixels encode index, row, column and channel."""
     index = np.arange(count)[:, None, None, None] + offset

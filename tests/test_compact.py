@@ -1,4 +1,4 @@
-"""Compaction and the sparse runtime (utils/compact.py, utils/sparse_runtime.py), and the export
+"""Compaction and the sparse runtime (export/compact.py, export/sparse_runtime.py), and the export
 formats built on them: every network they make computes what the masked network computes."""
 
 import subprocess
@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from export import formats as export
+from export.compact import compact
+from export.sparse_runtime import SparseConv2d, SparseLinear, sparsify
 from models import build_model
 from pruning.select import lowest_k
-from utils import export
-from utils.compact import compact
-from utils.sparse_runtime import SparseConv2d, SparseLinear, sparsify
 
 # fp32: the compacted network sums fewer terms in another order, and adds folded constants
 TOLERANCE = 1e-5

@@ -1,4 +1,4 @@
-"""utils.export and utils.inspect on a real run: every export format loads back into the same
+"""python -m export and export.inspect on a real run: every export format loads back into the same
 network, the sparse file is far smaller at high sparsity, and inspect reports what the
 checkpoint holds, collapsed layers included."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import export
-from utils import inspect as inspect_tool
-from utils.artifacts import load_run
+from export import formats as export
+from export import inspect as inspect_tool
+from export.artifacts import load_run
+from export.flops import flops_summary
 from utils.checkpoint import CHECKPOINT, save_atomic
-from utils.flops import flops_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,10 +132,10 @@ def test_collapsed_and_unpruned_layers(run_dir, tmp_path, capsys):
 
 
 def test_a_bad_run_dir_is_one_error_line_and_exit_2(tmp_path, capsys):
-    # as users call them, so that `python -m utils.inspect` is checked to import cleanly too
+    # as users call them, so that `python -m export.inspect` is checked to import cleanly too
     commands = [
-        ["utils.export", str(tmp_path / "missing"), "--to", "dense", str(tmp_path / "o")],
-        ["utils.inspect", str(tmp_path / "missing")],
+        ["export", str(tmp_path / "missing"), "--to", "dense", str(tmp_path / "o")],
+        ["export.inspect", str(tmp_path / "missing")],
     ]
     # both at once: each pays for importing torch
     processes = [

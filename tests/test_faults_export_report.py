@@ -1,5 +1,5 @@
-"""Hostile input to the tools that take a run elsewhere (utils.export, utils.inspect,
-utils.report) and to the paths of main.py: each fault ends in one line on stderr naming the
+"""Hostile input to the tools that take a run elsewhere (export.formats, export.inspect,
+experiments.report) and to the paths of main.py: each fault ends in one line on stderr naming the
 problem and the path, the exit code utils/errors.py documents for it, and nothing lost: no file
 that was there changes, and no part of a file is left behind. Also what those tools print: a
 network with no path left exports as a constant that still answers one row per image, a share
@@ -29,13 +29,14 @@ import torch
 from torch import fx, nn
 
 import main as training
+from experiments import report
+from export import formats as export
+from export import inspect as inspect_tool
+from export.compact import Rewriter, compact
 from models import build_model
 from pruning.mask import percent
-from tests.conftest import readme_code_block
-from utils import export, report
-from utils import inspect as inspect_tool
+from tests.support.blocks import README, code_block
 from utils.checkpoint import CHECKPOINT, save_atomic
-from utils.compact import Rewriter, compact
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ SEMI_STRUCTURED_LINE = (
 )
 
 CASES = [
-    # utils.export: OUT, and the run it reads
+    # python -m export: OUT, and the run it reads
     Case("export into a read-only folder",
          lambda p: ["export", p.run, "--to", "compact", p.readonly / "out.pt"],
          4, r"error: cannot write <ro>/out\.pt: Read-only file system", ("readonly",)),
@@ -205,12 +206,12 @@ CASES = [
     Case("export a 2:4 run whose layers do not fit the kernels",
          lambda p: ["export", p.nm_run, "--to", "semi_structured", p.tmp / "out.pt"],
          2, SEMI_STRUCTURED_LINE, ("nm",)),
-    # utils.inspect
+    # export.inspect
     Case("inspect a run directory whose name is too long", lambda p: ["inspect", p.long],
          2, r"error: <tmp>/a{300}: File name too long"),
     Case("inspect a run directory under a plain file", lambda p: ["inspect", p.plain / "run"],
          2, r"error: <tmp>/plain/run: no such run directory"),
-    # utils.report
+    # experiments.report
     Case("report a folder whose name is too long", lambda p: ["report", p.long],
          2, r"error: <tmp>/a{300}: File name too long"),
     Case("report a read-only folder of runs: the plot it was not asked for is left out",
@@ -297,7 +298,7 @@ def test_a_refused_path_is_one_line_its_exit_code_and_nothing_lost(
 
 def run_of(template: Path, folder: Path, spec: dict, model: nn.Module, masks: dict) -> Path:
     """A run directory holding `model` (built from `spec`) pruned by `masks`: the template
-    run's checkpoint with its network swapped, which is all utils.export reads of it."""
+    run's checkpoint with its network swapped, which is all python -m export reads of it."""
     state = torch.load(template / CHECKPOINT, weights_only=True)
     parameters = dict(model.named_parameters())
     with torch.no_grad():
@@ -477,9 +478,10 @@ def test_every_command_ends_quietly_when_its_reader_has_gone(pruned_run, tmp_pat
     (tmp_path / "runs" / "r").mkdir(parents=True)
     shutil.copy(pruned_run / "summary.json", tmp_path / "runs" / "r" / "summary.json")
     commands = {
-        "report": ["-m", "utils.report", str(tmp_path / "runs"), "--csv", str(tmp_path / "t.csv")],
-        "inspect": ["-m", "utils.inspect", str(pruned_run)],
-        "export": ["-m", "utils.export", str(pruned_run), "--to", "compact",
+        "report": ["-m", "experiments.report", str(tmp_path / "runs"),
+                   "--csv", str(tmp_path / "t.csv")],
+        "inspect": ["-m", "export.inspect", str(pruned_run)],
+        "export": ["-m", "export", str(pruned_run), "--to", "compact",
                    str(tmp_path / "c.pt")],
         "main.py": ["main.py", *QUICK, "--run_dir", str(tmp_path / "run")],
     }  # fmt: skip
@@ -490,7 +492,8 @@ def test_every_command_ends_quietly_when_its_reader_has_gone(pruned_run, tmp_pat
                                stderr=subprocess.PIPE, text=True)
         for name, argv in commands.items()
     }  # fmt: skip
-    failing = subprocess.Popen([sys.executable, "-m", "utils.report", str(tmp_path / "nothing")],
+    failing = subprocess.Popen([sys.executable, "-m", "experiments.report",
+                                str(tmp_path / "nothing")],
                                cwd=ROOT, stdout=writer, stderr=writer)  # fmt: skip
     os.close(writer)
     for name, process in processes.items():
@@ -524,7 +527,7 @@ def test_the_quiet_stream_drops_writes_once_the_pipe_is_closed():
 
 
 def test_the_readmes_init_from_example_makes_the_file_it_starts_from(tmp_path, monkeypatch):
-    block = readme_code_block("`--init_from PATH`", "bash").replace("\\\n", " ")
+    block = code_block(README, "`--init_from PATH`", "bash").replace("\\\n", " ")
     commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
     assert [command[:2] for command in commands] == [["python", "main.py"]] * 2
     monkeypatch.chdir(tmp_path)

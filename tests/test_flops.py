@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import main
+from export.flops import flops_summary, layer_flops
 from models import build_model
-from utils.flops import flops_summary, layer_flops
 
 
 def small_net() -> nn.Module:

@@ -1,22 +1,18 @@
 """The pruning library as the README shows it: FlipOut with gradient noise on a model this project
 does not define, inside a loop the user writes."""
 
-import re
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
 from pruning import FlipOut, Periodic, Pruner
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests.support.blocks import README, code_block
 
 
 def readme_block(heading: str) -> str:
-    """The first python code block under `heading` in README.md."""
-    section = README.read_text().split(f"## {heading}\n", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    """The README's own-loop example, importing the library by its name inside the repository
+    (`pruning`) rather than installed (`flipout`; tests/test_packaging.py runs it so)."""
+    return code_block(README, f"## {heading}").replace("from flipout import", "from pruning import")
 
 
 def test_readme_library_block_prunes_a_torchvision_resnet():

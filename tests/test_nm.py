@@ -10,11 +10,11 @@ from torch import nn
 
 import main
 from cli import parse_args
+from experiments.report import method_label
 from experiments.runs import IDENTITY_DEFAULTS
 from models import build_model
 from pruning import NM, Criterion, Periodic, Pruner, SynFlow, build_criterion
 from tests.test_cli import assert_one_error_line, only_run_dir, quick
-from utils.report import method_label
 
 CONSTRAINED_CRITERIA = ["flipout", "global_magnitude", "magnitude", "random", "snip", "grasp"]
 FIRST = "0.weight"  # the tiny net's first convolution, left out of the constraint

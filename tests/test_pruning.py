@@ -23,7 +23,6 @@ from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.noise import GradientNoise, single_threaded_pool
 from pruning.snip import connection_sensitivity
-from utils.errors import UserError
 
 CPU = torch.device("cpu")
 
@@ -827,9 +826,9 @@ def test_compiled_noise_kernels_compile_once_for_every_tensor(streams):
 
 def test_noise_state_from_an_older_checkpoint_is_refused_in_one_line():
     noise = GradientNoise([nn.Parameter(torch.zeros(5))], 1.0, seed=0)
-    with pytest.raises(UserError, match="earlier version"):
+    with pytest.raises(ValueError, match="earlier version"):
         noise.set_state(torch.Generator().get_state())
-    with pytest.raises(UserError, match="1 gradient noise streams"):
+    with pytest.raises(ValueError, match="1 gradient noise streams"):
         noise.set_state([torch.Generator().get_state()])
 
 

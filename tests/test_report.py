@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from utils.report import compact_number, group_runs, load_summaries, main
+from experiments.report import compact_number, group_runs, load_summaries, main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main
 import training
 from models import build_model
-from tests.conftest import IMAGENETTE_CLASSES, readme_code_block
+from tests.conftest import IMAGENETTE_CLASSES
+from tests.support.blocks import README, code_block
 from utils import io as io_module
 from utils.checkpoint import CHECKPOINT, load_checkpoint, save_atomic
 
@@ -266,7 +267,7 @@ def test_save_model_loads_with_plain_torch_load(tmp_path):
 
 def test_the_readmes_model_pt_snippet_runs(tmp_path, monkeypatch):
     run_dir = quick_run(tmp_path, "-e", "3", "--prune_freq", "1", "--save_model")
-    snippet = readme_code_block("`model.pt` (`--save_model`) loads")
+    snippet = code_block(README, "`model.pt` (`--save_model`) loads")
     placeholder = "runs/<logdir>/<run>/model.pt"
     assert placeholder in snippet
     namespace: dict = {}

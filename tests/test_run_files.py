@@ -1,7 +1,7 @@
 """Every file of a real run directory damaged in many ways, and each tool that reads run
-directories run on the result: utils.report lists the problem (or did not need the file), and
-utils.export and utils.inspect either did not need the file or end with exit code 2 and one line
-on stderr that names it. Never a traceback, never another exit code."""
+directories run on the result: experiments.report lists the problem (or did not need the file),
+and python -m export and export.inspect either did not need the file or end with exit code 2 and
+one line on stderr that names it. Never a traceback, never another exit code."""
 
 import copy
 import json
@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import main
+from experiments import report
+from export import formats as export
+from export import inspect as inspect_tool
 from models import build_model
-from utils import export, report
-from utils import inspect as inspect_tool
 from utils.checkpoint import CHECKPOINT
 
 SUMMARY, CONFIG, METRICS = "summary.json", "config.json", "metrics.jsonl"

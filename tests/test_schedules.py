@@ -11,12 +11,12 @@ from torch import nn
 
 import main
 from cli import build_parser, parse_args
+from experiments.report import method_label
 from pruning import CRITERIA, Criterion, Gradual, OneShot, Pruner
+from pruning.options import option
 from pruning.schedule import Step
 from tests.test_cli import only_run_dir, quick
 from utils.errors import UserError
-from utils.options import option
-from utils.report import method_label
 
 RANKING = ["flipout", "global_magnitude", "magnitude", "random"]
 

@@ -1,4 +1,4 @@
-"""utils.weights on the files a real run writes: every format gives back the run's weights and,
+"""export.weights on the files a real run writes: every format gives back the run's weights and,
 where the file has them, its masks; they load into a fresh network; and every file that holds
 no usable weights, or weights for another network, ends in one line naming the flag and path."""
 
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import main
+from export import formats as export
+from export.weights import Weights, load_weights, read_weights
 from models import build_model
-from utils import export
 from utils.errors import UserError
-from utils.weights import Weights, load_weights, read_weights
 
 SPEC = {"name": "lenet300", "num_classes": 10, "in_channels": 1, "image_size": 32}
 

@@ -5,7 +5,7 @@ them (main.py's `--init_from PATH`).
 
 - model.pt, written by `main.py --save_model`: {"spec", "state_dict", "masks"};
 - a run's checkpoint.pt (utils/checkpoint.py), checked as `--resume` checks it;
-- the exports of utils/export.py: dense {"spec", "state_dict"}; torch_prune {"spec",
+- the exports of export/formats.py: dense {"spec", "state_dict"}; torch_prune {"spec",
   "state_dict", "pruned"}, whose `X_orig` and `X_mask` entries become `X = X_orig * X_mask`;
   sparse {"spec", "sparse", "dense"}, whose CSR tensors become dense again;
 - a plain state dict (name -> tensor), also wrapped as {"state_dict": ...}, and also with the
@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
+from export.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
+from export.formats import read_torch_file, sparse_state
 from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
 from utils.errors import UserError
-from utils.export import read_torch_file, sparse_state
 
 MODEL_FILE = "model.pt"
 # DataParallel and DistributedDataParallel name their module "module"
@@ -203,7 +203,7 @@ def parse(payload: object, file: Path) -> Weights:
     if kind is None:
         raise UserError(
             f"it holds {contents(payload)}, which is none of: model.pt, checkpoint.pt, an export "
-            "of utils.export, a state dict (names -> tensors)"
+            "of python -m export, a state dict (names -> tensors)"
         )
     weights = FORMATS[kind][1](payload, file)
     weights.kind = kind

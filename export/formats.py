@@ -1,26 +1,26 @@
 """Export a pruned run's network for use outside this repository.
 
-    python -m utils.export RUN_DIR --to compact OUT          # a smaller dense network: runs faster
-    python -m utils.export RUN_DIR --to sparse_runtime OUT   # compact, then sparse CPU kernels
-    python -m utils.export RUN_DIR --to semi_structured OUT  # 2:4 linear layers for CUDA
-    python -m utils.export RUN_DIR --to dense OUT            # plain state dict, pruned weights zero
-    python -m utils.export RUN_DIR --to torch_prune OUT      # torch.nn.utils.prune's _orig / _mask
-    python -m utils.export RUN_DIR --to sparse OUT           # pruned tensors in CSR: a smaller file
+    python -m export RUN_DIR --to compact OUT          # a smaller dense network: runs faster
+    python -m export RUN_DIR --to sparse_runtime OUT   # compact, then sparse CPU kernels
+    python -m export RUN_DIR --to semi_structured OUT  # 2:4 linear layers for CUDA
+    python -m export RUN_DIR --to dense OUT            # plain state dict, pruned weights zero
+    python -m export RUN_DIR --to torch_prune OUT      # torch.nn.utils.prune's _orig / _mask
+    python -m export RUN_DIR --to sparse OUT           # pruned tensors in CSR: a smaller file
 
 One call loads any of them as a ready network in eval mode, on the CPU or `device`:
 
-    from utils.export import load
+    from export import load
     model = load(OUT)                  # or load(OUT, device="cuda")
 
 compact: the network with every channel that pruning made useless cut out and its constant
-folded into the next layer (utils/compact.py), a torch.fx GraphModule of plain torch.nn modules.
+folded into the next layer (export/compact.py), a torch.fx GraphModule of plain torch.nn modules.
 It needs no code of this repository: `model = torch.load(OUT, weights_only=False)` (a pickled
 module, so load only files you trust). Where a constant was folded through a zero-padded
 convolution, it is exact at the run's image size only; `model.export_info` says which.
 
 sparse_runtime: the compact network, with each conv and linear layer that runs faster as a
-sparse (CSR) product on the CPU replaced by one (utils/sparse_runtime.py), chosen by timing
-both at `--batch` images. Loading it needs utils/sparse_runtime.py importable.
+sparse (CSR) product on the CPU replaced by one (export/sparse_runtime.py), chosen by timing
+both at `--batch` images. Loading it needs export/sparse_runtime.py importable.
 
 semi_structured: {"format", "spec", "state_dict", "layers"}: the masked network, and the linear
 layers whose weights keep at most 2 of every 4 consecutive inputs (a run pruned with --nm 2:4).
@@ -67,14 +67,15 @@ index, so a tensor pays off in CSR only above about 50% sparsity.
     model.load_state_dict(state)
 
 `load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
-eval mode, as `load` does for any format. Run the tool as `python -m utils.export` from the
-repository root, not as `python utils/export.py`: that would put utils/ on sys.path, where
-utils/inspect.py would shadow the standard library's `inspect`.
+eval mode, as `load` does for any format. Run the tool as `python -m export` from the
+repository root, not as `python export/formats.py`: that would put export/ on sys.path, where
+export/inspect.py would shadow the standard library's `inspect`.
 """
 
 import io
 import math
-import sys
+import pickle
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,14 +83,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from export.artifacts import PrunedRun, load_run, shown
+from export.compact import SELF_CHECK_TOLERANCE, compact
+from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 from models import build_model
 from pruning.mask import human
-from utils.artifacts import PrunedRun, load_run, shown
-from utils.compact import SELF_CHECK_TOLERANCE, compact
+from pruning.options import Bounded
 from utils.errors import OneLineParser, UserError, command, given_path
 from utils.io import made_folders, write_atomic
-from utils.options import Bounded
-from utils.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 
 # the formats that are plain dicts of tensors, read without unpickling code
 STATE_FORMATS = ("dense", "torch_prune", "sparse", "semi_structured")
@@ -105,7 +106,10 @@ KEYS = {
     "dense": ("spec", "state_dict"),
 }
 # where the classes of a module export come from; anything else is not a file of this tool
-MODULE_SOURCES = ("torch.", "collections.", "builtins.", "utils.sparse_runtime.")
+MODULE_SOURCES = ("torch.", "collections.", "builtins.", "export.sparse_runtime.")
+# Modules that moved since files were written: sparse_runtime exports made before the export room
+# existed name utils.sparse_runtime's classes.
+MOVED = {"utils.sparse_runtime": "export.sparse_runtime"}
 BATCH = Bounded(int, low=1, high=65536)
 
 
@@ -214,7 +218,7 @@ def semi_structured_payload(run: PrunedRun) -> dict:
 
 
 def compact_module(run: PrunedRun) -> nn.Module:
-    """The run's network compacted (utils/compact.py), with what a reader needs to know."""
+    """The run's network compacted (export/compact.py), with what a reader needs to know."""
     gm, report = compact(run.model, run.input_shape, run.masks)
     side = run.spec["image_size"]
     gm.export_info = {
@@ -275,7 +279,7 @@ def read_torch_file(path: str | Path) -> object:
 def read_export(path: str | Path, fmt: str) -> dict:
     payload = read_torch_file(path)
     if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
-        raise UserError(f"{path} is not a {fmt} export of utils.export")
+        raise UserError(f"{path} is not a {fmt} export of python -m export")
     return payload
 
 
@@ -357,30 +361,45 @@ def file_format(path: str | Path, payload: object) -> str:
         for fmt, keys in KEYS.items():
             if all(key in payload for key in keys):
                 return fmt
-    raise UserError(f"{path} is not an export of utils.export")
+    raise UserError(f"{path} is not an export of python -m export")
+
+
+def moved(name: str) -> str:
+    """A pickled global's dotted name as it is called today."""
+    module, _, attribute = name.rpartition(".")
+    return f"{MOVED.get(module, module)}.{attribute}"
+
+
+class MovedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        return super().find_class(MOVED.get(module, module), name)
+
+
+# what torch.load asks of a pickle module, reading moved classes under their new names
+Moved = types.SimpleNamespace(__name__="pickle", Unpickler=MovedUnpickler, load=pickle.load)
 
 
 def load_module_export(path: str | Path, unsafe: list[str]) -> nn.Module:
     """A compact or sparse_runtime export: a pickled module, so that its classes are checked to
     be torch's or this tool's before anything of it is unpickled."""
-    foreign = [name for name in unsafe if not name.startswith(MODULE_SOURCES)]
+    foreign = [name for name in unsafe if not moved(name).startswith(MODULE_SOURCES)]
     if foreign:
         raise UserError(
-            f"{path} is not an export of utils.export: loading it would run code from "
+            f"{path} is not an export of python -m export: loading it would run code from "
             f"{shown(foreign)}"
         )
     try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
+        module = torch.load(path, map_location="cpu", weights_only=False, pickle_module=Moved)
     except Exception as error:
         raise UserError(
             f"{path}: unreadable, truncated or not an export ({type(error).__name__})"
         ) from error
     if not isinstance(module, nn.Module):
-        raise UserError(f"{path} is not an export of utils.export")
+        raise UserError(f"{path} is not an export of python -m export")
     if not follows_the_batch(module):
         raise UserError(
             f"{path}: a constant network that answers one row for a batch of images, written by "
-            "an earlier utils.export; export the run again"
+            "an earlier version of python -m export; export the run again"
         )
     return module
 
@@ -530,11 +549,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> li
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m utils.export",
+        prog="python -m export",
         description="Write a pruned run's network as a compacted network (channels pruning "
         "made useless removed), that network with sparse CPU kernels, a 2:4 semi-structured "
         "network for CUDA, a dense state dict, a torch.nn.utils.prune state dict or a compressed "
-        "sparse (CSR) file. utils.export.load(OUT) loads any of them; the module docstring "
+        "sparse (CSR) file. export.load(OUT) loads any of them; the module docstring "
         "shows more.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
@@ -550,7 +569,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("\n".join(export(args.run_dir, args.to, args.out, args.batch)))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """A finished (or interrupted) run read back from its directory: the pruned network, its masks
-and flip counters, for the tools that take a run elsewhere (utils.export, utils.inspect).
+and flip counters, for the tools that take a run elsewhere (python -m export, export.inspect).
 
 Everything in checkpoint.pt is checked against everything else before it is used, so that a
 damaged checkpoint ends in a UserError naming the file, never in a traceback or in a network
@@ -17,7 +17,7 @@ from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.errors import UserError
 
 # cli.py's limit on --image_size, and no dataset's images are larger: a model_spec naming larger
-# images is damaged, and a forward pass on them (utils.inspect counts FLOPs with one) could take
+# images is damaged, and a forward pass on them (export.inspect counts FLOPs with one) could take
 # minutes and gigabytes
 MAX_IMAGE_SIZE = 1024
 # how many names a mismatch lists of each kind before "(and N more)"

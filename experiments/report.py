@@ -1,7 +1,7 @@
 """The results report: markdown tables in the paper's layout, an optional CSV and an
 accuracy-vs-sparsity plot, computed from the `summary.json` files that training runs leave.
 
-    python -m utils.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
+    python -m experiments.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
 
 Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
 becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs (a single run
@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
-from pruning.criteria import CRITERIA
 from pruning.mask import percent
+from pruning.registry import CRITERIA
 from utils.errors import OneLineParser, StorageError, UserError, command, given_path
 from utils.io import write_atomic, write_text_atomic
 from utils.logging import epochs_logged
@@ -559,7 +559,7 @@ def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m utils.report",
+        prog="python -m experiments.report",
         description="Tables (and a plot) of test accuracy by method and sparsity from the "
         "summary.json files below DIR.",
     )

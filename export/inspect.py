@@ -1,13 +1,13 @@
 """What a run's checkpoint says about its pruned network, without training or data.
 
-    python -m utils.inspect RUN_DIR
+    python -m export.inspect RUN_DIR
 
 Prints the model and last completed epoch, each prunable layer's live weights and remaining
 multiply-accumulates (MACs), the overall sparsity and FLOPs with the theoretical speed-up, the
 layers pruning removed completely, and how often the surviving weights flipped sign: over all of
 them and per layer, with the share that never flipped, the weights FlipOut trusts most.
 
-Run it as `python -m utils.inspect` from the repository root. `python utils/inspect.py` would put
+Run it as `python -m export.inspect` from the repository root. `python export/inspect.py` would put
 utils/ on sys.path, and this file would then shadow the standard library's `inspect` module.
 """
 
@@ -15,12 +15,12 @@ import sys
 
 import torch
 
+from export.artifacts import PrunedRun, load_run
+from export.compact import compact_summary
+from export.flops import flops_summary, layer_flops
+from export.formats import file_size
 from pruning.mask import layer_table, percent
-from utils.artifacts import PrunedRun, load_run
-from utils.compact import compact_summary
 from utils.errors import OneLineParser, command, given_path
-from utils.export import file_size
-from utils.flops import flops_summary, layer_flops
 
 
 def live_counts(masks: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
@@ -64,7 +64,7 @@ def compact_line(run: PrunedRun) -> str:
     if "error" in compact:
         return f"compact network: cannot be made ({compact['error']})"
     return (
-        f"compact network (python -m utils.export RUN_DIR --to compact OUT): "
+        f"compact network (python -m export RUN_DIR --to compact OUT): "
         f"{compact['params_after']:,} of {compact['params_before']:,} parameters "
         f"({file_size(compact['bytes'])}), {compact['channels_after']:,} of "
         f"{compact['channels_before']:,} conv and linear outputs"
@@ -101,7 +101,7 @@ def describe(run: PrunedRun) -> str:
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
-        prog="python -m utils.inspect",
+        prog="python -m export.inspect",
         description="Sparsity, FLOPs, collapsed layers and sign-flip statistics of a run, read "
         "from its checkpoint.",
     )

@@ -1,6 +1,6 @@
 """Sparse execution on the CPU: conv and linear layers that multiply only their live weights.
 
-After compaction (utils/compact.py) the channels that are left are still sparse inside. Here
+After compaction (export/compact.py) the channels that are left are still sparse inside. Here
 each remaining layer's weight becomes a compressed sparse row (CSR) matrix, one row per output,
 and the layer a sparse-times-dense product: a linear layer multiplies its input directly; a
 convolution first unfolds its input into columns (im2col), so that the convolution is the same
@@ -29,7 +29,7 @@ MARGIN = 0.9
 @contextmanager
 def quiet_csr():
     """Torch warns that sparse CSR tensors are in beta; that warning tells a user of these
-    layers (or of utils.export's CSR files) nothing."""
+    layers (or of python -m export's CSR files) nothing."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         yield

@@ -1,0 +1,144 @@
+"""The architecture as a test: which room of the repository may import which.
+
+LAYERS below is the picture (docs/architecture.md explains it). Each top-level package or module
+names the rooms it may import from; every import statement in the tree, at module level or inside
+a function, is read with ast and checked against it. An import that runs upward, or a room that
+is not in the picture, fails with the edge named. The picture itself must be free of cycles, so
+no two rooms can import each other, however indirectly.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# room -> the rooms below it that it may import; read from the top down
+LAYERS: dict[str, set[str]] = {
+    # on top: the paper's sweeps, their launcher and the report; benchmarks
+    "experiments": {"main", "cli", "training", "export", "models", "data", "pruning", "utils"},
+    "bench": {"main", "cli", "training", "export", "models", "data", "pruning", "utils"},
+    # the command line and the run it drives, read as phases
+    "main": {"cli", "training", "export", "models", "data", "pruning", "utils"},
+    "cli": {"training", "models", "data", "pruning", "utils"},
+    # one epoch of training and one of evaluation
+    "training": {"data", "pruning", "utils"},
+    # what leaves the tool: compaction, sparse runtime, formats, loading, inspection, FLOPs
+    "export": {"models", "pruning", "utils"},
+    # one file per network family and per dataset
+    "models": {"utils"},
+    "data": {"utils"},
+    # leaf infrastructure: errors, io, locks, stop signals, checkpoints, logging, torchrun
+    "utils": set(),
+    # the library, at the bottom: torch and the standard library only
+    "pruning": set(),
+}
+
+# what the library may import besides itself and the standard library
+LIBRARY_DEPENDENCIES = {"torch"}
+
+NOT_ROOMS = {"tests", "docs", ".venv", ".ci", "runs", "build", "dist"}
+
+
+def rooms() -> dict[str, list[Path]]:
+    """Every top-level package or module of the repository, with its Python files."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(ROOT.iterdir()):
+        if path.name.startswith(".") or path.name in NOT_ROOMS:
+            continue
+        if path.is_dir() and (path / "__init__.py").exists():
+            found[path.name] = sorted(path.rglob("*.py"))
+        elif path.suffix == ".py":
+            found[path.stem] = [path]
+    return found
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every absolute import in the file; relative ones stay inside."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append((node.lineno, node.module))
+    return names
+
+
+def edges() -> list[tuple[str, str, str]]:
+    """(room, imported room, where) for every import of one room by another."""
+    found = rooms()
+    result = []
+    for room, files in found.items():
+        for path in files:
+            for line, name in imported_names(path):
+                target = name.split(".")[0]
+                if target in found and target != room:
+                    result.append((room, target, f"{path.relative_to(ROOT)}:{line} imports {name}"))
+    return result
+
+
+def test_every_room_is_in_the_picture():
+    unknown = sorted(set(rooms()) - set(LAYERS))
+    assert not unknown, (
+        f"{unknown} not in tests/test_architecture.py's LAYERS: place each new folder or "
+        "top-level module in the picture (and in docs/architecture.md)"
+    )
+
+
+def test_the_picture_has_no_cycle():
+    done: set[str] = set()
+
+    def visit(room: str, path: tuple[str, ...]) -> None:
+        if room in path:
+            raise AssertionError(f"LAYERS has a cycle: {' -> '.join((*path, room))}")
+        if room not in done:
+            for below in LAYERS[room]:
+                visit(below, (*path, room))
+            done.add(room)
+
+    for room in LAYERS:
+        visit(room, ())
+
+
+def test_no_import_runs_upward():
+    upward = [where for room, target, where in edges() if target not in LAYERS.get(room, set())]
+    assert not upward, "imports against the layers (tests/test_architecture.py):\n" + "\n".join(
+        upward
+    )
+
+
+def test_the_library_needs_nothing_but_torch():
+    outside = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in rooms()["pruning"]
+        for line, name in imported_names(path)
+        if name.split(".")[0] not in sys.stdlib_module_names | LIBRARY_DEPENDENCIES
+    ]
+    assert not outside, "pruning/ imports beyond torch and the standard library:\n" + "\n".join(
+        outside
+    )
+
+
+def test_importing_the_library_loads_no_tensorboard_and_no_launcher():
+    code = (
+        "import sys, torch; before = set(sys.modules); import pruning; "
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] != 'pruning'))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for heavy in ("tensorboard", "torch.distributed.run", "torch.distributed.elastic", "utils"):
+        assert f"'{heavy}" not in loaded, f"import pruning loads {heavy}: {loaded}"
+
+
+def test_no_test_module_imports_another():
+    """Tests stand on tests/support/ (and conftest's fixtures), never on each other."""
+    tests = ROOT / "tests"
+    leaning = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in sorted(tests.glob("test_*.py"))
+        for line, name in imported_names(path)
+        if name.startswith("tests.") and name.split(".")[1].startswith(("test_", "conftest"))
+    ]
+    assert not leaning, "test modules importing test modules:\n" + "\n".join(leaning)
