@@ -145,12 +145,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag, in the groups and the order that --help shows."""
     parser = OneLineParser(
         description="Train and prune a network with FlipOut or a baseline criterion.",
         formatter_class=HelpFormatter,
     )
-    g = parser.add_argument_group("model and data")
-    g.add_argument(
+    model_and_data_flags(parser)
+    optimisation_flags(parser)
+    pruning_flags(parser)
+    speed_flags(parser)
+    run_flags(parser)
+    return parser
+
+
+def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The network, the dataset and where it comes from, a validation split."""
+    group = parser.add_argument_group("model and data")
+    group.add_argument(
         "-m",
         "--model",
         default="lenet300",
@@ -158,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help=f"network: {', '.join(sorted(MODELS))}",
     )
-    g.add_argument(
+    group.add_argument(
         "-d",
         "--dataset",
         default="digits",
@@ -166,67 +177,72 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         help=f"dataset: {', '.join(sorted(DATASETS))}",
     )
-    g.add_argument("--data_dir", default="./data", help="where datasets are read and downloaded")
-    g.add_argument(
+    group.add_argument(
+        "--data_dir", default="./data", help="where datasets are read and downloaded"
+    )
+    group.add_argument(
         "--no_download", action="store_true", help="never download: fail if the data is missing"
     )
-    g.add_argument(
+    group.add_argument(
         "--image_size",
         type=Bounded(int, low=8, high=MAX_IMAGE_SIZE),
         default=None,
         help="side of the synthetic images (synthetic only; default: 32)",
     )
-    g.add_argument(
+    group.add_argument(
         "--num_workers",
         type=Bounded(int, low=0, high=MAX_WORKERS),
         default=default_num_workers(),
         help="DataLoader worker processes (default: min(8, CPUs))",
     )
-    g.add_argument("--val", action="store_true", help="hold out part of the training set")
-    g.add_argument(
+    group.add_argument("--val", action="store_true", help="hold out part of the training set")
+    group.add_argument(
         "--val_size",
         type=COUNT,
         default=None,
         help="validation images held out with --val (default: 10%% of the training set)",
     )
-    g.add_argument(
+    group.add_argument(
         "--evaluate_on_val",
         action="store_true",
         help="implies --val; evaluate on the validation set each epoch and on the test set once, "
         "at the end",
     )
 
-    g = parser.add_argument_group("optimisation")
-    g.add_argument("-bs", "--batch_size", type=COUNT, default=128, help="training batch size")
-    g.add_argument(
+
+def optimisation_flags(parser: argparse.ArgumentParser) -> None:
+    """Batch sizes, epochs, the optimizer, its learning-rate schedule and regularisation."""
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("-bs", "--batch_size", type=COUNT, default=128, help="training batch size")
+    group.add_argument(
         "-tbs", "--test_batch_size", type=COUNT, default=256, help="evaluation batch size"
     )
-    g.add_argument(
+    group.add_argument(
         "-e", "--epochs", type=Bounded(int, low=1, high=MAX_EPOCHS), default=20,
         help="training epochs",
     )  # fmt: skip
-    g.add_argument(
+    group.add_argument(
         "-lr", type=Bounded(float, above=0, high=MAX_RATE), default=0.1,
         help="initial learning rate",
     )  # fmt: skip
-    g.add_argument(
+    group.add_argument(
         "--opt",
         default="sgd",
         choices=sorted(OPTIMIZERS),
         help=f"optimizer: {', '.join(sorted(OPTIMIZERS))}",
     )
-    g.add_argument(
+    group.add_argument(
         "-mom", "--momentum", type=Bounded(float, low=0, below=1), default=0.9,
         help=f"momentum ({', '.join(n for n, k in OPTIMIZERS.items() if k.takes_momentum)})",
     )  # fmt: skip
-    g.add_argument(
+    group.add_argument(
         "--reg_type",
         default="wdecay",
         choices=REG_TYPES,
         help="wdecay: optimizer weight decay; l1 / l2: lambda * sum |w| / sum w^2 added to the "
         "loss, over all parameters",
     )
-    g.add_argument(
+    group.add_argument(
         "--lambda",
         dest="lambda_",
         metavar="LAMBDA",
@@ -234,12 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=5e-4,
         help="regularisation strength",
     )
-    g.add_argument(
+    group.add_argument(
         "--use_scheduler",
         action="store_true",
         help=f"multiply the learning rate by {LR_GAMMA} at each of --milestones",
     )
-    g.add_argument(
+    group.add_argument(
         "--milestones",
         type=Bounded(int, low=1, high=MAX_EPOCHS),
         nargs="+",
@@ -247,31 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCH",
         help="epochs after which the learning rate drops (with --use_scheduler)",
     )
-    g.add_argument(
+    group.add_argument(
         "--anneal_lr",
         action="store_true",
         help="also scale the learning rate by (1 - sparsity) after each epoch",
     )
-    g.add_argument(
+    group.add_argument(
         "--anneal_lambda",
         action="store_true",
         help="scale the regularisation (and Hoyer-Square) by (1 - sparsity) after each epoch",
     )
-    g.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
-    g.add_argument(
+    group.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
+    group.add_argument(
         "--max_norm", type=Bounded(float, above=0), default=1.0,
         help="gradient norm for --clip_grad",
     )  # fmt: skip
 
-    g = parser.add_argument_group("pruning")
-    g.add_argument(
+
+def pruning_flags(parser: argparse.ArgumentParser) -> None:
+    """What is pruned, when and how: the criterion and schedule with the flags their classes
+    declare, N:M sparsity, biases and BatchNorm, gradient noise and Hoyer-Square."""
+    group = parser.add_argument_group("pruning")
+    group.add_argument(
         "--prune_criterion",
         default="flipout",
         choices=sorted(CRITERIA),
         metavar="CRITERION",
         help=f"how weights are chosen for removal: {', '.join(sorted(CRITERIA))}",
     )
-    g.add_argument(
+    group.add_argument(
         "--schedule",
         default=None,
         choices=sorted(SCHEDULES),
@@ -281,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the criterion's own, periodic but for snip, which prunes once before training)",
     )
     for flag, kwargs in component_flags():
-        g.add_argument(f"--{flag}", **kwargs)
-    g.add_argument(
+        group.add_argument(f"--{flag}", **kwargs)
+    group.add_argument(
         "--nm",
         type=nm_pattern,
         default=None,
@@ -292,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for convolutions), the criterion choosing which; 2:4 is what sparse tensor cores run "
         "(default: off)",
     )
-    g.add_argument(
+    group.add_argument(
         "--nm_exclude",
         nargs="+",
         metavar="NAME",
@@ -300,53 +320,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameters (as named in the model, e.g. 0.weight) that --nm leaves unconstrained, "
         "such as a first convolution with 3 input channels (default: none)",
     )
-    g.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
-    g.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
-    g.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
-    g.add_argument(
+    group.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
+    group.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
+    group.add_argument("--noise", action="store_true", help="add Gaussian noise to the gradients")
+    group.add_argument(
         "--noise_scale_factor",
         type=STRENGTH,
         default=1.0,
         help="noise std = ||grad||_2 / sqrt(numel) * this, per tensor",
     )
-    g.add_argument(
+    group.add_argument(
         "--stop_noise_at",
         type=EPOCH_OR_NEVER,
         default=NEVER,
         help="no noise from this epoch on (-1: never)",
     )
-    g.add_argument(
+    group.add_argument(
         "--noise_only_prunable",
         action="store_true",
         help="add noise to the prunable tensors only, not to every parameter",
     )
-    g.add_argument("--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss")
-    g.add_argument("--hoyer_lambda", type=STRENGTH, default=0.0, help="Hoyer-Square strength")
-    g.add_argument(
+    group.add_argument(
+        "--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss"
+    )
+    group.add_argument("--hoyer_lambda", type=STRENGTH, default=0.0, help="Hoyer-Square strength")
+    group.add_argument(
         "--stop_hoyer_at",
         type=Bounded(int, low=0, high=MAX_EPOCHS, also=(NEVER,)),
         default=NEVER,
         help="Hoyer-Square applies while epoch <= this (-1: always)",
     )
 
-    g = parser.add_argument_group("speed")
-    g.add_argument(
+
+def speed_flags(parser: argparse.ArgumentParser) -> None:
+    """How fast a run goes: where the data lives, bf16 autocast, memory layout, compiled
+    per-step kernels."""
+    group = parser.add_argument_group("speed")
+    group.add_argument(
         "--data_on_device",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="keep the uint8 dataset on the training device and augment there, without worker "
         "processes (cifar10, mnist, digits, synthetic; default: on for CUDA, off otherwise)",
     )
-    g.add_argument(
+    group.add_argument(
         "--amp",
         action="store_true",
         help="bf16 autocast for forward and backward; weights, BatchNorm, masks and flip counters "
         "stay in full precision",
     )
-    g.add_argument(
+    group.add_argument(
         "--channels_last", action="store_true", help="NHWC memory layout for convolutions"
     )
-    g.add_argument(
+    group.add_argument(
         "--compile_kernels",
         choices=["auto", "on", "off"],
         default="auto",
@@ -354,37 +380,40 @@ def build_parser() -> argparse.ArgumentParser:
         "CUDA (eager where no compiler works), off on the CPU, where eager measured faster",
     )
 
-    g = parser.add_argument_group("run")
-    g.add_argument(
+
+def run_flags(parser: argparse.ArgumentParser) -> None:
+    """Seed, device, names and places, resuming, initial weights, saving, torchrun's timeout."""
+    group = parser.add_argument_group("run")
+    group.add_argument(
         "--seed", type=Bounded(int, low=0, high=MAX_SEED), default=0,
         help="seed for torch, numpy and random",
     )  # fmt: skip
-    g.add_argument(
+    group.add_argument(
         "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
     )
-    g.add_argument("--comment", default="", help="run name suffix")
-    g.add_argument("--logdir", default="", help="runs are written to runs/<logdir>/<run name>")
-    g.add_argument(
+    group.add_argument("--comment", default="", help="run name suffix")
+    group.add_argument("--logdir", default="", help="runs are written to runs/<logdir>/<run name>")
+    group.add_argument(
         "--limit_batches",
         type=COUNT,
         default=None,
         help="end every train and eval pass after this many batches (smoke runs; default: all)",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument(
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument(
         "--parallel",
         action="store_true",
         help="DataParallel over all visible GPUs (not under torchrun, which uses "
         "DistributedDataParallel: torchrun --nproc_per_node N main.py ...)",
     )
-    g.add_argument(
+    group.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
         help="continue the run in RUN_DIR from its last completed epoch, with the options it was "
         "started with; flags given here override them (default: start a new run)",
     )
-    g.add_argument(
+    group.add_argument(
         "--run_dir",
         metavar="DIR",
         default=None,
@@ -393,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and, after an interruption, continues it (sweeps and cluster requeues rely on this); a "
         "run with other options there is refused (default: a new directory under runs/)",
     )
-    g.add_argument(
+    group.add_argument(
         "--init_from",
         "--load_model",
         dest="init_from",
@@ -403,12 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         "an export of python -m export, or a plain state dict; masks in the file are kept, then "
         "the run prunes and fine-tunes as its other options say (default: a fresh initialisation)",
     )
-    g.add_argument(
+    group.add_argument(
         "--save_model",
         action="store_true",
         help="also write model.pt at the end: the masked state dict and the masks",
     )
-    g.add_argument(
+    group.add_argument(
         "--dist_timeout",
         type=Bounded(float, low=1, high=MAX_SECONDS),
         default=300.0,
@@ -416,7 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
         "its node gone) is given up on and the others stop, naming it; also the time limit of "
         "every collective",
     )
-    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

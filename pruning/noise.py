@@ -17,6 +17,7 @@ for the cores. On CUDA one generator is already parallel: one stream, on the cal
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 
@@ -104,7 +105,30 @@ class GradientNoise:
 
     @torch.no_grad()
     def add(self) -> None:
-        # (gradient, mask, where to write back) as flat views in memory order
+        jobs, factors = self._flat_gradients()
+        if not jobs:
+            return
+        # 1. every gradient's norm, from the norms of each stream's slices
+        stds = self._stds(jobs, factors)
+        # 2. the noise, stream k drawing the k-th slice of every tensor, added and re-masked
+        if self._pool is not None and self.kernels.eager:
+            # each stream adds its own slices too, so that the adds run in parallel as well
+            self._each_stream(partial(self._add_stream, jobs, stds))
+        else:
+            # compiled kernels are called from this thread only (compilation is not
+            # thread-safe), once per whole tensor so that they compile once
+            for j, (grad, mask, _) in enumerate(jobs):
+                noise = self.buffer[: grad.numel()]
+                for k, generator in enumerate(self.generators):
+                    self._piece(noise, k).normal_(generator=generator)
+                self._add_noise(grad, noise, stds[j], mask)
+        for flat, _, original in jobs:
+            if original is not None:
+                original.copy_(flat.view_as(original))
+
+    def _flat_gradients(self) -> tuple[list[tuple], list[torch.Tensor]]:
+        """(gradient, mask, where to write back) as flat views in memory order, for every
+        parameter that has a gradient, and the noise factor of each."""
         jobs, factors = [], []
         for p, mask, factor in zip(self.params, self.masks, self.factors, strict=True):
             grad = p.grad
@@ -115,60 +139,48 @@ class GradientNoise:
             if mask is not None:
                 flat_mask = memory_order(mask) if mask.stride() == grad.stride() else None
             if flat is None or (mask is not None and flat_mask is None):
-                # an unusual layout: work on contiguous copies, written back below
+                # an unusual layout: work on contiguous copies, written back by add()
                 flat = grad.contiguous().view(-1)
                 flat_mask = None if mask is None else mask.contiguous().view(-1)
                 jobs.append((flat, flat_mask, grad))
             else:
                 jobs.append((flat, flat_mask, None))
-        if not jobs:
-            return
-        streams = len(self.generators)
+        return jobs, factors
 
-        def piece(tensor: torch.Tensor, k: int) -> torch.Tensor:
-            n = tensor.numel()
-            return tensor[n * k // streams : n * (k + 1) // streams]
+    def _piece(self, tensor: torch.Tensor, k: int) -> torch.Tensor:
+        """Stream k's slice of a flat tensor."""
+        streams, n = len(self.generators), tensor.numel()
+        return tensor[n * k // streams : n * (k + 1) // streams]
 
-        # 1. each stream's share of every gradient's squared norm
-        def partial_norms(k: int) -> torch.Tensor:
-            return torch.stack([torch.linalg.vector_norm(piece(g, k)) for g, _, _ in jobs])
+    def _partial_norms(self, jobs: list[tuple], k: int) -> torch.Tensor:
+        """The norm of stream k's slice of every gradient."""
+        return torch.stack([torch.linalg.vector_norm(self._piece(g, k)) for g, _, _ in jobs])
 
-        partial = torch.stack(self._each_stream(partial_norms))  # (streams, tensors)
+    def _stds(self, jobs: list[tuple], factors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each tensor's noise std: its gradient's norm times its factor."""
+        slice_norms = torch.stack(self._each_stream(partial(self._partial_norms, jobs)))
         # The stds stay on the device: no host synchronisation per step. One fresh 0-d tensor
         # each, not views into one vector: a compiled kernel would specialise on each view's
         # storage offset and recompile for every tensor.
-        norms = list(torch.linalg.vector_norm(partial, dim=0).unbind())
-        stds = torch._foreach_mul(norms, factors)
+        norms = list(torch.linalg.vector_norm(slice_norms, dim=0).unbind())
+        return torch._foreach_mul(norms, factors)
 
-        def add(grad, noise, std, mask) -> None:
-            if mask is None:
-                self.kernels.add_noise(grad, noise, std)
-            else:
-                self.kernels.add_masked_noise(grad, noise, std, mask)
+    def _add_stream(self, jobs: list[tuple], stds: list[torch.Tensor], k: int) -> None:
+        """Stream k's draws for its slice of every tensor, added where they are drawn."""
+        generator, share = self.generators[k], self.shares[k]
+        for j, (grad, mask, _) in enumerate(jobs):
+            target = self._piece(grad, k)
+            if target.numel():
+                noise = share[: target.numel()].normal_(generator=generator)
+                self._add_noise(
+                    target, noise, stds[j], None if mask is None else self._piece(mask, k)
+                )
 
-        # 2. the noise, stream k drawing the k-th slice of every tensor, added and re-masked
-        if self._pool is not None and self.kernels.eager:
-            # each stream adds its own slices too, so that the adds run in parallel as well
-            def add_noise(k: int) -> None:
-                generator, share = self.generators[k], self.shares[k]
-                for j, (grad, mask, _) in enumerate(jobs):
-                    target = piece(grad, k)
-                    if target.numel():
-                        noise = share[: target.numel()].normal_(generator=generator)
-                        add(target, noise, stds[j], None if mask is None else piece(mask, k))
-
-            self._each_stream(add_noise)
+    def _add_noise(self, grad, noise, std, mask) -> None:
+        if mask is None:
+            self.kernels.add_noise(grad, noise, std)
         else:
-            # compiled kernels are called from this thread only (compilation is not
-            # thread-safe), once per whole tensor so that they compile once
-            for j, (grad, mask, _) in enumerate(jobs):
-                noise = self.buffer[: grad.numel()]
-                for k, generator in enumerate(self.generators):
-                    piece(noise, k).normal_(generator=generator)
-                add(grad, noise, stds[j], mask)
-        for flat, _, original in jobs:
-            if original is not None:
-                original.copy_(flat.view_as(original))
+            self.kernels.add_masked_noise(grad, noise, std, mask)
 
     def get_state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]

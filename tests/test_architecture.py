@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 # room -> the rooms below it that it may import; read from the top down
 LAYERS: dict[str, set[str]] = {
@@ -54,14 +54,17 @@ def rooms() -> dict[str, list[Path]]:
     return found
 
 
-def imported_names(path: Path) -> list[tuple[int, str]]:
-    """(line, dotted name) of every absolute import in the file; relative ones stay inside."""
+def imported_names(path: Path, members: bool = False) -> list[tuple[int, str]]:
+    """(line, dotted name) of every absolute import in the file; relative ones stay inside. With
+    `members`, `from package import name` also gives package.name, which may be a module."""
     names = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append((node.lineno, node.module))
+            if members:
+                names += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
     return names
 
 
@@ -138,7 +141,7 @@ def test_no_test_module_imports_another():
     leaning = [
         f"{path.relative_to(ROOT)}:{line} imports {name}"
         for path in sorted(tests.glob("test_*.py"))
-        for line, name in imported_names(path)
+        for line, name in imported_names(path, members=True)
         if name.startswith("tests.") and name.split(".")[1].startswith(("test_", "conftest"))
     ]
     assert not leaning, "test modules importing test modules:\n" + "\n".join(leaning)

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,67 +16,10 @@ import main
 import training
 from models import build_model
 from pruning.hoyer import hoyer_square
+from tests.support import ROOT
+from tests.support.runs import assert_one_error_line, only_run_dir, quick
+from tests.support.seed import seed_commands
 from utils.logging import make_run_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# The five commands of the original README, verbatim.
-SEED_COMMANDS = r"""
-python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
---opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
---milestones 150 250 \
---prune_criterion flipout --flipout_p 2 \
---prune_freq 32 --prune_rate 0.5 \
---noise --noise_scale_factor 1 \
---comment="test flipout" \
---logdir=vgg19/
-
-python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
---opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
---milestones 150 250 \
---prune_criterion global_magnitude --prune_freq 32 --prune_rate 0.5 \
---comment="test global magnitude" \
---logdir=vgg19/
-
-python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
---opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
---milestones 150 250 \
---prune_criterion random --prune_freq 32 --prune_rate 0.5 \
---comment="test random" \
---logdir=vgg19/
-
-python main.py --model vgg19 --dataset cifar10 -bs 128 -e 350 -lr 0.1 \
---opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
---milestones 150 250 \
---prune_criterion snip --snip_sparsity 0.999 \
---comment="test snip" \
---logdir=vgg19/
-
-python main.py --model vgg19 --dataset cifar10 -bs 128 -e 500 -lr 0.1 \
---opt sgd --momentum 0.9 --reg_type wdecay --lambda 5e-4 --use_scheduler \
---milestones 150 250 \
---add_hs --hoyer_lambda 6e-5 \
---prune_criterion threshold --magnitude_threshold 1e-4 \
---prune_freq 350 --stop_hoyer_at 350 \
---comment="test hoyer-square" \
---logdir=vgg19/
-"""
-
-
-def seed_commands() -> list[list[str]]:
-    """Each command as argv for main.py (without `python main.py`)."""
-    blocks = SEED_COMMANDS.replace("\\\n", " ").strip().split("\n\n")
-    return [shlex.split(block)[2:] for block in blocks]
-
-
-def quick(tmp_path, *argv: str) -> list[str]:
-    """argv for a fast in-process run that logs under tmp_path."""
-    return [*argv, "--num_workers", "0", "--quiet", "--logdir", str(tmp_path / "runs")]
-
-
-def only_run_dir(tmp_path) -> Path:
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    return run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -189,15 +131,6 @@ OTHER_BAD_FLAGS = [
 ]
 
 
-def assert_one_error_line(capsys, *names: str) -> str:
-    out, err = capsys.readouterr()
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out and "usage:" not in err + out
-    assert all(name in lines[0] for name in names), (names, lines[0])
-    return lines[0]
-
-
 @pytest.mark.parametrize(("flag", "kind"), BAD_FLAG_VALUES)
 def test_every_numeric_flag_refuses_bad_values_in_one_line(tmp_path, capsys, flag, kind):
     extra = ["-d", "synthetic"] if flag == "--image_size" else []
@@ -293,7 +226,7 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
         "--limit_batches", "3", "-bs", "16", "--comment", "smoke [run]: 1",
     )  # fmt: skip
     assert main.main(argv) == 0
-    run_dir = only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path / "runs")
     assert not set(run_dir.name) & set(" :[]") and run_dir.name.endswith("smoke_run_1")
 
     config = json.loads((run_dir / "config.json").read_text())
@@ -360,7 +293,7 @@ def test_hoyer_square_penalty_is_logged_beside_the_data_loss(tmp_path):
         "--prune_criterion", "threshold", "--prune_freq", "5", "--stop_hoyer_at", "2",
     )  # fmt: skip
     assert main.main(argv) == 0
-    run_dir = only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path / "runs")
     records = read_metrics(run_dir)
     # epoch 1's one step sees the initial weights: lambda * HS(conv and linear weights)
     torch.manual_seed(0)
@@ -379,12 +312,12 @@ def test_hoyer_square_penalty_is_logged_beside_the_data_loss(tmp_path):
 
 def test_runs_without_a_penalty_log_none(tmp_path):
     assert main.main(quick(tmp_path, "-e", "1", "--limit_batches", "2")) == 0
-    assert "train_penalty" not in read_metrics(only_run_dir(tmp_path))[0]
+    assert "train_penalty" not in read_metrics(only_run_dir(tmp_path / "runs"))[0]
 
 
 def test_digits_run_learns_and_prunes(tmp_path):
     assert main.main(quick(tmp_path, "-e", "4", "--prune_freq", "2")) == 0
-    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert summary["dataset"] == "digits" and summary["prune_criterion"] == "flipout"
     assert summary["final_sparsity"] == 0.5  # 338,200 prunable weights, halved once
     assert summary["final_test_acc"] > 85  # chance is 10%
@@ -393,7 +326,7 @@ def test_digits_run_learns_and_prunes(tmp_path):
 def test_evaluate_on_val_looks_at_the_test_set_once(tmp_path):
     argv = quick(tmp_path, "-e", "2", "--evaluate_on_val", "--val_size", "200")
     assert main.main(argv) == 0
-    run_dir = only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path / "runs")
     first, last = read_metrics(run_dir)
     assert first["test_acc"] is None and last["test_acc"] is not None
     assert first["val_acc"] is not None and last["val_acc"] is not None

@@ -217,6 +217,22 @@ def test_sparse_runtime_export_reports_its_choice_per_layer(run_dir, tmp_path, c
     assert model.export_info["format"] == "sparse_runtime"
 
 
+def test_a_sparse_runtime_export_written_before_the_export_room_still_loads(tmp_path, monkeypatch):
+    """Exports made when the sparse runtime lived in utils/ pickle its classes under that name."""
+    from export import sparse_runtime
+
+    network = nn.Sequential(SparseLinear(nn.Linear(6, 3)))
+    inputs = torch.randn(2, 6)
+    expected = network(inputs)
+    old = tmp_path / "old.pt"
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "utils.sparse_runtime", sparse_runtime)
+        patch.setattr(SparseLinear, "__module__", "utils.sparse_runtime")
+        torch.save(network, old)
+    assert b"utils.sparse_runtime" in old.read_bytes()
+    assert torch.equal(export.load(old)(inputs), expected)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--to", "onnx"], "argument --to: invalid choice: 'onnx'"),

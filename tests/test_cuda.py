@@ -23,10 +23,10 @@ import main
 from data.device import DeviceLoader
 from models import build_model
 from pruning import Periodic, Pruner
-from tests.conftest import cifar_images
+from tests.support import ROOT
+from tests.support.datasets import cifar_images
 from utils.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(

@@ -11,9 +11,8 @@ import torch
 from data import DATASETS, build_datasets, split_validation
 from data import cifar10 as cifar10_module
 from data.common import DatasetError
-from tests.conftest import IMAGENETTE_CLASSES, cifar_images
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+from tests.support.datasets import IMAGENETTE_CLASSES, cifar_images
 
 
 def test_registry_names():

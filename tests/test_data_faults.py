@@ -19,7 +19,7 @@ import main
 from data import build_datasets
 from data.cifar10 import FOLDER as CIFAR_FOLDER
 from data.common import ArrayDataset, DatasetError
-from tests.conftest import IMAGENETTE_CLASSES
+from tests.support.datasets import IMAGENETTE_CLASSES, idx_bytes
 
 CIFAR_BATCH = f"{CIFAR_FOLDER}/data_batch_3"  # a middle batch: 4 images, labels 2..5
 MNIST_RAW = "MNIST/raw"
@@ -150,11 +150,6 @@ def test_cifar_pickle_that_runs_code_is_refused_unrun(cifar_dir):
 
 
 # -- MNIST -------------------------------------------------------------------------------------
-
-
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    header = bytes([0, 0, type_code, array.ndim])
-    return header + b"".join(int(n).to_bytes(4, "big") for n in array.shape) + array.tobytes()
 
 
 def images(count: int, size: int = 28) -> np.ndarray:

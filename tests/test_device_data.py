@@ -10,7 +10,7 @@ from torchvision import transforms
 from data import build_datasets, split_validation
 from data.common import ArrayDataset, normalizing_transform
 from data.device import DeviceLoader, device_loaders, in_memory, uint8_images
-from tests.conftest import cifar_images
+from tests.support.datasets import cifar_images
 from utils.errors import UserError
 
 SIZE, PAD = 32, 4

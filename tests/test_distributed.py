@@ -2,7 +2,6 @@
 every rank's FlipOut state identical, matches a single-process run, and evaluates every test image
 once. Stopping and resuming under torchrun, and losing a rank, are in test_faults.py."""
 
-import json
 import os
 import subprocess
 import sys
@@ -18,9 +17,10 @@ import main
 import training
 from data import build_datasets
 from data.device import DeviceLoader
+from tests.support import ROOT
+from tests.support.runs import only_run_dir, summary
 from utils.distributed import Distributed
 
-ROOT = Path(__file__).resolve().parents[1]
 FLIPOUT_NOISE = ["-e", "6", "--prune_freq", "2", "--noise", "--num_workers", "0", "--quiet"]
 
 
@@ -33,8 +33,8 @@ def torchrun(*argv: str, processes: int = 2) -> subprocess.Popen:
 
 
 def summary_of(logdir: Path) -> tuple[Path, dict]:
-    (run_dir,) = logdir.iterdir()
-    return run_dir, json.loads((run_dir / "summary.json").read_text())
+    run_dir = only_run_dir(logdir)
+    return run_dir, summary(run_dir)
 
 
 def test_two_processes_match_one(tmp_path):

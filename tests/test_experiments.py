@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 import cli
-from experiments import __main__ as launcher
 from experiments.runs import identity, options_of, resolve_all
 from experiments.sweeps import SWEEPS
-
-ROOT = Path(__file__).resolve().parents[1]
-SLURM_CONF = Path("/tmp/flipout-slurm/slurm.conf")
+from tests.support import ROOT
+from tests.support.launcher import in_process, slurm_environment
+from tests.support.runs import records
 
 
 def experiments(*argv: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
@@ -31,13 +30,6 @@ def experiments(*argv: str, cwd: Path = ROOT, env: dict | None = None, timeout: 
         [sys.executable, "-m", "experiments", *argv], cwd=cwd, env=environment,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-
-
-def in_process(capsys, *argv: str) -> tuple[int, str, str]:
-    """`python -m experiments ...` in this process: the cheap commands need no fresh interpreter."""
-    code = launcher.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def dry_run(capsys, sweep: str, *extra: str) -> list:
@@ -185,11 +177,6 @@ def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, monkeypatc
 # -- the local executor ------------------------------------------------------------------------
 
 
-def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
 def completed_runs(root: Path) -> dict[str, Path]:
     runs = {}
     for summary in sorted(root.glob("runs/smoke/*/summary.json")):
@@ -271,19 +258,6 @@ def test_a_directory_with_another_runs_options_is_refused(uninterrupted, tmp_pat
 
 
 # -- Slurm -------------------------------------------------------------------------------------
-
-
-def slurm_environment() -> dict | None:
-    """The environment that reaches the test cluster, or None when none answers."""
-    conf = os.environ.get("SLURM_CONF") or (str(SLURM_CONF) if SLURM_CONF.exists() else None)
-    if conf is None:
-        return None
-    environment = {**os.environ, "SLURM_CONF": conf}
-    try:
-        answer = subprocess.run(["sinfo", "-h"], env=environment, capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return environment if answer.returncode == 0 else None
 
 
 def squeue(environment: dict) -> list[str]:

@@ -14,9 +14,8 @@ from export import formats as export
 from export import inspect as inspect_tool
 from export.artifacts import load_run
 from export.flops import flops_summary
+from tests.support import ROOT
 from utils.checkpoint import CHECKPOINT, save_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ import pytest
 import torch
 
 import main
-from tests.test_robustness import assert_identical, only_run_dir, records, summary
+from tests.support import ROOT
+from tests.support.damage import CHECKPOINT_DAMAGE, CONFIG_DAMAGE, METRICS_DAMAGE, SUMMARY_DAMAGE
+from tests.support.runs import assert_identical, only_run_dir, quick_run, records, summary
 from utils import io as io_module
 from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.lock import RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--num_workers", "0", "--quiet"]
 
 
@@ -214,11 +215,6 @@ def test_interrupted_before_the_first_checkpoint_a_resume_starts_afresh(tmp_path
 # -- one process per run directory -------------------------------------------------------------
 
 
-def quick_run(tmp_path: Path, *argv: str) -> Path:
-    assert run_main("-e", "2", *QUICK, "--logdir", str(tmp_path / "runs"), *argv) == 0
-    return only_run_dir(tmp_path / "runs")
-
-
 def test_a_run_directory_in_use_is_refused_in_one_line(tmp_path, capsys):
     run_dir = quick_run(tmp_path)
     capsys.readouterr()
@@ -353,13 +349,11 @@ def finished_run(tmp_path_factory) -> Path:
 def test_a_damaged_run_file_is_refused_or_rebuilt_on_resume(
     finished_run, tmp_path, capsys, name, label, codes
 ):
-    from tests import test_run_files
-
     damages = {
-        CHECKPOINT: test_run_files.CHECKPOINT_DAMAGE,
-        "config.json": test_run_files.CONFIG_DAMAGE,
-        "metrics.jsonl": test_run_files.METRICS_DAMAGE,
-        "summary.json": test_run_files.SUMMARY_DAMAGE,
+        CHECKPOINT: CHECKPOINT_DAMAGE,
+        "config.json": CONFIG_DAMAGE,
+        "metrics.jsonl": METRICS_DAMAGE,
+        "summary.json": SUMMARY_DAMAGE,
     }
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)

@@ -35,11 +35,11 @@ from export import inspect as inspect_tool
 from export.compact import Rewriter, compact
 from models import build_model
 from pruning.mask import percent
+from tests.support import ROOT
 from tests.support.blocks import README, code_block
 from utils.checkpoint import CHECKPOINT, save_atomic
 from utils.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 LONG = "a" * 300  # file systems take names of 255 bytes at most
 TOOLS = {"export": export.main, "inspect": inspect_tool.main, "report": report.main,
          "main": training.main}  # fmt: skip
@@ -527,7 +527,8 @@ def test_the_quiet_stream_drops_writes_once_the_pipe_is_closed():
 
 
 def test_the_readmes_init_from_example_makes_the_file_it_starts_from(tmp_path, monkeypatch):
-    block = code_block(README, "`--init_from PATH`", "bash").replace("\\\n", " ")
+    page = README.parent / "docs" / "sparsity.md"
+    block = code_block(page, "`--init_from PATH`", "bash").replace("\\\n", " ")
     commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
     assert [command[:2] for command in commands] == [["python", "main.py"]] * 2
     monkeypatch.chdir(tmp_path)

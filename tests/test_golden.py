@@ -5,13 +5,13 @@ noise on the prunable tensors only, a convolutional network with Adam and biases
 at p = 16 where ties decide), shrunk to a network and data that run here in a second. Two checks,
 neither of which depends on how a CPU rounds:
 
-1. **Lockstep with the reference.** main.py runs the case's command; `tests/reference.py`, a
-   plain implementation that shares only the datasets and the networks with the engine, runs the
-   same recipe, written out below without the command line, in the same process. Every epoch's
-   metrics and the final weights, masks and flip counts must be equal bit for bit: on one CPU,
-   with the same threads, the same operations round alike, whichever CPU it is. Any change of
-   what the engine computes (a score, a tie-break, a random stream, when a prune happens and how
-   much it removes, what a flag means) shows up here.
+1. **Lockstep with the reference.** main.py runs the case's command;
+   `tests/support/reference.py`, a plain implementation that shares only the datasets and the
+   networks with the engine, runs the same recipe, written out below without the command line,
+   in the same process. Every epoch's metrics and the final weights, masks and flip counts must
+   be equal bit for bit: on one CPU, with the same threads, the same operations round alike,
+   whichever CPU it is. Any change of what the engine computes (a score, a tie-break, a random
+   stream, when a prune happens and how much it removes, what a flag means) shows up here.
 
 2. **The reference against its recorded results, in float64.** What the two share (the data and
    the networks, their architecture and initialisation, the seeding) is held by recording what
@@ -44,9 +44,9 @@ import pytest
 import torch
 
 import main
-from tests import reference
-from tests.reference import Recipe
-from tests.test_cli import seed_commands
+from tests.support import reference
+from tests.support.reference import Recipe
+from tests.support.seed import seed_commands
 
 RECORDED = Path(__file__).parent / "golden" / "reference_float64.json"
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "sparsity", "flips", "lr")

@@ -10,8 +10,7 @@ from torch import nn
 
 from pruning import Masks, PruneInputs, Pruner, prunable_parameters
 from pruning.grasp import GraSP
-
-CPU = torch.device("cpu")
+from tests.support.nets import CPU
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 the Rounds schedule, the rewind itself, the run's rounds in its summary, resuming mid-round, and
 `--imp_optimizer fresh`, open_lth's new optimizer for every round."""
 
-import json
 import signal
 
 import pytest
@@ -12,7 +11,7 @@ from torch import nn
 import main
 from pruning import Pruner
 from pruning.schedule import Rounds
-from tests.test_cli import assert_one_error_line, quick
+from tests.support.runs import assert_one_error_line, quick, records, summary
 from utils.stop import Interrupted
 
 IMP = ["--prune_criterion", "imp", "--rounds", "3", "--rewind_epoch", "1", "-e", "3"]
@@ -108,24 +107,15 @@ def test_imp_optimizer_takes_rewind_or_fresh(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def summary_of(run_dir) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def records(run_dir) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
 def test_imp_from_the_command_line_records_every_round(tmp_path, capsys):
     argv = quick(tmp_path, *IMP, "--limit_batches", "3", "--use_scheduler", "--milestones", "2")
     assert main.main([*argv, "--run_dir", str(tmp_path / "imp")]) == 0
-    summary = summary_of(tmp_path / "imp")
-    assert summary["method"] == "IMP (rewind to epoch 1)" and summary["epochs"] == 7
-    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]
-    assert [r["last_epoch"] for r in summary["rounds"]] == [3, 5, 7]
-    assert [r["sparsity"] for r in summary["rounds"]] == pytest.approx([0, 0.5, 0.75], abs=1e-5)
-    assert [e["rewound_to"] for e in summary["prune_events"]] == [1, 1]
+    imp = summary(tmp_path / "imp")
+    assert imp["method"] == "IMP (rewind to epoch 1)" and imp["epochs"] == 7
+    assert [r["round"] for r in imp["rounds"]] == [1, 2, 3]
+    assert [r["last_epoch"] for r in imp["rounds"]] == [3, 5, 7]
+    assert [r["sparsity"] for r in imp["rounds"]] == pytest.approx([0, 0.5, 0.75], abs=1e-5)
+    assert [e["rewound_to"] for e in imp["prune_events"]] == [1, 1]
     # the learning-rate schedule is rewound too: epoch 3 of each round gets the milestone's drop
     lrs = [r["lr"] for r in records(tmp_path / "imp")]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.1, 0.01, 0.1, 0.01])
@@ -142,20 +132,20 @@ def test_each_round_starts_from_the_rewind_epochs_optimizer_or_a_fresh_one(
     momentum, masks = {}, {}  # epoch -> as the epoch begins, by weight name
     real_run_epoch = main.run_epoch
 
-    def watch(epoch, *args):
-        model, optimizer, pruner = args[1], args[4], args[5]
+    def watch(epoch, run):
+        model, optimizer, pruner = run.model, run.optimizer, run.pruner
         names = {id(p): name for name, p in model.named_parameters()}
         momentum[epoch] = {
             names[id(p)]: state["momentum_buffer"].clone() for p, state in optimizer.state.items()
         }
         masks[epoch] = {name: mask.clone() for name, mask in pruner.masks.items()}
-        return real_run_epoch(epoch, *args)
+        return real_run_epoch(epoch, run)
 
     monkeypatch.setattr(main, "run_epoch", watch)
     flags = ["--imp_optimizer", imp_optimizer, "--run_dir", str(run_dir)]
     assert main.main([*argv, *flags]) == 0
     fresh = ", fresh optimizer" if imp_optimizer == "fresh" else ""
-    assert summary_of(run_dir)["method"] == f"IMP (rewind to epoch 1{fresh})"
+    assert summary(run_dir)["method"] == f"IMP (rewind to epoch 1{fresh})"
     # the learning-rate schedule is rewound in both
     lrs = [r["lr"] for r in records(run_dir)]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.1, 0.01, 0.1, 0.01])
@@ -200,6 +190,4 @@ def test_imp_resumed_mid_round_equals_an_uninterrupted_run(tmp_path, monkeypatch
     for index, state in theirs["optimizer"]["state"].items():
         for key, value in state.items():
             assert torch.equal(ours["optimizer"]["state"][index][key], value), (index, key)
-    assert (
-        summary_of(tmp_path / "resumed")["rounds"] == summary_of(tmp_path / "reference")["rounds"]
-    )
+    assert summary(tmp_path / "resumed")["rounds"] == summary(tmp_path / "reference")["rounds"]

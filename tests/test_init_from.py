@@ -7,11 +7,7 @@ import pytest
 
 import main
 from cli import parse_args
-from tests.test_cli import quick
-
-
-def summary_of(run_dir) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
+from tests.support.runs import quick, summary
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +24,14 @@ def test_the_original_flag_is_an_alias():
 
 
 def test_prune_a_trained_model_to_90_percent_and_recover(trained, tmp_path, capsys):
-    dense = summary_of(trained)["final_test_acc"]
+    dense = summary(trained)["final_test_acc"]
     assert dense > 90
     argv = quick(tmp_path, "--init_from", str(trained / "model.pt"), "--prune_criterion",
                  "global_magnitude", "--schedule", "oneshot", "--target_sparsity", "0.9",
                  "-e", "3", "-lr", "0.01")  # fmt: skip
     assert main.main([*argv, "--run_dir", str(tmp_path / "pruned")]) == 0
     assert f"initialised from {trained / 'model.pt'} (model.pt)" in capsys.readouterr().out
-    pruned = summary_of(tmp_path / "pruned")
+    pruned = summary(tmp_path / "pruned")
     assert f"{100 * pruned['final_sparsity']:.2f}" == "90.00"
     assert [event["epoch"] for event in pruned["prune_events"]] == [0]
     # a tenth of the weights, fine-tuned for three epochs, is about as good as all of them
@@ -55,7 +51,7 @@ def test_the_masks_of_a_pruned_file_are_kept(trained, tmp_path):
     argv = quick(tmp_path, "--init_from", str(half / "checkpoint.pt"), "--prune_criterion",
                  "none", "-e", "1", "--limit_batches", "2")  # fmt: skip
     assert main.main([*argv, "--run_dir", str(again)]) == 0
-    assert summary_of(again)["final_sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert summary(again)["final_sparsity"] == pytest.approx(0.5, abs=1e-6)
 
 
 def test_a_file_for_another_network_is_refused_in_one_line(trained, tmp_path, capsys):

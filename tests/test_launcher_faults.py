@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from experiments import __main__ as launcher
-from tests.test_experiments import in_process, slurm_environment
+from tests.support import ROOT
+from tests.support.launcher import in_process, slurm_environment
+from tests.support.runs import summary
 from utils.lock import holder
 
-ROOT = Path(__file__).resolve().parents[1]
 # the smoke sweep's four runs, cut to one short epoch each
 QUICK = ["--", "-e", "1", "--limit_batches", "2"]
 # ... and long enough that they are still training whenever a test stops them
@@ -70,10 +71,6 @@ def epochs_logged(run_dir: Path) -> int:
 def two_training(smoke: Path) -> bool:
     """Whether two runs of the sweep have finished an epoch (the two a --jobs 2 launch starts)."""
     return sum(epochs_logged(d) >= 1 for d in smoke.glob("*-*")) == 2
-
-
-def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 # -- the sweep run once, by two launchers at once -----------------------------------------------

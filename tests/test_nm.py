@@ -14,7 +14,7 @@ from experiments.report import method_label
 from experiments.runs import IDENTITY_DEFAULTS
 from models import build_model
 from pruning import NM, Criterion, Periodic, Pruner, SynFlow, build_criterion
-from tests.test_cli import assert_one_error_line, only_run_dir, quick
+from tests.support.runs import assert_one_error_line, only_run_dir, quick
 
 CONSTRAINED_CRITERIA = ["flipout", "global_magnitude", "magnitude", "random", "snip", "grasp"]
 FIRST = "0.weight"  # the tiny net's first convolution, left out of the constraint
@@ -227,7 +227,7 @@ def test_a_run_with_nm_records_it_and_saves_n_of_m_masks(tmp_path):
     argv = quick(tmp_path, "-e", "3", "--limit_batches", "2", "--prune_freq", "1", "--nm", "2:4",
                  "--save_model")  # fmt: skip
     assert main.main(argv) == 0
-    run_dir = only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["nm"], summary["nm_exclude"]) == ("2:4", [])
     assert summary["options"]["nm"] == "2:4"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.blocks import code_block
 
-ROOT = Path(__file__).resolve().parent.parent
 # left out of the copy the wheel is built from: the build writes into its source tree
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"

@@ -16,15 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import build_parser, build_pruner
 from pruning import CRITERIA, FlipOut, Masks, Periodic, Pruner, build_criterion, prunable_parameters
 from pruning.flips import PENDING_LIMIT, FlipCounter
 from pruning.hoyer import hoyer_square
 from pruning.kernels import Kernels
 from pruning.noise import GradientNoise, single_threaded_pool
 from pruning.snip import connection_sensitivity
-
-CPU = torch.device("cpu")
+from tests.support.nets import CPU, ConvBnNet, make_pruner, snip_batches
 
 
 @pytest.fixture(autouse=True)
@@ -34,19 +32,6 @@ def _seeded():
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-class ConvBnNet(nn.Module):
-    """conv (with bias) -> BatchNorm -> linear: every kind of tensor the prune flags talk about."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, bias=True)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.bn(self.conv(x))).flatten(1))
 
 
 def linear_net(*weights) -> nn.Sequential:
@@ -63,16 +48,6 @@ def linear_net(*weights) -> nn.Sequential:
             layer.weight.copy_(w)
         layers.append(layer)
     return nn.Sequential(*layers)
-
-
-def make_pruner(model: nn.Module, **overrides) -> Pruner:
-    """The Pruner main.py builds for these options (argparse destinations; defaults for the
-    rest). prune_freq 1 and a far-away last epoch: end_of_epoch(e) prunes for any small e."""
-    args = build_parser().parse_args([])
-    for dest, value in {"prune_freq": 1, "epochs": 1000, **overrides}.items():
-        assert hasattr(args, dest), dest
-        setattr(args, dest, value)
-    return build_pruner(args, model)
 
 
 def live_flags(pruner: Pruner) -> dict[str, list[bool]]:
@@ -507,10 +482,6 @@ def test_threshold_prunes_exactly_the_live_weights_below_it():
         model[0].weight[0, 6] = -0.2
     assert pruner.end_of_epoch(3).pruned == 1
     assert pruned_flags(pruner)["0.weight"] == flags(7, {1, 4, 5, 6})
-
-
-def snip_batches(n: int, shape: tuple[int, ...], classes: int = 3, size: int = 8):
-    return [(torch.randn(size, *shape), torch.randint(0, classes, (size,))) for _ in range(n)]
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train_mode", "eval_mode"])

@@ -1,6 +1,5 @@
 """Runs that survive: checkpoints, resume, interruption, divergence and bad input."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -14,12 +13,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import main
 import training
 from models import build_model
-from tests.conftest import IMAGENETTE_CLASSES
+from tests.support import ROOT
 from tests.support.blocks import README, code_block
+from tests.support.datasets import IMAGENETTE_CLASSES
+from tests.support.runs import assert_identical, only_run_dir, quick_run, records, summary
 from utils import io as io_module
 from utils.checkpoint import CHECKPOINT, load_checkpoint, save_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
 # A FlipOut run with gradient noise on digits: every source of randomness is exercised.
 FLIPOUT_NOISE = ["-e", "8", "--prune_freq", "2", "--noise", "--num_workers", "0", "--quiet"]
 
@@ -59,11 +59,6 @@ def start_signalled(argv: list[str], epoch: int) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def only_run_dir(parent: Path) -> Path:
-    (run_dir,) = parent.iterdir()
-    return run_dir
-
-
 def wait_for_epochs(parent: Path, epochs: int, process: subprocess.Popen) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
@@ -72,15 +67,6 @@ def wait_for_epochs(parent: Path, epochs: int, process: subprocess.Popen) -> Non
             return
         time.sleep(0.02)
     raise AssertionError("the run ended or stalled before it could be interrupted")
-
-
-def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
-def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
 
 
 def final_state(run_dir: Path) -> dict:
@@ -131,21 +117,6 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert [e.step for e in events.Scalars("acc/test")] == list(range(1, 9))
 
 
-def assert_identical(ours, theirs) -> None:
-    if isinstance(ours, dict):
-        assert ours.keys() == theirs.keys()
-        for key in ours:
-            assert_identical(ours[key], theirs[key])
-    elif isinstance(ours, list | tuple):
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=True):
-            assert_identical(a, b)
-    elif isinstance(ours, torch.Tensor):
-        assert torch.equal(ours, theirs)
-    else:
-        assert ours == theirs
-
-
 def test_sigint_stops_cleanly_with_exit_130(tmp_path):
     process = start([*FLIPOUT_NOISE, "-e", "200", "--logdir", str(tmp_path)])
     wait_for_epochs(tmp_path, 1, process)
@@ -159,14 +130,6 @@ def test_sigint_stops_cleanly_with_exit_130(tmp_path):
 
 
 # -- checkpoints -------------------------------------------------------------------------------
-
-
-def quick_run(tmp_path, *argv) -> Path:
-    logdir = tmp_path / "runs"
-    assert (
-        main.main(["-e", "2", "--num_workers", "0", "--quiet", "--logdir", str(logdir), *argv]) == 0
-    )
-    return only_run_dir(logdir)
 
 
 def test_checkpoint_holds_everything_to_go_on(tmp_path):
@@ -267,7 +230,7 @@ def test_save_model_loads_with_plain_torch_load(tmp_path):
 
 def test_the_readmes_model_pt_snippet_runs(tmp_path, monkeypatch):
     run_dir = quick_run(tmp_path, "-e", "3", "--prune_freq", "1", "--save_model")
-    snippet = code_block(README, "`model.pt` (`--save_model`) loads")
+    snippet = code_block(README.parent / "docs" / "runs.md", "`model.pt` (`--save_model`) loads")
     placeholder = "runs/<logdir>/<run>/model.pt"
     assert placeholder in snippet
     namespace: dict = {}

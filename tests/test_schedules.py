@@ -15,7 +15,7 @@ from experiments.report import method_label
 from pruning import CRITERIA, Criterion, Gradual, OneShot, Pruner
 from pruning.options import option
 from pruning.schedule import Step
-from tests.test_cli import only_run_dir, quick
+from tests.support.runs import only_run_dir, quick
 from utils.errors import UserError
 
 RANKING = ["flipout", "global_magnitude", "magnitude", "random"]
@@ -127,7 +127,7 @@ def test_gradual_run_from_the_command_line_ends_at_exactly_95_percent(tmp_path):
                  "--target_sparsity", "0.95", "--prune_start", "0", "--prune_end", "3",
                  "--prune_freq", "1")  # fmt: skip
     assert main.main(argv) == 0
-    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert f"{100 * summary['final_sparsity']:.2f}" == "95.00"
     assert [e["epoch"] for e in summary["prune_events"]] == [1, 2, 3]
     assert summary["schedule"]["name"] == "gradual"
@@ -178,7 +178,7 @@ def test_a_new_criterion_touches_its_class_and_one_registry_line(monkeypatch, tm
     argv = quick(tmp_path, "-e", "3", "--limit_batches", "2", "--prune_freq", "1",
                  "--prune_criterion", "lowest", "--lowest_power", "3")  # fmt: skip
     assert main.main(argv) == 0
-    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert summary["criterion"] == {"name": "lowest", "label": "Lowest power", "lowest_power": 3.0}
     assert method_label(summary) == "Lowest power"
 
@@ -189,7 +189,7 @@ def test_a_gradient_criterion_scores_afresh_at_every_scheduled_prune(tmp_path):
     argv = quick(tmp_path, "-e", "4", "--limit_batches", "2", "--prune_criterion", "snip",
                  "--schedule", "periodic", "--prune_freq", "1", "--prune_rate", "0.5")  # fmt: skip
     assert main.main(argv) == 0
-    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert [e["epoch"] for e in summary["prune_events"]] == [1, 2, 3]
     assert summary["final_sparsity"] == pytest.approx(0.875, abs=1e-3)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import main
-from tests.test_cli import seed_commands
+from tests.support.seed import seed_commands
 
 SHRINK = {"--dataset": "synthetic", "-e": "2", "--prune_freq": "1", "-bs": "8"}
 

@@ -12,8 +12,8 @@ import main
 from cli import parse_args
 from pruning.criteria import Snip
 from pruning.snip import connection_sensitivity
-from tests.test_cli import assert_one_error_line, quick
-from tests.test_pruning import CPU, ConvBnNet, make_pruner, snip_batches
+from tests.support.nets import CPU, ConvBnNet, make_pruner, snip_batches
+from tests.support.runs import assert_one_error_line, quick
 
 MODES = ["train", "eval"]
 

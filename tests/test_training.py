@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import cli
 from models import build_model
 from pruning import FlipOut, Periodic, Pruner
+from tests.support.nets import CPU
 from training import (
     OPTIMIZERS,
     TrainConfig,
@@ -20,7 +21,6 @@ from training import (
 )
 from utils.distributed import Distributed
 
-CPU = torch.device("cpu")
 CLASSES = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,

@@ -1,0 +1,67 @@
+"""Running main.py in this process and reading what a run leaves behind: the argv of a quick run,
+the one run directory under a log directory, its metrics.jsonl records and its summary.json, and
+the checks most run tests end with (a single `error:` line, two states identical to the bit)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+import main
+
+
+def quick(tmp_path, *argv: str) -> list[str]:
+    """argv for a fast in-process run that logs under tmp_path."""
+    return [*argv, "--num_workers", "0", "--quiet", "--logdir", str(tmp_path / "runs")]
+
+
+def only_run_dir(parent: Path) -> Path:
+    """The one run directory under the log directory `parent`."""
+    (run_dir,) = parent.iterdir()
+    return run_dir
+
+
+def quick_run(tmp_path, *argv: str) -> Path:
+    """A completed two-epoch run under tmp_path/runs, in this process: its run directory."""
+    logdir = tmp_path / "runs"
+    assert (
+        main.main(["-e", "2", "--num_workers", "0", "--quiet", "--logdir", str(logdir), *argv]) == 0
+    )
+    return only_run_dir(logdir)
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl, one dict an epoch, without the wall-clock `seconds`."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_identical(ours, theirs) -> None:
+    """Equal nested dicts, lists and tensors, every tensor to the bit."""
+    if isinstance(ours, dict):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert_identical(ours[key], theirs[key])
+    elif isinstance(ours, list | tuple):
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert_identical(a, b)
+    elif isinstance(ours, torch.Tensor):
+        assert torch.equal(ours, theirs)
+    else:
+        assert ours == theirs
+
+
+def assert_one_error_line(capsys, *names: str) -> str:
+    """What main.py printed is one `error:` line on stderr naming each of `names`, without a
+    traceback or the usage text: that line."""
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out and "usage:" not in err + out
+    assert all(name in lines[0] for name in names), (names, lines[0])
+    return lines[0]
