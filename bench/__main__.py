@@ -122,17 +122,29 @@ def pipeline_table(result: dict) -> list[str]:
 
 
 def epoch_table(result: dict) -> list[str]:
-    # scaled to CIFAR-10's full epoch when --epoch_images shortened it
-    minutes = epoch.CIFAR10_TRAIN / result["images_per_second"] * 350 / 60
+    # scaled to the whole training set when --epoch_images shortened it
+    minutes = result["epoch_seconds"] * 350 / 60
+    dataset = epoch.DATASET_NAMES[result["dataset"]]
     return [
-        "### 5. One training epoch, VGG-19, FlipOut with noise, `--amp --data_on_device "
-        "--channels_last`",
+        f"### 5. One training epoch, {result['model']} on {dataset}, FlipOut with noise, "
+        "`--amp --data_on_device --channels_last`",
         "",
-        "| images | steps | time | images per second | 350 CIFAR-10 epochs at this pace |",
+        f"| images | steps | time | images per second | 350 {dataset} epochs at this pace |",
         "|---|---|---|---|---|",
         f"| {result['images']:,} | {result['steps']} | {result['seconds']:.1f} s | "
         f"{result['images_per_second']:,.0f} | {minutes:,.0f} min |",
     ]
+
+
+def epoch_tables(device, images: int | None, networks: list[str], record: Path) -> list[str]:
+    """Each network's epoch on its dataset, each recorded in `record` (BENCHMARKS.json), where
+    `python -m experiments list` finds the pace to turn sweeps into GPU-hours."""
+    rows = []
+    for name in networks:
+        result = epoch.run(device, images, name, epoch.NETWORKS[name])
+        epoch.record(result, device, record)
+        rows += [*epoch_table(result), ""]
+    return [*rows, f"Recorded in {record.name} for `python -m experiments list`."]
 
 
 def inference_table(results: dict) -> list[str]:
@@ -182,15 +194,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epoch_images",
         type=int,
-        default=epoch.CIFAR10_TRAIN,
-        help="training images in the epoch section (default: 50000, CIFAR-10's)",
+        help="training images timed in the epoch section, the time scaled to the whole set "
+        "(default: the whole set, 50000 for CIFAR-10)",
     )
-    parser.add_argument("--output", default="BENCHMARKS.md", help="(default: BENCHMARKS.md)")
+    parser.add_argument(
+        "--epoch_networks",
+        nargs="+",
+        choices=list(epoch.NETWORKS),
+        default=list(epoch.NETWORKS),
+        help="the networks the epoch section times (default: the paper's three)",
+    )
+    parser.add_argument(
+        "--output",
+        default="BENCHMARKS.md",
+        help="(default: BENCHMARKS.md; the epoch times also go into a .json beside it)",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.sections is None:
         args.sections = list(SECTIONS if device.type == "cuda" else CPU_SECTIONS)
-    if args.epoch_images < 1:
+    if args.epoch_images is not None and args.epoch_images < 1:
         parser.error("--epoch_images must be positive")
     repeats = 2 if args.quick else 5
 
@@ -202,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "step": lambda: step_table(results.setdefault("step", bookkeeping.run(device, repeats))),
         "prune": lambda: prune_table(prune.run(device, repeats)),
         "pipeline": lambda: pipeline_table(pipeline.run(device, max(2, repeats // 2))),
-        "epoch": lambda: epoch_table(epoch.run(device, args.epoch_images)),
+        "epoch": lambda: epoch_tables(
+            device, args.epoch_images, args.epoch_networks, Path(args.output).with_suffix(".json")
+        ),
         "inference": lambda: inference_table(inference.run(device, repeats)),
     }
     tables = [sections[name] for name in SECTIONS if name in args.sections]

@@ -1,6 +1,6 @@
 """python -m experiments: replicate a table, on this machine or on a Slurm cluster.
 
-    python -m experiments list
+    python -m experiments list                                 # runs, epochs, GPU-hours
     python -m experiments run vgg19_cifar10 --dry-run          # the exact main.py commands
     python -m experiments run vgg19_cifar10 --gpus 8           # one run per GPU, here
     python -m experiments run digits_demo --jobs 2             # on the CPU, cores shared out
@@ -8,10 +8,12 @@
     python -m experiments status vgg19_cifar10 --report
     python -m experiments run vgg19_cifar10 -- -d synthetic -e 3   # extra arguments for every run
 
-Launching a sweep again skips its completed runs, resumes its stopped ones and reruns its failed
-ones, and says which it does for each (experiments/runs.py); the overrides and seeds a sweep was
-launched with are remembered (experiments/launches.py). Every ending is one line on stderr and an
-exit code; where several apply, the first row of this table that applies:
+The report that ends a launch, or that `status --report` prints, is set beside the paper's published
+numbers for the paper's sweeps (experiments/paper.py). Launching a sweep again skips its completed
+runs, resumes its stopped ones and reruns its failed ones, and says which it does for each
+(experiments/runs.py); the overrides and seeds a sweep was launched with are remembered
+(experiments/launches.py). Every ending is one line on stderr and an exit code; where several apply,
+the first row of this table that applies:
 
 | exit     | meaning                                                                     |
 |----------|-----------------------------------------------------------------------------|
@@ -57,6 +59,7 @@ MOST_MINUTES = 366 * 24 * 60
 MOST_REQUEUES = 1000
 MOST_ARRAY_PARALLELISM = 1_000_000
 LARGEST_SEED = 2**32 - 1  # NumPy's
+EPOCH_FLAGS = "--amp --data_on_device --channels_last"  # bench's, which the GPU-hours assume
 
 
 def whole_number(low: int, high: int, why: str = ""):
@@ -216,19 +219,45 @@ def report_dirs(runs) -> list[Path]:
     return sorted({run.run_dir.parent for run in runs})
 
 
-def print_report(runs) -> None:
+def print_report(runs, sweep) -> None:
+    """The report of each directory the runs are in; beside the paper for the paper's sweeps."""
     from experiments import report
 
     for directory in report_dirs(runs):
         print()
-        report.main([str(directory)])
+        report.main([str(directory), *(["--paper"] if sweep.paper else [])])
 
 
 def command_list(args, extra, stop) -> int:
+    """Each sweep with its runs and epochs at its default seeds, and its GPU-hours where bench
+    has timed an epoch of its networks on the GPU at hand (experiments/cost.py)."""
+    from experiments import cost
+    from experiments.runs import resolve_all
+
+    gpu = cost.gpu_at_hand()
+    pace = cost.paces(gpu) if gpu else {}
     width = max(len(name) for name in SWEEPS)
+    hours_column = f"  {'GPU-hours':>9}" if pace else ""
+    print(f"{'sweep':<{width}}  {'runs':>4}  {'epochs':>7}{hours_column}  what")
     for name, sweep in SWEEPS.items():
-        count = len(sweep.commands(sweep.default_seeds))
-        print(f"{name:<{width}}  {count:>3} runs  {sweep.description}")
+        runs = resolve_all(sweep.commands(sweep.default_seeds))
+        hours = cost.gpu_hours(runs, pace) if pace else None
+        shown_hours = f"  {'—' if hours is None else f'{hours:,.1f}':>9}" if pace else ""
+        print(
+            f"{name:<{width}}  {len(runs):>4}  {cost.epochs(runs):>7,}{shown_hours}  "
+            f"{sweep.description}"
+        )
+    if gpu is None:
+        print("\nGPU-hours: no GPU here; on one, `python -m bench --sections epoch` times an "
+              "epoch of each network, and this list then shows them")  # fmt: skip
+    elif not pace:
+        print(f"\nGPU-hours: no epoch timed on the {gpu} yet; `python -m bench --sections "
+              "epoch` times one of each network, and this list then shows them")  # fmt: skip
+    else:
+        print(
+            f"\nGPU-hours on the {gpu}: the epochs at the pace `python -m bench` timed "
+            f"(training only, {EPOCH_FLAGS}; — where a network was not timed)"
+        )
     return 0
 
 
@@ -301,7 +330,7 @@ def command_run(args, extra, stop: StopSignals) -> int:
         code = submit_to_slurm(args, sweep, launch_runs) if launch_runs else 0
         return code or ending([], refused, [], held, sweep)
     if not launch_runs:
-        print_report(runs)
+        print_report(runs, sweep)
         return ending([], refused, [], held, sweep)
     return run_here(sweep, runs, launch_runs, refused, held, slots, stop, args)
 
@@ -351,7 +380,7 @@ def run_here(sweep, runs, launch_runs, refused, held, slots, stop, args) -> int:
     # a run held by another process may have ended meanwhile: a completed one is done
     finished = {State.COMPLETED, State.DIVERGED}
     held = [item for item in [*held, *outcome.held] if status_of(item[0]).state not in finished]
-    print_report(runs)
+    print_report(runs, sweep)
     for _, message in outcome.unwritable:
         print(f"error: {message}", file=sys.stderr)
     for run, how in outcome.failed:
@@ -472,7 +501,7 @@ def command_status(args, extra, stop) -> int:
         if pending:
             print(f"\n{len(pending)} run(s) not done yet: the table comes when every run is done")
         else:
-            print_report(runs)
+            print_report(runs, sweep)
     return 0
 
 

@@ -2,6 +2,10 @@
 accuracy-vs-sparsity plot, computed from the `summary.json` files that training runs leave.
 
     python -m experiments.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
+    python -m experiments.report runs/vgg19_cifar10_figures --paper     # beside the paper
+
+With `--paper` the runs are also set beside the numbers the paper published, row by row with a
+verdict, and the CSV and the plots carry the paper's numbers too: experiments/paper.py says how.
 
 Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
 becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs (a single run
@@ -21,11 +25,15 @@ original code logged only each epoch's test accuracy, and its table script read 
 logged. `best` picks the epoch by its test accuracy, which is an optimistic, test-set-selected
 figure.
 
-When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written
-into DIR: one figure, always under that name, with one subplot per (model, dataset) that has such
-a method. All percentages in the tables and the CSV are percent (0-100). The tables show two
-decimals, or as many more as it takes never to round a share that is not 0 to 0.00 or one that
-is not all to 100.00 (`percent`).
+When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written into
+DIR: one figure, always under that name, with one subplot per (model, dataset) that has such a
+method (with `--paper`, also one per network of the paper), the dense network as a horizontal line.
+Where a (model, dataset) has runs of FlipOut or GlobalMagnitude with both gradient-noise settings,
+the noise ablation is drawn in `noise_ablation.png` instead, in the same style. A method's label
+says where its noise departs from the paper's: FlipOut adds noise there and the others do not, so
+"FlipOut (no noise)" and "GlobalMagnitude + noise" are methods of their own. All percentages in the
+tables and the CSV are percent (0-100). The tables show two decimals, or as many more as it takes
+never to round a share that is not 0 to 0.00 or one that is not all to 100.00 (`percent`).
 """
 
 import csv
@@ -48,6 +56,9 @@ from utils.io import write_atomic, write_text_atomic
 from utils.logging import epochs_logged
 
 PLOT_NAME = "accuracy_vs_sparsity.png"
+NOISE_PLOT_NAME = "noise_ablation.png"
+# a panel whose accuracies span more points than this gets a second, zoomed row (see draw)
+ZOOM_SPAN = 15.0
 # runs of one method whose final sparsities (fractions) lie this close belong to one level
 SPARSITY_TOLERANCE = 0.0005
 HOYER_SQUARE = "Hoyer-Square"
@@ -67,6 +78,8 @@ PAPER_ORDER = [
     "GMP (global)",
     "Dense",
 ]
+# the methods the paper runs with gradient noise: a run of them without it is labelled so
+NOISY_BY_DEFAULT = {"flipout"}
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -149,6 +162,22 @@ def is_hoyer_square(summary: dict) -> bool:
     return summary["prune_criterion"] == "threshold" and bool(option(summary, "add_hs"))
 
 
+def noise_label(summary: dict) -> str:
+    """How the run's gradient noise sets it apart: the paper's FlipOut adds noise (λ = 1) and the
+    other methods do not, so only a departure shows: "(no noise)", "+ noise", and a scale other
+    than 1. Nothing for a summary that does not record the option."""
+    noise = option(summary, "noise")
+    if noise is None:
+        return ""
+    scale = option(summary, "noise_scale_factor")
+    scaled = noise and finite_number(scale) and scale != 1
+    if bool(noise) == (summary["prune_criterion"] in NOISY_BY_DEFAULT):
+        return f" (noise scale {scale:g})" if scaled else ""
+    if not noise:
+        return " (no noise)"
+    return f" + noise (scale {scale:g})" if scaled else " + noise"
+
+
 def method_label(summary: dict) -> str:
     criterion = summary["prune_criterion"]
     strength = compact_number(hoyer_lambda(summary))
@@ -157,6 +186,7 @@ def method_label(summary: dict) -> str:
     # the criterion's class names its method; a criterion this version lacks keeps its own name
     known = CRITERIA.get(criterion)
     label = known.method_label(summary.get("options") or {}) if known else criterion
+    label += noise_label(summary)
     if option(summary, "add_hs"):
         return f"{label} + HS (λ={strength})"
     return label
@@ -171,8 +201,9 @@ def method_sort_key(summary: dict) -> tuple:
         return (PAPER_ORDER.index(HOYER_SQUARE), hoyer_lambda(summary), label)
     if label in PAPER_ORDER:
         return (PAPER_ORDER.index(label), 0.0, label)
-    # a variant ("IMP (rewind to epoch 1)", "FlipOut (gradual)") right after its method
-    base = label.split(" (")[0]
+    # a variant ("IMP (rewind to epoch 1)", "FlipOut (gradual)", "GlobalMagnitude + noise")
+    # right after its method
+    base = label.split(" (")[0].split(" + ")[0]
     if base in PAPER_ORDER:
         return (PAPER_ORDER.index(base), 0.5, label)
     return (len(PAPER_ORDER), 0.0, label)
@@ -393,29 +424,34 @@ def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
     """One Row per (model, dataset, method, sparsity level) of the completed runs, with the test
     accuracy `metric` names, ordered by (model, dataset), then paper order of methods, then
     increasing sparsity."""
-    key = METRICS[metric][0]
     by_method = defaultdict(list)
     for summary in summaries:
         if summary["status"] == "completed":
             by_method[(summary["model"], summary["dataset"], method_label(summary))].append(summary)
     keyed_rows = []
-    for (model, dataset, method), runs in by_method.items():
+    for runs in by_method.values():
         for level in sparsity_levels(runs):
-            accuracies = [run[key] for run in level]
-            sparsity = 100 * statistics.mean(run["final_sparsity"] for run in level)
-            row = Row(
-                model=model,
-                dataset=dataset,
-                method=method,
-                sparsity_mean=sparsity,
-                accuracy_mean=statistics.mean(accuracies),
-                accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-                n=len(level),
-                metric=metric,
-                flops_remaining_mean=flops_remaining_percent(level),
-            )
-            keyed_rows.append(((model, dataset, method_sort_key(level[0]), sparsity), row))
-    return [row for _, row in sorted(keyed_rows, key=lambda pair: pair[0])]
+            row = level_row(level, metric)
+            keyed_rows.append(((row.model, row.dataset, method_sort_key(level[0])), row))
+    keyed_rows.sort(key=lambda pair: (*pair[0], pair[1].sparsity_mean))
+    return [row for _, row in keyed_rows]
+
+
+def level_row(level: list[dict], metric: str = "final") -> Row:
+    """The Row of completed runs of one method at one sparsity level: their mean sparsity and
+    the mean and sample std of their test accuracy `metric`."""
+    accuracies = [run[METRICS[metric][0]] for run in level]
+    return Row(
+        model=level[0]["model"],
+        dataset=level[0]["dataset"],
+        method=method_label(level[0]),
+        sparsity_mean=100 * statistics.mean(run["final_sparsity"] for run in level),
+        accuracy_mean=statistics.mean(accuracies),
+        accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        n=len(level),
+        metric=metric,
+        flops_remaining_mean=flops_remaining_percent(level),
+    )
 
 
 def table_line(cells: list[str]) -> str:
@@ -492,10 +528,16 @@ def write_csv(rows: list[Row], path: Path, show_flops: bool = False) -> None:
     columns = [field.name for field in fields(Row)]
     if not show_flops:
         columns.remove("flops_remaining_mean")  # DictWriter's extrasaction drops it from the rows
+    write_dicts_csv(columns, [asdict(row) for row in rows], path)
+
+
+def write_dicts_csv(columns: list[str], lines: list[dict], path: Path) -> None:
+    """`lines` under `columns` (a key a line lacks is an empty cell, one not in `columns` left
+    out), written atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(asdict(row) for row in rows)
+    writer.writerows(lines)
     write_text_atomic(Path(path), buffer.getvalue())
 
 
@@ -514,50 +556,212 @@ def readable_ticks(sparsities: list[float]) -> list[float]:
     return ticks
 
 
-def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
-    """Write the plot for every (model, dataset) where some method has several sparsity levels;
-    None, and nothing written, when there is no such pair."""
+@dataclass(frozen=True)
+class Curve:
+    """One line of a panel: a method's accuracy at each of its sparsities (percent)."""
+
+    method: str  # the method's label, which pairs our curve with the paper's
+    sparsity: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    spread: tuple[float, ...]  # error bars: the sample std, 0 where there is none
+    paper: bool = False  # the published curve, drawn dashed beside ours
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} (paper)" if self.paper else self.method
+
+
+@dataclass(frozen=True)
+class Level:
+    """A horizontal line across a panel: an unpruned network's accuracy."""
+
+    method: str
+    accuracy: float
+    spread: float
+    paper: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} (paper)" if self.paper else self.method
+
+
+@dataclass
+class Panel:
+    """One subplot: a (model, dataset)'s curves and horizontal lines, what a plot shows."""
+
+    model: str
+    dataset: str
+    metric: str
+    curves: list[Curve]
+    levels: list[Level]
+    note: str = ""  # a second title line, e.g. what the dashed curves are
+
+    @property
+    def title(self) -> str:
+        return f"{self.model} on {self.dataset}" + (f"\n{self.note}" if self.note else "")
+
+
+def curve_of(rows: list[Row], paper: bool = False) -> Curve:
+    """The rows of one method as a curve, by increasing sparsity."""
+    rows = sorted(rows, key=lambda row: row.sparsity_mean)
+    return Curve(
+        method=rows[0].method,
+        sparsity=tuple(row.sparsity_mean for row in rows),
+        accuracy=tuple(row.accuracy_mean for row in rows),
+        spread=tuple(row.accuracy_std or 0.0 for row in rows),
+        paper=paper,
+    )
+
+
+def panel_of(rows: list[Row], methods: Iterable[str] | None = None) -> Panel:
+    """One (model, dataset)'s rows as a panel: a curve per method (all, or those in `methods`),
+    the dense network's as a horizontal line."""
+    dense = CRITERIA["none"].label
+    wanted = None if methods is None else set(methods)
+    curves, levels = [], []
+    for method in dict.fromkeys(row.method for row in rows):  # paper order, once each
+        points = [row for row in rows if row.method == method]
+        if method == dense:
+            [row, *_] = points
+            levels.append(Level(method, row.accuracy_mean, row.accuracy_std or 0.0))
+        elif wanted is None or method in wanted:
+            curves.append(curve_of(points))
+    return Panel(rows[0].model, rows[0].dataset, rows[0].metric, curves, levels)
+
+
+def by_pair(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    """The rows of each (model, dataset), in table order."""
+    pairs: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        pairs.setdefault((row.model, row.dataset), []).append(row)
+    return pairs
+
+
+def accuracy_panels(rows: list[Row], paper: bool = False) -> list[Panel]:
+    """The accuracy-vs-sparsity plot: a panel for every (model, dataset) where some method has
+    several sparsity levels (with `paper`, also for every network of the paper), with every
+    method's curve and the dense network as a line. Where the noise ablation has its own panel
+    (noise_panels), its variants are drawn there, not here."""
+    ablated = {(panel.model, panel.dataset) for panel in noise_panels(rows)}
+    variants = set(noise_ablation_methods().values())
+    rows = [r for r in rows if (r.model, r.dataset) not in ablated or r.method not in variants]
     levels = Counter((row.model, row.dataset, row.method) for row in rows)
-    swept = [(model, dataset) for (model, dataset, _), count in levels.items() if count > 1]
-    pairs = list(dict.fromkeys(swept))  # unique, in table order
-    if not pairs:
+    networks = paper_networks() if paper else set()
+    return [
+        panel_of(pair_rows)
+        for (model, dataset), pair_rows in by_pair(rows).items()
+        if model in networks or any(levels[(model, dataset, row.method)] > 1 for row in pair_rows)
+    ]
+
+
+def paper_networks() -> set[str]:
+    from experiments.published import load
+
+    return set(load().networks)
+
+
+def noise_ablation_methods() -> dict[str, str]:
+    """The noise ablation's pairs: each method as the paper runs it -> its other noise setting."""
+    return {
+        method_label({"prune_criterion": name, "options": {}}): method_label(
+            {"prune_criterion": name, "options": {"noise": name not in NOISY_BY_DEFAULT}}
+        )
+        for name in ("flipout", "global_magnitude")
+    }
+
+
+def noise_panels(rows: list[Row]) -> list[Panel]:
+    """The noise-ablation plot: a panel for every (model, dataset) with runs of a method both as
+    the paper runs it and with the other noise setting (FlipOut without its noise,
+    GlobalMagnitude with noise), with both settings of both methods."""
+    pairs = noise_ablation_methods()
+    methods = [*pairs, *pairs.values()]
+    panels = []
+    for pair_rows in by_pair(rows).values():
+        present = {row.method for row in pair_rows}
+        if any(plain in present and variant in present for plain, variant in pairs.items()):
+            panels.append(panel_of(pair_rows, methods))
+    return panels
+
+
+def draw(panels: list[Panel], path: Path) -> Path | None:
+    """Write the panels side by side as one PNG; None, and nothing written, without panels.
+    Our curves are solid with error bars of one sample std; the paper's dashed, in the colour of
+    ours of the same method; horizontal lines for the unpruned networks. Where a panel's
+    accuracies span more than ZOOM_SPAN points, a second row shows its top ZOOM_SPAN points,
+    where methods that did not collapse differ by tenths."""
+    if not panels:
         return None
     # the Agg canvas directly rather than pyplot: no display, and no global figure state to leak
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.5 * len(pairs), 4.5), layout="constrained")
+    zoomed = [accuracy_span(panel) > ZOOM_SPAN for panel in panels]
+    rows = 2 if any(zoomed) else 1
+    figure = Figure(figsize=(6.5 * len(panels), 4.8 * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    all_axes = figure.subplots(1, len(pairs), squeeze=False)[0]
-    for axes, (model, dataset) in zip(all_axes, pairs, strict=True):
-        pair_rows = [row for row in rows if (row.model, row.dataset) == (model, dataset)]
-        for method in dict.fromkeys(row.method for row in pair_rows):  # paper order, once each
-            points = [row for row in pair_rows if row.method == method]
-            axes.errorbar(
-                [nines(row.sparsity_mean) for row in points],
-                [row.accuracy_mean for row in points],
-                yerr=[row.accuracy_std or 0.0 for row in points],
-                marker="o",
-                capsize=3,
-                label=method,
-            )
-        # ticks at the sweeps' levels: a lone point elsewhere would crowd out a level's label
-        swept_rows = [row for row in pair_rows if levels[(model, dataset, row.method)] > 1]
-        ticks = readable_ticks([row.sparsity_mean for row in swept_rows])
-        labels = [f"{tick:.2f}".rstrip("0").rstrip(".") for tick in ticks]
-        rotation = 45 if len(ticks) > 5 else 0
-        axes.set_xticks([nines(tick) for tick in ticks], labels, rotation=rotation)
-        axes.set_xlabel("Sparsity (%)")
-        axes.set_ylabel(METRICS[pair_rows[0].metric][2])
-        axes.set_title(f"{model} on {dataset}")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+    grid = figure.subplots(rows, len(panels), squeeze=False)
+    for column, panel in enumerate(panels):
+        draw_panel(grid[0][column], panel)
+        if rows == 2 and zoomed[column]:
+            draw_panel(grid[1][column], panel, zoom=True)
+        elif rows == 2:
+            grid[1][column].set_axis_off()
     write_atomic(Path(path), lambda file: figure.savefig(file, format="png", dpi=150))
     return Path(path)
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
+def accuracy_span(panel: Panel) -> float:
+    values = [value for curve in panel.curves for value in curve.accuracy]
+    values += [level.accuracy for level in panel.levels]
+    return max(values) - min(values) if values else 0.0
+
+
+def draw_panel(axes, panel: Panel, zoom: bool = False) -> None:
+    methods = list(dict.fromkeys(curve.method for curve in panel.curves))
+    colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
+    for curve in panel.curves:
+        axes.errorbar(
+            [nines(value) for value in curve.sparsity],
+            curve.accuracy,
+            yerr=curve.spread,
+            color=colours[curve.method],
+            linestyle="--" if curve.paper else "-",
+            marker="s" if curve.paper else "o",
+            markerfacecolor="none" if curve.paper else None,
+            alpha=0.8 if curve.paper else 1.0,
+            capsize=3,
+            label=curve.label,
+        )
+    for level in panel.levels:
+        colour = "black" if level.paper else "dimgray"
+        axes.axhline(level.accuracy, color=colour, linestyle="--" if level.paper else "-",
+                     linewidth=1, label=level.label)  # fmt: skip
+    # ticks at the curves' levels: a lone point elsewhere would crowd out a level's label
+    swept = [value for curve in panel.curves if len(curve.sparsity) > 1 for value in curve.sparsity]
+    ticks = readable_ticks(swept or [value for curve in panel.curves for value in curve.sparsity])
+    labels = [f"{tick:.2f}".rstrip("0").rstrip(".") for tick in ticks]
+    axes.set_xticks([nines(tick) for tick in ticks], labels, rotation=45 if len(ticks) > 5 else 0)
+    axes.set_xlabel("Sparsity (%)")
+    axes.set_ylabel(METRICS[panel.metric][2])
+    axes.grid(alpha=0.3)
+    if zoom:
+        top = max(
+            [v for c in panel.curves for v in c.accuracy] + [v.accuracy for v in panel.levels]
+        )
+        axes.set_ylim(top - ZOOM_SPAN, top + 1)
+        axes.set_title(f"the top {ZOOM_SPAN:g} points", fontsize="small")
+        return
+    axes.set_title(panel.title, fontsize="medium")
+    axes.legend(fontsize="x-small")
+
+
+def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
+    """Write the accuracy-vs-sparsity plot (accuracy_panels); None when it has no panel."""
+    return draw(accuracy_panels(rows), path)
+
+
+def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="python -m experiments.report",
         description="Tables (and a plot) of test accuracy by method and sparsity from the "
@@ -575,7 +779,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flops", action="store_true", help="add the share of the dense FLOPs that remains"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="set the runs beside the paper's published numbers, with a verdict for each row "
+        "(experiments/paper.py), in the tables, the CSV and the plots",
+    )
+    return parser
+
+
+def write_plots(rows: list[Row], directory: Path, paper: bool) -> list[Path]:
+    """accuracy_vs_sparsity.png and noise_ablation.png where they have panels; with `paper`,
+    a panel for every network of the paper, the paper's curves dashed beside ours. A runs folder
+    that refuses the files is a note, not a failure: the plots were not asked for."""
+    written = []
+    figures = [(PLOT_NAME, accuracy_panels(rows, paper)), (NOISE_PLOT_NAME, noise_panels(rows))]
+    for name, panels in figures:
+        if paper:
+            from experiments.paper import with_paper
+
+            panels = with_paper(panels)
+        try:
+            path = draw(panels, directory / name)
+        except StorageError as error:
+            print(f"note: {error}", file=sys.stderr)
+            continue
+        if path:
+            written.append(path)
+    return written
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.paper and args.metric != "final":
+        raise UserError("--paper compares final accuracies, as the paper's are: drop --metric best")
     with given_path(str(args.dir), args.dir):
         if not args.dir.exists():
             raise UserError(f"{args.dir}: no such directory")
@@ -598,8 +836,14 @@ def main(argv: list[str] | None = None) -> int:
     show_flops = args.flops and any(row.flops_remaining_mean is not None for row in rows)
     if args.flops and not show_flops:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
+    beside = None
+    if args.paper:
+        from experiments import paper
+
+        beside = paper.compare(summaries.values(), args.metric)
     sections = [
         markdown_tables(rows, show_flops) if rows else "No completed runs.",
+        paper.markdown(beside) if beside else "",
         incomplete_runs_table(summaries, unfinished),
         duplicates_list(duplicates),
         skipped_files_list(skipped),
@@ -607,15 +851,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(section for section in sections if section))
     if args.csv:
         with given_path(f"cannot write {args.csv}", args.csv):
-            write_csv(rows, args.csv, show_flops)
+            if beside:
+                paper.write_csv(beside, args.csv, show_flops)
+            else:
+                write_csv(rows, args.csv, show_flops)
         print(f"\nCSV: {args.csv}")
-    try:
-        plot = plot_accuracy_vs_sparsity(rows, args.dir / PLOT_NAME)
-    except StorageError as error:
-        # the plot was not asked for: a read-only runs folder should not fail the report
-        print(f"note: {error}", file=sys.stderr)
-        plot = None
-    if plot:
+    for plot in write_plots(rows, args.dir, args.paper):
         print(f"\nPlot: {plot}")
     return 0
 

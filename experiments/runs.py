@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from cli import MACHINE_OPTIONS, NAME_OPTIONS, build_parser, parse_args
+from cli import MACHINE_OPTIONS, NAME_OPTIONS, build_parser, build_pruning, parse_args
 from utils.checkpoint import CHECKPOINT
 from utils.errors import RunBusy, UserError, given_path
 from utils.lock import RunLock, holder
@@ -68,6 +68,7 @@ class Run:
     options: dict  # resolved, under the flags' names
     run_id: str
     run_dir: Path
+    total_epochs: int  # all it trains: more than --epochs when its schedule has rounds
 
     @property
     def name(self) -> str:
@@ -168,14 +169,17 @@ def resolve(argv: list[str], runs_root: Path) -> Run:
     with contextlib.redirect_stderr(quiet):
         try:
             args = parse_args(argv)
+            schedule = build_pruning(args)[1]
         except UserError as error:
             raise UserError(f"{error} (in: main.py {' '.join(argv)})") from None
     options = options_of(args)
     run_id = identity(options)
+    total = None if schedule is None else schedule.total_epochs()
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.comment).strip("_.")[:80] or "run"
     logdir = Path(args.logdir)
     parent = logdir if logdir.is_absolute() else runs_root / logdir
-    return Run(tuple(argv), options, run_id, parent / f"{slug}-{run_id}")
+    run_dir = parent / f"{slug}-{run_id}"
+    return Run(tuple(argv), options, run_id, run_dir, args.epochs if total is None else total)
 
 
 def resolve_all(commands: list[list[str]], runs_root: Path | None = None) -> list[Run]:

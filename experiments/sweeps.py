@@ -2,22 +2,36 @@
 
 The commands are the seed README's (Apostol, Stol & Forré, 2020): the optimisation recipe of every
 table, FlipOut, GlobalMagnitude, Random and SNIP at 99.9% sparsity and Hoyer-Square with the
-table's λ, for seeds 0, 1 and 2. `python -m experiments run NAME --dry-run` prints them; the
-launcher, the status view, the report and the tests all read them from here.
+table's λ. The `*_figures` sweeps make every published number of one network
+(experiments/published.py): each method of the accuracy-vs-sparsity figure at each sparsity of
+the ladder, the unpruned network, the noise ablation and the Hoyer-Square row, one command per
+published row and seed. `python -m experiments run NAME --dry-run` prints them; the launcher, the
+status view, the report and the tests all read them from here.
+
+Every sweep runs seeds 0, 1 and 2 unless told otherwise (`--seeds`). The authors ran 42, 43 and 44,
+but a seed names a random stream only within one code base: this one builds its networks, draws
+its gradient noise and shuffles and augments its data in other orders than the original, so seed
+42 here is no closer to their seed 42 than seed 0 is, and the sweeps keep one numbering for all.
 """
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from experiments import published
+
 # The optimisation recipe shared by every command of the paper; 350 epochs, 500 for Hoyer-Square.
 RECIPE = ["-bs", "128", "-lr", "0.1", "--opt", "sgd", "--momentum", "0.9", "--reg_type", "wdecay",
           "--lambda", "5e-4", "--use_scheduler", "--milestones", "150", "250"]  # fmt: skip
-FLIPOUT = ["--prune_criterion", "flipout", "--flipout_p", "2", "--prune_rate", "0.5", "--noise",
-           "--noise_scale_factor", "1"]  # fmt: skip
+NOISE = ["--noise", "--noise_scale_factor", "1"]  # the gradient noise of FlipOut's λ = 1
+FLIPOUT = ["--prune_criterion", "flipout", "--flipout_p", "2", "--prune_rate", "0.5", *NOISE]
 GLOBAL_MAGNITUDE = ["--prune_criterion", "global_magnitude", "--prune_rate", "0.5"]
 RANDOM_PRUNING = ["--prune_criterion", "random", "--prune_rate", "0.5"]
 # The seed README's ladder for 350 epochs at a rate of 0.5: prune_freq -> sparsity
 LADDER = {117: "75%", 70: "93.75%", 50: "98.44%", 39: "99.61%", 32: "99.9%"}
+# ... and the exact fraction each reaches, 1 - (1/4)^k, which SNIP is given (as the authors did)
+LADDER_SPARSITY = {117: "0.75", 70: "0.9375", 50: "0.984375", 39: "0.99609375", 32: "0.9990234375"}
+# the periodic methods of the figures without their noise: --noise adds it
+PERIODIC = {"flipout": FLIPOUT[:-3], "global_magnitude": GLOBAL_MAGNITUDE, "random": RANDOM_PRUNING}
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,15 @@ class Sweep:
     # seeds -> the command lines, each the argv of main.py (without "main.py")
     commands: Callable[[Sequence[int]], list[list[str]]]
     default_seeds: tuple[int, ...] = (0, 1, 2)
+    paper: bool = False  # its report is set beside the paper's numbers (report --paper)
+
+
+def hoyer_square(hoyer_lambda: str) -> list[str]:
+    """The seed README's Hoyer-Square: 500 epochs, the penalty until epoch 350, then pruned by
+    threshold once."""
+    return ["-e", "500", "--add_hs", "--hoyer_lambda", hoyer_lambda,
+            "--prune_criterion", "threshold", "--magnitude_threshold", "1e-4",
+            "--prune_freq", "350", "--stop_hoyer_at", "350"]  # fmt: skip
 
 
 def paper_table(model: str, dataset: str, hoyer_lambda: str, logdir: str) -> Callable:
@@ -45,10 +68,7 @@ def paper_table(model: str, dataset: str, hoyer_lambda: str, logdir: str) -> Cal
                  "--comment", f"random seed {seed}"],
                 [*common, "-e", "350", "--prune_criterion", "snip", "--snip_sparsity", "0.999",
                  "--comment", f"snip seed {seed}"],
-                [*common, "-e", "500", "--add_hs", "--hoyer_lambda", hoyer_lambda,
-                 "--prune_criterion", "threshold", "--magnitude_threshold", "1e-4",
-                 "--prune_freq", "350", "--stop_hoyer_at", "350",
-                 "--comment", f"hoyer-square seed {seed}"],
+                [*common, *hoyer_square(hoyer_lambda), "--comment", f"hoyer-square seed {seed}"],
             ]  # fmt: skip
         return grid
 
@@ -71,6 +91,50 @@ def sparsity_ladder(model: str, dataset: str) -> Callable:
                      "--comment", f"global magnitude freq {freq} seed {seed}"],
                 ]  # fmt: skip
         return grid
+
+    return commands
+
+
+def ladder_step(sparsity: float) -> int:
+    """The prune_freq of the ladder's level at `sparsity` (percent)."""
+    for freq, fraction in LADDER_SPARSITY.items():
+        if abs(100 * float(fraction) - sparsity) < 1e-9:
+            return freq
+    raise ValueError(f"{sparsity}% is not a level of the ladder")
+
+
+def published_command(row: published.Published, seed: int, logdir: str) -> list[str]:
+    """main.py's arguments for one seed of a published row: the seed README's recipe and its
+    method's flags at the row's level of the ladder (SNIP given the level's exact sparsity)."""
+    common = ["-m", row.model, "-d", row.dataset, *RECIPE, "--seed", str(seed), "--logdir", logdir]
+    if row.hoyer_square:
+        return [*common, *hoyer_square(f"{row.hoyer_lambda:g}"),
+                "--comment", f"hoyer-square seed {seed}"]  # fmt: skip
+    common += ["-e", "350"]
+    if row.criterion == "none":
+        return [*common, "--prune_criterion", "none", "--comment", f"unpruned seed {seed}"]
+    freq = ladder_step(row.sparsity)
+    level = LADDER[freq].rstrip("%")
+    if row.criterion == "snip":
+        flags = ["--prune_criterion", "snip", "--snip_sparsity", LADDER_SPARSITY[freq]]
+    else:
+        flags = [*PERIODIC[row.criterion], "--prune_freq", str(freq)]
+    name = row.criterion.replace("_", " ")
+    if row.noise:
+        flags += NOISE
+        name += "" if row.criterion == "flipout" else " noise"
+    elif row.criterion == "flipout":
+        name += " no noise"
+    return [*common, *flags, "--comment", f"{name} {level} seed {seed}"]
+
+
+def paper_figures(model: str) -> Callable:
+    """Every published row of one network (experiments/paper_results.json), every seed."""
+
+    def commands(seeds: Sequence[int]) -> list[list[str]]:
+        rows = published.load().of(model)
+        logdir = f"{model}_{rows[0].dataset}_figures"
+        return [published_command(row, seed, logdir) for seed in seeds for row in rows]
 
     return commands
 
@@ -172,18 +236,27 @@ SWEEPS: dict[str, Sweep] = {
     sweep.name: sweep
     for sweep in (
         Sweep("vgg19_cifar10", "the paper's VGG-19 / CIFAR-10 table: 5 methods x 3 seeds, "
-              "350-500 epochs", paper_table("vgg19", "cifar10", "6e-5", "vgg19_cifar10")),
+              "350-500 epochs", paper_table("vgg19", "cifar10", "6e-5", "vgg19_cifar10"),
+              paper=True),
         Sweep("resnet18_cifar10", "the paper's ResNet-18 / CIFAR-10 table: 5 methods x 3 seeds",
-              paper_table("resnet18", "cifar10", "1e-4", "resnet18_cifar10")),
+              paper_table("resnet18", "cifar10", "1e-4", "resnet18_cifar10"), paper=True),
         Sweep("densenet121_imagenette", "the paper's DenseNet-121 / Imagenette table: 5 methods "
               "x 3 seeds (./get_imagenette.sh first)",
-              paper_table("densenet121", "imagenette", "3e-4", "densenet121_imagenette")),
+              paper_table("densenet121", "imagenette", "3e-4", "densenet121_imagenette"),
+              paper=True),
         Sweep("vgg19_cifar10_sweep", "FlipOut and GlobalMagnitude at 75% to 99.9% sparsity, "
-              "VGG-19 / CIFAR-10, 3 seeds", sparsity_ladder("vgg19", "cifar10")),
+              "VGG-19 / CIFAR-10, 3 seeds", sparsity_ladder("vgg19", "cifar10"), paper=True),
         Sweep("resnet18_cifar10_sweep", "the sparsity ladder on ResNet-18 / CIFAR-10",
-              sparsity_ladder("resnet18", "cifar10")),
+              sparsity_ladder("resnet18", "cifar10"), paper=True),
         Sweep("densenet121_imagenette_sweep", "the sparsity ladder on DenseNet-121 / Imagenette",
-              sparsity_ladder("densenet121", "imagenette")),
+              sparsity_ladder("densenet121", "imagenette"), paper=True),
+        Sweep("vgg19_cifar10_figures", "every published number on VGG-19 / CIFAR-10: FlipOut, "
+              "GlobalMagnitude, Random and SNIP at the 5 sparsities, unpruned, the noise ablation "
+              "and Hoyer-Square; 32 runs x 3 seeds", paper_figures("vgg19"), paper=True),
+        Sweep("resnet18_cifar10_figures", "every published number on ResNet-18 / CIFAR-10: "
+              "32 runs x 3 seeds", paper_figures("resnet18"), paper=True),
+        Sweep("densenet121_imagenette_figures", "every published number on DenseNet-121 / "
+              "Imagenette: 32 runs x 3 seeds", paper_figures("densenet121"), paper=True),
         Sweep("digits_demo", "the tables in miniature on bundled data (make demo): 11 runs x 3 "
               "seeds of 20 short epochs", digits_demo),
         Sweep("digits_baselines", "FlipOut next to IMP, SynFlow, GraSP, SNIP, GMP and global "

@@ -124,7 +124,8 @@ def test_a_killed_run_is_listed_as_incomplete_never_counted(run_dir, tmp_path, c
 
     assert (code, err) == (0, "")
     assert "No completed runs." in out and "(n=" not in out
-    assert "| killed | FlipOut | 0 | no summary.json (killed?) | 2/2 |" in out.splitlines()
+    killed = "| killed | FlipOut (no noise) | 0 | no summary.json (killed?) | 2/2 |"
+    assert killed in out.splitlines()
 
 
 def test_a_copied_run_is_counted_once_and_named_as_a_duplicate(run_dir, tmp_path, capsys):
@@ -135,6 +136,6 @@ def test_a_copied_run_is_counted_once_and_named_as_a_duplicate(run_dir, tmp_path
     code, out, _ = run_tool(capsys, report.main, logdir)
 
     assert code == 0
-    assert "| FlipOut | 50.00 |" in out and "(n=1) |" in out
+    assert "| FlipOut (no noise) | 50.00 |" in out and "(n=1) |" in out
     duplicates = out.split("### Duplicate runs")[1]
     assert "- sweep/copy duplicates original (same " in duplicates

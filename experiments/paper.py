@@ -1,0 +1,488 @@
+"""The report beside the paper: `python -m experiments.report DIR --paper` sets the runs below DIR
+beside the numbers Apostol, Stol & Forré (2020) published (experiments/published.py), row by row,
+with a verdict for each.
+
+Matching. A completed run is set beside the published row of its network (the model), its method
+(the criterion; gradient noise on or off; for Hoyer-Square the same λ) and its final sparsity
+(within the report's SPARSITY_TOLERANCE of the row's; Hoyer-Square's sparsity follows from its λ,
+so it is shown beside the row's, not matched). Its recipe is then compared with the row's own
+command (experiments/sweeps.py, `published_command`): every option that makes a run what it is
+(those of its identity, experiments/runs.py), the dataset among them, less its seed and the
+options of RECIPE_NEUTRAL, which change how the same training is computed or evaluated, not what
+is trained. A run with another recipe (`-d synthetic -e 2`) is shown beside its row under "recipe
+differs", with what differs, and is never called a replication. Runs of no published row (another
+network, method or sparsity) are listed as such.
+
+Verdict. Δ = ours - paper, and u = 2 sqrt(sp²/np + so²/no), two standard errors of the difference
+of the two means, from the sample std s and the number of runs n of each side. Where one side has
+no spread (a single run of ours; a published row without ±) the other side's stands in for it; a
+spread of 0 (every seed alike, as in a network collapsed to chance) or one that neither side has
+counts as STD_FLOOR points. The row is *replicated* when |Δ| <= u, *above* when Δ > u, *below*
+when Δ < -u; *not run* without a run of the paper's recipe.
+
+Only the accuracy after the last epoch compares with the paper's (`--metric final`): the authors'
+numbers are each run's last logged test accuracy.
+"""
+
+import functools
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from experiments import published
+from experiments.published import Published
+from experiments.report import (
+    NOISY_BY_DEFAULT,
+    SPARSITY_TOLERANCE,
+    Curve,
+    Level,
+    Panel,
+    Row,
+    finite_number,
+    group_runs,
+    is_hoyer_square,
+    level_row,
+    method_label,
+    option,
+    table_head,
+    table_line,
+    write_dicts_csv,
+)
+from experiments.runs import IDENTITY_DEFAULTS, resolve
+from experiments.sweeps import published_command
+from pruning.mask import percent
+
+# a spread of 0, or none on either side, counts as this many percentage points
+STD_FLOOR = 0.5
+# options that change how the same training is computed or evaluated, not what is trained
+RECIPE_NEUTRAL = {"seed", "test_batch_size", "save_model", "amp", "channels_last"}
+# options that set the sparsity a row is matched on: compared through the sparsity itself (the
+# seed README gives SNIP 0.999 for 99.9%, the authors' figure runs 0.9990234375)
+SPARSITY_OPTIONS = {"snip": {"snip_sparsity", "init_sparsity"}}
+VERDICTS = ("replicated", "above", "below", "recipe differs", "not run")
+# the published sparsity the paper's claims compare at: the ladder's last level
+CLAIM_SPARSITY = 99.90234375
+
+
+@dataclass(frozen=True)
+class Differing:
+    """Runs beside a published row, of another recipe: what differs, and their Row."""
+
+    row: Row
+    differences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One published row and what this directory holds of it."""
+
+    published: Published
+    ours: Row | None  # the runs of the paper's recipe; None when there are none
+    others: tuple[Differing, ...] = ()  # runs of other recipes beside it
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.ours is None else self.ours.accuracy_mean - self.published.mean
+
+    @property
+    def margin(self) -> float | None:
+        if self.ours is None:
+            return None
+        return margin(self.published.std, self.published.n, self.ours.accuracy_std, self.ours.n)
+
+    @property
+    def verdict(self) -> str:
+        if self.ours is None:
+            return "recipe differs" if self.others else "not run"
+        return verdict(self.delta, self.margin)
+
+
+@dataclass
+class Beside:
+    """Every published row of the networks run here, and the runs beside none."""
+
+    comparisons: list[Comparison]
+    unmatched: list[Row]
+    not_shown: dict[str, int] = field(default_factory=dict)  # "model on dataset" -> rows
+
+
+def margin(paper_std: float | None, paper_n: int, our_std: float | None, our_n: int) -> float:
+    """u of the module's rule: two standard errors of the difference of the two means."""
+    paper_spread = paper_std if paper_std is not None else our_std
+    our_spread = our_std if our_std is not None else paper_std
+    paper_spread, our_spread = paper_spread or STD_FLOOR, our_spread or STD_FLOOR
+    return 2 * math.sqrt(paper_spread**2 / paper_n + our_spread**2 / our_n)
+
+
+def verdict(delta: float, margin: float) -> str:
+    if abs(delta) <= margin:
+        return "replicated"
+    return "above" if delta > 0 else "below"
+
+
+# -- matching ---------------------------------------------------------------------------------
+
+
+def noise_of(summary: dict) -> bool:
+    """Whether the run added gradient noise; where its summary does not say, what its label
+    means: FlipOut with noise, the others without."""
+    noise = option(summary, "noise")
+    return summary["prune_criterion"] in NOISY_BY_DEFAULT if noise is None else bool(noise)
+
+
+def same_method(summary: dict, row: Published) -> bool:
+    if summary["model"] != row.model or summary["prune_criterion"] != row.criterion:
+        return False
+    if is_hoyer_square(summary) != row.hoyer_square or option(summary, "nm"):
+        return False
+    if row.hoyer_square:
+        strength = option(summary, "hoyer_lambda")
+        return finite_number(strength) and math.isclose(strength, row.hoyer_lambda)
+    return noise_of(summary) == row.noise
+
+
+def published_row(summary: dict, rows: tuple[Published, ...]) -> Published | None:
+    """The published row the run stands beside, or None."""
+    sparsity = 100 * summary["final_sparsity"]
+    for row in rows:
+        if not same_method(summary, row):
+            continue
+        if row.hoyer_square or abs(sparsity - row.sparsity) <= 100 * SPARSITY_TOLERANCE:
+            return row
+    return None
+
+
+@functools.cache
+def paper_options(row: Published) -> dict:
+    """The options of the row's own command, resolved by main.py's parser."""
+    return resolve(published_command(row, 0, "paper"), Path("runs")).options
+
+
+def shown_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return " ".join(map(shown_value, value)) or "none"
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_differences(summary: dict, row: Published) -> tuple[str, ...]:
+    """What differs between the run's recipe and the row's ("epochs 2, not 350"); empty when
+    it is the paper's."""
+    options = summary.get("options")
+    if not isinstance(options, dict) or not options:
+        return ("its summary.json records no options",)
+    theirs = paper_options(row)
+    skipped = RECIPE_NEUTRAL | SPARSITY_OPTIONS.get(row.criterion, set())
+    found = []
+    for key, default in IDENTITY_DEFAULTS.items():
+        ours, paper = options.get(key, default), theirs.get(key, default)
+        if key not in skipped and shown_value(ours) != shown_value(paper):
+            found.append(f"{key} {shown_value(ours)}, not {shown_value(paper)}")
+    return tuple(found)
+
+
+def compare(summaries, metric: str = "final", results=None) -> Beside:
+    """Every completed run set beside its published row (the module's matching), grouped into
+    one Row per published row and recipe; every published row of the networks that have runs
+    beside some row, whether run or not."""
+    results = results or published.load()
+    same_recipe, other_recipe, unmatched = defaultdict(list), defaultdict(list), []
+    for summary in summaries:
+        if summary["status"] != "completed":
+            continue
+        row = published_row(summary, results.rows)
+        if row is None:
+            unmatched.append(summary)
+            continue
+        differences = recipe_differences(summary, row)
+        if differences:
+            other_recipe[row].append((differences, summary))
+        else:
+            same_recipe[row].append(summary)
+    shown = {row.model for row in [*same_recipe, *other_recipe]}
+    comparisons = []
+    for row in results.rows:
+        if row.model not in shown:
+            continue
+        ours = level_row(same_recipe[row], metric) if same_recipe[row] else None
+        comparisons.append(Comparison(row, ours, differing(other_recipe[row], metric)))
+    not_shown = defaultdict(int)
+    for row in results.rows:
+        if row.model not in shown:
+            not_shown[f"{row.model} on {row.dataset}"] += 1
+    return Beside(comparisons, group_runs(unmatched, metric), dict(not_shown))
+
+
+def differing(runs: list[tuple[tuple[str, ...], dict]], metric: str) -> tuple[Differing, ...]:
+    """Runs of other recipes beside one row, a Row for each recipe (and dataset)."""
+    by_recipe = defaultdict(list)
+    for differences, summary in runs:
+        by_recipe[(summary["dataset"], differences)].append(summary)
+    return tuple(
+        Differing(level_row(level, metric), differences)
+        for (_, differences), level in sorted(by_recipe.items())
+    )
+
+
+# -- the tables -------------------------------------------------------------------------------
+
+
+def mean_std(mean: float, std: float | None, n: int) -> str:
+    spread = "" if std is None else f" ± {std:.2f}"
+    return f"{mean:.2f}{spread} (n={n})"
+
+
+def row_label(row: Published) -> str:
+    """The published row's method as the report labels a run of it."""
+    return method_label({"prune_criterion": row.criterion, "options": row.options()})
+
+
+def sparsity_cell(comparison: Comparison) -> str:
+    row, ours = comparison.published, comparison.ours
+    text = percent(row.sparsity / 100, sign="")
+    if row.hoyer_square and ours is not None:
+        text += f" (ours {percent(ours.sparsity_mean / 100, sign='')})"
+    return text
+
+
+def comparison_table(comparisons: list[Comparison]) -> str:
+    row = comparisons[0].published
+    header = ["Method", "Sparsity (%)", "Paper (%)", "Ours (%)", "Δ", "u", "Verdict"]
+    lines = [f"### {row.model} on {row.dataset}, beside the paper", "", *table_head(header)]
+    for comparison in comparisons:
+        row, ours = comparison.published, comparison.ours
+        numbers = ["—", "", ""]
+        if ours is not None:
+            numbers = [
+                mean_std(ours.accuracy_mean, ours.accuracy_std, ours.n),
+                f"{comparison.delta:+.2f}",
+                f"{comparison.margin:.2f}",
+            ]
+        cells = [row_label(row), sparsity_cell(comparison), mean_std(row.mean, row.std, row.n)]
+        lines.append(table_line([*cells, *numbers, comparison.verdict]))
+    return "\n".join(lines)
+
+
+def differing_table(comparisons: list[Comparison]) -> str:
+    """The runs beside a published row with another recipe, and what differs."""
+    header = ["Runs", "Method", "Sparsity (%)", "Paper (%)", "Ours (%)", "What differs"]
+    lines = []
+    for comparison in comparisons:
+        row = comparison.published
+        for other in comparison.others:
+            ours = other.row
+            shown = "; ".join(other.differences[:4])
+            if len(other.differences) > 4:
+                shown += f"; and {len(other.differences) - 4} more"
+            lines.append(table_line([
+                f"{ours.model} on {ours.dataset}", row_label(row),
+                percent(ours.sparsity_mean / 100, sign=""), mean_std(row.mean, row.std, row.n),
+                mean_std(ours.accuracy_mean, ours.accuracy_std, ours.n), shown,
+            ]))  # fmt: skip
+    if not lines:
+        return ""
+    title = "### Runs beside a published row, with another recipe: no verdict"
+    return "\n".join([title, "", *table_head(header), *lines])
+
+
+def unmatched_list(rows: list[Row], networks: dict[str, str]) -> str:
+    if not rows:
+        return ""
+    lines = []
+    for row in rows:
+        why = (
+            f"no published {row.method} row at this sparsity"
+            if row.model in networks
+            else f"the paper has no {row.model}"
+        )
+        level = percent(row.sparsity_mean / 100, sign="")
+        lines.append(f"- {row.model} on {row.dataset}: {row.method} at {level}% (n={row.n}): {why}")
+    return "\n".join(["### Runs beside no published row", "", *lines])
+
+
+def tally(comparisons: list[Comparison]) -> str:
+    counts = defaultdict(int)
+    for comparison in comparisons:
+        counts[comparison.verdict] += 1
+    parts = [f"{counts[name]} {name}" for name in VERDICTS if counts[name]]
+    return f"{', '.join(parts)}, of {len(comparisons)} published rows"
+
+
+# -- the paper's claims -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A difference the paper draws a conclusion from: `first` - `second`, both at 99.9%."""
+
+    text: str
+    first: tuple[str, bool]  # (criterion, noise) of the published row
+    second: tuple[str, bool]
+
+
+CLAIMS = (
+    Claim("FlipOut - GlobalMagnitude", ("flipout", True), ("global_magnitude", False)),
+    Claim("FlipOut with noise - without", ("flipout", True), ("flipout", False)),
+    Claim("FlipOut - GlobalMagnitude with noise", ("flipout", True), ("global_magnitude", True)),
+)
+
+
+def difference(first, second) -> str:
+    """first - second of two (mean, std, n), with the standard error of the difference where
+    both have a spread."""
+    delta = first[0] - second[0]
+    if first[1] is None or second[1] is None:
+        return f"{delta:+.2f}"
+    error = math.sqrt(first[1] ** 2 / first[2] + second[1] ** 2 / second[2])
+    return f"{delta:+.2f} ± {error:.2f}"
+
+
+def claims_table(comparisons: list[Comparison]) -> str:
+    at = {
+        (c.published.model, c.published.criterion, c.published.noise): c
+        for c in comparisons
+        if not c.published.hoyer_square and math.isclose(c.published.sparsity, CLAIM_SPARSITY)
+    }
+    lines = []
+    for model in dict.fromkeys(c.published.model for c in comparisons):
+        for claim in CLAIMS:
+            first, second = at.get((model, *claim.first)), at.get((model, *claim.second))
+            if first is None or second is None:
+                continue
+            pair = (first.published, second.published)
+            paper = difference(*[(row.mean, row.std, row.n) for row in pair])
+            ours = "not run with the paper's recipe"
+            if first.ours is not None and second.ours is not None:
+                runs = (first.ours, second.ours)
+                ours = difference(*[(r.accuracy_mean, r.accuracy_std, r.n) for r in runs])
+            lines.append(table_line([model, claim.text, paper, ours]))
+    if not lines:
+        return ""
+    header = ["Network", "Claim, at 99.9% (points)", "Paper", "Ours"]
+    return "\n".join(["### The paper's claims", "", *table_head(header), *lines])
+
+
+def rule_text() -> str:
+    return (
+        f"Δ = ours - paper; u = 2·√(sp²/np + so²/no), a side without a spread taking the "
+        f"other's, a spread of 0 or none counted as {STD_FLOOR:g}; replicated when |Δ| ≤ u, "
+        "above or below otherwise. A run is set beside a row of its network, method and "
+        "sparsity; only one of the row's recipe (every option but the seed and "
+        f"{', '.join(sorted(RECIPE_NEUTRAL - {'seed'}))}) gets a verdict."
+    )
+
+
+def markdown(beside: Beside, results=None) -> str:
+    """The report's section beside the paper."""
+    results = results or published.load()
+    blocks = ["## Beside the paper"]
+    if not beside.comparisons:
+        networks = ", ".join(f"{model} on {data}" for model, data in results.networks.items())
+        blocks.append(f"No run here is of a network of the paper ({networks}).")
+    by_model = defaultdict(list)
+    for comparison in beside.comparisons:
+        by_model[comparison.published.model].append(comparison)
+    blocks += [comparison_table(comparisons) for comparisons in by_model.values()]
+    blocks += [
+        differing_table(beside.comparisons),
+        unmatched_list(beside.unmatched, results.networks),
+        claims_table(beside.comparisons),
+    ]
+    summary = [f"Rule: {rule_text()}"]
+    if beside.comparisons:
+        summary.insert(0, f"Verdicts: {tally(beside.comparisons)}.")
+    if beside.not_shown:
+        left = ", ".join(f"{pair} ({count} rows)" for pair, count in beside.not_shown.items())
+        summary.append(f"Not shown, no run of them here: {left}.")
+    cited = sorted({c.published.source for c in beside.comparisons})
+    sources = [results.sources[key] for key in cited]
+    if sources:
+        summary.append("Published numbers: " + "; ".join(s.cite() for s in sources) + ".")
+    blocks.append("### Summary\n\n" + "\n".join(f"- {line}" for line in summary))
+    return "\n\n".join(block for block in blocks if block)
+
+
+# -- the CSV ----------------------------------------------------------------------------------
+
+PAPER_COLUMNS = ["paper_sparsity", "paper_mean", "paper_std", "paper_n", "delta", "margin",
+                 "verdict", "recipe_differences", "paper_source"]  # fmt: skip
+
+
+def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
+    """The CSV of the report beside the paper: a line for every published row shown (our
+    columns empty where not run), every group of runs of another recipe, and every row of runs
+    beside no published row (the paper's columns empty)."""
+    ours_columns = [f.name for f in fields(Row)]
+    if not show_flops:
+        ours_columns.remove("flops_remaining_mean")
+    lines = []
+    for comparison in beside.comparisons:
+        row = comparison.published
+        paper = {
+            "paper_sparsity": row.sparsity, "paper_mean": row.mean, "paper_std": row.std,
+            "paper_n": row.n, "paper_source": published.load().sources[row.source].cite(),
+        }  # fmt: skip
+        mine = asdict(comparison.ours) if comparison.ours else {"method": row_label(row)}
+        if comparison.ours is None:
+            mine.update(model=row.model, dataset=row.dataset)
+        lines.append({**mine, **paper, "delta": comparison.delta, "margin": comparison.margin,
+                      "verdict": comparison.verdict})  # fmt: skip
+        for other in comparison.others:
+            lines.append({**asdict(other.row), **paper, "verdict": "recipe differs",
+                          "recipe_differences": "; ".join(other.differences)})  # fmt: skip
+    for row in beside.unmatched:
+        lines.append({**asdict(row), "verdict": "no published row"})
+    return ours_columns + PAPER_COLUMNS, lines
+
+
+def write_csv(beside: Beside, path: Path, show_flops: bool = False) -> None:
+    columns, lines = csv_lines(beside, show_flops)
+    write_dicts_csv(columns, lines, path)
+
+
+# -- the plots --------------------------------------------------------------------------------
+
+
+def paper_curve(rows: list[Published]) -> Curve:
+    rows = sorted(rows, key=lambda row: row.sparsity)
+    return Curve(
+        method=row_label(rows[0]),
+        sparsity=tuple(row.sparsity for row in rows),
+        accuracy=tuple(row.mean for row in rows),
+        spread=tuple(row.std or 0.0 for row in rows),
+        paper=True,
+    )
+
+
+def with_paper(panels: list[Panel], results=None) -> list[Panel]:
+    """The panels with the paper's curve beside each of ours of a published method (dashed),
+    and the paper's unpruned network as a horizontal line, where the panel's model is one of
+    the paper's."""
+    results = results or published.load()
+    for panel in panels:
+        rows = results.of(panel.model)
+        if not rows:
+            continue
+        by_label = defaultdict(list)
+        for row in rows:
+            by_label[row_label(row)].append(row)
+        curves = []
+        for curve in panel.curves:  # each of ours followed by the paper's, for the legend
+            curves.append(curve)
+            if curve.method in by_label:
+                curves.append(paper_curve(by_label[curve.method]))
+        panel.curves = curves
+        dense = [row for row in rows if row.criterion == "none"]
+        panel.levels = [
+            *panel.levels,
+            *[Level(row_label(row), row.mean, row.std or 0.0, paper=True) for row in dense],
+        ]
+        note = "dashed: the paper"
+        if rows[0].dataset != panel.dataset:
+            note += f", on {rows[0].dataset}"
+        panel.note = note
+    return panels
