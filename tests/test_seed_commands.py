@@ -1,5 +1,5 @@
 """Each of the original README's five commands runs as written, shrunk only in data and length:
-`-d synthetic`, fewer epochs, a shorter prune interval, a small batch and a few batches per pass."""
+`-d synthetic`, fewer epochs, a shorter prune interval, small batches and one batch per pass."""
 
 import json
 import os
@@ -20,7 +20,7 @@ def shrunk(argv: list[str]) -> list[str]:
     for flag, value in SHRINK.items():
         if flag in out:
             out[out.index(flag) + 1] = value
-    return [*out, "--limit_batches", "1"]
+    return [*out, "--limit_batches", "1", "-tbs", "16"]
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""Pruning as a library: FlipOut (Apostol, Stol & Forré, 2020) and its baselines for any PyTorch
+model and training loop.
+
+    from pruning import FlipOut, Periodic, Pruner
+
+    pruner = Pruner(model, FlipOut(p=2), Periodic(rate=0.5, every=1), noise_scale=1.0)
+    pruner.attach_optimizer(optimizer, step_hooks=True)
+    ...                               # your loop, unchanged
+    pruner.end_of_epoch()             # after each epoch: prunes when the schedule says so
+
+The names below are the stable surface: the Pruner and its hooks, the criteria (registry
+CRITERIA, `--prune_criterion`), the schedules (registry SCHEDULES, `--schedule`), masks and
+what a criterion is given (PruneInputs), and the N:M constraint that any ranking criterion
+obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
+"""
+
+from .criteria import (
+    AtInitialisation,
+    Criterion,
+    FlipOut,
+    GlobalMagnitude,
+    IterativeMagnitude,
+    LayerMagnitude,
+    NoPruning,
+    PruneInputs,
+    Random,
+    Snip,
+    Threshold,
+)
+from .grasp import GraSP
+from .mask import Masks, prunable_parameters
+from .nm import NM
+from .pruner import PruneEvent, Pruner
+from .registry import CRITERIA, build_criterion
+from .schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
+from .synflow import SynFlow
+
+__all__ = [
+    "CRITERIA",
+    "NM",
+    "SCHEDULES",
+    "AtInitialisation",
+    "Criterion",
+    "FlipOut",
+    "GlobalMagnitude",
+    "GraSP",
+    "Gradual",
+    "IterativeMagnitude",
+    "LayerMagnitude",
+    "Masks",
+    "NoPruning",
+    "OneShot",
+    "Periodic",
+    "PruneEvent",
+    "PruneInputs",
+    "Pruner",
+    "Random",
+    "Rounds",
+    "Schedule",
+    "Snip",
+    "Step",
+    "SynFlow",
+    "Threshold",
+    "build_criterion",
+    "prunable_parameters",
+]

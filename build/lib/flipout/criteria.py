@@ -1,0 +1,357 @@
+"""Pruning criteria: the scores and selection rules behind `--prune_criterion`.
+
+A criterion decides which live weights a prune removes; the schedule (pruning/schedule.py)
+decides when and how many. Most criteria are rankings: `scores` gives every weight a number and
+the lowest-scoring live weights go, ranked across the whole network (`scope = "global"`) or
+within each tensor (`"layer"`). Rules that are not rankings override `select`.
+
+A criterion is a dataclass whose fields are its options; a field made with `pruning.options.option`
+is also a flag of main.py, which cli.py adds from here. What a criterion needs it receives in
+`PruneInputs`: weights, masks, flip counts, a seeded generator, and, if `batches_needed` says
+so, the model and that many training batches. Adding a method is one class here (or in a file of
+its own) and one line in CRITERIA (pruning/registry.py).
+
+An N:M constraint (pruning/nm.py) needs nothing of a ranking criterion: `select` adds the
+weights the constraint forces out (`PruneInputs.forced`) to those its scores choose. A criterion
+that overrides `select` and ranks must pass `forced` to its selection in turn (SynFlow does).
+"""
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from .mask import Masks
+from .nm import NM
+from .options import (
+    SPARSITY,
+    Bounded,
+    Choice,
+    check_fields,
+    describe_options,
+    named,
+    option,
+)
+from .schedule import Step
+from .select import prune_lowest_global, prune_lowest_per_layer
+from .snip import connection_sensitivity
+
+
+@dataclass
+class PruneInputs:
+    """Everything a criterion may look at when it prunes."""
+
+    params: dict[str, torch.Tensor]  # the prunable tensors, by parameter name
+    masks: Masks  # which of their weights are alive
+    flip_counts: dict[str, torch.Tensor]  # sign flips of each weight so far (int32, up to date)
+    generator: torch.Generator  # seeded, on the weights' device, saved with the checkpoint
+    model: nn.Module  # the unwrapped network
+    batches: list[tuple[torch.Tensor, torch.Tensor]]  # `batches_needed` training batches
+    device: torch.device
+    # sums a tensor over the ranks under torchrun (identity alone), for gradient-based scores
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
+    nm: NM | None = None  # at most N live of every M consecutive weights (pruning/nm.py)
+    nm_exclude: frozenset[str] = frozenset()  # the tensors `nm` leaves alone
+
+    def forced(
+        self, scores: dict[str, torch.Tensor], masks: Masks | None = None
+    ) -> dict[str, torch.Tensor] | None:
+        """The live weights of `masks` (default: the pruner's) that must go whatever the step,
+        for the N:M constraint to hold given `scores`; None without one."""
+        if self.nm is None:
+            return None
+        return self.nm.excess(scores, self.masks if masks is None else masks, self.nm_exclude)
+
+
+class Criterion:
+    """Base class. Subclasses are dataclasses; class attributes describe the method."""
+
+    label = ""  # its name in reports and plots (default: the class's name)
+    schedule = "periodic"  # the schedule it runs on unless told otherwise
+    # its own options that only set up that default schedule (ignored with another --schedule)
+    schedule_fields: tuple[str, ...] = ()
+    scope = "global"  # "global": one ranking over the network; "layer": one per tensor
+    ranks = True  # False for a rule that decides by itself how many weights go (Threshold)
+    prunes = True  # False for dense training
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.label:
+            cls.label = cls.__name__
+
+    def __post_init__(self):
+        check_fields(self)
+
+    # methods of their own on another schedule: schedule -> their name in reports
+    schedule_labels: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def method_label(cls, options: dict) -> str:
+        """The method's name in a report, given the run's options: its `variant_label`, and the
+        N:M constraint when there is one ("FlipOut 2:4": a constrained run is another method)."""
+        label = cls.variant_label(options)
+        return f"{label} {options['nm']}" if options.get("nm") else label
+
+    @classmethod
+    def variant_label(cls, options: dict) -> str:
+        """Its label, and the schedule when it is not the criterion's own (runs on different
+        schedules are other methods)."""
+        schedule = options.get("schedule")
+        if schedule in cls.schedule_labels:
+            return cls.schedule_labels[schedule]
+        return cls.label if schedule in (None, cls.schedule) else f"{cls.label} ({schedule})"
+
+    def batches_needed(self) -> int:
+        """Training batches `PruneInputs.batches` must hold at each prune."""
+        return 0
+
+    def default_schedule(self) -> tuple[str, dict]:
+        """The schedule (registry name, fields) this criterion runs on unless told otherwise."""
+        return self.schedule, {}
+
+    def scores(self, inputs: PruneInputs) -> dict[str, torch.Tensor]:
+        """Higher is more worth keeping; shaped like each tensor."""
+        raise NotImplementedError
+
+    def select(self, inputs: PruneInputs, step: Step) -> dict[str, torch.Tensor]:
+        """name -> bool tensor of the live weights to remove now: the step's count of the
+        lowest-scoring, and any the N:M constraint forces out (they count first)."""
+        scores = self.scores(inputs)
+        masks, forced = inputs.masks, inputs.forced(scores)
+        if self.scope == "layer":
+            counts = step.layer_removals(masks.live_counts())
+            return prune_lowest_per_layer(scores, masks, counts, forced)
+        live = masks.num_live
+        return prune_lowest_global(scores, masks, live - step.keep(live, masks.num_total), forced)
+
+    def where(self) -> str:
+        return "in each layer" if self.scope == "layer" else "across the network"
+
+    def summary(self) -> dict:
+        return {"name": self.name, "label": self.label, **describe_options(self)}
+
+    @property
+    def name(self) -> str:
+        """Its registry name; a criterion used without registering it goes by its class name."""
+        from .registry import CRITERIA  # the registry imports this module: look it up when asked
+
+        return next((key for key, cls in CRITERIA.items() if cls is type(self)),
+                    type(self).__name__)  # fmt: skip
+
+
+POSITIVE_P = Bounded(float, above=0, high=16.0)  # |w|^p of a small weight underflows long before
+
+
+@dataclass
+class FlipOut(Criterion):
+    """|w|^p / (flips + 1): small weights whose sign keeps flipping carry the least signal
+    (Apostol, Stol & Forré, 2020)."""
+
+    p: float = option("flipout_p", POSITIVE_P, 2.0, "FlipOut score |w|^p / (flips + 1)")
+
+    label = "FlipOut"
+
+    def scores(self, inputs):
+        return {
+            name: w.detach().abs().pow(self.p) / (inputs.flip_counts[name] + 1)
+            for name, w in inputs.params.items()
+        }
+
+
+@dataclass
+class GlobalMagnitude(Criterion):
+    """|w| ranked across the network (Frankle & Carbin, 2019)."""
+
+    label = "GlobalMagnitude"
+    schedule_labels: ClassVar[dict[str, str]] = {"gradual": "GMP (global)"}
+
+    def scores(self, inputs):
+        return {name: w.detach().abs() for name, w in inputs.params.items()}
+
+
+@dataclass
+class LayerMagnitude(GlobalMagnitude):
+    """|w| ranked within each tensor: every layer loses the same fraction (Han et al., 2015)."""
+
+    label = "Magnitude"
+    scope = "layer"
+    # Zhu & Gupta prune within each layer
+    schedule_labels: ClassVar[dict[str, str]] = {"gradual": "GMP"}
+
+
+@dataclass
+class IterativeMagnitude(GlobalMagnitude):
+    """Iterative magnitude pruning with rewinding, the lottery-ticket procedure (Frankle &
+    Carbin, 2019; Frankle et al., 2020): global magnitude on the Rounds schedule
+    (pruning/schedule.py), which rewinds the survivors after each prune."""
+
+    label = "IMP"
+    schedule = "rounds"
+    schedule_labels: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def variant_label(cls, options: dict) -> str:
+        rewind = options.get("rewind_epoch") or 0
+        label = super().variant_label(options)
+        if rewind == 0 or label != cls.label:
+            return label
+        # at epoch 0 the optimizer is new either way: those runs are one method
+        fresh = ", fresh optimizer" if options.get("imp_optimizer") == "fresh" else ""
+        return f"IMP (rewind to epoch {rewind}{fresh})"
+
+
+@dataclass
+class Random(Criterion):
+    """Uniformly random live weights, from the pruner's generator (seeded by `--seed`)."""
+
+    label = "Random"
+
+    def scores(self, inputs):
+        return {
+            name: torch.rand(w.shape, generator=inputs.generator, device=w.device)
+            for name, w in inputs.params.items()
+        }
+
+
+@dataclass
+class Threshold(Criterion):
+    """Every live weight with |w| < threshold (Hoyer-Square's pruning step, Yang et al., 2020)."""
+
+    threshold: float = option(
+        "magnitude_threshold",
+        Bounded(float, low=0, high=100.0),
+        1e-4,
+        "the threshold criterion prunes live weights with |w| below this",
+    )
+
+    label = "Threshold"
+    ranks = False
+
+    def select(self, inputs, step):
+        return {
+            name: inputs.masks[name] & (w.detach().abs() < self.threshold)
+            for name, w in inputs.params.items()
+        }
+
+    def where(self) -> str:
+        return f"every live weight with |w| < {self.threshold:g}"
+
+
+@dataclass
+class AtInitialisation(Criterion):
+    """Base of the criteria that, by default, prune once at initialisation (before training) to
+    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP. On another schedule they score
+    afresh at each prune."""
+
+    init_sparsity: float | None = option(
+        "init_sparsity",
+        SPARSITY,
+        None,
+        "snip, synflow, grasp: the fraction of the weights they remove at initialisation, "
+        "before training (e.g. 0.99; required unless --schedule says otherwise)",
+    )
+
+    schedule = "oneshot"
+    schedule_fields: ClassVar[tuple[str, ...]] = ("init_sparsity",)
+
+    def target(self) -> float | None:
+        """The sparsity of the default one-shot prune."""
+        return self.init_sparsity
+
+    def default_schedule(self):
+        target = self.target()
+        if target is None:
+            raise ValueError(
+                f"{self.label} prunes at initialisation to "
+                f"{named(type(self), 'init_sparsity')}, which is missing (e.g. 0.99)"
+            )
+        return "oneshot", {"sparsity": target}
+
+
+BN_MODES = Choice("train", "eval")
+
+
+@dataclass
+class Snip(AtInitialisation):
+    """Connection sensitivity |dL/dw * w| on a few training batches (Lee et al., 2019). By
+    default once, before training, to `init_sparsity` (or the original's `sparsity`,
+    `--snip_sparsity`); on another schedule it scores afresh at each prune. `bn_mode` is the
+    mode the model scores in: "train" (BatchNorm on batch statistics) as the FlipOut paper's
+    SNIP, "eval" (on running statistics) as SNIP's authors' (pruning/snip.py)."""
+
+    sparsity: float | None = option(
+        "snip_sparsity",
+        SPARSITY,
+        None,
+        "fraction of weights SNIP removes before training (required with snip, unless "
+        "--schedule says otherwise)",
+    )
+    batches: int = option(
+        "snip_batches", Bounded(int, low=1, high=10_000), 1, "training batches SNIP scores on"
+    )
+    bn_mode: str = option(
+        "snip_bn",
+        BN_MODES,
+        "train",
+        "the mode SNIP scores the model in: train (BatchNorm normalises with each batch's "
+        "statistics, as the FlipOut paper's SNIP) or eval (with its running statistics, as "
+        "SNIP's authors' code); the model's statistics are left unchanged either way",
+    )
+
+    label = "SNIP"
+    schedule_fields = ("init_sparsity", "sparsity")
+
+    @classmethod
+    def variant_label(cls, options: dict) -> str:
+        label = super().variant_label(options)
+        if options.get("snip_bn") != "eval":
+            return label
+        if label.endswith(")"):  # "SNIP (periodic)" -> "SNIP (periodic, BatchNorm in eval mode)"
+            return f"{label[:-1]}, BatchNorm in eval mode)"
+        return f"{label} (BatchNorm in eval mode)"
+
+    def batches_needed(self):
+        return self.batches
+
+    def target(self):
+        cls = type(self)
+        if None not in (self.init_sparsity, self.sparsity) and self.init_sparsity != self.sparsity:
+            raise ValueError(
+                f"{named(cls, 'init_sparsity')} {self.init_sparsity:g} and "
+                f"{named(cls, 'sparsity')} {self.sparsity:g} disagree; give one"
+            )
+        if self.init_sparsity is None and self.sparsity is None:
+            raise ValueError(
+                f"SNIP's default schedule needs {named(cls, 'init_sparsity')} or "
+                f"{named(cls, 'sparsity')} (e.g. 0.999)"
+            )
+        return self.sparsity if self.init_sparsity is None else self.init_sparsity
+
+    def scores(self, inputs):
+        return connection_sensitivity(
+            inputs.model,
+            inputs.params,
+            inputs.batches,
+            inputs.device,
+            inputs.all_reduce_sum,
+            train_mode=self.bn_mode == "train",
+        )
+
+
+@dataclass
+class NoPruning(Criterion):
+    """Dense training; masks stay full and sign flips are still counted."""
+
+    label = "Dense"
+    prunes = False
+
+    def select(self, inputs, step):
+        return {}
+
+
+def first_batches(source, count: int) -> list:
+    """The first `count` batches of a re-iterable source (a DataLoader)."""
+    return list(itertools.islice(iter(source), count))

@@ -1,0 +1,201 @@
+"""Gradient noise, FlipOut's exploration term (Apostol, Stol & Forré, 2020, Sec. 3).
+
+After the backward pass each gradient tensor g gains Gaussian noise with standard deviation
+||g||_2 / sqrt(numel(g)) * scale: the noise is as large as the tensor's root-mean-square gradient,
+so it perturbs every layer in proportion to how fast that layer is moving. Weights near zero then
+flip sign often, and the sign-flip counter can tell them from weights that carry signal.
+
+Drawing the noise is most of its cost, and PyTorch's CPU generator is sequential. So on the CPU
+each tensor is cut, in memory order, into a fixed number of slices, one per stream with its own
+generator, and worker threads handle the streams at once: stream k always draws the k-th slice of
+every tensor, in order, so the noise depends on the seed alone, never on the number of cores. The
+workers do all the per-element work (norms, draws, adds, masking) single-threaded, because
+PyTorch's own intra-op threads, spinning between operations, would otherwise compete with them
+for the cores. On CUDA one generator is already parallel: one stream, on the calling thread.
+"""
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import torch
+
+from .kernels import Kernels, dense_layout
+
+CPU_STREAMS = 4
+
+
+def stream_generators(seed: int, streams: int, device: torch.device) -> list[torch.Generator]:
+    """`streams` generators on `device`, each seeded by one draw from a generator seeded `seed`."""
+    seeds = torch.randint(2**62, (streams,), generator=torch.Generator().manual_seed(seed))
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def memory_order(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of `tensor`'s elements in memory order; None unless it is dense (contiguous or
+    channels-last)."""
+    if not dense_layout(tensor):
+        return None
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    return tensor.permute(0, 2, 3, 1).view(-1)  # channels-last: memory order is NHWC
+
+
+def single_threaded_pool(workers: int) -> ThreadPoolExecutor:
+    """`workers` threads, all started now, whose PyTorch operations use one intra-op thread.
+
+    torch.set_num_threads in a worker sets the process-wide count as well as the worker's own,
+    and a thread takes its own from the process-wide one when it first runs an operation. So each
+    worker sets 1 and fixes it for itself at once (get_num_threads does), then, once all have,
+    the calling thread puts the process-wide count back for the threads started later."""
+    threads = torch.get_num_threads()
+    started = threading.Barrier(workers + 1)
+
+    def start() -> None:
+        torch.set_num_threads(1)
+        torch.get_num_threads()
+        started.wait()
+
+    pool = ThreadPoolExecutor(workers, "noise", initializer=start)
+    for _ in range(workers):
+        pool.submit(int)  # each submission starts a thread while fewer than `workers` exist
+    started.wait()
+    torch.set_num_threads(threads)
+    return pool
+
+
+class GradientNoise:
+    """Noise for `params`; where `masks` gives a tensor's mask (None for unprunable tensors),
+    pruned entries of its gradient are zeroed again in the same pass."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        scale: float,
+        seed: int,
+        masks: list[torch.Tensor | None] | None = None,
+        kernels: Kernels | None = None,
+        streams: int | None = None,
+    ):
+        self.params = list(params)
+        self.masks = list(masks) if masks is not None else [None] * len(self.params)
+        self.kernels = kernels or Kernels("off")
+        device = self.params[0].device if self.params else torch.device("cpu")
+        if streams is None:
+            streams = CPU_STREAMS if device.type == "cpu" else 1
+        self.generators = stream_generators(seed, streams, device)
+        # scale / sqrt(numel) per tensor, kept on the device
+        self.factors = [
+            torch.tensor(scale / math.sqrt(max(p.numel(), 1)), device=device) for p in self.params
+        ]
+        # One noise buffer, the size of the largest tensor, so nothing is allocated per step;
+        # stream k owns its k-th share when the streams work in parallel.
+        share = -(-max((p.numel() for p in self.params), default=0) // streams)
+        self.buffer = torch.empty(share * streams, device=device)
+        self.shares = self.buffer.view(streams, share).unbind()
+        workers = min(streams, torch.get_num_threads())
+        self._pool = single_threaded_pool(workers) if workers > 1 else None
+
+    def _each_stream(self, work) -> list:
+        streams = range(len(self.generators))
+        if self._pool is None:
+            return [work(k) for k in streams]
+        return list(self._pool.map(work, streams))
+
+    @torch.no_grad()
+    def add(self) -> None:
+        jobs, factors = self._flat_gradients()
+        if not jobs:
+            return
+        # 1. every gradient's norm, from the norms of each stream's slices
+        stds = self._stds(jobs, factors)
+        # 2. the noise, stream k drawing the k-th slice of every tensor, added and re-masked
+        if self._pool is not None and self.kernels.eager:
+            # each stream adds its own slices too, so that the adds run in parallel as well
+            self._each_stream(partial(self._add_stream, jobs, stds))
+        else:
+            # compiled kernels are called from this thread only (compilation is not
+            # thread-safe), once per whole tensor so that they compile once
+            for j, (grad, mask, _) in enumerate(jobs):
+                noise = self.buffer[: grad.numel()]
+                for k, generator in enumerate(self.generators):
+                    self._piece(noise, k).normal_(generator=generator)
+                self._add_noise(grad, noise, stds[j], mask)
+        for flat, _, original in jobs:
+            if original is not None:
+                original.copy_(flat.view_as(original))
+
+    def _flat_gradients(self) -> tuple[list[tuple], list[torch.Tensor]]:
+        """(gradient, mask, where to write back) as flat views in memory order, for every
+        parameter that has a gradient, and the noise factor of each."""
+        jobs, factors = [], []
+        for p, mask, factor in zip(self.params, self.masks, self.factors, strict=True):
+            grad = p.grad
+            if grad is None:
+                continue
+            factors.append(factor)
+            flat, flat_mask = memory_order(grad), None
+            if mask is not None:
+                flat_mask = memory_order(mask) if mask.stride() == grad.stride() else None
+            if flat is None or (mask is not None and flat_mask is None):
+                # an unusual layout: work on contiguous copies, written back by add()
+                flat = grad.contiguous().view(-1)
+                flat_mask = None if mask is None else mask.contiguous().view(-1)
+                jobs.append((flat, flat_mask, grad))
+            else:
+                jobs.append((flat, flat_mask, None))
+        return jobs, factors
+
+    def _piece(self, tensor: torch.Tensor, k: int) -> torch.Tensor:
+        """Stream k's slice of a flat tensor."""
+        streams, n = len(self.generators), tensor.numel()
+        return tensor[n * k // streams : n * (k + 1) // streams]
+
+    def _partial_norms(self, jobs: list[tuple], k: int) -> torch.Tensor:
+        """The norm of stream k's slice of every gradient."""
+        return torch.stack([torch.linalg.vector_norm(self._piece(g, k)) for g, _, _ in jobs])
+
+    def _stds(self, jobs: list[tuple], factors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each tensor's noise std: its gradient's norm times its factor."""
+        slice_norms = torch.stack(self._each_stream(partial(self._partial_norms, jobs)))
+        # The stds stay on the device: no host synchronisation per step. One fresh 0-d tensor
+        # each, not views into one vector: a compiled kernel would specialise on each view's
+        # storage offset and recompile for every tensor.
+        norms = list(torch.linalg.vector_norm(slice_norms, dim=0).unbind())
+        return torch._foreach_mul(norms, factors)
+
+    def _add_stream(self, jobs: list[tuple], stds: list[torch.Tensor], k: int) -> None:
+        """Stream k's draws for its slice of every tensor, added where they are drawn."""
+        generator, share = self.generators[k], self.shares[k]
+        for j, (grad, mask, _) in enumerate(jobs):
+            target = self._piece(grad, k)
+            if target.numel():
+                noise = share[: target.numel()].normal_(generator=generator)
+                self._add_noise(
+                    target, noise, stds[j], None if mask is None else self._piece(mask, k)
+                )
+
+    def _add_noise(self, grad, noise, std, mask) -> None:
+        if mask is None:
+            self.kernels.add_noise(grad, noise, std)
+        else:
+            self.kernels.add_masked_noise(grad, noise, std, mask)
+
+    def get_state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def set_state(self, states: list[torch.Tensor]) -> None:
+        if not isinstance(states, list | tuple):
+            raise ValueError(
+                "the checkpoint's gradient noise state is from an earlier version of this code "
+                "(one generator); resume it with that version, or start the run again"
+            )
+        if len(states) != len(self.generators):
+            raise ValueError(
+                f"the checkpoint has {len(states)} gradient noise streams and this run "
+                f"{len(self.generators)} ({CPU_STREAMS} on the CPU, 1 on CUDA): resume on the "
+                "kind of device the run started on"
+            )
+        for generator, state in zip(self.generators, states, strict=True):
+            generator.set_state(state)

@@ -1,0 +1,485 @@
+"""The pruning engine a training loop talks to: masks, sign-flip counters, a criterion and a
+schedule, gradient noise and the Hoyer-Square penalty behind five calls.
+
+    pruner = Pruner(model, FlipOut(), Periodic(rate=0.5, every=2), noise_scale=1.0)
+    pruner.attach_optimizer(optimizer)       # once: lets pruning clear the optimizer's state
+    pruner.before_training()                 # a one-shot schedule at epoch 0 (SNIP) prunes here
+    loss = loss + pruner.penalty()           # Hoyer-Square, when enabled (None otherwise)
+    pruner.after_backward()                  # mask gradients, add gradient noise
+    pruner.after_step()                      # count sign flips (re-mask weights if needed)
+    pruner.end_of_epoch()                    # prune when the schedule says so
+
+so the loop has no per-criterion branches. `attach_optimizer(optimizer, step_hooks=True)` runs
+after_backward and after_step from inside `optimizer.step()`, which leaves an existing loop
+unchanged but for end_of_epoch. The hooks count epochs themselves (end_of_epoch moves on to
+the next); a loop that knows its epoch may pass it, as main.py does. `Pruner(..., nm="2:4")`
+makes any ranking criterion keep at most 2 of every 4 consecutive weights along each layer's
+inputs (pruning/nm.py).
+
+How pruned weights stay exactly zero: their gradients are masked before every step, and when they
+are pruned, the optimizer's per-weight state (momentum, Adam's moments) is zeroed with them. SGD,
+RMSprop, Adam and AdamW then compute an update of exactly zero for them, weight decay included,
+so the weights need no re-masking after the step. For any other optimizer, or with none attached,
+after_step re-masks the weights as well, which costs one more pass over them.
+"""
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .criteria import Criterion, PruneInputs, first_batches
+from .flips import FlipCounter
+from .hoyer import hoyer_square
+from .kernels import Kernels
+from .mask import Masks, layer_table, prunable_parameters
+from .nm import NM, spelled
+from .noise import GradientNoise
+from .options import RATE, SPARSITY, flags_named
+from .registry import build_criterion
+from .schedule import NEVER, SCHEDULES, Schedule, Step
+from .sync import Alone, Sync
+
+# Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
+# are all zero. Exact types only: a subclass may change the update.
+KEEP_ZEROS = (torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adam, torch.optim.AdamW)
+
+
+@dataclass
+class PruneEvent:
+    epoch: int
+    pruned: int
+    live: int
+    total: int
+    sparsity: float
+    collapsed: list[str]
+    rewound_to: int | None = None  # the epoch the survivors were rewound to, if they were
+
+    def as_dict(self) -> dict:
+        # rewound_to only where there was a rewind: other runs' summaries stay as they were
+        return {k: v for k, v in self.__dict__.items() if k != "rewound_to" or v is not None}
+
+
+def check_pairing(
+    criterion: Criterion, schedule: Schedule | None, nm: NM | str | None = None
+) -> None:
+    """ValueError when `criterion` cannot run on `schedule`, or under the N:M constraint `nm`:
+    a rule that is not a ranking decides how many weights go and cannot aim at a sparsity, nor
+    say which N of every M weights are the best."""
+    if schedule is not None and schedule.targets and not criterion.ranks:
+        periodic = "--schedule periodic" if flags_named() else "the periodic schedule"
+        raise ValueError(
+            f"{criterion.label} decides by itself which weights go and cannot aim at a "
+            f"sparsity; it runs on {periodic}, not {schedule.name}"
+        )
+    if nm is not None and not (criterion.prunes and criterion.ranks):
+        what = "decides by itself which weights go" if criterion.prunes else "prunes nothing"
+        raise ValueError(
+            f"{criterion.label} {what}: {spelled('nm')} {nm} needs a criterion that ranks the "
+            "weights, to keep the best N of every M"
+        )
+
+
+def never_to_none(epoch: int | None) -> int | None:
+    return None if epoch in (None, NEVER) else epoch
+
+
+class Pruner:
+    """Prunes `model` (any nn.Module with conv or linear layers) with `criterion` (an instance
+    or a registry name, pruning/criteria.py) on `schedule` (pruning/schedule.py; None: the
+    criterion's own default, Periodic for most).
+
+    Keywords: `data`, training batches for criteria that score on them (a DataLoader, or any
+    re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
+    noise_scale on every trainable tensor (only the prunable ones with `noise_only_prunable`)
+    until epoch `stop_noise_at`; `hoyer_lambda`, the Hoyer-Square penalty's strength, applied
+    while epoch <= `stop_hoyer_at`; `prune_bias` and `prune_bnorm`, also prune biases and
+    BatchNorm scales; `seed`, for the noise and Random's choices; `compile_kernels`, "auto",
+    "on" or "off" (pruning/kernels.py); `sync`, the process group under torchrun
+    (pruning/sync.py; the CLI passes utils.distributed.Distributed): gradient scores are summed
+    over ranks, and every prune checks that all ranks hold the same state.
+
+    `nm`, an N:M constraint (pruning/nm.py, "2:4" or NM(2, 4)): every prune also removes, in
+    each group of M consecutive weights along a layer's inputs, the live ones beyond the N that
+    the criterion ranks highest, so that at most N stay live; a prune that removes at least that
+    many anyway keeps its exact sparsity. `nm_exclude` names the tensors it leaves alone (a first
+    convolution with 3 input channels); 1-D tensors (biases, BatchNorm scales) are never
+    constrained. The constraint holds from the first prune on: masks given to `adopt_masks` or
+    loaded from a checkpoint are taken as they are.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Criterion | str = "flipout",
+        schedule: Schedule | None = None,
+        *,
+        data: Iterable | None = None,
+        noise_scale: float | None = None,
+        noise_only_prunable: bool = False,
+        stop_noise_at: int | None = None,
+        hoyer_lambda: float = 0.0,
+        stop_hoyer_at: int | None = None,
+        prune_bias: bool = False,
+        prune_bnorm: bool = False,
+        seed: int = 0,
+        compile_kernels: str = "auto",
+        sync: Sync | None = None,
+        nm: NM | str | None = None,
+        nm_exclude: Iterable[str] = (),
+    ):
+        self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
+        if not self.criterion.prunes:
+            schedule = None
+        elif schedule is None:
+            name, fields = self.criterion.default_schedule()
+            schedule = SCHEDULES[name](**fields)
+        self.nm = NM.parse(nm) if isinstance(nm, str) else nm
+        check_pairing(self.criterion, schedule, self.nm)
+        self.schedule = schedule
+        self.model = model
+        self.data = data
+        self.sync = sync or Alone()
+        self.params = prunable_parameters(model, prune_bias, prune_bnorm)
+        if not self.params:
+            raise ValueError(
+                f"{type(model).__name__} has no conv or linear layers (nn.Conv2d, nn.Linear): "
+                "nothing to prune"
+            )
+        # one name alone is a name, not the characters of one
+        self.nm_exclude = (nm_exclude,) if isinstance(nm_exclude, str) else tuple(nm_exclude)
+        if self.nm is not None:
+            self.nm.check(self.params, self.nm_exclude)
+        elif self.nm_exclude:
+            raise ValueError(
+                f"{spelled('nm_exclude')} leaves tensors out of an N:M constraint, but there is "
+                f"none ({spelled('nm')} is not given)"
+            )
+        self.masks = Masks(self.params)
+        self.device = next(iter(self.params.values())).device
+        self.kernels = Kernels(compile_kernels, self.device)
+        self.flips = FlipCounter(self.params, self.kernels)
+        # Separate streams, so that switching noise on does not change which weights Random picks.
+        self.random_generator = torch.Generator(self.device).manual_seed(seed)
+        self.hoyer_lambda = hoyer_lambda
+        self.stop_hoyer_at = never_to_none(stop_hoyer_at)
+        self.stop_noise_at = never_to_none(stop_noise_at)
+        self.noise = None
+        if noise_scale is not None:
+            targets = {
+                name: p
+                for name, p in model.named_parameters()
+                if p.requires_grad and (name in self.params or not noise_only_prunable)
+            }
+            self.noise = GradientNoise(
+                list(targets.values()),
+                noise_scale,
+                seed + 1,
+                masks=[self.masks.masks.get(name) for name in targets],
+                kernels=self.kernels,
+            )
+        # the masks as the step takes them; updated only in place, so the references stay valid
+        self._masks = list(self.masks.masks.values())
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.remask_weights = True
+        self._hooks: list = []
+        self.epoch = 1  # the epoch in progress, counted from 1
+        self._started = False  # whether before_training ran
+        # weights and optimizer state at the schedule's rewind epoch, once reached
+        self.rewind_point: dict | None = None
+        self.events: list[PruneEvent] = []
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
+        """The optimizer that steps these weights. From now on every prune zeroes its state for
+        the pruned weights, and, for an optimizer in KEEP_ZEROS, after_step skips re-masking.
+        With `step_hooks`, `optimizer.step()` itself calls after_backward before the update and
+        after_step after it. A replacement optimizer must be attached in turn."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        self.optimizer = optimizer
+        self.remask_weights = type(optimizer) not in KEEP_ZEROS
+        if step_hooks:
+            self._hooks = [
+                optimizer.register_step_pre_hook(lambda *_: self.after_backward()),
+                optimizer.register_step_post_hook(lambda *_: self.after_step()),
+            ]
+        self._clear_optimizer_state()
+
+    def attach_data(self, data: Iterable) -> None:
+        """Training batches for criteria that score on them: a re-iterable of (inputs, targets)
+        such as a DataLoader, from which each prune takes the first few."""
+        self.data = data
+
+    # -- the training loop's hooks ------------------------------------------------------------
+
+    def before_training(self) -> PruneEvent | None:
+        """Prune if the schedule prunes at epoch 0 (one-shot at initialisation)."""
+        self._started = True
+        step = None if self.schedule is None else self.schedule.step(0)
+        event = None if step is None else self._prune(step, epoch=0)
+        self._remember_rewind_point(0)
+        return event
+
+    def penalty(self, epoch: int | None = None) -> torch.Tensor | None:
+        """The Hoyer-Square term to add to the loss in `epoch`, or None."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.hoyer_lambda or (self.stop_hoyer_at is not None and epoch > self.stop_hoyer_at):
+            return None
+        return self.hoyer_lambda * hoyer_square(self.params.values())
+
+    @property
+    def penalty_enabled(self) -> bool:
+        """Whether `penalty` adds a term to the loss in some epoch."""
+        return bool(self.hoyer_lambda)
+
+    @torch.no_grad()
+    def after_backward(self, epoch: int | None = None) -> None:
+        """Between backward and the optimizer step: mask the gradients of pruned weights, then
+        add the gradient noise (until `stop_noise_at`)."""
+        if self.masks.any_pruned:
+            pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
+            if pairs:
+                self.kernels.mask_gradients([g for g, _ in pairs], [m for _, m in pairs])
+        if self.noise is not None:
+            epoch = self.epoch if epoch is None else epoch
+            if self.stop_noise_at is None or epoch < self.stop_noise_at:
+                # the noise std comes from the masked gradient; pruned entries are re-zeroed
+                self.noise.add()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """After the optimizer step: count sign flips (re-masking the weights first where the
+        optimizer could have moved pruned ones)."""
+        self.flips.update(self._masks if self.remask_weights and self.masks.any_pruned else None)
+
+    def end_of_epoch(self, epoch: int | None = None) -> PruneEvent | None:
+        """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
+        then move on to the next epoch."""
+        epoch = self.epoch if epoch is None else epoch
+        needs_start = self.schedule is not None and (
+            self.schedule.step(0) is not None or self.schedule.rewind_epoch == 0
+        )
+        if epoch == 1 and not self._started and needs_start:
+            raise RuntimeError(
+                "the schedule prunes or remembers the weights before training: call "
+                "pruner.before_training() first"
+            )
+        self.epoch = epoch + 1
+        self._remember_rewind_point(epoch)
+        step = None if self.schedule is None else self.schedule.step(epoch)
+        return None if step is None else self._prune(step, epoch)
+
+    def total_epochs(self, epochs: int) -> int:
+        """How many epochs a run of `epochs` trains in all (more when its schedule has rounds)."""
+        total = None if self.schedule is None else self.schedule.total_epochs()
+        return epochs if total is None else total
+
+    def round_ends(self) -> list[int]:
+        """The epochs that end a round, when the schedule has rounds (else empty)."""
+        return [] if self.schedule is None else self.schedule.round_ends()
+
+    def training_epoch(self, epoch: int) -> int:
+        """The epoch of the learning-rate schedule that `epoch` trains as (see Rounds)."""
+        return epoch if self.schedule is None else self.schedule.training_epoch(epoch)
+
+    def prune(self, sparsity: float | None = None, rate: float | None = None) -> PruneEvent:
+        """Prune now, outside the schedule: down to `sparsity` of all prunable weights, or
+        `rate` of the live ones, chosen by the criterion."""
+        if (sparsity is None) == (rate is None):
+            raise ValueError("prune takes either sparsity or rate")
+        if not (self.criterion.prunes and self.criterion.ranks):
+            raise ValueError(f"{self.criterion.label} cannot prune to a sparsity or a rate")
+        if sparsity is not None:
+            SPARSITY.check("sparsity", sparsity)
+        else:
+            RATE.check("rate", rate)
+        return self._prune(Step(rate=rate, sparsity=sparsity), self.epoch - 1)
+
+    @torch.no_grad()
+    def adopt_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Start from `masks` (name -> bool tensor, True = live), such as a pruned model's: their
+        pruned weights become zero and stay pruned. Call before training starts."""
+        unknown = [name for name in masks if name not in self.params]
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise ValueError(
+                f"there are masks for {unknown[0]}{more}, which this pruner does not prune "
+                "(biases need prune_bias, BatchNorm scales prune_bnorm)"
+            )
+        for name, mask in masks.items():
+            self.masks.prune(name, ~mask.to(device=self.device, dtype=torch.bool))
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
+
+    def prune_inputs(self) -> PruneInputs:
+        """What the criterion is given at a prune."""
+        needed = self.criterion.batches_needed()
+        if needed and self.data is None:
+            raise ValueError(
+                f"{self.criterion.label} scores on training batches: give the Pruner data= "
+                "(a DataLoader), or call attach_data"
+            )
+        return PruneInputs(
+            params=self.params,
+            masks=self.masks,
+            flip_counts=self.flips.counts,
+            generator=self.random_generator,
+            model=self.model,
+            batches=first_batches(self.data, needed) if needed else [],
+            device=self.device,
+            all_reduce_sum=self.sync.all_reduce_sum,
+            nm=self.nm,
+            nm_exclude=frozenset(self.nm_exclude),
+        )
+
+    def describe(self) -> str:
+        """When and how this pruner prunes, in one line."""
+        if self.schedule is None:
+            return "no pruning"
+        line = self.schedule.describe(self.criterion.where(), self.criterion.ranks)
+        if self.nm is None:
+            return line
+        left_out = f", not in {', '.join(self.nm_exclude)}" if self.nm_exclude else ""
+        return (
+            f"{line}; at most {self.nm.n} of every {self.nm.m} consecutive weights along each "
+            f"layer's inputs stay live ({self.nm}{left_out})"
+        )
+
+    def summary(self) -> dict:
+        """The criterion and schedule with their options, and the N:M constraint where there is
+        one, for a run's summary."""
+        # nm only where there is one: other runs' summaries stay as they were
+        constraint = {"nm": str(self.nm), "nm_exclude": list(self.nm_exclude)} if self.nm else {}
+        return {
+            "criterion": self.criterion.summary(),
+            "schedule": None if self.schedule is None else self.schedule.summary(),
+            **constraint,
+        }
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _prune(self, step: Step, epoch: int) -> PruneEvent:
+        remove = self.criterion.select(self.prune_inputs(), step)
+        if self.nm is not None:
+            self._check_constraint(remove)
+        event = self._apply(remove, epoch)
+        if step.rewind:
+            self._rewind()
+            event.rewound_to = self.schedule.rewind_epoch
+        return event
+
+    @torch.no_grad()
+    def _remember_rewind_point(self, epoch: int) -> None:
+        """At the schedule's rewind epoch, keep the weights (and buffers) and the optimizer's
+        state to go back to; with a schedule's `fresh_optimizer`, that state is emptied first,
+        so that this round and every later one train on from here with a new optimizer."""
+        if self.schedule is None or self.schedule.rewind_epoch != epoch:
+            return
+        if self.schedule.fresh_optimizer and self.optimizer is not None:
+            self.optimizer.state.clear()  # a new torch optimizer has no per-weight state yet
+        self.rewind_point = {
+            "model": {name: t.detach().clone() for name, t in self.model.state_dict().items()},
+            "optimizer": None
+            if self.optimizer is None
+            else copy.deepcopy(self.optimizer.state_dict()),
+        }
+
+    @torch.no_grad()
+    def _rewind(self) -> None:
+        """Back to the rewind point, the pruned weights staying pruned; the flip counter reads
+        the rewound signs afresh, so that the rewind itself counts no flips."""
+        if self.rewind_point is None:
+            raise RuntimeError("rewinding before the rewind epoch was reached")
+        self.model.load_state_dict(self.rewind_point["model"])
+        if self.optimizer is not None and self.rewind_point["optimizer"] is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(self.rewind_point["optimizer"]))
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
+        self.sync.check_identical(self.state_tensors(), "after rewinding, weights or masks")
+
+    def _check_constraint(self, remove: dict[str, torch.Tensor]) -> None:
+        """RuntimeError, before anything changes, when removing `remove` would leave more than
+        N of M live: a criterion with a `select` of its own that ignores the constraint."""
+        kept = {name: m & ~remove[name] if name in remove else m for name, m in self.masks.items()}
+        if not self.nm.satisfied(kept, self.nm_exclude):
+            raise RuntimeError(
+                f"{self.criterion.label} chose weights that leave more than {self.nm} live: its "
+                "select must pass PruneInputs.forced to the selection, as Criterion.select does"
+            )
+
+    def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
+        live_before = self.masks.num_live
+        for name, chosen in remove.items():
+            self.masks.prune(name, chosen)
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
+        self.sync.check_identical(
+            self.state_tensors(), f"after the prune at epoch {epoch}, weights, masks or flip counts"
+        )
+        counts = self.masks.live_counts()
+        live = sum(n for n, _ in counts.values())
+        event = PruneEvent(
+            epoch=epoch,
+            pruned=live_before - live,
+            live=live,
+            total=self.masks.num_total,
+            sparsity=1.0 - live / self.masks.num_total,
+            collapsed=[name for name, (n, _) in counts.items() if n == 0],
+        )
+        self.events.append(event)
+        return event
+
+    @torch.no_grad()
+    def _clear_optimizer_state(self) -> None:
+        """Zero the optimizer's per-weight state (tensors shaped like the weight) where pruned."""
+        if self.optimizer is None or not self.masks.any_pruned:
+            return
+        for name, p in self.params.items():
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(self.masks[name])
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """What must be identical on every rank: weights, masks and flip counters."""
+        return [*self.params.values(), *self.masks.masks.values(), *self.flips.counts.values()]
+
+    def state_dict(self) -> dict:
+        return {
+            "masks": self.masks.state_dict(),
+            "flip_counts": self.flips.state_dict(),
+            "events": [event.as_dict() for event in self.events],
+            "random_generator": self.random_generator.get_state(),
+            "noise_generator": None if self.noise is None else self.noise.get_state(),
+            "epoch": self.epoch,
+            "rewind_point": self.rewind_point,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore after the model's weights and the optimizer were loaded (the flip counter reads
+        the weights' signs; the optimizer's state is cleared where pruned, as at a prune)."""
+        self.masks.load_state_dict(state["masks"])
+        self._clear_optimizer_state()
+        self.flips.load_state_dict(state["flip_counts"])
+        self.events = [PruneEvent(**event) for event in state["events"]]
+        self.random_generator.set_state(state["random_generator"])
+        if self.noise is not None and state["noise_generator"] is not None:
+            self.noise.set_state(state["noise_generator"])
+        self.epoch = state.get("epoch", self.epoch)
+        self.rewind_point = state.get("rewind_point")
+
+    @property
+    def sparsity(self) -> float:
+        return self.masks.sparsity
+
+    def collapsed_layers(self) -> list[str]:
+        return [name for name, (live, _) in self.masks.live_counts().items() if live == 0]
+
+    def layer_table(self, flops: dict[str, tuple[int, int]] | None = None) -> str:
+        """Per-layer live / total (and MACs, when given), as printed at each prune."""
+        return layer_table(self.masks.live_counts(), flops)
