@@ -43,6 +43,7 @@ from experiments.report import (
     group_runs,
     is_hoyer_square,
     level_row,
+    mean_std,
     method_label,
     option,
     table_head,
@@ -229,11 +230,6 @@ def differing(runs: list[tuple[tuple[str, ...], dict]], metric: str) -> tuple[Di
 
 
 # -- the tables -------------------------------------------------------------------------------
-
-
-def mean_std(mean: float, std: float | None, n: int) -> str:
-    spread = "" if std is None else f" ± {std:.2f}"
-    return f"{mean:.2f}{spread} (n={n})"
 
 
 def row_label(row: Published) -> str:

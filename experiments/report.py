@@ -454,6 +454,12 @@ def level_row(level: list[dict], metric: str = "final") -> Row:
     )
 
 
+def mean_std(mean: float, std: float | None, n: int) -> str:
+    """`mean ± std (n=k)`, without the ± where a single run has no sample std."""
+    spread = "" if std is None else f" ± {std:.2f}"
+    return f"{mean:.2f}{spread} (n={n})"
+
+
 def table_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -472,8 +478,7 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     for (model, dataset), pair_rows in groupby(rows, key=lambda row: (row.model, row.dataset)):
         lines = [f"### {model} on {dataset}", "", *table_head(header)]
         for row in pair_rows:
-            spread = "" if row.accuracy_std is None else f" ± {row.accuracy_std:.2f}"
-            accuracy = f"{row.accuracy_mean:.2f}{spread} (n={row.n})"
+            accuracy = mean_std(row.accuracy_mean, row.accuracy_std, row.n)
             cells = [row.method, percent(row.sparsity_mean / 100, sign=""), accuracy]
             if show_flops:
                 flops = row.flops_remaining_mean
