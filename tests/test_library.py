@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from pruning import FlipOut, Periodic, Pruner
-from tests.support.blocks import README, code_block
+from tests.support.blocks import README, code_block, in_repository
 
 
 def readme_block(heading: str) -> str:
     """The README's own-loop example, importing the library by its name inside the repository
     (`pruning`) rather than installed (`flipout`; tests/test_packaging.py runs it so)."""
-    return code_block(README, f"## {heading}").replace("from flipout import", "from pruning import")
+    return in_repository(code_block(README, f"## {heading}"))
 
 
 def test_readme_library_block_prunes_a_torchvision_resnet():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT
-from tests.support.blocks import code_block
+from tests.support.blocks import README, code_block
 
 # left out of the copy the wheel is built from: the build writes into its source tree
 NOT_SOURCES = shutil.ignore_patterns(
@@ -54,7 +54,7 @@ def test_the_readme_example_runs_against_the_installed_package(wheel, tmp_path):
     )  # fmt: skip
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    example = code_block(ROOT / "README.md", "## FlipOut in your own training loop")
+    example = code_block(README, "## FlipOut in your own training loop")
     assert "from flipout import" in example
     check = (
         "\nimport flipout, importlib.util\n"
