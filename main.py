@@ -81,7 +81,14 @@ from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
 from utils.io import made_folders, write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
-from utils.logging import RUNS_ROOT, NullLogger, RunLogger, make_run_dir, warn
+from utils.logging import (
+    RUNS_ROOT,
+    NullLogger,
+    RunLogger,
+    library_warnings_as_lines,
+    make_run_dir,
+    warn,
+)
 from pruning.mask import percent
 from utils.runtime import batchnorm_in_fp32, seed_everything
 from export.weights import load_weights, read_weights
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     # First of all, so that a signal at any moment, start-up included, is recorded, not lost;
     # run as a script, the handlers were installed before the imports.
     stop = STARTUP_SIGNALS if argv is None and STARTUP_SIGNALS else StopSignals().install()
+    library_warnings_as_lines()
     ddp = Distributed.from_environment()
     if not ddp.is_main:
         # rank 0 alone reports; the others stay silent but for errors

@@ -181,7 +181,7 @@ class Kernels:
                     f"{str(error).splitlines()[0] if str(error) else ''}); running them eagerly "
                     "(same results, slower)",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=1,  # from here: the CLI recognises the library's warnings by file
                 )
                 self.eager = True
                 return eager(*args)

@@ -2,6 +2,7 @@
 selection against a full sort, channels-last and bf16 autocast against the plain path."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -10,8 +11,10 @@ from torch import nn
 
 import main
 from pruning import Periodic, Pruner
+from pruning import kernels as kernel_module
 from pruning.kernels import Kernels
 from pruning.select import lowest_k
+from utils.logging import library_warnings_as_lines
 from utils.runtime import autocast, batchnorm_in_fp32
 
 
@@ -239,3 +242,24 @@ def test_bench_bookkeeping_section_runs_and_reports_every_row():
     assert result["state_bytes"] == 6.0 and result["original_state_bytes"] == 9.0
     table = "\n".join(bench_main.step_table(result))
     assert "original style / ours" in table and "compiled kernels" not in table
+
+
+def test_a_compiler_that_fails_falls_back_to_eager_with_one_warning_line(monkeypatch, capsys):
+    def no_compiler(*args):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(
+        kernel_module, "_COMPILED", dict.fromkeys(kernel_module.FUNCTIONS, no_compiler)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        library_warnings_as_lines()
+        library_warnings_as_lines()  # main() runs many times in one process: installed once
+        chosen = Kernels("auto", device="cuda")  # auto compiles where the device is not the CPU
+        grad, noise = torch.zeros(6), torch.ones(6)
+        chosen.add_noise(grad, noise, torch.tensor(0.5))
+    assert chosen.eager and torch.equal(grad, torch.full((6,), 0.5))  # same result, eagerly
+    assert capsys.readouterr().err == (
+        "warning: compiling the pruning kernels failed (RuntimeError: no C++ compiler found); "
+        "running them eagerly (same results, slower)\n"
+    )

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,24 @@ EPOCH_TAGS = {
 def warn(message: str) -> None:
     """A one-line warning on stderr, without the source excerpt `warnings.warn` prints."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def library_warnings_as_lines(library: str = "pruning") -> None:
+    """Show what the library warns through `warnings` (as a library should: its users filter or
+    log it) as this command line's own one-line warnings, without file, line and source excerpt;
+    other warnings as Python shows them. Installed once, however often main() runs."""
+    shown = warnings.showwarning
+    if getattr(shown, "library", None) == library:
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).parent.name == library:
+            warn(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.library = library
+    warnings.showwarning = show
 
 
 def run_name(comment: str, start: float | None = None) -> str:
