@@ -761,11 +761,6 @@ def draw_panel(axes, panel: Panel, zoom: bool = False) -> None:
     axes.legend(fontsize="x-small")
 
 
-def plot_accuracy_vs_sparsity(rows: list[Row], path: Path) -> Path | None:
-    """Write the accuracy-vs-sparsity plot (accuracy_panels); None when it has no panel."""
-    return draw(accuracy_panels(rows), path)
-
-
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="python -m experiments.report",

@@ -86,10 +86,6 @@ def storage_error(path: str | Path, error: BaseException) -> StorageError | None
     return None if cause is None else StorageError(path, cause)
 
 
-def no_space(error: StorageError) -> bool:
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 # the storage refuses a path that is right: StorageError, exit 4
 STORAGE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EIO}
 # the path itself cannot work, wherever it is tried: UserError, exit 2. ENOENT is not here: a
