@@ -28,8 +28,9 @@ from .criteria import (
     Threshold,
 )
 from .grasp import GraSP
-from .mask import Masks, prunable_parameters
+from .mask import Masks
 from .nm import NM
+from .prunable import PRUNABLE, prunable_parameters, register_prunable
 from .pruner import PruneEvent, Pruner
 from .registry import CRITERIA, build_criterion
 from .schedule import SCHEDULES, Gradual, OneShot, Periodic, Rounds, Schedule, Step
@@ -38,6 +39,7 @@ from .synflow import SynFlow
 __all__ = [
     "CRITERIA",
     "NM",
+    "PRUNABLE",
     "SCHEDULES",
     "AtInitialisation",
     "Criterion",
@@ -63,4 +65,5 @@ __all__ = [
     "Threshold",
     "build_criterion",
     "prunable_parameters",
+    "register_prunable",
 ]

@@ -9,29 +9,6 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-
-PRUNABLE_LAYERS = (nn.Conv2d, nn.Linear)
-
-
-def prunable_parameters(
-    model: nn.Module, prune_bias: bool = False, prune_bnorm: bool = False
-) -> dict[str, nn.Parameter]:
-    """The tensors pruning may remove weights from: conv and linear weights, plus their biases
-    with `prune_bias` and BatchNorm scales with `prune_bnorm`, in `named_parameters` order."""
-    wanted: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, PRUNABLE_LAYERS):
-            wanted.add(id(module.weight))
-            if prune_bias and module.bias is not None:
-                wanted.add(id(module.bias))
-        elif (
-            prune_bnorm
-            and isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and module.weight is not None
-        ):
-            wanted.add(id(module.weight))
-    return {name: p for name, p in model.named_parameters() if id(p) in wanted}
 
 
 class Masks:
@@ -136,11 +113,16 @@ def human(count: float) -> str:
 
 
 def layer_table(
-    counts: dict[str, tuple[int, int]], flops: dict[str, tuple[int, int]] | None = None
+    counts: dict[str, tuple[int, int]],
+    flops: dict[str, tuple[int, int]] | None = None,
+    excluded: dict[str, int] | None = None,
 ) -> str:
     """A text table of each prunable tensor's live / total weights and sparsity, with its
-    remaining / dense multiply-accumulates per input where `flops` has them."""
-    width = max(len(name) for name in [*counts, "all prunable"])
+    remaining / dense multiply-accumulates per input where `flops` has them. The `excluded`
+    tensors (name -> size), kept dense, follow with their own total, and a last line counts
+    them in."""
+    excluded = excluded or {}
+    width = max(len(name) for name in [*counts, *excluded, "all prunable"])
     header = f"{'layer':<{width}}  {'live':>10}  {'total':>10}  {'sparsity':>8}"
     if flops:
         header += f"  {'MACs left':>9}  {'of dense':>8}"
@@ -161,4 +143,12 @@ def layer_table(
             dense, remaining = layer_macs
             line += f"  {human(remaining):>9}  {human(dense):>8}"
         lines.append(line)
+    if excluded:
+        for name, size in excluded.items():
+            lines.append(f"{name:<{width}}  {size:>10,}  {size:>10,}  {'excluded':>8}")
+        dense = sum(excluded.values())
+        lines.append(
+            f"{'with excluded':<{width}}  {live + dense:>10,}  {total + dense:>10,}  "
+            f"{percent(1 - (live + dense) / (total + dense)):>8}"
+        )
     return "\n".join(lines)

@@ -22,17 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from .mask import Masks
-from .options import flags_named
+from .options import flags_named, spelled
 
 MAX_M = 64  # far above any hardware pattern (2:4, 1:4 and 2:8 are the ones in use)
 # a Masks, or name -> bool tensor (True: live) as its state_dict and a saved model.pt hold them
 MaskSet = Masks | dict[str, torch.Tensor]
 PATTERN = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
-
-
-def spelled(keyword: str) -> str:
-    """How messages name an argument: its flag from the command line, its keyword in Python."""
-    return f"--{keyword}" if flags_named() else keyword
 
 
 @dataclass(frozen=True)
@@ -75,16 +70,8 @@ class NM:
         return [name for name, t in tensors.items() if t.dim() >= 2 and name not in exclude]
 
     def check(self, params: dict[str, torch.Tensor], exclude: Iterable[str] = ()) -> None:
-        """ValueError unless every name in `exclude` is one of `params` and every constrained
-        tensor's input dimension is a multiple of M."""
-        exclude = list(exclude)
-        unknown = [name for name in exclude if name not in params]
-        if unknown:
-            examples = ", ".join(list(params)[:4]) + (", ..." if len(params) > 4 else "")
-            raise ValueError(
-                f"{spelled('nm_exclude')} {unknown[0]}: no prunable tensor has that name; they "
-                f"are {examples}"
-            )
+        """ValueError unless every constrained tensor's input dimension is a multiple of M;
+        `exclude` holds names of `params`."""
         names = self.constrained(params, exclude)
         if not names:
             raise ValueError(

@@ -136,13 +136,17 @@ class GradientNoise:
                 continue
             factors.append(factor)
             flat, flat_mask = memory_order(grad), None
-            if mask is not None:
-                flat_mask = memory_order(mask) if mask.stride() == grad.stride() else None
+            # in the same memory order: both contiguous or both channels-last (strides alone may
+            # differ where a dimension has size 1, as a depthwise convolution's has)
+            if mask is not None and mask.is_contiguous() == grad.is_contiguous():
+                flat_mask = memory_order(mask)
             if flat is None or (mask is not None and flat_mask is None):
-                # an unusual layout: work on contiguous copies, written back by add()
-                flat = grad.contiguous().view(-1)
+                # an unusual layout: work on contiguous copies, written back by add() unless the
+                # gradient itself was contiguous
+                copy = grad.contiguous()
+                flat = copy.view(-1)
                 flat_mask = None if mask is None else mask.contiguous().view(-1)
-                jobs.append((flat, flat_mask, grad))
+                jobs.append((flat, flat_mask, None if copy is grad else grad))
             else:
                 jobs.append((flat, flat_mask, None))
         return jobs, factors

@@ -152,6 +152,11 @@ def flags_named() -> bool:
     return _BY_FLAG.get()
 
 
+def spelled(keyword: str) -> str:
+    """How messages name an argument: its flag from the command line, its keyword in Python."""
+    return f"--{keyword}" if flags_named() else keyword
+
+
 def named(cls, field: str) -> str:
     """How messages name `field` of `cls`: `--flag` when built from the command line, the
     keyword otherwise."""

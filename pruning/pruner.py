@@ -34,10 +34,11 @@ from .criteria import Criterion, PruneInputs, first_batches
 from .flips import FlipCounter
 from .hoyer import hoyer_square
 from .kernels import Kernels
-from .mask import Masks, layer_table, prunable_parameters
-from .nm import NM, spelled
+from .mask import Masks, layer_table
+from .nm import NM
 from .noise import GradientNoise
-from .options import RATE, SPARSITY, flags_named
+from .options import RATE, SPARSITY, flags_named, spelled
+from .prunable import as_patterns, matching, select_prunable
 from .registry import build_criterion
 from .schedule import NEVER, SCHEDULES, Schedule, Step
 from .sync import Alone, Sync
@@ -87,9 +88,15 @@ def never_to_none(epoch: int | None) -> int | None:
 
 
 class Pruner:
-    """Prunes `model` (any nn.Module with conv or linear layers) with `criterion` (an instance
-    or a registry name, pruning/criteria.py) on `schedule` (pruning/schedule.py; None: the
+    """Prunes `model` (any nn.Module with weight matrices) with `criterion` (an instance or a
+    registry name, pruning/criteria.py) on `schedule` (pruning/schedule.py; None: the
     criterion's own default, Periodic for most).
+
+    What is pruned (pruning/prunable.py): by default every layer's weight matrices (linear,
+    convolution of any kind, nn.MultiheadAttention's input projection); `prune_include`,
+    parameter names, module names or globs that replace that set; `prune_exclude`, the same, that
+    keep tensors dense (`prune_exclude=["conv1", "fc"]`, `"*.head.*"`). The default tensors left
+    out are `excluded`: shown dense in the layer table and the summary.
 
     Keywords: `data`, training batches for criteria that score on them (a DataLoader, or any
     re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
@@ -104,10 +111,10 @@ class Pruner:
     `nm`, an N:M constraint (pruning/nm.py, "2:4" or NM(2, 4)): every prune also removes, in
     each group of M consecutive weights along a layer's inputs, the live ones beyond the N that
     the criterion ranks highest, so that at most N stay live; a prune that removes at least that
-    many anyway keeps its exact sparsity. `nm_exclude` names the tensors it leaves alone (a first
-    convolution with 3 input channels); 1-D tensors (biases, BatchNorm scales) are never
-    constrained. The constraint holds from the first prune on: masks given to `adopt_masks` or
-    loaded from a checkpoint are taken as they are.
+    many anyway keeps its exact sparsity. `nm_exclude` selects the tensors it leaves alone (a
+    first convolution with 3 input channels) as `prune_exclude` does; 1-D tensors (biases,
+    BatchNorm scales) are never constrained. The constraint holds from the first prune on:
+    masks given to `adopt_masks` or loaded from a checkpoint are taken as they are.
     """
 
     def __init__(
@@ -128,7 +135,9 @@ class Pruner:
         compile_kernels: str = "auto",
         sync: Sync | None = None,
         nm: NM | str | None = None,
-        nm_exclude: Iterable[str] = (),
+        nm_exclude: str | Iterable[str] = (),
+        prune_include: str | Iterable[str] | None = None,
+        prune_exclude: str | Iterable[str] | None = None,
     ):
         self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
         if not self.criterion.prunes:
@@ -142,21 +151,28 @@ class Pruner:
         self.model = model
         self.data = data
         self.sync = sync or Alone()
-        self.params = prunable_parameters(model, prune_bias, prune_bnorm)
+        selection = select_prunable(
+            model, prune_bias, prune_bnorm, include=prune_include, exclude=prune_exclude
+        )
+        self.params, self.excluded = selection.params, selection.excluded
         if not self.params:
             raise ValueError(
-                f"{type(model).__name__} has no conv or linear layers (nn.Conv2d, nn.Linear): "
-                "nothing to prune"
+                f"{type(model).__name__} has nothing to prune: no layer with a weight matrix "
+                "(pruning/prunable.py says which), or every one excluded"
             )
-        # one name alone is a name, not the characters of one
-        self.nm_exclude = (nm_exclude,) if isinstance(nm_exclude, str) else tuple(nm_exclude)
-        if self.nm is not None:
-            self.nm.check(self.params, self.nm_exclude)
-        elif self.nm_exclude:
+        self.prune_include = as_patterns(prune_include)
+        self.prune_exclude = as_patterns(prune_exclude)
+        if self.nm is None and nm_exclude:
             raise ValueError(
                 f"{spelled('nm_exclude')} leaves tensors out of an N:M constraint, but there is "
                 f"none ({spelled('nm')} is not given)"
             )
+        # patterns, matched as prune_exclude's are; the names they select from here on
+        self.nm_exclude = tuple(
+            matching(as_patterns(nm_exclude), self.params, spelled("nm_exclude"), "prunable tensor")
+        )
+        if self.nm is not None:
+            self.nm.check(self.params, self.nm_exclude)
         self.masks = Masks(self.params)
         self.device = next(iter(self.params.values())).device
         self.kernels = Kernels(compile_kernels, self.device)
@@ -354,10 +370,17 @@ class Pruner:
         one, for a run's summary."""
         # nm only where there is one: other runs' summaries stay as they were
         constraint = {"nm": str(self.nm), "nm_exclude": list(self.nm_exclude)} if self.nm else {}
+        # the same for a choice of tensors
+        chosen = {"prune_include": list(self.prune_include)} if self.prune_include else {}
+        if self.prune_exclude:
+            chosen["prune_exclude"] = list(self.prune_exclude)
+        if self.excluded:
+            chosen["excluded"] = list(self.excluded)
         return {
             "criterion": self.criterion.summary(),
             "schedule": None if self.schedule is None else self.schedule.summary(),
             **constraint,
+            **chosen,
         }
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -482,4 +505,5 @@ class Pruner:
 
     def layer_table(self, flops: dict[str, tuple[int, int]] | None = None) -> str:
         """Per-layer live / total (and MACs, when given), as printed at each prune."""
-        return layer_table(self.masks.live_counts(), flops)
+        excluded = {name: p.numel() for name, p in self.excluded.items()}
+        return layer_table(self.masks.live_counts(), flops, excluded)

@@ -1,0 +1,146 @@
+"""Which tensors of a network pruning may remove weights from: the one place that decides.
+
+By default, every weight matrix a layer multiplies its input with: the weights of `nn.Linear`
+(attention's projections included, as timm and Hugging Face build them), of every convolution
+(`nn.Conv1d`, `Conv2d`, `Conv3d`, grouped and depthwise ones, transposed ones) and of
+`nn.MultiheadAttention`, whose input projection is a bare parameter (`in_proj_weight`, or
+`q_proj_weight`, `k_proj_weight` and `v_proj_weight` when the key and value sizes differ) that a
+search by layer type would miss. On the paper's networks, made of Conv2d and Linear alone, that is
+exactly the paper's set. Subclasses count as their base (timm's `Conv2dSame` is a Conv2d).
+
+A layer of one's own says what is prunable in it by a class attribute,
+`prunable_weights = ("weight",)` (with `prunable_biases` for `prune_bias`), or is registered from
+outside with `register_prunable`. Embeddings, norms, position embeddings and class tokens are
+not weight matrices in this sense: `include` patterns add them.
+
+`include` and `exclude` select by parameter name (as `model.named_parameters()` gives it): a
+pattern is a name (`fc.weight`), a module's name, which stands for its parameters (`fc`,
+`blocks.0.attn`), or a glob with `*`, `?` and `[...]` (`'*.head.*'`, `'blocks.*.mlp.fc1.weight'`).
+With `include`, the tensors it matches replace the default set; `exclude` then takes tensors out.
+The default tensors that end up not pruned are the excluded ones: they stay dense and are shown as
+such. A pattern that matches nothing is an error, since it is a typo or a model other than the one
+meant.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+from .options import spelled
+
+
+@dataclass(frozen=True)
+class PrunableParts:
+    """The parameter names of one layer type: its weight matrices, and the biases that
+    `prune_bias` adds."""
+
+    weights: tuple[str, ...]
+    biases: tuple[str, ...] = ()
+
+
+# layer type -> what is prunable in it; looked up along the class's method resolution order
+PRUNABLE: dict[type, PrunableParts] = {
+    nn.Linear: PrunableParts(("weight",), ("bias",)),
+    _ConvNd: PrunableParts(("weight",), ("bias",)),
+    nn.MultiheadAttention: PrunableParts(
+        ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"), ("in_proj_bias",)
+    ),
+}
+
+
+def register_prunable(
+    layer: type[nn.Module], weights: Iterable[str], biases: Iterable[str] = ()
+) -> None:
+    """Make the parameters `weights` (and, with `prune_bias`, `biases`) of every `layer`
+    prunable, for a layer type one cannot give a `prunable_weights` attribute."""
+    PRUNABLE[layer] = PrunableParts(tuple(weights), tuple(biases))
+
+
+def parts_of(module: nn.Module) -> PrunableParts | None:
+    """What is prunable in `module` by default: its own declaration, else the registry's entry for
+    the nearest of its classes."""
+    declared = getattr(module, "prunable_weights", None)
+    if declared is not None:
+        return PrunableParts(tuple(declared), tuple(getattr(module, "prunable_biases", ())))
+    for cls in type(module).__mro__:
+        if cls in PRUNABLE:
+            return PRUNABLE[cls]
+    return None
+
+
+def prunable_parameters(
+    model: nn.Module, prune_bias: bool = False, prune_bnorm: bool = False
+) -> dict[str, nn.Parameter]:
+    """The default set, in `named_parameters` order: every layer's weight matrices, plus their
+    biases with `prune_bias` and BatchNorm scales with `prune_bnorm`."""
+    wanted: set[int] = set()
+    for module in model.modules():
+        parts = parts_of(module)
+        if parts is not None:
+            names = parts.weights + (parts.biases if prune_bias else ())
+            for name in names:
+                tensor = getattr(module, name, None)
+                if isinstance(tensor, nn.Parameter):
+                    wanted.add(id(tensor))
+        elif prune_bnorm and isinstance(module, _BatchNorm) and module.weight is not None:
+            wanted.add(id(module.weight))
+    return {name: p for name, p in model.named_parameters() if id(p) in wanted}
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Whether `pattern` (a parameter's name, a module's name or a glob) selects parameter
+    `name`."""
+    return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
+
+
+def matching(patterns: Iterable[str], names: Iterable[str], what: str, among: str) -> list[str]:
+    """The `names` that any of `patterns` selects, in their order. ValueError, naming `what` (the
+    option) and a few of the candidates, for a pattern that selects none of them."""
+    names, patterns = list(names), list(patterns)
+    for pattern in patterns:
+        if not any(matches(pattern, name) for name in names):
+            examples = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") or "none"
+            raise ValueError(f"{what} {pattern}: no {among} matches it; they are {examples}")
+    return [name for name in names if any(matches(pattern, name) for pattern in patterns)]
+
+
+def as_patterns(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """One pattern alone is a pattern, not the characters of one."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass
+class Selection:
+    """The outcome of choosing: the tensors pruned, and the default ones kept dense."""
+
+    params: dict[str, nn.Parameter]
+    excluded: dict[str, nn.Parameter] = field(default_factory=dict)
+
+
+def select_prunable(
+    model: nn.Module,
+    prune_bias: bool = False,
+    prune_bnorm: bool = False,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+) -> Selection:
+    """The tensors to prune and the default ones left dense, as the module docstring says."""
+    include, exclude = as_patterns(include), as_patterns(exclude)
+    default = prunable_parameters(model, prune_bias, prune_bnorm)
+    if include:
+        every = dict(model.named_parameters())
+        names = matching(include, every, spelled("prune_include"), "parameter of the model")
+        chosen = {name: every[name] for name in names}
+    else:
+        chosen = dict(default)
+    if exclude:
+        dropped = set(matching(exclude, chosen, spelled("prune_exclude"), "prunable tensor"))
+        chosen = {name: p for name, p in chosen.items() if name not in dropped}
+    excluded = {name: p for name, p in default.items() if name not in chosen}
+    return Selection(chosen, excluded)
