@@ -12,12 +12,13 @@ and a later plain `--resume` uses the original options again.
 """
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
 
 from data import DATASETS
-from models import MODELS
+from models import MODELS, SOURCES, check_model_name
 from pruning import CRITERIA, NM, SCHEDULES, Pruner
 from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
@@ -28,7 +29,11 @@ from utils.logging import warn
 from utils.runtime import default_num_workers
 
 # A resumed run must be the same experiment...
-IDENTITY_OPTIONS = ("model", "dataset", "prune_criterion")
+IDENTITY_OPTIONS = (
+    "model", "model_kwargs", "dataset", "prune_criterion", "prune_include", "prune_exclude",
+)  # fmt: skip
+# (config.json names these three of them in every version; the others came later)
+REQUIRED_IN_CONFIG = ("model", "dataset", "prune_criterion")
 # ...but may run on another machine, with other workers or data paths, without a warning.
 MACHINE_OPTIONS = {
     "resume", "device", "num_workers", "data_dir", "no_download", "quiet", "data_on_device",
@@ -117,6 +122,8 @@ def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Prune
                 nm=args.nm,
                 # without --nm it does nothing, as the warning about it says
                 nm_exclude=(args.nm_exclude or ()) if args.nm else (),
+                prune_include=args.prune_include,
+                prune_exclude=args.prune_exclude,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
@@ -129,6 +136,56 @@ def nm_pattern(text: str) -> str:
         return str(NM.parse(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def model_name(text: str) -> str:
+    """-m's type: a built-in network, or timm:NAME or torchvision:NAME of a model that library
+    has; an unknown name is one line with close matches."""
+    try:
+        return check_model_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# what a --model_kwargs VALUE may hold: what config.json, checkpoints and exports keep as given
+LITERAL_TYPES = (bool, int, float, str, type(None))
+
+
+def literal(text: str) -> object:
+    """A --model_kwargs VALUE: the Python literal it spells (2, 0.1, True, None, (8, 8)), else
+    the string itself (gelu)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+    items = value if isinstance(value, tuple | list) else (value,)
+    return value if all(isinstance(item, LITERAL_TYPES) for item in items) else text
+
+
+def keyword_argument(text: str) -> str:
+    """--model_kwargs's type: KEY=VALUE in a canonical spelling (KEY=repr(VALUE)), which
+    config.json keeps and a resume parses again to the same value."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return f"{key}={literal(value)!r}"
+
+
+class KeywordArguments(argparse.Action):
+    """Stores --model_kwargs sorted, so that the same arguments in another order are the same
+    options when a run is resumed; a key given twice is refused."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        keys = [value.partition("=")[0] for value in values]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise argparse.ArgumentError(self, f"{twice[0]} is given twice")
+        setattr(namespace, self.dest, sorted(values))
+
+
+def keyword_arguments(pairs: list[str] | None) -> dict:
+    """The constructor arguments that --model_kwargs gives, by name."""
+    return {key: literal(value) for key, _, value in (pair.partition("=") for pair in pairs or ())}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -165,9 +222,27 @@ def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default="lenet300",
-        choices=sorted(MODELS),
+        type=model_name,
         metavar="MODEL",
-        help=f"network: {', '.join(sorted(MODELS))}",
+        help=f"network: {', '.join(sorted(MODELS))}, or "
+        f"{', '.join(f'{prefix}:NAME' for prefix in SOURCES)} for any model of those libraries "
+        "(python -m models list [GLOB] lists the names)",
+    )
+    group.add_argument(
+        "--model_kwargs",
+        nargs="+",
+        type=keyword_argument,
+        action=KeywordArguments,
+        default=None,
+        metavar="KEY=VALUE",
+        help="more arguments for a timm: or torchvision: model's constructor, such as "
+        "patch_size=4 depth=2; a VALUE is a Python literal, else a string (default: none)",
+    )
+    group.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start a timm: or torchvision: model from the weights its library publishes "
+        "(downloaded; offline, give a local copy with --init_from FILE instead)",
     )
     group.add_argument(
         "-d",
@@ -317,8 +392,26 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="NAME",
         default=None,
-        help="parameters (as named in the model, e.g. 0.weight) that --nm leaves unconstrained, "
-        "such as a first convolution with 3 input channels (default: none)",
+        help="parameters (as named in the model, e.g. 0.weight), modules or globs that --nm "
+        "leaves unconstrained, such as a first convolution with 3 input channels (default: none)",
+    )
+    group.add_argument(
+        "--prune_include",
+        nargs="+",
+        metavar="PATTERN",
+        default=None,
+        help="prune these tensors instead of the default set (every layer's weight matrices: "
+        "linear, convolutions, attention's projections): parameter names, module names, or "
+        "globs such as '*.attn.*' (default: the default set)",
+    )
+    group.add_argument(
+        "--prune_exclude",
+        nargs="+",
+        metavar="PATTERN",
+        default=None,
+        help="keep these tensors dense, matched as --prune_include matches: e.g. --prune_exclude "
+        "conv1 fc, or '*.head.*'; shown as excluded in the layer table and summary.json "
+        "(default: none)",
     )
     group.add_argument("--prune_bias", action="store_true", help="also prune conv/linear biases")
     group.add_argument("--prune_bnorm", action="store_true", help="also prune BatchNorm weights")
@@ -494,7 +587,7 @@ def read_config(run_dir: str, flag: str = "--resume") -> dict:
         raise UserError(f"{flag} {run_dir}: {path} is unreadable: {reason}") from None
     if not isinstance(config, dict):
         raise UserError(f"{flag} {run_dir}: {path} holds a {type(config).__name__}, not options")
-    missing = [key for key in IDENTITY_OPTIONS if key not in config]
+    missing = [key for key in REQUIRED_IN_CONFIG if key not in config]
     if missing:
         raise UserError(
             f"{flag} {run_dir}: {path} has no {', '.join(missing)}: it was not written by main.py"
@@ -562,7 +655,7 @@ def resumed_args(
         given = {dest: value for dest, value in given.items() if dest in MACHINE_OPTIONS}
     for dest in IDENTITY_OPTIONS:
         if dest in given and given[dest] != getattr(saved, dest):
-            theirs, ours = getattr(saved, dest), given[dest]
+            theirs, ours = flag_value(getattr(saved, dest)), flag_value(given[dest])
             raise UserError(f"--resume {run_dir}: that run has --{dest} {theirs}, not {ours}")
     overrides = {dest: value for dest, value in given.items() if value != getattr(saved, dest)}
     changed = sorted(dest.rstrip("_") for dest in overrides if dest not in MACHINE_OPTIONS)
@@ -573,8 +666,33 @@ def resumed_args(
     return args
 
 
+def flag_value(value: object) -> str:
+    """An option's value as the command line spells it."""
+    if value is None:
+        return "(none)"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def validate_model(args: argparse.Namespace) -> None:
+    """What only timm: and torchvision: models take, and where the initial weights come from."""
+    built_in = args.model in MODELS
+    if args.model_kwargs and built_in:
+        raise UserError(
+            f"--model_kwargs: the built-in -m {args.model} takes none; timm: and torchvision: "
+            "models do"
+        )
+    if args.pretrained and built_in:
+        raise UserError(
+            f"--pretrained: the built-in -m {args.model} has no pretrained weights; timm: and "
+            "torchvision: models do, or give trained weights with --init_from FILE"
+        )
+    if args.pretrained and args.init_from is not None:
+        raise UserError("--pretrained and --init_from both give the initial weights: give one")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Checks that involve several options; each value alone was checked as it was parsed."""
+    validate_model(args)
     if args.image_size is not None and args.dataset != "synthetic":
         raise UserError("--image_size only applies to --dataset synthetic")
     if args.add_hs and args.hoyer_lambda == 0:

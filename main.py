@@ -44,10 +44,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cli import IDENTITY_OPTIONS, build_pruner, parse_args
+from cli import IDENTITY_OPTIONS, build_pruner, keyword_arguments, parse_args
 from data import DataSplits, build_datasets, split_validation
 from data.device import DeviceLoader
-from models import build_model, check_input_size
+from models import build_model, check_input_size, foreign_state, is_external
 from pruning import Pruner
 from training import (
     Diverged,
@@ -304,10 +304,14 @@ class Run:
         the weights and masks of that file."""
         args, splits = self.args, self.splits
         self.spec = model_spec(args, splits)
-        if args.image_size is not None:  # every dataset's own size fits every network
+        # every dataset's own size fits every built-in network, not every timm: or torchvision: one
+        if args.image_size is not None or is_external(args.model):
             check_input_size(self.spec)
         self.input_shape = (splits.in_channels, splits.image_size, splits.image_size)
-        self.model = build_model(**self.spec)
+        # the library's published weights, on a run's first start only
+        self.model = build_model(
+            **self.spec, pretrained=args.pretrained and self.checkpoint is None
+        )
         self.model.to(self.device, memory_format=memory_format(self.train_config))
         if args.amp:
             batchnorm_in_fp32(self.model)
@@ -315,7 +319,7 @@ class Run:
         initial_masks = None
         if args.init_from is not None and self.checkpoint is None:
             with given_path(f"--init_from {args.init_from}", args.init_from):
-                initial_masks = init_from(args.init_from, self.model)
+                initial_masks = init_from(args.init_from, self.model, self.spec)
         self.pruner = build_pruner(args, self.model, sync=self.ddp)
         # a schedule of rounds trains longer than -e, which is then the length of a round
         self.total_epochs = self.pruner.total_epochs(args.epochs)
@@ -466,9 +470,12 @@ class Run:
         sizes = [f"{len(self.train_set)} train", f"{len(self.splits.test)} test"]
         if self.val_set is not None:
             sizes.append(f"{len(self.val_set)} val")
+        excluded = sum(p.numel() for p in self.pruner.excluded.values())
+        kept_dense = f" ({excluded:,} more excluded, kept dense)" if excluded else ""
         print(
             f"{args.model} on {args.dataset} ({' / '.join(sizes)}), {self.device}, "
-            f"{self.pruner.masks.num_total:,} prunable weights, criterion {args.prune_criterion}"
+            f"{self.pruner.masks.num_total:,} prunable weights{kept_dense}, "
+            f"criterion {args.prune_criterion}"
         )
         if self.pruner.schedule is not None:
             print(f"schedule: {self.pruner.describe()}")
@@ -604,7 +611,9 @@ class Run:
             final_sparsity=pruner.sparsity,
             **flops_summary(self.model, self.input_shape, masks),
             compact=compact_summary(self.model, self.input_shape, masks),
-            layer_sparsity=pruner.masks.layer_sparsity(),
+            # the tensors kept dense by --prune_exclude or --prune_include, at 0 like any dense one
+            layer_sparsity={**pruner.masks.layer_sparsity(), **dict.fromkeys(pruner.excluded, 0.0)},
+            excluded_layers=list(pruner.excluded),
             prune_events=[e.as_dict() for e in pruner.events],
             **({"rounds": rounds_of(history, pruner)} if pruner.round_ends() else {}),
             collapsed_layers=pruner.collapsed_layers(),
@@ -746,10 +755,22 @@ def resume_command(run_dir: Path, ddp: Distributed) -> str:
     return f"your torchrun command, with {target}"
 
 
-def init_from(path: str, model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """Load the weights of --init_from into `model`; returns the masks the file carries."""
+def init_from(path: str, model: nn.Module, spec: dict) -> dict[str, torch.Tensor] | None:
+    """Load the weights of --init_from into `model`, the network of `spec`; returns the masks the
+    file carries. A plain state dict for a timm: or torchvision: model is first fitted as its
+    library fits its published weights (models.external.foreign_state): a classifier for another
+    number of classes stays at its initialisation, as this says."""
     weights = read_weights(path, "--init_from")
+    fresh = []
+    if weights.spec is None and is_external(spec["name"]):
+        try:
+            weights.state_dict, fresh = foreign_state(model, spec, weights.state_dict)
+        except ValueError as error:
+            raise UserError(f"--init_from {path}: {error}") from None
     load_weights(model, weights, "--init_from")
+    if fresh:
+        print(f"--init_from {path}: its classifier is for another number of classes; "
+              f"{', '.join(fresh)} left at initialisation")  # fmt: skip
     if weights.masks is None:
         print(f"initialised from {path} ({weights.kind})")
     else:
@@ -761,13 +782,18 @@ def init_from(path: str, model: nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 def model_spec(args, splits) -> dict:
-    """What the model registry needs to rebuild the network: `build_model(**spec)`."""
-    return {
+    """What the model registry needs to rebuild the network: `build_model(**spec)`. Only a run
+    with --model_kwargs has a `model_kwargs` entry, so that the specs of other runs stay as they
+    were written before the option."""
+    spec = {
         "name": args.model,
         "num_classes": splits.num_classes,
         "in_channels": splits.in_channels,
         "image_size": splits.image_size,
     }
+    if args.model_kwargs:
+        spec["model_kwargs"] = keyword_arguments(args.model_kwargs)
+    return spec
 
 
 def save_model(path: Path, spec: dict, model: nn.Module, pruner: Pruner) -> None:

@@ -9,7 +9,9 @@ them (main.py's `--init_from PATH`).
   "state_dict", "pruned"}, whose `X_orig` and `X_mask` entries become `X = X_orig * X_mask`;
   sparse {"spec", "sparse", "dense"}, whose CSR tensors become dense again;
 - a plain state dict (name -> tensor), also wrapped as {"state_dict": ...}, and also with the
-  "module." that DataParallel and DistributedDataParallel put before every name;
+  "module." that DataParallel and DistributedDataParallel put before every name: a `.pth`,
+  `.pt` or `.bin` that torch.save wrote (torchvision's and timm's published weights), or a
+  `.safetensors` file (timm's hub format), told by its suffix;
 - a run directory: its model.pt, else its checkpoint.pt.
 
 Masks come from model.pt, checkpoints and the torch_prune and sparse exports; a sparse export
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from export.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
-from export.formats import read_torch_file, sparse_state
+from export.formats import read_torch_file, reading, sparse_state
 from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
 from utils.errors import UserError
 
@@ -57,7 +59,7 @@ def read_weights(path: str | Path, flag: str = "--init_from") -> Weights:
     # in a run directory, say which of its files is at fault
     inside = "" if file == given else f"{file.name}: "
     try:
-        weights = parse(read_torch_file(file), file)
+        weights = parse(read_tensors(file), file)
     except UserError as error:
         raise restated(error, f"{where}: {inside}", file) from error
     weights.source = str(path)
@@ -90,6 +92,21 @@ def restated(error: UserError, lead: str, file: Path) -> UserError:
     """`error` on one line that starts with `lead` in place of `file`, with which the
     repository's readers start theirs."""
     return UserError(lead + " ".join(str(error).removeprefix(f"{file}: ").split()))
+
+
+def read_tensors(file: Path) -> object:
+    """What `file` holds: a safetensors file's tensors by name, or what torch.load reads."""
+    if file.suffix != ".safetensors":
+        return read_torch_file(file)
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError(
+            f"{file}: reading .safetensors needs safetensors, which timm installs: "
+            "pip install safetensors"
+        ) from None
+    with reading(file):
+        return load_file(file, device="cpu")
 
 
 def weights_file(path: Path, where: str) -> Path:

@@ -3,9 +3,11 @@
 Maps command-line names to factories sharing one signature, so training and pruning code can
 build any network from (num_classes, in_channels, image_size). Every prunable layer is a plain
 nn.Conv2d or nn.Linear, which lets pruning code find them by type and key masks by parameter
-name.
+name. Beside these built-ins, `timm:NAME` and `torchvision:NAME` name any model of those
+libraries, built by models/external.py.
 """
 
+import difflib
 from collections.abc import Callable
 
 import torch
@@ -14,6 +16,15 @@ from torch import nn
 from utils.errors import UserError
 
 from .densenet import densenet121
+from .external import (
+    SOURCES,
+    PatchSizeError,
+    build_external,
+    check_name,
+    foreign_state,
+    is_external,
+    short_reason,
+)
 from .lenet import conv6, lenet5, lenet300
 from .resnet import resnet18
 from .vgg import vgg11, vgg13, vgg16, vgg19
@@ -32,12 +43,44 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(
-    name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    model_kwargs: dict | None = None,
+    pretrained: bool = False,
 ) -> nn.Module:
-    """Instantiate the registered model called ``name``."""
+    """Instantiate the network called `name`: a built-in of MODELS, or timm:NAME or
+    torchvision:NAME with `model_kwargs` for its constructor. `pretrained` (timm and torchvision
+    only) loads the library's published weights; it is not part of a spec, which describes the
+    network, not its initial weights."""
+    if is_external(name):
+        return build_external(name, num_classes, in_channels, image_size, model_kwargs, pretrained)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+        raise ValueError(unknown_model(name))
+    if model_kwargs:
+        raise ValueError(f"the built-in {name} takes no model_kwargs")
+    if pretrained:
+        raise ValueError("the built-in models have no pretrained weights")
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+
+
+def unknown_model(name: str) -> str:
+    close = difflib.get_close_matches(name, MODELS)
+    return (
+        f"unknown model {name!r}{f' (did you mean {close[0]}?)' if close else ''}; choose one of: "
+        f"{', '.join(sorted(MODELS))}, or {' or '.join(f'{p}:NAME' for p in SOURCES)} for any "
+        "model of those libraries (python -m models list [GLOB] lists the names)"
+    )
+
+
+def check_model_name(name: str) -> str:
+    """`name` when build_model knows it, else a ValueError that suggests close matches."""
+    if is_external(name):
+        check_name(name)
+    elif name not in MODELS:
+        raise ValueError(unknown_model(name))
+    return name
 
 
 def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
@@ -47,7 +90,8 @@ def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(0, in_channels, side, side))
-    except (RuntimeError, ValueError) as error:
+    # timm's shape checks are assertions
+    except (RuntimeError, ValueError, AssertionError) as error:
         return " ".join(str(error).split()) or type(error).__name__
     finally:
         model.train(was_training)
@@ -55,15 +99,48 @@ def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
 
 
 def check_input_size(spec: dict) -> None:
-    """Raise UserError when the network of `spec` cannot take its images. The network is built on
-    the meta device and given uninitialised memory, so no random number is drawn and the real
-    network's initial weights are unaffected."""
+    """Raise UserError when the network of `spec` cannot be built or cannot take its images.
+    The network is built on the meta device and given uninitialised memory, so no random number
+    is drawn and the real network's initial weights are unaffected."""
     side = spec.get("image_size", 32)
-    with torch.device("meta"):
-        model = build_model(**spec)
+    cannot = f"-m {spec['name']} cannot take {side}x{side} images"
+    try:
+        with torch.device("meta"):
+            model = build_model(**spec)
+    except PatchSizeError as error:
+        raise UserError(f"{cannot}: {error}; {patch_advice(error)}") from None
+    except UserError:
+        raise
+    except Exception as error:  # a library's constructor refusing --model_kwargs: KeyError, ...
+        kwargs = spec.get("model_kwargs") or {}
+        given = "".join(f" {key}={value!r}" for key, value in kwargs.items())
+        given = f" --model_kwargs{given}" if given else ""
+        raise UserError(
+            f"-m {spec['name']}{given} cannot be built: {short_reason(error)}"
+        ) from None
     problem = input_problem(model.to_empty(device="cpu"), spec.get("in_channels", 3), side)
     if problem:
-        raise UserError(f"-m {spec['name']} cannot take {side}x{side} images: {problem}")
+        raise UserError(f"{cannot}: {problem}")
 
 
-__all__ = ["MODELS", "build_model", "check_input_size", "input_problem"]
+def patch_advice(error: PatchSizeError) -> str:
+    """Which image sizes a vision transformer takes, and how to change its patches instead."""
+    patch, side = error.patch, error.side
+    fitting = [n for n in range(1, side + 1) if side % n == 0]
+    return (
+        f"it takes sides that are multiples of {patch}; give it --model_kwargs patch_size=N with "
+        f"N dividing {side} ({', '.join(map(str, fitting))}), or, with -d synthetic, an "
+        f"--image_size that is a multiple of {patch}"
+    )
+
+
+__all__ = [
+    "MODELS",
+    "SOURCES",
+    "build_model",
+    "check_input_size",
+    "check_model_name",
+    "foreign_state",
+    "input_problem",
+    "is_external",
+]

@@ -1,0 +1,207 @@
+"""Models by name from timm and torchvision (-m timm:NAME, -m torchvision:NAME): built for the
+run's classes, channels and image size, shaped by --model_kwargs, trained and resumed by main.py,
+started from a state dict those libraries saved (--init_from), and every mistake one line. No
+test reaches a hub: timm's is offline with an empty cache, torchvision's download is refused as
+it is without a network."""
+
+import sys
+import urllib.error
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+import cli
+import main
+import models.__main__ as listing
+from models import build_model, check_input_size
+from tests.support.runs import assert_one_error_line, only_run_dir, quick, summary
+from utils.checkpoint import CHECKPOINT
+
+TIMM_VIT = ["-m", "timm:vit_tiny_patch16_224", "--model_kwargs", "patch_size=4", "depth=2"]
+TORCHVISION_VIT = ["-m", "torchvision:vit_b_16", "--model_kwargs", "patch_size=2",
+                   "num_layers=2", "num_heads=2", "hidden_dim=32", "mlp_dim=64"]  # fmt: skip
+# one epoch of two batches on digits (1x32x32, 10 classes)
+SHORT = ["-d", "digits", "-e", "1", "--limit_batches", "2"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("timm:resnet18", None),
+        ("timm:vit_tiny_patch16_224", {"patch_size": 4, "depth": 2}),
+        ("torchvision:resnet18", None),
+        ("torchvision:vit_b_16", {"patch_size": 4, "num_layers": 1, "num_heads": 2,
+                                  "hidden_dim": 16, "mlp_dim": 32}),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_a_network_for_the_runs_classes_channels_and_images(name, kwargs, in_channels):
+    spec = {"name": name, "num_classes": 7, "in_channels": in_channels, "image_size": 16}
+    if kwargs:
+        spec["model_kwargs"] = kwargs
+    check_input_size(spec)
+    model = build_model(**spec)
+    assert model(torch.randn(2, in_channels, 16, 16)).shape == (2, 7)
+
+
+def test_model_kwargs_shape_torchvisions_vit():
+    reduced = build_model("torchvision:vit_b_16", 10, 1, 8, {"patch_size": 2, "num_layers": 2,
+                          "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64})  # fmt: skip
+    assert (reduced.patch_size, reduced.hidden_dim, len(reduced.encoder.layers)) == (2, 32, 2)
+    assert reduced.conv_proj.in_channels == 1
+
+
+def test_model_kwargs_are_literals_kept_in_a_canonical_spelling():
+    given = ["drop_rate=0.1", "act_layer=gelu", "global_pool='avg'", "img=(8, 8)"]
+    args = cli.parse_args(["-m", "timm:resnet18", "--model_kwargs", *given])
+    # sorted, so that the same arguments in another order are the same run on resume
+    assert args.model_kwargs == ["act_layer='gelu'", "drop_rate=0.1", "global_pool='avg'",
+                                 "img=(8, 8)"]  # fmt: skip
+    assert cli.keyword_arguments(args.model_kwargs) == {
+        "act_layer": "gelu", "drop_rate": 0.1, "global_pool": "avg", "img": (8, 8)
+    }  # fmt: skip
+
+
+def test_a_timm_vit_trains_saves_and_resumes_as_the_same_network(tmp_path, capsys):
+    run_dir = tmp_path / "vit"
+    argv = quick(tmp_path, *TIMM_VIT, *SHORT, "--save_model", "--run_dir", str(run_dir))
+    assert main.main(argv) == 0
+    spec = torch.load(run_dir / "model.pt", weights_only=True)["spec"]
+    assert spec["model_kwargs"] == {"depth": 2, "patch_size": 4}
+    assert len(build_model(**spec).blocks) == 2
+    # a plain --resume rebuilds the same network from config.json's options
+    assert main.main(["--resume", str(run_dir), "-e", "2", "--num_workers", "0", "--quiet"]) == 0
+    assert summary(run_dir)["status"] == "completed"
+    assert torch.load(run_dir / CHECKPOINT, weights_only=True)["model_spec"] == spec
+    capsys.readouterr()
+    # and refuses another one, like another -m
+    other = ["--resume", str(run_dir), "--model_kwargs", "patch_size=8", "depth=2"]
+    assert main.main(other) == 2
+    assert_one_error_line(capsys, "that run has --model_kwargs depth=2 patch_size=4")
+
+
+def test_a_shape_reduced_torchvision_vit_trains(tmp_path):
+    assert main.main(quick(tmp_path, *TORCHVISION_VIT, *SHORT)) == 0
+    run = summary(only_run_dir(tmp_path / "runs"))
+    assert run["status"] == "completed" and run["model"] == "torchvision:vit_b_16"
+
+
+def test_a_built_in_spec_is_as_before_model_kwargs():
+    splits = SimpleNamespace(num_classes=10, in_channels=1, image_size=32)
+    spec = main.model_spec(cli.parse_args(["-m", "lenet5"]), splits)
+    assert spec == {"name": "lenet5", "num_classes": 10, "in_channels": 1, "image_size": 32}
+
+
+# a command line -> what its one error line names
+MISTAKES = [
+    (["-m", "timm:vit_tiny_patch16_224", "--model_kwargs", "patch_size=5", "depth=1"],
+     ["patch size 5", "32x32", "--model_kwargs patch_size=N", "1, 2, 4, 8, 16, 32",
+      "--image_size"]),
+    (["-m", "torchvision:vit_b_16", "-d", "synthetic", "--image_size", "24"],
+     ["patch size 16", "24x24", "--model_kwargs patch_size=N", "a multiple of 16"]),
+    (["-m", "timm:vit_tiny_patch16"], ["timm:vit_tiny_patch16_224", "python -m models list"]),
+    (["-m", "alexnet"], ["unknown model 'alexnet'", "timm:NAME", "python -m models list"]),
+    (["-m", "timm:resnet18", "--model_kwargs", "no_such_argument=1"], ["no_such_argument"]),
+    (["-m", "timm:resnet18", "--model_kwargs", "in_chans=3"], ["in_chans", "dataset"]),
+    (["-m", "timm:resnet18", "--model_kwargs", "depth"], ["not KEY=VALUE"]),
+    (["-m", "lenet5", "--model_kwargs", "depth=2"], ["built-in", "--model_kwargs"]),
+    (["-m", "lenet5", "--pretrained"], ["built-in", "no pretrained weights"]),
+    (["-m", "timm:resnet18", "--pretrained", "--init_from", "x.pth"], ["give one"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "names"), MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_mistakes_are_one_line(tmp_path, capsys, argv, names):
+    assert main.main(quick(tmp_path, *argv, "-e", "1")) == 2
+    assert_one_error_line(capsys, *names)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
+def test_pretrained_weights_out_of_reach_are_one_line_that_points_to_init_from(
+    tmp_path, capsys, name
+):
+    assert main.main(quick(tmp_path, "-m", name, *SHORT, "--pretrained")) == 2
+    assert_one_error_line(capsys, "--pretrained", name, "could not be downloaded", "--init_from")
+
+
+def test_without_timm_the_line_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm fails
+    assert main.main(quick(tmp_path, "-m", "timm:resnet18", *SHORT)) == 2
+    assert_one_error_line(capsys, "pip install timm==1.0.31")
+
+
+def test_init_from_timms_state_dict_for_1000_classes_of_rgb_images(tmp_path, capsys):
+    published = timm.create_model("resnet18")  # 1,000 classes, 3 channels
+    torch.save(published.state_dict(), tmp_path / "resnet18.pth")
+    spec = {"name": "timm:resnet18", "num_classes": 10, "in_channels": 1, "image_size": 32}
+    model = build_model(**spec)
+    fresh_fc = model.fc.weight.clone()
+    main.init_from(str(tmp_path / "resnet18.pth"), model, spec)
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.endswith("fc.weight, fc.bias left at initialisation")
+    # timm's adapt_input_conv: the RGB filters summed for one channel
+    assert torch.equal(model.conv1.weight, published.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(model.layer4[1].conv2.weight, published.layer4[1].conv2.weight)
+    assert torch.equal(model.fc.weight, fresh_fc)
+
+
+def test_init_from_a_safetensors_file_resamples_a_vits_position_embedding(tmp_path, capsys):
+    # timm's hub format, for 224x224 images and 1,000 classes: 56x56 patches of 4 pixels
+    published = timm.create_model("vit_tiny_patch16_224", patch_size=4, depth=2)
+    save_file(published.state_dict(), tmp_path / "model.safetensors")
+    argv = quick(tmp_path, *TIMM_VIT, *SHORT, "--init_from", str(tmp_path / "model.safetensors"))
+    assert main.main([*argv, "--prune_criterion", "none", "--save_model"]) == 0
+    out = capsys.readouterr().out
+    assert "head.weight, head.bias left at initialisation" in out
+    assert "(state dict)" in out
+    spec = torch.load(only_run_dir(tmp_path / "runs") / "model.pt", weights_only=True)["spec"]
+    assert build_model(**spec).pos_embed.shape == (1, 1 + 8 * 8, 192)
+
+
+def test_init_from_torchvisions_state_dict_adapts_the_first_convolution(tmp_path, capsys):
+    published = torchvision.models.resnet18()
+    torch.save(published.state_dict(), tmp_path / "resnet18.pth")
+    spec = {"name": "torchvision:resnet18", "num_classes": 10, "in_channels": 1, "image_size": 32}
+    model = build_model(**spec)
+    main.init_from(str(tmp_path / "resnet18.pth"), model, spec)
+    assert "fc.weight, fc.bias left at initialisation" in capsys.readouterr().out
+    assert torch.equal(model.conv1.weight, published.conv1.weight.sum(dim=1, keepdim=True))
+
+
+def test_init_from_a_state_dict_of_another_depth_is_one_line(tmp_path, capsys):
+    torch.save(timm.create_model("vit_tiny_patch16_224", patch_size=4, depth=3).state_dict(),
+               tmp_path / "deeper.pth")  # fmt: skip
+    argv = quick(tmp_path, *TIMM_VIT, *SHORT, "--init_from", str(tmp_path / "deeper.pth"))
+    assert main.main(argv) == 2
+    assert_one_error_line(capsys, "--init_from", "another network", "blocks.2")
+
+
+def test_list_names_matching_a_glob(capsys):
+    assert listing.main(["list", "vit_tiny*"]) == 0
+    names = capsys.readouterr().out.splitlines()
+    assert "timm:vit_tiny_patch16_224" in names
+    assert all(name.startswith("timm:vit_tiny") for name in names)
+    assert listing.main(["list", "torchvision:vit_b*"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["torchvision:vit_b_16", "torchvision:vit_b_32"]
+    assert listing.main(["list", "vgg1?"]) == 0
+    names = capsys.readouterr().out.splitlines()
+    assert names[:5] == ["vgg11", "vgg13", "vgg16", "vgg19", "timm:vgg11"]  # the built-ins first
