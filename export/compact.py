@@ -29,14 +29,17 @@ this repository.
 
 import copy
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.conv import _ConvNd
 
-# modules and functions that act on each channel alone, so that a constant channel stays constant
-# and keeps its place; the pools are safe only without padding that averages zeros in
+from pruning.prunable import prunable_parameters
+
+# modules and functions that act on each element alone, so that a constant channel stays constant
+# and keeps its place, whichever dimension holds the channels
 PER_CHANNEL_MODULES = (
     nn.ReLU,
     nn.ReLU6,
@@ -49,9 +52,6 @@ PER_CHANNEL_MODULES = (
     nn.Hardswish,
     nn.Dropout,
     nn.Identity,
-    nn.MaxPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
 )
 PER_CHANNEL_FUNCTIONS = {
     F.relu,
@@ -62,19 +62,24 @@ PER_CHANNEL_FUNCTIONS = {
     torch.sigmoid,
     torch.tanh,
     F.dropout,
-    F.max_pool2d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d,
 }
 PER_CHANNEL_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+# pooling over the spatial dimensions of (N, C, H, W): per channel only where C is dim 1, and
+# average pools only without padding that averages zeros in (checked where they are met)
+POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+POOL_FUNCTIONS = {F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 ADDITIONS = {operator.add, operator.iadd, torch.add}
 # how much the compacted network may differ from the masked one before compaction refuses it
 SELF_CHECK_TOLERANCE = 1e-4
 
 
+class NotCompactable(ValueError):
+    """A network compaction cannot read: one line that says why, starting with "compact:"."""
+
+
 @dataclass
 class CompactReport:
-    """What compaction did: the sizes before and after."""
+    """What compaction did: the sizes before and after, and the prunable layers it left whole."""
 
     params_before: int = 0
     params_after: int = 0
@@ -82,14 +87,21 @@ class CompactReport:
     channels_after: int = 0
     fixed_size: bool = False  # a fold became a bias map: exact only at the traced image size
     max_difference: float = 0.0  # |compact - masked| on the check batch, relative to its scale
+    # "layer (why)" for each prunable layer of a kind compaction does not cut: it stays at its
+    # full size with the masks applied (nn.MultiheadAttention, grouped and depthwise
+    # convolutions, convolutions of other dimensions than 2)
+    not_compacted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        # only where there is one: the paper's networks' summaries stay as they were
+        left = {"not_compacted": self.not_compacted} if self.not_compacted else {}
         return {
             "params_before": self.params_before,
             "params_after": self.params_after,
             "channels_before": self.channels_before,
             "channels_after": self.channels_after,
             "fixed_image_size": self.fixed_size,
+            **left,
         }
 
 
@@ -134,9 +146,11 @@ def zero_padded(module: nn.Module) -> bool:
 
 
 class Analysis:
-    """For every node of the traced network whose value has channels (dim 1 of a batch-first
-    tensor): which identity each channel has, and whether it is a constant that does not
-    depend on the input."""
+    """For every node of the traced network whose value has channels: which identity each
+    channel has, and whether it is a constant that does not depend on the input. The channels
+    are along one dimension of the value, `axis`: dim 1 of what a convolution makes (N, C, H, W),
+    the last one of what a linear layer makes, which may be (N, features), tokens (N, T,
+    features) or channels-last pixels (N, H, W, features)."""
 
     def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, object]):
         self.gm = gm
@@ -145,8 +159,11 @@ class Analysis:
         self.sets = UnionFind()
         self.ids: dict[fx.Node, torch.Tensor] = {}
         self.const: dict[fx.Node, torch.Tensor] = {}
+        self.axis: dict[fx.Node, int] = {}
         self.pinned: set[int] = set()
         self.layers: list[fx.Node] = []  # the conv and linear nodes, which read and make channels
+        # each layer's input channels (identities and constants) along the dimension it reads
+        self.inputs: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
         for node in gm.graph.nodes:
             self.visit(node)
         self.roots = self.sets.roots()
@@ -161,16 +178,24 @@ class Analysis:
             flat += arg if isinstance(arg, (list, tuple)) else [arg]
         return [a for a in flat if isinstance(a, fx.Node) and a in self.ids]
 
-    def fresh(self, node: fx.Node, const: torch.Tensor | None = None, pin: bool = False) -> None:
-        count = self.values[node].shape[1]
+    def fresh(
+        self, node: fx.Node, const: torch.Tensor | None = None, pin: bool = False, axis: int = 1
+    ) -> None:
+        count = self.values[node].shape[axis]
         self.ids[node] = self.sets.fresh(count)
         self.const[node] = torch.zeros(count, dtype=torch.bool) if const is None else const
+        self.axis[node] = axis
         if pin:
             self.pinned.update(self.ids[node].tolist())
 
     def same(self, node: fx.Node, source: fx.Node, const: torch.Tensor | None = None) -> None:
         self.ids[node] = self.ids[source]
         self.const[node] = self.const[source] if const is None else const
+        self.axis[node] = self.axis[source]
+
+    def channels_first(self, node: fx.Node | None) -> bool:
+        """Whether `node` has channels along dim 1, as BatchNorm and pooling need them."""
+        return node in self.ids and self.axis[node] == 1
 
     def unknown(self, node: fx.Node) -> None:
         """An operation this analysis does not model: what it reads stays, and what it makes is
@@ -194,9 +219,9 @@ class Analysis:
             return
         module = self.module(node)
         source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and source in self.ids:
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and is_tensor(self.values.get(source)):
             self.layer(node, module, source)
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and source in self.ids:
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and self.channels_first(source):
             scale_zero = (
                 module.weight.detach() == 0
                 if module.affine
@@ -206,9 +231,7 @@ class Analysis:
         elif self.per_channel(node, module) and source in self.ids:
             self.same(node, source)
         elif self.flattens(node) and source in self.ids:
-            spatial = self.values[source][0, 0].numel()
-            self.ids[node] = self.ids[source].repeat_interleave(spatial)
-            self.const[node] = self.const[source].repeat_interleave(spatial)
+            self.flatten(node, source)
         elif node.op == "call_function" and node.target in ADDITIONS:
             self.addition(node)
         elif node.op == "call_function" and node.target is torch.cat:
@@ -217,16 +240,26 @@ class Analysis:
             self.unknown(node)
 
     def per_channel(self, node: fx.Node, module: nn.Module | None) -> bool:
+        if self.pools(node, module):
+            return self.channels_first(node.args[0])
         if module is not None:
-            return isinstance(module, PER_CHANNEL_MODULES) or (
-                isinstance(module, nn.AvgPool2d) and not any_padding(module.padding)
-            )
+            return isinstance(module, PER_CHANNEL_MODULES)
         if node.op == "call_function":
-            if node.target is F.avg_pool2d:
-                padding = node.kwargs.get("padding", node.args[3] if len(node.args) > 3 else 0)
-                return not any_padding(padding)
             return node.target in PER_CHANNEL_FUNCTIONS
         return node.op == "call_method" and node.target in PER_CHANNEL_METHODS
+
+    def pools(self, node: fx.Node, module: nn.Module | None) -> bool:
+        """A pooling over H and W that keeps each channel apart."""
+        if module is not None:
+            return isinstance(module, POOL_MODULES) or (
+                isinstance(module, nn.AvgPool2d) and not any_padding(module.padding)
+            )
+        if node.op != "call_function":
+            return False
+        if node.target is F.avg_pool2d:
+            padding = node.kwargs.get("padding", node.args[3] if len(node.args) > 3 else 0)
+            return not any_padding(padding)
+        return node.target in POOL_FUNCTIONS
 
     def flattens(self, node: fx.Node) -> bool:
         """A flatten of (N, C, H, W) into (N, C*H*W), as a module, function or method."""
@@ -243,6 +276,16 @@ class Analysis:
         source = self.values[node.args[0]]
         return start == 1 and end in (-1, source.dim() - 1) and self.values[node].dim() == 2
 
+    def flatten(self, node: fx.Node, source: fx.Node) -> None:
+        """(N, ...) into (N, features): each channel becomes the features at its positions, in
+        the order flattening lays them out (C x H x W channel by channel for (N, C, H, W))."""
+        shape = self.values[source].shape[1:]
+        along = [1] * len(shape)
+        along[self.axis[source] - 1] = -1
+        self.ids[node] = self.ids[source].view(along).expand(shape).flatten()
+        self.const[node] = self.const[source].view(along).expand(shape).flatten()
+        self.axis[node] = 1
+
     def layer(self, node: fx.Node, module: nn.Conv2d | nn.Linear, source: fx.Node) -> None:
         value_in = self.values[source]
         if isinstance(module, nn.Conv2d) and (
@@ -250,16 +293,30 @@ class Analysis:
         ):
             self.unknown(node)
             return
-        if isinstance(module, nn.Linear) and value_in.dim() != 2:
-            self.unknown(node)
-            return
+        # a convolution reads dim 1; a linear layer its last one, whatever comes before
+        axis_in = 1 if isinstance(module, nn.Conv2d) else value_in.dim() - 1
+        ids_in, const_in = self.read(source, axis_in)
         live = reads(module.weight.detach())
         # an output with no nonzero weight is its bias; one that reads only constants is constant
         # too, unless padding mixes zeros in at the borders
-        reads_varying = live if zero_padded(module) else live & ~self.const[source]
+        reads_varying = live if zero_padded(module) else live & ~const_in
         const = ~reads_varying.any(1)
-        self.fresh(node, const)
+        self.fresh(node, const, axis=1 if isinstance(module, nn.Conv2d) else value_in.dim() - 1)
+        self.inputs[node] = (ids_in, const_in)
         self.layers.append(node)
+
+    def read(self, source: fx.Node, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The channels a layer reads from `source` along `axis`: those known there, or, where
+        `source` has none there (its channels are along another dimension, or it has none),
+        new ones that stay, as everything it holds does."""
+        if source in self.ids and self.axis[source] == axis:
+            return self.ids[source], self.const[source]
+        if source in self.ids:
+            self.pinned.update(self.ids[source].tolist())
+        count = self.values[source].shape[axis]
+        ids = self.sets.fresh(count)
+        self.pinned.update(ids.tolist())
+        return ids, torch.zeros(count, dtype=torch.bool)
 
     def addition(self, node: fx.Node) -> None:
         operands = [a for a in node.args if isinstance(a, fx.Node)]
@@ -267,7 +324,9 @@ class Analysis:
             self.unknown(node)
             return
         shapes = {tuple(self.values[a].shape) for a in operands} | {tuple(self.values[node].shape)}
-        if len(shapes) != 1:  # broadcasting: channels do not meet one to one
+        axes = {self.axis[a] for a in operands}
+        # broadcasting, or channels along different dimensions: they do not meet one to one
+        if len(shapes) != 1 or len(axes) != 1:
             self.unknown(node)
             return
         first, *others = operands
@@ -281,14 +340,22 @@ class Analysis:
     def concatenation(self, node: fx.Node) -> None:
         parts = node.args[0]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        if dim not in (1, 1 - self.values[node].dim()) or any(p not in self.ids for p in parts):
+        if not isinstance(dim, int) or any(p not in self.ids for p in parts):
+            self.unknown(node)
+            return
+        dim %= self.values[node].dim()
+        if any(self.axis[p] != dim for p in parts):  # joined along another dimension
             self.unknown(node)
             return
         self.ids[node] = torch.cat([self.ids[p] for p in parts])
         self.const[node] = torch.cat([self.const[p] for p in parts])
+        self.axis[node] = dim
 
     def root_of(self, node: fx.Node) -> torch.Tensor:
         return self.roots[self.ids[node]]
+
+    def input_roots(self, layer: fx.Node) -> torch.Tensor:
+        return self.roots[self.inputs[layer][0]]
 
 
 def any_padding(padding) -> bool:
@@ -308,19 +375,18 @@ def removable_groups(analysis: Analysis) -> set[int]:
     while True:
         blocked = torch.zeros(len(roots), dtype=torch.bool)
         for node, weight in layers:
-            source = node.args[0]
             staying = ~removed[analysis.root_of(node)]
-            needed = reads(weight[staying]).any(0) & ~analysis.const[source]
-            blocked[analysis.root_of(source)[needed]] = True
+            needed = reads(weight[staying]).any(0) & ~analysis.inputs[node][1]
+            blocked[analysis.input_roots(node)[needed]] = True
         now = candidates & ~blocked
         if torch.equal(now, removed):
             return set(torch.nonzero(removed).flatten().tolist())
         removed = now
 
 
-def constant_of(values: torch.Tensor, channel: int) -> float:
+def constant_of(values: torch.Tensor, channel: int, axis: int) -> float:
     """The value a constant channel holds; it must be the same at every position and input."""
-    column = values[:, channel]
+    column = values.select(axis, channel)
     high, low = column.amax().item(), column.amin().item()
     # vectorised and scalar code paths may round the same constant differently in the last bit
     if high - low > 1e-6 * max(abs(high), abs(low), 1e-30):
@@ -338,6 +404,7 @@ class Rewriter:
         gone = torch.zeros(len(analysis.roots), dtype=torch.bool)
         gone[list(removed)] = True
         self.keep = {node: ~gone[analysis.root_of(node)] for node in analysis.ids}
+        self.keep_in = {node: ~gone[analysis.input_roots(node)] for node in analysis.layers}
         self.report = CompactReport()
         self.batch_source = next(n for n in gm.graph.nodes if n.op == "placeholder")
         self.buffers = 0
@@ -379,13 +446,12 @@ class Rewriter:
         return self.gm.graph.get_attr(name)
 
     def layer(self, node: fx.Node, module: nn.Conv2d | nn.Linear) -> None:
-        source = node.args[0]
-        keep_out, keep_in = self.keep[node], self.keep[source]
+        keep_out, keep_in = self.keep[node], self.keep_in[node]
         if not keep_out.any():
             return  # nothing reads it any more: dead code once its readers are rewritten
         weight = module.weight.detach()[keep_out]
         bias = module.bias.detach()[keep_out] if module.bias is not None else None
-        fold = self.fold(module, weight, source, keep_in)
+        fold = self.fold(node, module, weight, keep_in)
         if not keep_in.any():
             # nothing of the input is left: the output is the fold alone, the same for any input
             self.constant_output(node, keep_out)
@@ -407,20 +473,23 @@ class Rewriter:
 
     def alias(self, new: fx.Node, old: fx.Node) -> None:
         """`new` now stands where `old` stood: later layers look up what was known of `old`."""
-        for table in (self.keep, self.values, self.analysis.ids, self.analysis.const):
+        analysis = self.analysis
+        for table in (self.keep, self.values, analysis.ids, analysis.const, analysis.axis):
             table[new] = table[old]
 
-    def fold(self, module, weight, source: fx.Node, keep_in: torch.Tensor) -> torch.Tensor | None:
+    def fold(self, node: fx.Node, module, weight, keep_in: torch.Tensor) -> torch.Tensor | None:
         """What the removed constant inputs add to each output that stays: a bias per output, or
         a (out, H, W) map where zero padding makes it vary near the borders; None for nothing."""
-        const = self.analysis.const[source] & ~keep_in
+        const = self.analysis.inputs[node][1] & ~keep_in
         channels = torch.nonzero(const & reads(weight).any(0))
         if channels.numel() == 0:
             return None
-        values = self.values[source]
+        # an input with a constant is one whose channels the analysis knows along this axis
+        source = node.args[0]
+        values, axis = self.values[source], self.analysis.axis[source]
         scale = torch.zeros(weight.shape[1], dtype=weight.dtype)
         for channel in channels.flatten().tolist():
-            scale[channel] = constant_of(values, channel)
+            scale[channel] = constant_of(values, channel, axis)
         if not scale.any():  # constants of zero, such as a ReLU of a negative shift
             return None
         if isinstance(module, nn.Linear):
@@ -457,8 +526,9 @@ class Rewriter:
         """Replace a layer that reads nothing any more by its output, which is the same for any
         input: one example of it, as the traced batch computed it, that broadcasting or
         `batch_wide` widens to the batch."""
-        value = self.values[node][:1, keep_out].clone()
-        if value.dim() == 4:
+        axis = self.analysis.axis[node]
+        value = self.values[node][:1].index_select(axis, torch.nonzero(keep_out).flatten())
+        if value.dim() > 2:  # a map over positions, or tokens: their number is the traced one
             self.report.fixed_size = True
         with self.gm.graph.inserting_before(node):
             constant = self.buffer(value)
@@ -527,7 +597,11 @@ def parameter_count(module: nn.Module) -> int:
 
 def channel_count(module: nn.Module) -> int:
     """Outputs of all conv and linear layers: channels and neurons."""
-    return sum(m.weight.shape[0] for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return sum(
+        m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        for m in module.modules()
+        if isinstance(m, (nn.Linear, _ConvNd))
+    )
 
 
 def tensor_bytes(module: nn.Module) -> int:
@@ -546,18 +620,33 @@ def compact(
     """The compacted copy of `model` (left untouched) for inputs of `input_shape` (C, H, W), in
     eval mode, with `masks` (parameter name -> bool, True = live) applied first; and what
     compaction did. Its outputs equal the masked network's up to rounding; this is checked on
-    a random batch before it is returned."""
+    a random batch before it is returned. NotCompactable, one line, for a network torch.fx
+    cannot trace or whose output is not one tensor."""
     model = copy.deepcopy(model).cpu().float().eval()
     parameters = dict(model.named_parameters())
     for name, mask in (masks or {}).items():
         parameters[name].mul_(mask.to(parameters[name].device))
-    gm = fx.symbolic_trace(model)
+    gm = traced(model)
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(2, *input_shape, generator=generator)
     values = record_values(gm, example)
+    (output,) = (node for node in gm.graph.nodes if node.op == "output")
+    answer = values[output.args[0]] if isinstance(output.args[0], fx.Node) else output.args[0]
+    if not isinstance(answer, torch.Tensor):
+        raise NotCompactable(
+            f"compact: {type(model).__name__} answers a {type(answer).__name__}, not one tensor; "
+            "compaction checks its work on one output tensor"
+        )
     analysis = Analysis(gm, values)
     removed = removable_groups(analysis)
+    leaves = {node.target for node in gm.graph.nodes if node.op == "call_module"}
+    cut = {node.target for node in analysis.layers}
+    # the weight matrices pruned: biases, BatchNorm scales and what prune_include adds are cut
+    # with their layers or are no layer's
+    names = [n for n in prunable_parameters(model) if masks is None or n in masks]
+    whole = whole_layers(model, names, leaves, cut)
     report = Rewriter(gm, analysis, removed).run()
+    report.not_compacted = whole
     report.params_before = parameter_count(model)
     report.params_after = parameter_count(gm)
     report.channels_before, report.channels_after = channel_count(model), channel_count(gm)
@@ -580,6 +669,51 @@ def compact(
     return gm.eval(), report
 
 
+def traced(model: nn.Module) -> fx.GraphModule:
+    """`model` as torch.fx reads it, or NotCompactable saying why it cannot."""
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as error:  # control flow on tensors, unsupported calls: any of them
+        why = " ".join(str(error).split()) or type(error).__name__
+        raise NotCompactable(
+            f"compact: torch.fx cannot trace {type(model).__name__} ({why[:200]}); --to dense, "
+            "torch_prune or sparse export it without compaction"
+        ) from error
+
+
+def uncut(module: nn.Module) -> str:
+    """What kind of layer compaction leaves whole, in a few words."""
+    kind = type(module).__name__
+    kind = f"nn.{kind}" if type(module).__module__.startswith("torch.nn") else kind
+    if isinstance(module, nn.Conv2d) and module.groups > 1:
+        if module.groups == module.in_channels:
+            return f"depthwise {kind}"
+        return f"{kind} with groups={module.groups}"
+    if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+        return f"{kind} with padding_mode={module.padding_mode!r}"
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        return f"{kind} whose input has no channels to follow"
+    return kind
+
+
+def whole_layers(model: nn.Module, names, leaves: set[str], cut: set[str]) -> list[str]:
+    """Each layer holding one of the tensors `names` that compaction leaves at its full size,
+    as "layer (why)": a layer of the traced graph (`leaves`) it does not cut, or a layer torch.fx
+    traced into functions. The layers it cuts are `cut`."""
+    modules = dict(model.named_modules())
+    whole: dict[str, str] = {}
+    for name in names:
+        path = name.rpartition(".")[0]
+        parts = path.split(".") if path else []
+        prefixes = [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+        holder = next((prefix for prefix in prefixes if prefix in leaves), None)
+        if holder is None:  # torch.fx went into it: its weights are read by functions
+            whole[path] = f"{uncut(modules[path])}, traced into functions"
+        elif holder not in cut:
+            whole[holder] = uncut(modules[holder])
+    return [f"{path or 'the network'} ({why})" for path, why in whole.items()]
+
+
 def record_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, object]:
     """Every node's value on `example`."""
     values: dict[fx.Node, object] = {}
@@ -598,10 +732,13 @@ def record_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, ob
 def compact_summary(
     model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor]
 ) -> dict:
-    """A run's "compact" entry: the compacted network's parameters, bytes and channels, or why
-    it could not be made (a network torch.fx cannot trace); the run's results stand either way."""
+    """A run's "compact" entry: the compacted network's parameters, bytes and channels (and the
+    prunable layers left whole, where there are any), or {"not_compacted": why} where it cannot
+    be made (a network torch.fx cannot trace); the run's results stand either way."""
     try:
         gm, report = compact(model, input_shape, masks)
-    except Exception as error:
-        return {"error": f"{type(error).__name__}: {' '.join(str(error).split())}"}
+    except NotCompactable as error:
+        return {"not_compacted": str(error)}
+    except Exception as error:  # a bug of compaction must not cost the run its summary
+        return {"not_compacted": f"compact: {type(error).__name__}: {' '.join(str(error).split())}"}
     return {**report.as_dict(), "bytes": tensor_bytes(gm)}

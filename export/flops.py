@@ -1,32 +1,112 @@
-"""Multiply-accumulates (MACs) of a network's convolutions and linear layers, dense and with only
-the live weights of its masks: the compute saving pruning buys in theory.
+"""Multiply-accumulates (MACs) of a network's prunable weight matrices, dense and with only the
+live weights of its masks: the compute saving pruning buys in theory.
 
-Each weight of a conv is used once per output position, each weight of a linear layer once per
-input row, so a layer's MACs are (weights) x (output positions); with masks, only live weights
-count. Biases, normalisation and activations are left out, as is usual for pruning papers.
+A weight is used once for every position its layer slides over, so a layer's MACs are the sum
+over its weights of their uses, and with masks only live weights count:
+
+- a linear layer uses each weight once per row of its input: once per input for (batch, in),
+  once per token for (batch, tokens, in), once per pixel for channels-last (batch, H, W, in);
+- a convolution of any dimension uses each weight once per output position, grouped and
+  depthwise ones included: output elements x (in_channels / groups) x kernel size in all; a
+  transposed convolution once per input position;
+- nn.MultiheadAttention's packed input projection (`in_proj_weight`, 3E x E) uses its query rows
+  once per query token and its key and value rows once per key and value token (tokens x 3E x E
+  in self-attention); separate `q_proj_weight`, `k_proj_weight` and `v_proj_weight` likewise. Its
+  `out_proj` is an nn.Linear, counted once per query token.
+
+Biases, normalisation, activations and attention's own products (queries with keys, weights
+with values) are left out, as is usual for pruning papers. Results are keyed by the prunable
+parameter's name, as `pruning.prunable_parameters` and the masks name it; a tensor of a layer
+counted here that is shared by several layers is counted once per use. Tensors of layers not
+listed above (a layer of one's own that declares `prunable_weights`, or an embedding added by
+`prune_include`) are left out, not guessed at.
 """
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-LAYERS = (nn.Conv2d, nn.Linear)
+from pruning import prunable_parameters
+
+# uses of each weight of a tensor: one count for all of them, or a tensor that broadcasts to the
+# weight's shape where its parts are used unequally often (attention's projections)
+Uses = int | torch.Tensor
 
 
-def uses_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Parameter name of each conv / linear weight -> how often one forward pass of one input of
-    `input_shape` (C, H, W) uses each of its weights."""
-    uses: dict[str, int] = {}
-    names = {module: name for name, module in model.named_modules()}
+def rows(tensor: object, width: int) -> int | None:
+    """How many vectors of `width` `tensor` holds, whatever its layout (batch first or not);
+    None for something that is not a tensor."""
+    if not isinstance(tensor, torch.Tensor) or not width:
+        return None
+    return tensor.numel() // width
 
-    def record(module, inputs, output):
-        # (batch 1) conv output: (1, C_out, H, W) -> H*W uses; linear: (1, ..., out) -> rows
-        positions = (
-            output[0, 0].numel() if isinstance(module, nn.Conv2d) else output[0, ..., 0].numel()
-        )
-        prefix = names[module]
-        uses[f"{prefix}.weight" if prefix else "weight"] = positions
 
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, LAYERS)]
+def argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
+    """A forward call's argument, given by position or by keyword."""
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def linear_uses(module: nn.Linear, args, kwargs, output) -> dict[str, Uses | None]:
+    return {"weight": rows(output, module.out_features)}
+
+
+def conv_uses(module: _ConvNd, args, kwargs, output) -> dict[str, Uses | None]:
+    # (batch 1) positions per channel: of the output for a convolution, of the input for a
+    # transposed one, whose weight is (in, out / groups, *kernel)
+    if isinstance(module, _ConvTransposeNd):
+        return {"weight": rows(argument(args, kwargs, 0, "input"), module.in_channels)}
+    return {"weight": rows(output, module.out_channels)}
+
+
+def attention_uses(module: nn.MultiheadAttention, args, kwargs, output) -> dict[str, Uses | None]:
+    queries = rows(argument(args, kwargs, 0, "query"), module.embed_dim)
+    keys = rows(argument(args, kwargs, 1, "key"), module.kdim)
+    values = rows(argument(args, kwargs, 2, "value"), module.vdim)
+    # multiplied by the attention itself, never by calling out_proj: counted here
+    uses: dict[str, Uses | None] = {"out_proj.weight": queries}
+    if module.in_proj_weight is None:
+        return uses | {"q_proj_weight": queries, "k_proj_weight": keys, "v_proj_weight": values}
+    if None in (queries, keys, values):
+        return uses
+    per_row = torch.tensor([queries, keys, values]).repeat_interleave(module.embed_dim)
+    return uses | {"in_proj_weight": per_row.view(-1, 1)}
+
+
+# the layers counted, each with its tensors' uses per weight from one forward call (None where
+# the call does not say)
+COUNTERS = {
+    nn.MultiheadAttention: attention_uses,
+    nn.Linear: linear_uses,
+    _ConvNd: conv_uses,
+}
+
+
+def counter_of(module: nn.Module):
+    for cls in type(module).__mro__:
+        if cls in COUNTERS:
+            return COUNTERS[cls]
+    return None
+
+
+def uses_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Uses]:
+    """Prunable parameter name -> how often one forward pass of one input of `input_shape`
+    (C, H, W) uses each of its weights: a count, or a tensor that broadcasts to the weight."""
+    named = {id(p): name for name, p in prunable_parameters(model).items()}
+    counters = {module: counter_of(module) for module in model.modules()}
+    uses: dict[str, Uses] = {}
+
+    def record(module, args, kwargs, output):
+        for attribute, count in counters[module](module, args, kwargs, output).items():
+            path, _, leaf = attribute.rpartition(".")
+            name = named.get(id(getattr(module.get_submodule(path), leaf, None)))
+            if name is not None and count is not None:  # called twice: its weights used twice
+                uses[name] = uses[name] + count if name in uses else count
+
+    hooks = [
+        module.register_forward_hook(record, with_kwargs=True)
+        for module, counter in counters.items()
+        if counter is not None
+    ]
     was_training = model.training
     try:
         model.eval()
@@ -37,19 +117,25 @@ def uses_per_weight(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str,
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return uses
+    return {name: uses[name] for name in named.values() if name in uses}  # in the masks' order
 
 
 def layer_flops(
     model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None
 ) -> dict[str, tuple[int, int]]:
-    """Weight name -> (dense MACs, remaining MACs) for every conv and linear weight."""
+    """Prunable parameter name -> (dense MACs, remaining MACs) for every tensor counted here."""
     parameters = dict(model.named_parameters())
     result = {}
     for name, uses in uses_per_weight(model, input_shape).items():
-        total = parameters[name].numel()
-        live = int(masks[name].sum()) if masks is not None and name in masks else total
-        result[name] = (total * uses, live * uses)
+        weight = parameters[name]
+        if isinstance(uses, int):
+            total = weight.numel()
+            live = int(masks[name].sum()) if masks is not None and name in masks else total
+            result[name] = (total * uses, live * uses)
+            continue
+        live = masks[name] if masks is not None and name in masks else torch.ones_like(weight)
+        dense = uses.to(torch.int64).expand(weight.shape)
+        result[name] = (int(dense.sum()), int((dense * live.to(dense.device)).sum()))
     return result
 
 
@@ -63,5 +149,6 @@ def flops_summary(
     return {
         "flops_dense": dense,
         "flops_remaining": remaining,
-        "theoretical_speedup": dense / remaining if remaining else float("inf"),
+        # a network with nothing counted here has no saving to show, not an infinite one
+        "theoretical_speedup": dense / remaining if remaining else float("inf") if dense else 1.0,
     }

@@ -16,14 +16,21 @@ compact: the network with every channel that pruning made useless cut out and it
 folded into the next layer (export/compact.py), a torch.fx GraphModule of plain torch.nn modules.
 It needs no code of this repository: `model = torch.load(OUT, weights_only=False)` (a pickled
 module, so load only files you trust). Where a constant was folded through a zero-padded
-convolution, it is exact at the run's image size only; `model.export_info` says which.
+convolution, it is exact at the run's image size only; `model.export_info` says which, and lists
+in "not_compacted" the prunable layers of kinds compaction does not cut (nn.MultiheadAttention,
+grouped and depthwise convolutions, other than 2-D ones), kept at full size with their masks
+applied. A network torch.fx cannot trace, or whose output is not one tensor, is refused in one
+line, and so is its sparse_runtime export, which is made from the compact network.
 
 sparse_runtime: the compact network, with each conv and linear layer that runs faster as a
 sparse (CSR) product on the CPU replaced by one (export/sparse_runtime.py), chosen by timing
-both at `--batch` images. Loading it needs export/sparse_runtime.py importable.
+both at `--batch` images; a linear layer applied to tokens runs sparse on every token, and other
+layers (grouped convolutions, attention) stay dense. Loading it needs export/sparse_runtime.py
+importable.
 
 semi_structured: {"format", "spec", "state_dict", "layers"}: the masked network, and the linear
-layers whose weights keep at most 2 of every 4 consecutive inputs (a run pruned with --nm 2:4).
+layers whose weights keep at most 2 of every 4 consecutive inputs (a run pruned with --nm 2:4),
+but not those inside nn.MultiheadAttention, which multiplies by their weights itself.
 Loaded on CUDA, those layers run as `torch.sparse.to_sparse_semi_structured` tensors in float16
 (the precision NVIDIA's 2:4 sparse tensor cores take); on the CPU it is the masked network.
 
@@ -49,6 +56,11 @@ reparametrisation in place first: `prune.identity` adds an all-ones mask that th
     # optional: prune.remove(model.get_submodule(path), param) for each name, which folds the
     # mask into a plain parameter again (the zeros stay, but are no longer enforced)
 
+A prune hook runs before its module's forward. nn.MultiheadAttention's in_proj_weight is its
+own, but it multiplies by out_proj.weight without calling out_proj, whose hook would then never
+replace the tensor `prune.identity` made from the initial weights: `load_torch_prune` applies
+every mask once after loading, and out_proj's before each call of its attention module.
+
 sparse: {"spec", "sparse", "dense"}. Each prunable tensor that lost weights is stored in
 compressed sparse row form, reshaped to 2-D as (shape[0], rest): "sparse"[name] = {"shape",
 "crow_indices", "col_indices", "values"}. The stored entries are exactly the live weights of the
@@ -72,6 +84,7 @@ repository root, not as `python export/formats.py`: that would put export/ on sy
 export/inspect.py would shadow the standard library's `inspect`.
 """
 
+import functools
 import io
 import math
 import pickle
@@ -84,7 +97,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from export.artifacts import PrunedRun, load_run, shown
-from export.compact import SELF_CHECK_TOLERANCE, compact
+from export.compact import SELF_CHECK_TOLERANCE, NotCompactable, compact
 from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 from models import build_model
 from pruning.mask import human
@@ -176,6 +189,17 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
+def inside_attention(model: nn.Module) -> set[str]:
+    """The linear layers of nn.MultiheadAttention modules (out_proj): the attention multiplies
+    by their weights itself, with kernels that take no semi-structured tensor."""
+    holders = [name for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    return {
+        name
+        for name in linear_layers(model)
+        if any(name.startswith(f"{holder}.") or not holder for holder in holders)
+    }
+
+
 def semi_structured_misfit(linear: nn.Linear) -> str | None:
     """Why a linear layer cannot run as a 2:4 semi-structured tensor, or None when it can: the
     pattern NVIDIA's sparse tensor cores run keeps at most 2 of every 4 consecutive inputs, and
@@ -195,15 +219,25 @@ def semi_structured_misfit(linear: nn.Linear) -> str | None:
     return ", ".join(reasons) or None
 
 
+def semi_structured_misfits(model: nn.Module) -> dict[str, str | None]:
+    """Each linear layer's semi_structured_misfit, or that it is inside an attention module."""
+    attention = inside_attention(model)
+    return {
+        name: "inside nn.MultiheadAttention" if name in attention else semi_structured_misfit(m)
+        for name, m in linear_layers(model).items()
+    }
+
+
 def semi_structured_layers(model: nn.Module) -> list[str]:
     """The linear layers that run as 2:4 semi-structured tensors (semi_structured_misfit)."""
-    return [name for name, m in linear_layers(model).items() if semi_structured_misfit(m) is None]
+    return [name for name, misfit in semi_structured_misfits(model).items() if misfit is None]
 
 
 def semi_structured_payload(run: PrunedRun) -> dict:
     payload = dense_payload(run)
-    linears = linear_layers(dense_model(payload))
-    misfits = {name: semi_structured_misfit(linear) for name, linear in linears.items()}
+    model = dense_model(payload)
+    linears = linear_layers(model)
+    misfits = semi_structured_misfits(model)
     layers = [name for name, misfit in misfits.items() if misfit is None]
     if not layers:
         why = [
@@ -217,9 +251,14 @@ def semi_structured_payload(run: PrunedRun) -> dict:
     return {"format": "semi_structured", **payload, "layers": layers}
 
 
-def compact_module(run: PrunedRun) -> nn.Module:
-    """The run's network compacted (export/compact.py), with what a reader needs to know."""
-    gm, report = compact(run.model, run.input_shape, run.masks)
+def compact_module(run: PrunedRun, fmt: str = "compact") -> nn.Module:
+    """The run's network compacted (export/compact.py), with what a reader needs to know; a
+    UserError, one line, for a network compaction cannot read."""
+    try:
+        gm, report = compact(run.model, run.input_shape, run.masks)
+    except NotCompactable as error:
+        needs = "" if fmt == "compact" else f"--to {fmt} is made from the compact network, and "
+        raise UserError(f"{run.run_dir}: {needs}{error}") from None
     side = run.spec["image_size"]
     gm.export_info = {
         "format": "compact",
@@ -235,7 +274,7 @@ def compact_module(run: PrunedRun) -> nn.Module:
 def sparse_runtime_module(run: PrunedRun, batch: int) -> tuple[nn.Module, list[LayerChoice]]:
     """The compact network with sparse kernels where they are faster at `batch` images, and
     the timings that decided."""
-    gm = compact_module(run)
+    gm = compact_module(run, "sparse_runtime")
     example = torch.randn(batch, *run.input_shape, generator=torch.Generator().manual_seed(0))
     gm, choices = sparsify(gm, example)
     gm.export_info.update(
@@ -304,7 +343,35 @@ def load_torch_prune(path: str | Path) -> nn.Module:
         # creates the <param>_orig parameter and <param>_mask buffer that the state dict fills
         prune.identity(model.get_submodule(module_path), param)
     model.load_state_dict(payload["state_dict"])
+    masks_applied(model, payload["pruned"])
     return model.eval()
+
+
+def masks_applied(model: nn.Module, pruned: list[str]) -> None:
+    """Compute each reparametrised tensor from the loaded `_orig` and `_mask` now. Its prune hook
+    does so before its module's forward, but nn.MultiheadAttention reads `out_proj.weight`
+    without calling out_proj, which would keep the tensor `prune.identity` made from the initial
+    weights; for such a layer the hook also runs before each forward of its attention module."""
+    readers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    for name in pruned:
+        module_path, param = split_name(name)
+        module = model.get_submodule(module_path)
+        (method,) = (
+            hook
+            for hook in module._forward_pre_hooks.values()
+            if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == param
+        )
+        method(module, ())
+        for reader_path, reader in readers:
+            inside = not reader_path or module_path.startswith(f"{reader_path}.")
+            if inside and module is not reader:
+                reader.register_forward_pre_hook(functools.partial(applied, module, method))
+
+
+def applied(module: nn.Module, method: prune.BasePruningMethod, reader, inputs) -> None:
+    """A forward pre-hook for `reader` that applies `module`'s prune `method` (picklable, unlike
+    a lambda, so that the loaded network can be saved whole)."""
+    method(module, inputs)
 
 
 def csr_to_dense(part: dict, values: torch.Tensor) -> torch.Tensor:
@@ -498,10 +565,13 @@ def compact_lines(module: nn.Module) -> list[str]:
         if info["exact_image_size"]
         else "exact at any image size"
     )
-    return [
+    lines = [
         f"parameters: {info['params_before']:,} -> {info['params_after']:,}; conv and linear "
         f"outputs: {info['channels_before']:,} -> {info['channels_after']:,}; {size}"
     ]
+    if info.get("not_compacted"):
+        lines.append(f"left at full size, their weights masked: {shown(info['not_compacted'])}")
+    return lines
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> list[str]:

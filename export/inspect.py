@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from export.artifacts import PrunedRun, load_run
+from export.artifacts import PrunedRun, load_run, shown
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
 from export.formats import file_size
@@ -61,14 +61,17 @@ def flip_table(run: PrunedRun) -> tuple[str, str]:
 def compact_line(run: PrunedRun) -> str:
     """The size of the network `--to compact` would write."""
     compact = compact_summary(run.model, run.input_shape, run.masks)
-    if "error" in compact:
-        return f"compact network: cannot be made ({compact['error']})"
-    return (
+    if "not_compacted" in compact and "params_after" not in compact:
+        return f"compact network: cannot be made ({compact['not_compacted']})"
+    line = (
         f"compact network (python -m export RUN_DIR --to compact OUT): "
         f"{compact['params_after']:,} of {compact['params_before']:,} parameters "
         f"({file_size(compact['bytes'])}), {compact['channels_after']:,} of "
         f"{compact['channels_before']:,} conv and linear outputs"
     )
+    if compact.get("not_compacted"):
+        line += f"; left whole: {shown(compact['not_compacted'])}"
+    return line
 
 
 def describe(run: PrunedRun) -> str:

@@ -2,11 +2,14 @@
 
 After compaction (export/compact.py) the channels that are left are still sparse inside. Here
 each remaining layer's weight becomes a compressed sparse row (CSR) matrix, one row per output,
-and the layer a sparse-times-dense product: a linear layer multiplies its input directly; a
-convolution first unfolds its input into columns (im2col), so that the convolution is the same
-product. Sparse kernels beat dense ones only when the weight is sparse enough and the product
-large enough, so `sparsify` times both versions of each layer on that layer's real input, at the
-batch size asked for, and keeps whichever is faster.
+and the layer a sparse-times-dense product: a linear layer multiplies its input directly, every
+row of it (the tokens of a transformer, the pixels of a channels-last block); a convolution
+(nn.Conv2d, groups 1) first unfolds its input into columns (im2col), so that the convolution is
+the same product. Sparse kernels beat dense ones only when the weight is sparse enough and the
+product large enough, so `sparsify` times both versions of each layer on that layer's real
+input, at the batch size asked for, and keeps whichever is faster. Every other layer stays dense:
+grouped and depthwise convolutions, convolutions of other dimensions, nn.MultiheadAttention and
+the layers inside it, which it reads the weights of itself.
 
 Only the two module classes here are needed to load such a network back; `torch.load(path,
 weights_only=False)` finds them when this repository is on the Python path.
@@ -42,7 +45,7 @@ def csr(weight: torch.Tensor) -> torch.Tensor:
 
 
 class SparseLinear(nn.Module):
-    """nn.Linear with a CSR weight: y = x W^T + b as (W x^T)^T."""
+    """nn.Linear with a CSR weight: y = x W^T + b as (W x^T)^T, for inputs (..., in)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -52,8 +55,10 @@ class SparseLinear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.sparse.mm(self.weight, x.t()).t()
-        return out if self.bias is None else out + self.bias
+        rows = x.reshape(-1, self.in_features)  # (batch, tokens, in) -> (batch * tokens, in)
+        out = torch.sparse.mm(self.weight, rows.t()).t()
+        out = out if self.bias is None else out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, live={self.weight.values().numel()}"
@@ -132,11 +137,14 @@ def seconds_per_call(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 
 def layer_inputs(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each conv and linear layer's input on `example`, by module name."""
+    """Each conv and linear layer's input on `example`, by module name: those the graph calls
+    itself, not the ones inside a layer that reads their weights directly (nn.MultiheadAttention's
+    out_proj, say), which a sparse module in their place would break."""
     inputs: dict[str, torch.Tensor] = {}
     hooks = []
+    called = {node.target for node in gm.graph.nodes if node.op == "call_module"}
     for name, module in gm.named_modules():
-        if type(module) in SPARSE:
+        if type(module) in SPARSE and name in called:
 
             def keep(module, args, name=name):
                 inputs[name] = args[0].detach()
