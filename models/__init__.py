@@ -1,9 +1,9 @@
 """Model zoo for the FlipOut experiments (Apostol, Stol & Forré, 2020).
 
 Maps command-line names to factories sharing one signature, so training and pruning code can
-build any network from (num_classes, in_channels, image_size). Every prunable layer is a plain
-nn.Conv2d or nn.Linear, which lets pruning code find them by type and key masks by parameter
-name. Beside these built-ins, `timm:NAME` and `torchvision:NAME` name any model of those
+build any network from (num_classes, in_channels, image_size). The built-ins are made of plain
+nn.Conv2d and nn.Linear layers, the paper's prunable set (pruning/prunable.py decides what is
+prunable in any network, and masks are keyed by parameter name). Beside these built-ins, `timm:NAME` and `torchvision:NAME` name any model of those
 libraries, built by models/external.py.
 """
 
