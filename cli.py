@@ -400,9 +400,10 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="PATTERN",
         default=None,
-        help="prune these tensors instead of the default set (every layer's weight matrices: "
-        "linear, convolutions, attention's projections): parameter names, module names, or "
-        "globs such as '*.attn.*' (default: the default set)",
+        help="prune only these of the default set (every layer's weight matrices: linear, "
+        "convolutions, attention's projections): parameter names, module names, or globs such "
+        "as '*.attn.*'; a parameter outside the set (pos_embed) is added by its exact name "
+        "(default: the whole default set)",
     )
     group.add_argument(
         "--prune_exclude",

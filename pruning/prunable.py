@@ -13,13 +13,17 @@ A layer of one's own says what is prunable in it by a class attribute,
 outside with `register_prunable`. Embeddings, norms, position embeddings and class tokens are
 not weight matrices in this sense: `include` patterns add them.
 
-`include` and `exclude` select by parameter name (as `model.named_parameters()` gives it): a
-pattern is a name (`fc.weight`), a module's name, which stands for its parameters (`fc`,
-`blocks.0.attn`), or a glob with `*`, `?` and `[...]` (`'*.head.*'`, `'blocks.*.mlp.fc1.weight'`).
-With `include`, the tensors it matches replace the default set; `exclude` then takes tensors out.
-The default tensors that end up not pruned are the excluded ones: they stay dense and are shown as
-such. A pattern that matches nothing is an error, since it is a typo or a model other than the one
-meant.
+`include` and `exclude` select by parameter name (as `model.named_parameters()` gives it, or any
+other name of a tied weight): a pattern is a name (`fc.weight`), a module's name, which stands for
+its parameters (`fc`, `blocks.0.attn`), or a glob with `*`, `?` and `[...]` (`'*.head.*'`,
+`'blocks.*.mlp.fc1.weight'`). With `include`, only the default tensors it selects are pruned, and
+a parameter outside the default set (a position embedding, an embedding) is added by its exact
+name; `exclude` then takes tensors out. The default tensors that end up not pruned are the
+excluded ones: they stay dense and are shown as such. A pattern that matches nothing is an error,
+since it is a typo or a model other than the one meant.
+
+Weights-standardised convolutions (timm's StdConv2d of BiT and NFNet) are not prunable: they
+normalise the weight where they use it, so a zero there would not stay zero.
 """
 
 from collections.abc import Iterable
@@ -42,14 +46,22 @@ class PrunableParts:
     biases: tuple[str, ...] = ()
 
 
-# layer type -> what is prunable in it; looked up along the class's method resolution order
-PRUNABLE: dict[type, PrunableParts] = {
+# layer type, or its qualified name for a library this one does not import -> what is prunable
+# in it; looked up along the class's method resolution order
+PRUNABLE: dict[type | str, PrunableParts] = {
     nn.Linear: PrunableParts(("weight",), ("bias",)),
     _ConvNd: PrunableParts(("weight",), ("bias",)),
     nn.MultiheadAttention: PrunableParts(
         ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"), ("in_proj_bias",)
     ),
-}
+    # timm's weight-standardised convolutions (BiT, NFNet) normalise the weight in forward, so a
+    # weight set to zero is not zero where it is used: masking them would prune nothing
+    **dict.fromkeys(
+        (f"timm.layers.std_conv.{name}" for name in
+         ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")),
+        PrunableParts(()),
+    ),
+}  # fmt: skip
 
 
 def register_prunable(
@@ -67,8 +79,9 @@ def parts_of(module: nn.Module) -> PrunableParts | None:
     if declared is not None:
         return PrunableParts(tuple(declared), tuple(getattr(module, "prunable_biases", ())))
     for cls in type(module).__mro__:
-        if cls in PRUNABLE:
-            return PRUNABLE[cls]
+        for key in (cls, f"{cls.__module__}.{cls.__qualname__}"):
+            if key in PRUNABLE:
+                return PRUNABLE[key]
     return None
 
 
@@ -97,15 +110,36 @@ def matches(pattern: str, name: str) -> bool:
     return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
 
 
-def matching(patterns: Iterable[str], names: Iterable[str], what: str, among: str) -> list[str]:
-    """The `names` that any of `patterns` selects, in their order. ValueError, naming `what` (the
-    option) and a few of the candidates, for a pattern that selects none of them."""
-    names, patterns = list(names), list(patterns)
+def aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Each parameter's name in `named_parameters` -> every name it has: a tied weight (an
+    embedding shared with the classifier) has one per module that holds it."""
+    first = {id(p): name for name, p in model.named_parameters()}
+    names: dict[str, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(first[id(p)], []).append(name)
+    return names
+
+
+def matching(
+    patterns: Iterable[str],
+    names: Iterable[str],
+    what: str,
+    among: str,
+    also_known_as: dict[str, list[str]] | None = None,
+) -> list[str]:
+    """The `names` that any of `patterns` selects by any of their names (`also_known_as`), in
+    their order. ValueError, naming `what` (the option) and a few of the candidates, for a
+    pattern that selects none of them."""
+    names, patterns, known = list(names), list(patterns), also_known_as or {}
+
+    def selected(pattern: str, name: str) -> bool:
+        return any(matches(pattern, alias) for alias in known.get(name, [name]))
+
     for pattern in patterns:
-        if not any(matches(pattern, name) for name in names):
+        if not any(selected(pattern, name) for name in names):
             examples = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") or "none"
             raise ValueError(f"{what} {pattern}: no {among} matches it; they are {examples}")
-    return [name for name in names if any(matches(pattern, name) for pattern in patterns)]
+    return [name for name in names if any(selected(pattern, name) for pattern in patterns)]
 
 
 def as_patterns(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -133,14 +167,20 @@ def select_prunable(
     """The tensors to prune and the default ones left dense, as the module docstring says."""
     include, exclude = as_patterns(include), as_patterns(exclude)
     default = prunable_parameters(model, prune_bias, prune_bnorm)
+    every, known = dict(model.named_parameters()), aliases(model)
+    chosen = dict(default)
     if include:
-        every = dict(model.named_parameters())
-        names = matching(include, every, spelled("prune_include"), "parameter of the model")
-        chosen = {name: every[name] for name in names}
-    else:
-        chosen = dict(default)
+        # from the default set; a parameter outside it (an embedding, a norm) by its exact name
+        named = {alias: name for name, names in known.items() for alias in names}
+        outside = {p: named[p] for p in include if p in named and named[p] not in default}
+        wanted = [pattern for pattern in include if pattern not in outside]
+        picked = set(outside.values())
+        if wanted:
+            among = "prunable tensor (a parameter outside them is included by its exact name)"
+            picked |= set(matching(wanted, default, spelled("prune_include"), among, known))
+        chosen = {name: p for name, p in every.items() if name in picked}
     if exclude:
-        dropped = set(matching(exclude, chosen, spelled("prune_exclude"), "prunable tensor"))
+        dropped = set(matching(exclude, chosen, spelled("prune_exclude"), "prunable tensor", known))
         chosen = {name: p for name, p in chosen.items() if name not in dropped}
     excluded = {name: p for name, p in default.items() if name not in chosen}
     return Selection(chosen, excluded)

@@ -38,7 +38,7 @@ from .mask import Masks, layer_table
 from .nm import NM
 from .noise import GradientNoise
 from .options import RATE, SPARSITY, flags_named, spelled
-from .prunable import as_patterns, matching, select_prunable
+from .prunable import aliases, as_patterns, matching, select_prunable
 from .registry import build_criterion
 from .schedule import NEVER, SCHEDULES, Schedule, Step
 from .sync import Alone, Sync
@@ -94,9 +94,10 @@ class Pruner:
 
     What is pruned (pruning/prunable.py): by default every layer's weight matrices (linear,
     convolution of any kind, nn.MultiheadAttention's input projection); `prune_include`,
-    parameter names, module names or globs that replace that set; `prune_exclude`, the same, that
-    keep tensors dense (`prune_exclude=["conv1", "fc"]`, `"*.head.*"`). The default tensors left
-    out are `excluded`: shown dense in the layer table and the summary.
+    parameter names, module names or globs: only those of that set are pruned (and a parameter
+    outside it given by its exact name); `prune_exclude`, the same, that keep tensors dense
+    (`prune_exclude=["conv1", "fc"]`, `"*.head.*"`). The default tensors left out are
+    `excluded`: shown dense in the layer table and the summary.
 
     Keywords: `data`, training batches for criteria that score on them (a DataLoader, or any
     re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
@@ -167,10 +168,14 @@ class Pruner:
                 f"{spelled('nm_exclude')} leaves tensors out of an N:M constraint, but there is "
                 f"none ({spelled('nm')} is not given)"
             )
-        # patterns, matched as prune_exclude's are; the names they select from here on
-        self.nm_exclude = tuple(
-            matching(as_patterns(nm_exclude), self.params, spelled("nm_exclude"), "prunable tensor")
-        )
+        # patterns, matched as prune_exclude's are (a tensor kept dense may be named too: it is
+        # left alone anyway); the names of pruned tensors they select, from here on
+        candidates = [*self.params, *self.excluded]
+        left_alone = matching(
+            as_patterns(nm_exclude), candidates, spelled("nm_exclude"), "prunable tensor",
+            aliases(model),
+        )  # fmt: skip
+        self.nm_exclude = tuple(name for name in left_alone if name in self.params)
         if self.nm is not None:
             self.nm.check(self.params, self.nm_exclude)
         self.masks = Masks(self.params)
@@ -374,8 +379,6 @@ class Pruner:
         chosen = {"prune_include": list(self.prune_include)} if self.prune_include else {}
         if self.prune_exclude:
             chosen["prune_exclude"] = list(self.prune_exclude)
-        if self.excluded:
-            chosen["excluded"] = list(self.excluded)
         return {
             "criterion": self.criterion.summary(),
             "schedule": None if self.schedule is None else self.schedule.summary(),

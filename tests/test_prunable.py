@@ -90,10 +90,27 @@ def test_include_and_exclude_take_names_modules_and_globs():
     assert chosen(prune_exclude="0") == ["3.weight", "7.weight", "9.weight", "11.weight"]
     assert chosen(prune_exclude=["0.weight", "1?.*"]) == ["3.weight", "7.weight", "9.weight"]
     assert chosen(prune_include="[79].weight") == ["7.weight", "9.weight"]
-    # include replaces the default set, so it can reach a bias; exclude then takes out
-    assert chosen(prune_include=["3", "7"], prune_exclude="3.bias") == [
-        "3.weight", "7.weight", "7.bias"
+    # a module or a glob selects from the default set; a parameter outside it, by its exact name
+    assert chosen(prune_include=["3", "7", "7.bias"]) == ["3.weight", "7.weight", "7.bias"]
+    assert chosen(prune_include=["*"], prune_exclude="3") == [
+        "0.weight", "7.weight", "9.weight", "11.weight"
     ]  # fmt: skip
+    assert chosen(prune_include="3", prune_bias=True) == ["3.weight", "3.bias"]
+
+
+def test_a_tied_weight_is_one_tensor_found_by_any_of_its_names():
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.Linear(8, 10))
+    model[2].weight = nn.Parameter(torch.randn(10, 8))
+    model[0].weight = model[2].weight  # the classifier reads out through the embedding
+    assert list(prunable_parameters(model)) == ["0.weight", "1.weight"]
+    pruner = Pruner(model, "global_magnitude", prune_exclude="2")
+    assert list(pruner.params) == ["1.weight"] and list(pruner.excluded) == ["0.weight"]
+
+
+def test_weight_standardised_convolutions_are_not_prunable():
+    timm_layers = pytest.importorskip("timm.layers")
+    model = nn.Sequential(timm_layers.StdConv2d(3, 8, 3), nn.Conv2d(8, 8, 1))
+    assert list(prunable_parameters(model)) == ["1.weight"]
 
 
 def test_excluded_tensors_stay_dense_and_are_shown_as_excluded():
@@ -107,16 +124,15 @@ def test_excluded_tensors_stay_dense_and_are_shown_as_excluded():
     table = pruner.layer_table().splitlines()
     assert any(line.split()[0] == "0.weight" and line.endswith("excluded") for line in table)
     assert table[-1].startswith("with excluded")
-    assert pruner.summary()["excluded"] == ["0.weight", "11.weight"]
     assert pruner.summary()["prune_exclude"] == ["0", "11"]
-    assert "excluded" not in Pruner(net(), "flipout").summary()
+    assert "prune_exclude" not in Pruner(net(), "flipout").summary()
 
 
 def test_a_pattern_that_matches_nothing_is_named():
     with pytest.raises(ValueError, match=r"^prune_exclude head: no prunable tensor matches it; "
                        r"they are 0\.weight, 3\.weight"):  # fmt: skip
         Pruner(net(), "flipout", prune_exclude=["0", "head"])
-    with pytest.raises(ValueError, match=r"^prune_include \*\.qkv\.\*: no parameter"):
+    with pytest.raises(ValueError, match=r"^prune_include \*\.qkv\.\*: no prunable tensor"):
         Pruner(net(), "flipout", prune_include="*.qkv.*")
     with pytest.raises(ValueError, match="nothing to prune"):
         Pruner(net(), "flipout", prune_exclude="*")
@@ -125,6 +141,9 @@ def test_a_pattern_that_matches_nothing_is_named():
 def test_nm_exclude_matches_as_prune_exclude_does():
     pruner = Pruner(net(), "flipout", nm="2:4", nm_exclude=["0", "[3]"])
     assert pruner.nm_exclude == ("0.weight", "3.weight")
+    # a tensor kept dense may be named too: it is left alone anyway
+    both = Pruner(net(), "flipout", nm="2:4", prune_exclude="0", nm_exclude=["0", "3"])
+    assert both.nm_exclude == ("3.weight",)
     with pytest.raises(ValueError, match="nm_exclude 5: no prunable tensor"):
         Pruner(net(), "flipout", nm="2:4", nm_exclude=["0", "5"])
 
