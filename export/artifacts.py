@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models import build_model, input_problem
+from models import build_model, input_problem, is_external
 from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.errors import UserError
 
@@ -110,7 +110,8 @@ def restore_model(path: Path, spec: dict, state: dict[str, torch.Tensor]) -> nn.
         model.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(f"{path}: its weights cannot be loaded: {reason(error)}") from error
-    problem = input_problem(model, spec["in_channels"], spec["image_size"])
+    batch = 1 if is_external(spec["name"]) else 0
+    problem = input_problem(model, spec["in_channels"], spec["image_size"], batch)
     if problem:
         raise UserError(
             f"{path}: its model_spec {spec} names images the network cannot take: {problem}"

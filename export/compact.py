@@ -733,12 +733,13 @@ def compact_summary(
     model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor]
 ) -> dict:
     """A run's "compact" entry: the compacted network's parameters, bytes and channels (and the
-    prunable layers left whole, where there are any), or {"not_compacted": why} where it cannot
-    be made (a network torch.fx cannot trace); the run's results stand either way."""
+    prunable layers left whole as "not_compacted", where there are any), or {"refused": why}
+    where it cannot be made (a network torch.fx cannot trace); the run's results stand either
+    way."""
     try:
         gm, report = compact(model, input_shape, masks)
     except NotCompactable as error:
-        return {"not_compacted": str(error)}
+        return {"refused": str(error)}
     except Exception as error:  # a bug of compaction must not cost the run its summary
-        return {"not_compacted": f"compact: {type(error).__name__}: {' '.join(str(error).split())}"}
+        return {"refused": f"compact: {type(error).__name__}: {' '.join(str(error).split())}"}
     return {**report.as_dict(), "bytes": tensor_bytes(gm)}

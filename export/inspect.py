@@ -61,8 +61,8 @@ def flip_table(run: PrunedRun) -> tuple[str, str]:
 def compact_line(run: PrunedRun) -> str:
     """The size of the network `--to compact` would write."""
     compact = compact_summary(run.model, run.input_shape, run.masks)
-    if "not_compacted" in compact and "params_after" not in compact:
-        return f"compact network: cannot be made ({compact['not_compacted']})"
+    if "refused" in compact:
+        return f"compact network: cannot be made ({compact['refused']})"
     line = (
         f"compact network (python -m export RUN_DIR --to compact OUT): "
         f"{compact['params_after']:,} of {compact['params_before']:,} parameters "

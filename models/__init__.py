@@ -3,11 +3,13 @@
 Maps command-line names to factories sharing one signature, so training and pruning code can
 build any network from (num_classes, in_channels, image_size). The built-ins are made of plain
 nn.Conv2d and nn.Linear layers, the paper's prunable set (pruning/prunable.py decides what is
-prunable in any network, and masks are keyed by parameter name). Beside these built-ins, `timm:NAME` and `torchvision:NAME` name any model of those
-libraries, built by models/external.py.
+prunable in any network, and masks are keyed by parameter name). Beside these built-ins,
+`timm:NAME` and `torchvision:NAME` name any model of those libraries, built by
+models/external.py.
 """
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -83,15 +85,17 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
-    """Why `model` cannot take side x side images (too small for its pooling, say), or None. A
-    batch of no images checks every layer's shapes without arithmetic."""
+def input_problem(model: nn.Module, in_channels: int, side: int, batch: int = 0) -> str | None:
+    """Why `model` cannot take side x side images (too small for its pooling, say), or None. The
+    default batch of no images checks every layer's shapes without arithmetic, which suffices for
+    the built-ins; a network of timm or torchvision may reshape by the batch's size, so it is
+    given `batch` real images."""
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(0, in_channels, side, side))
-    # timm's shape checks are assertions
-    except (RuntimeError, ValueError, AssertionError) as error:
+            model.eval()(torch.zeros(batch, in_channels, side, side))
+    # timm's shape checks are assertions, and another library's network may raise anything
+    except Exception as error:
         return " ".join(str(error).split()) or type(error).__name__
     finally:
         model.train(was_training)
@@ -99,14 +103,34 @@ def input_problem(model: nn.Module, in_channels: int, side: int) -> str | None:
 
 
 def check_input_size(spec: dict) -> None:
-    """Raise UserError when the network of `spec` cannot be built or cannot take its images.
-    The network is built on the meta device and given uninitialised memory, so no random number
-    is drawn and the real network's initial weights are unaffected."""
+    """Raise UserError when the network of `spec` cannot be built, cannot take its images, or
+    (timm:, torchvision:) does not answer logits in training. A built-in is built on the meta
+    device and given uninitialised memory, so no random number is drawn and the real network's
+    initial weights are unaffected. A network of another library may read index tables that such
+    memory leaves unset, so a throwaway copy is built on the CPU with the random streams put back
+    afterwards, and given one image to evaluate and two to train on."""
     side = spec.get("image_size", 32)
+    in_channels = spec.get("in_channels", 3)
     cannot = f"-m {spec['name']} cannot take {side}x{side} images"
-    try:
+    if not is_external(spec["name"]):
         with torch.device("meta"):
-            model = build_model(**spec)
+            model = checked_build(spec, cannot)
+        problem = input_problem(model.to_empty(device="cpu"), in_channels, side)
+        if problem:
+            raise UserError(f"{cannot}: {problem}")
+        return
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        model = checked_build(spec, cannot)
+        problem = input_problem(model, in_channels, side, batch=1)
+        if problem:
+            raise UserError(f"{cannot}: {problem}")
+        check_training_output(model, spec, in_channels, side)
+
+
+def checked_build(spec: dict, cannot: str) -> nn.Module:
+    """build_model(**spec), or a UserError that says why the network cannot be built."""
+    try:
+        return build_model(**spec)
     except PatchSizeError as error:
         raise UserError(f"{cannot}: {error}; {patch_advice(error)}") from None
     except UserError:
@@ -118,9 +142,31 @@ def check_input_size(spec: dict) -> None:
         raise UserError(
             f"-m {spec['name']}{given} cannot be built: {short_reason(error)}"
         ) from None
-    problem = input_problem(model.to_empty(device="cpu"), spec.get("in_channels", 3), side)
-    if problem:
-        raise UserError(f"{cannot}: {problem}")
+
+
+def check_training_output(model: nn.Module, spec: dict, in_channels: int, side: int) -> None:
+    """Raise UserError when `model` fails on a batch in training mode, or answers something
+    other than a tensor of logits there (torchvision's googlenet and inception_v3 add their
+    auxiliary classifiers' logits)."""
+    try:
+        with torch.no_grad():
+            output = model.train()(torch.zeros(2, in_channels, side, side))
+    except Exception as error:
+        raise UserError(
+            f"-m {spec['name']} cannot train on {side}x{side} images: {short_reason(error)}"
+        ) from None
+    if isinstance(output, torch.Tensor):
+        return
+    takes_aux = "aux_logits" in inspect.signature(type(model)).parameters
+    given_aux = (spec.get("model_kwargs") or {}).get("aux_logits", True)
+    remedy = (
+        "give it --model_kwargs aux_logits=False"
+        if takes_aux and given_aux is not False
+        else "such a network is not supported"
+    )
+    raise UserError(
+        f"-m {spec['name']} returns {type(output).__name__} in training, not logits; {remedy}"
+    )
 
 
 def patch_advice(error: PatchSizeError) -> str:

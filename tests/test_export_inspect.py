@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from export import compact as compaction
 from export import formats as export
 from export import inspect as inspect_tool
 from export.artifacts import load_run
@@ -103,6 +105,19 @@ def test_inspect_reports_layers_flips_and_flops(run_dir, capsys):
     assert f"speed-up {flops['theoretical_speedup']:.2f}x" in out
     assert "collapsed layers: none" in out
     assert f"last epoch {run.epoch}" in out
+
+
+def test_inspect_says_why_a_network_cannot_be_compacted(run_dir, capsys, monkeypatch):
+    why = "compact: torch.fx cannot trace Net (control flow)"
+
+    def refuse(*args, **kwargs):
+        raise compaction.NotCompactable(why)
+
+    monkeypatch.setattr(compaction, "compact", refuse)
+    # the summary's "compact" entry says why in "refused"; "not_compacted" lists layers only
+    assert compaction.compact_summary(nn.Linear(2, 2), (2,), {}) == {"refused": why}
+    assert inspect_tool.main([str(run_dir)]) == 0
+    assert f"compact network: cannot be made ({why})\n" in capsys.readouterr().out
 
 
 def test_collapsed_and_unpruned_layers(run_dir, tmp_path, capsys):

@@ -18,8 +18,15 @@ import cli
 import main
 import models.__main__ as listing
 from models import build_model, check_input_size
-from tests.support.runs import assert_one_error_line, only_run_dir, quick, summary
+from tests.support.runs import (
+    assert_identical,
+    assert_one_error_line,
+    only_run_dir,
+    quick,
+    summary,
+)
 from utils.checkpoint import CHECKPOINT
+from utils.errors import UserError
 
 TIMM_VIT = ["-m", "timm:vit_tiny_patch16_224", "--model_kwargs", "patch_size=4", "depth=2"]
 TORCHVISION_VIT = ["-m", "torchvision:vit_b_16", "--model_kwargs", "patch_size=2",
@@ -60,6 +67,47 @@ def test_a_network_for_the_runs_classes_channels_and_images(name, kwargs, in_cha
     check_input_size(spec)
     model = build_model(**spec)
     assert model(torch.randn(2, in_channels, 16, 16)).shape == (2, 7)
+
+
+def digits_spec(name: str, **model_kwargs) -> dict:
+    spec = {"name": name, "num_classes": 10, "in_channels": 1, "image_size": 32}
+    return {**spec, "model_kwargs": model_kwargs} if model_kwargs else spec
+
+
+def test_a_network_that_reshapes_by_the_batch_size_is_checked_on_a_real_batch():
+    # levit reshapes to (batch, ..., -1): a batch of no images cannot tell its -1
+    check_input_size(digits_spec("timm:levit_128s"))
+
+
+@pytest.mark.parametrize("name", ["torchvision:swin_t", "torchvision:maxvit_t"])
+def test_a_network_with_index_tables_is_accepted_or_refused_in_one_line(name):
+    # their relative position tables would be read uninitialised on the meta device
+    try:
+        check_input_size(digits_spec(name))
+    except UserError as error:
+        assert str(error).startswith(f"-m {name} cannot take 32x32 images: ")
+        assert "\n" not in str(error)
+
+
+def test_checking_a_network_leaves_its_initial_weights_as_they_were():
+    spec = digits_spec("timm:vit_tiny_patch16_224", patch_size=4, depth=2)
+    torch.manual_seed(0)
+    unchecked = build_model(**spec).state_dict()
+    torch.manual_seed(0)
+    check_input_size(spec)
+    assert_identical(build_model(**spec).state_dict(), unchecked)
+
+
+# torchvision's own notice about googlenet's initialisation, not one of ours
+@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")
+def test_a_network_with_auxiliary_logits_in_training_trains_without_them(tmp_path, capsys):
+    googlenet = ["-m", "torchvision:googlenet", *SHORT]
+    assert main.main(quick(tmp_path, *googlenet)) == 2
+    assert_one_error_line(capsys, "returns GoogLeNetOutputs in training, not logits",
+                          "--model_kwargs aux_logits=False")  # fmt: skip
+    assert not (tmp_path / "runs").exists()
+    assert main.main(quick(tmp_path, *googlenet, "--model_kwargs", "aux_logits=False")) == 0
+    assert summary(only_run_dir(tmp_path / "runs"))["status"] == "completed"
 
 
 def test_model_kwargs_shape_torchvisions_vit():
@@ -119,6 +167,7 @@ MISTAKES = [
      ["patch size 16", "24x24", "--model_kwargs patch_size=N", "a multiple of 16"]),
     (["-m", "timm:vit_tiny_patch16"], ["timm:vit_tiny_patch16_224", "python -m models list"]),
     (["-m", "alexnet"], ["unknown model 'alexnet'", "timm:NAME", "python -m models list"]),
+    (["-m", "torchvision:maxvit_t"], ["-m torchvision:maxvit_t cannot take 32x32 images"]),
     (["-m", "timm:resnet18", "--model_kwargs", "no_such_argument=1"], ["no_such_argument"]),
     (["-m", "timm:resnet18", "--model_kwargs", "in_chans=3"], ["in_chans", "dataset"]),
     (["-m", "timm:resnet18", "--model_kwargs", "depth"], ["not KEY=VALUE"]),
