@@ -420,6 +420,13 @@ def flops_remaining_percent(runs: list[dict]) -> float | None:
     return statistics.mean(shares) if shares else None
 
 
+def network(summary: dict) -> str:
+    """The network of a run as its command line named it: -m, with --model_kwargs where given (a
+    timm ViT cut small is another network than the one its name describes)."""
+    kwargs = summary.get("options", {}).get("model_kwargs")
+    return f"{summary['model']} ({' '.join(kwargs)})" if kwargs else summary["model"]
+
+
 def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
     """One Row per (model, dataset, method, sparsity level) of the completed runs, with the test
     accuracy `metric` names, ordered by (model, dataset), then paper order of methods, then
@@ -427,7 +434,7 @@ def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
     by_method = defaultdict(list)
     for summary in summaries:
         if summary["status"] == "completed":
-            by_method[(summary["model"], summary["dataset"], method_label(summary))].append(summary)
+            by_method[(network(summary), summary["dataset"], method_label(summary))].append(summary)
     keyed_rows = []
     for runs in by_method.values():
         for level in sparsity_levels(runs):
@@ -442,7 +449,7 @@ def level_row(level: list[dict], metric: str = "final") -> Row:
     the mean and sample std of their test accuracy `metric`."""
     accuracies = [run[METRICS[metric][0]] for run in level]
     return Row(
-        model=level[0]["model"],
+        model=network(level[0]),
         dataset=level[0]["dataset"],
         method=method_label(level[0]),
         sparsity_mean=100 * statistics.mean(run["final_sparsity"] for run in level),

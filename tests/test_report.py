@@ -98,6 +98,15 @@ def test_a_single_run_has_std_zero(tmp_path, capsys):
     assert "| FlipOut | 99.90 | 91.23 (n=1) |" in out
 
 
+def test_a_network_cut_small_by_model_kwargs_is_a_table_of_its_own(tmp_path, capsys):
+    vit = {"model": "timm:vit_tiny_patch16_224", "dataset": "digits"}
+    write_summary(tmp_path, "small", **vit, options={"model_kwargs": ["depth=2", "patch_size=4"]})
+    write_summary(tmp_path, "deeper", **vit, options={"model_kwargs": ["depth=4", "patch_size=4"]})
+    _, out, _ = report(capsys, tmp_path)
+    assert "### timm:vit_tiny_patch16_224 (depth=2 patch_size=4) on digits" in out
+    assert "### timm:vit_tiny_patch16_224 (depth=4 patch_size=4) on digits" in out
+
+
 def test_methods_in_paper_order_whatever_the_file_order(tmp_path, capsys):
     # folder names sort in roughly the reverse of the paper's order
     write_summary(tmp_path, "a/dense", prune_criterion="none", final_sparsity=0.0)
