@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from cli import IDENTITY_OPTIONS, build_pruner, keyword_arguments, parse_args
 from data import DataSplits, build_datasets, split_validation
 from data.device import DeviceLoader
-from models import build_model, check_input_size, foreign_state, is_external
+from models import build_for_run, foreign_state, is_external
 from pruning import Pruner
 from training import (
     Diverged,
@@ -304,13 +304,12 @@ class Run:
         the weights and masks of that file."""
         args, splits = self.args, self.splits
         self.spec = model_spec(args, splits)
-        # every dataset's own size fits every built-in network, not every timm: or torchvision: one
-        if args.image_size is not None or is_external(args.model):
-            check_input_size(self.spec)
         self.input_shape = (splits.in_channels, splits.image_size, splits.image_size)
         # the library's published weights, on a run's first start only
-        self.model = build_model(
-            **self.spec, pretrained=args.pretrained and self.checkpoint is None
+        self.model = build_for_run(
+            self.spec,
+            pretrained=args.pretrained and self.checkpoint is None,
+            check=args.image_size is not None,
         )
         self.model.to(self.device, memory_format=memory_format(self.train_config))
         if args.amp:

@@ -102,35 +102,68 @@ def input_problem(model: nn.Module, in_channels: int, side: int, batch: int = 0)
     return None
 
 
+def build_for_run(spec: dict, pretrained: bool = False, check: bool = False) -> nn.Module:
+    """The network of a run, built once: build_model(**spec), with any reason it cannot serve the
+    run's images as one UserError. A built-in is checked first, on the meta device, when `check`
+    says its images may not fit (every dataset's own size fits every built-in); a network of timm
+    or torchvision is always checked, on itself (`check_built`)."""
+    if not is_external(spec["name"]):
+        if check:
+            check_input_size(spec)
+        return build_model(**spec)
+    model = checked_build(spec, cannot_take(spec), pretrained)
+    check_built(model, spec)
+    return model
+
+
+def cannot_take(spec: dict) -> str:
+    side = spec.get("image_size", 32)
+    return f"-m {spec['name']} cannot take {side}x{side} images"
+
+
 def check_input_size(spec: dict) -> None:
     """Raise UserError when the network of `spec` cannot be built, cannot take its images, or
     (timm:, torchvision:) does not answer logits in training. A built-in is built on the meta
     device and given uninitialised memory, so no random number is drawn and the real network's
     initial weights are unaffected. A network of another library may read index tables that such
     memory leaves unset, so a throwaway copy is built on the CPU with the random streams put back
-    afterwards, and given one image to evaluate and two to train on."""
-    side = spec.get("image_size", 32)
-    in_channels = spec.get("in_channels", 3)
-    cannot = f"-m {spec['name']} cannot take {side}x{side} images"
+    afterwards, and checked as `check_built` checks."""
+    cannot = cannot_take(spec)
     if not is_external(spec["name"]):
         with torch.device("meta"):
             model = checked_build(spec, cannot)
-        problem = input_problem(model.to_empty(device="cpu"), in_channels, side)
+        problem = input_problem(model.to_empty(device="cpu"), spec.get("in_channels", 3),
+                                spec.get("image_size", 32))  # fmt: skip
         if problem:
             raise UserError(f"{cannot}: {problem}")
         return
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        model = checked_build(spec, cannot)
+        check_built(checked_build(spec, cannot), spec)
+
+
+def check_built(model: nn.Module, spec: dict) -> None:
+    """Raise UserError when `model`, the network of `spec` (timm:, torchvision:), cannot take its
+    images: one image to evaluate, two to train on. The random streams and the buffers (BatchNorm's
+    statistics) are as they were afterwards, so that a run's network can be checked on itself."""
+    side, in_channels = spec.get("image_size", 32), spec.get("in_channels", 3)
+    buffers, was_training = [buffer.clone() for buffer in model.buffers()], model.training
+    with torch.random.fork_rng(devices=[]):
         problem = input_problem(model, in_channels, side, batch=1)
         if problem:
-            raise UserError(f"{cannot}: {problem}")
-        check_training_output(model, spec, in_channels, side)
+            raise UserError(f"{cannot_take(spec)}: {problem}")
+        try:
+            check_training_output(model, spec, in_channels, side)
+        finally:
+            model.train(was_training)
+            with torch.no_grad():
+                for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
 
 
-def checked_build(spec: dict, cannot: str) -> nn.Module:
+def checked_build(spec: dict, cannot: str, pretrained: bool = False) -> nn.Module:
     """build_model(**spec), or a UserError that says why the network cannot be built."""
     try:
-        return build_model(**spec)
+        return build_model(**spec, pretrained=pretrained)
     except PatchSizeError as error:
         raise UserError(f"{cannot}: {error}; {patch_advice(error)}") from None
     except UserError:
@@ -183,6 +216,7 @@ def patch_advice(error: PatchSizeError) -> str:
 __all__ = [
     "MODELS",
     "SOURCES",
+    "build_for_run",
     "build_model",
     "check_input_size",
     "check_model_name",

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 import cli
 import main
 import models.__main__ as listing
-from models import build_model, check_input_size
+from models import build_for_run, build_model, check_input_size
 from tests.support.runs import (
     assert_identical,
     assert_one_error_line,
@@ -96,6 +96,21 @@ def test_checking_a_network_leaves_its_initial_weights_as_they_were():
     torch.manual_seed(0)
     check_input_size(spec)
     assert_identical(build_model(**spec).state_dict(), unchecked)
+
+
+def test_a_run_checks_its_network_on_itself_and_leaves_it_as_built():
+    """build_for_run builds once: the check's training pass leaves BatchNorm's statistics, the
+    mode and the random streams as they were, so the run starts from the network a plain build
+    gives."""
+    spec = digits_spec("timm:resnet18")
+    torch.manual_seed(0)
+    plain = build_model(**spec).state_dict()
+    after_plain = torch.get_rng_state()
+    torch.manual_seed(0)
+    model = build_for_run(spec)
+    assert torch.equal(torch.get_rng_state(), after_plain)
+    assert model.training
+    assert_identical(model.state_dict(), plain)  # running means and counts included
 
 
 # torchvision's own notice about googlenet's initialisation, not one of ours

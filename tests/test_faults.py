@@ -196,7 +196,7 @@ def test_interrupted_before_the_first_checkpoint_a_resume_starts_afresh(tmp_path
 
     flags = ["-e", "3", "--prune_freq", "1", "--noise", *QUICK]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(main, "build_model", build_with_hook)
+        patch.setattr(models, "build_model", build_with_hook)  # main builds through it
         assert run_main(*flags, "--logdir", str(tmp_path / "stopped")) == 143
     line = one_line(capsys)
     assert "before its first epoch ended" in line

@@ -289,8 +289,8 @@ def another_initialisation(monkeypatch):
         torch.rand(1)
         return build(*args, **kwargs)
 
+    # main builds through models.build_for_run, which calls this module's build_model
     monkeypatch.setattr(models, "build_model", build_model)
-    monkeypatch.setattr(main, "build_model", build_model)
     monkeypatch.setattr(reference, "build_model", build_model)
 
 
