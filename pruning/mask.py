@@ -81,13 +81,25 @@ class Masks:
                 f"unexpected {sorted(set(state) - set(self.masks))}"
             )
         for name, mask in state.items():
-            if mask.shape != self.masks[name].shape:
-                raise ValueError(
-                    f"mask {name} has shape {tuple(mask.shape)}, expected "
-                    f"{tuple(self.masks[name].shape)}"
-                )
-            self.masks[name].copy_(mask.to(torch.bool))
+            check_mask(name, mask, self.masks[name].shape)
+        for name, mask in state.items():
+            self.masks[name].copy_(mask)
         self.any_pruned = any(not bool(m.all()) for m in self.masks.values())
+
+
+def check_mask(name: str, mask, shape: torch.Size) -> None:
+    """TypeError unless `mask` is a bool tensor, ValueError unless it has `shape`: a mask of
+    0.5s read as bools would keep every weight."""
+    if not torch.is_tensor(mask) or mask.dtype != torch.bool:
+        got = mask.dtype if torch.is_tensor(mask) else type(mask).__name__
+        raise TypeError(
+            f"masks[{name!r}] must be a bool tensor (True = live), got {got}; a mask of 0s and "
+            "1s converts with .bool()"
+        )
+    if mask.shape != shape:
+        raise ValueError(
+            f"masks[{name!r}] has shape {tuple(mask.shape)}, its parameter {tuple(shape)}"
+        )
 
 
 def percent(fraction: float, digits: int = 2, sign: str = "%") -> str:

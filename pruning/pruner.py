@@ -12,9 +12,10 @@ schedule, gradient noise and the Hoyer-Square penalty behind five calls.
 so the loop has no per-criterion branches. `attach_optimizer(optimizer, step_hooks=True)` runs
 after_backward and after_step from inside `optimizer.step()`, which leaves an existing loop
 unchanged but for end_of_epoch. The hooks count epochs themselves (end_of_epoch moves on to
-the next); a loop that knows its epoch may pass it, as main.py does. `Pruner(..., nm="2:4")`
-makes any ranking criterion keep at most 2 of every 4 consecutive weights along each layer's
-inputs (pruning/nm.py).
+the next, up to the schedule's last); a loop that knows its epoch may pass it, as main.py does.
+`state_dict` and `load_state_dict` save and restore it, loaded before or after the model.
+`Pruner(..., nm="2:4")` makes any ranking criterion keep at most 2 of every 4 consecutive weights
+along each layer's inputs (pruning/nm.py).
 
 How pruned weights stay exactly zero: their gradients are masked before every step, and when they
 are pruned, the optimizer's per-weight state (momentum, Adam's moments) is zeroed with them. SGD,
@@ -24,7 +25,8 @@ after_step re-masks the weights as well, which costs one more pass over them.
 """
 
 import copy
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +36,10 @@ from .criteria import Criterion, PruneInputs, first_batches
 from .flips import FlipCounter
 from .hoyer import hoyer_square
 from .kernels import Kernels
-from .mask import Masks, layer_table
+from .mask import Masks, check_mask, layer_table
 from .nm import NM
 from .noise import GradientNoise
-from .options import RATE, SPARSITY, flags_named, spelled
+from .options import RATE, SPARSITY, Bounded, flags_named, spelled
 from .prunable import aliases, as_patterns, matching, select_prunable
 from .registry import build_criterion
 from .schedule import NEVER, SCHEDULES, Schedule, Step
@@ -46,6 +48,9 @@ from .sync import Alone, Sync
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
 KEEP_ZEROS = (torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adam, torch.optim.AdamW)
+# the Pruner's strengths and last epochs: the command line's flags bound them more tightly
+STRENGTH = Bounded(float, low=0)
+LAST_EPOCH = Bounded(int, low=0, also=(NEVER,))
 
 
 @dataclass
@@ -85,6 +90,35 @@ def check_pairing(
 
 def never_to_none(epoch: int | None) -> int | None:
     return None if epoch in (None, NEVER) else epoch
+
+
+def check_parts(model, criterion, schedule) -> None:
+    """TypeError for a model, criterion or schedule of the wrong kind (a class where an instance
+    belongs, say), before anything is built from it."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(criterion, Criterion | str):
+        raise TypeError(
+            f"criterion must be a Criterion, such as FlipOut(), or a name in CRITERIA, got "
+            f"{criterion!r}"
+        )
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(
+            f"schedule must be a Schedule, such as Periodic(rate=0.5, every=2), or None, got "
+            f"{schedule!r}"
+        )
+
+
+def check_strengths(noise_scale, hoyer_lambda, stop_noise_at, stop_hoyer_at) -> None:
+    """ValueError naming the keyword for a negative or non-finite strength, or a last epoch
+    that is neither an epoch nor -1 (None: not given)."""
+    given = {"noise_scale": noise_scale, "hoyer_lambda": hoyer_lambda}
+    for name, value in given.items():
+        if value is not None:
+            STRENGTH.check(name, value)
+    for name, epoch in {"stop_noise_at": stop_noise_at, "stop_hoyer_at": stop_hoyer_at}.items():
+        if epoch is not None:
+            LAST_EPOCH.check(name, epoch)
 
 
 class Pruner:
@@ -140,6 +174,8 @@ class Pruner:
         prune_include: str | Iterable[str] | None = None,
         prune_exclude: str | Iterable[str] | None = None,
     ):
+        check_parts(model, criterion, schedule)
+        check_strengths(noise_scale, hoyer_lambda, stop_noise_at, stop_hoyer_at)
         self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
         if not self.criterion.prunes:
             schedule = None
@@ -180,6 +216,12 @@ class Pruner:
             self.nm.check(self.params, self.nm_exclude)
         self.masks = Masks(self.params)
         self.device = next(iter(self.params.values())).device
+        if self.device.type == "meta":
+            raise ValueError(
+                "model is on the meta device, which holds shapes but no values: a Pruner takes "
+                "a model whose weights are on cpu, cuda or another device that holds them "
+                "(model.to_empty(device=...), then its weights loaded)"
+            )
         self.kernels = Kernels(compile_kernels, self.device)
         self.flips = FlipCounter(self.params, self.kernels)
         # Separate streams, so that switching noise on does not change which weights Random picks.
@@ -208,6 +250,9 @@ class Pruner:
         self._hooks: list = []
         self.epoch = 1  # the epoch in progress, counted from 1
         self._started = False  # whether before_training ran
+        # whether the weights must be read again before the next step: after load_state_dict,
+        # since the model's own may be loaded after it
+        self._reread_weights = False
         # weights and optimizer state at the schedule's rewind epoch, once reached
         self.rewind_point: dict | None = None
         self.events: list[PruneEvent] = []
@@ -216,7 +261,24 @@ class Pruner:
         """The optimizer that steps these weights. From now on every prune zeroes its state for
         the pruned weights, and, for an optimizer in KEEP_ZEROS, after_step skips re-masking.
         With `step_hooks`, `optimizer.step()` itself calls after_backward before the update and
-        after_step after it. A replacement optimizer must be attached in turn."""
+        after_step after it. A replacement optimizer must be attached in turn.
+
+        It must step every prunable parameter that requires a gradient (the very tensors, as an
+        optimizer built from `model.parameters()` does): another model's optimizer, or one that
+        leaves pruned weights out, is a ValueError."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [n for n, p in self.params.items() if p.requires_grad and id(p) not in stepped]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(
+                f"optimizer does not step {len(missing)} of the {len(self.params)} prunable "
+                f"parameters, {missing[0]}{more}: give it this pruner's model's parameters "
+                "(model.parameters())"
+            )
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
@@ -260,6 +322,9 @@ class Pruner:
     def after_backward(self, epoch: int | None = None) -> None:
         """Between backward and the optimizer step: mask the gradients of pruned weights, then
         add the gradient noise (until `stop_noise_at`)."""
+        if self._reread_weights:
+            self._reread_weights = False
+            self._zero_pruned()
         if self.masks.any_pruned:
             pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
             if pairs:
@@ -278,8 +343,11 @@ class Pruner:
 
     def end_of_epoch(self, epoch: int | None = None) -> PruneEvent | None:
         """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
-        then move on to the next epoch."""
+        then move on to the next epoch. Epochs count from 1; one that has ended already, or one
+        after the schedule's last (`schedule.total_epochs()`, where the schedule has `epochs`),
+        is a ValueError, as a prune there would be outside the schedule."""
         epoch = self.epoch if epoch is None else epoch
+        self._check_epoch(epoch)
         needs_start = self.schedule is not None and (
             self.schedule.step(0) is not None or self.schedule.rewind_epoch == 0
         )
@@ -292,6 +360,24 @@ class Pruner:
         self._remember_rewind_point(epoch)
         step = None if self.schedule is None else self.schedule.step(epoch)
         return None if step is None else self._prune(step, epoch)
+
+    def _check_epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+            raise TypeError(f"epoch must be an integer, got {epoch!r}")
+        if epoch < 1:
+            raise ValueError(
+                f"epoch must be at least 1, got {epoch}: epochs count from 1, and "
+                "before_training() is the prune at epoch 0"
+            )
+        if epoch < self.epoch:
+            raise ValueError(f"epoch {epoch} has ended already: the next to end is {self.epoch}")
+        last = None if self.schedule is None else self.schedule.total_epochs()
+        if last is not None and epoch > last:
+            raise ValueError(
+                f"epoch {epoch} is past the schedule's last epoch, {last} ({self.schedule.name} "
+                f"built with epochs={self.schedule.epochs}): build the schedule with the epochs "
+                "the loop trains"
+            )
 
     def total_epochs(self, epochs: int) -> int:
         """How many epochs a run of `epochs` trains in all (more when its schedule has rounds)."""
@@ -308,21 +394,35 @@ class Pruner:
 
     def prune(self, sparsity: float | None = None, rate: float | None = None) -> PruneEvent:
         """Prune now, outside the schedule: down to `sparsity` of all prunable weights, or
-        `rate` of the live ones, chosen by the criterion."""
+        `rate` of the live ones, chosen by the criterion. A pruned weight is never revived, so a
+        `sparsity` below the current one is a ValueError; the current one itself removes nothing
+        (but what an N:M constraint forces)."""
         if (sparsity is None) == (rate is None):
             raise ValueError("prune takes either sparsity or rate")
         if not (self.criterion.prunes and self.criterion.ranks):
             raise ValueError(f"{self.criterion.label} cannot prune to a sparsity or a rate")
         if sparsity is not None:
             SPARSITY.check("sparsity", sparsity)
+            # counted in weights, as the prune keeps them: no rounding makes it refuse its own
+            live, total = self.masks.num_live, self.masks.num_total
+            if round((1.0 - sparsity) * total) > live:
+                raise ValueError(
+                    f"sparsity {sparsity:g} is below the current sparsity, {1 - live / total:.6g}: "
+                    "pruning never revives a weight"
+                )
         else:
             RATE.check("rate", rate)
         return self._prune(Step(rate=rate, sparsity=sparsity), self.epoch - 1)
 
     @torch.no_grad()
-    def adopt_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Start from `masks` (name -> bool tensor, True = live), such as a pruned model's: their
-        pruned weights become zero and stay pruned. Call before training starts."""
+    def adopt_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Start from `masks` (name -> bool tensor of the parameter's shape, True = live), such
+        as a pruned model's: their pruned weights become zero and stay pruned. Call before
+        training starts. Masks of another dtype are a TypeError (0s and 1s convert with
+        `.bool()`), of another shape or for a tensor this pruner does not prune a ValueError;
+        nothing is adopted then."""
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks must map parameter names to bool tensors, got {masks!r}")
         unknown = [name for name in masks if name not in self.params]
         if unknown:
             more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -331,10 +431,10 @@ class Pruner:
                 "(biases need prune_bias, BatchNorm scales prune_bnorm)"
             )
         for name, mask in masks.items():
-            self.masks.prune(name, ~mask.to(device=self.device, dtype=torch.bool))
-        self.masks.apply_to_weights()
-        self.flips.forget_pruned(self.masks)
-        self._clear_optimizer_state()
+            check_mask(name, mask, self.masks[name].shape)
+        for name, mask in masks.items():
+            self.masks.prune(name, ~mask.to(self.device))
+        self._zero_pruned()
 
     def prune_inputs(self) -> PruneInputs:
         """What the criterion is given at a prune."""
@@ -423,9 +523,7 @@ class Pruner:
         self.model.load_state_dict(self.rewind_point["model"])
         if self.optimizer is not None and self.rewind_point["optimizer"] is not None:
             self.optimizer.load_state_dict(copy.deepcopy(self.rewind_point["optimizer"]))
-        self.masks.apply_to_weights()
-        self.flips.forget_pruned(self.masks)
-        self._clear_optimizer_state()
+        self._zero_pruned()
         self.sync.check_identical(self.state_tensors(), "after rewinding, weights or masks")
 
     def _check_constraint(self, remove: dict[str, torch.Tensor]) -> None:
@@ -442,9 +540,7 @@ class Pruner:
         live_before = self.masks.num_live
         for name, chosen in remove.items():
             self.masks.prune(name, chosen)
-        self.masks.apply_to_weights()
-        self.flips.forget_pruned(self.masks)
-        self._clear_optimizer_state()
+        self._zero_pruned()
         self.sync.check_identical(
             self.state_tensors(), f"after the prune at epoch {epoch}, weights, masks or flip counts"
         )
@@ -460,6 +556,14 @@ class Pruner:
         )
         self.events.append(event)
         return event
+
+    @torch.no_grad()
+    def _zero_pruned(self) -> None:
+        """Pruned weights to zero, and their flip counters and optimizer state with them; the
+        counters read the weights' signs afresh, so that no flip is counted across the change."""
+        self.masks.apply_to_weights()
+        self.flips.forget_pruned(self.masks)
+        self._clear_optimizer_state()
 
     @torch.no_grad()
     def _clear_optimizer_state(self) -> None:
@@ -487,8 +591,10 @@ class Pruner:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore after the model's weights and the optimizer were loaded (the flip counter reads
-        the weights' signs; the optimizer's state is cleared where pruned, as at a prune)."""
+        """Restore, before or after the model's weights and the optimizer are loaded: the flip
+        counter's reference signs are the weights', and the pruned weights and their optimizer
+        state are zeroed, here and again before the next step (in after_backward), once all
+        three are loaded whatever the order."""
         self.masks.load_state_dict(state["masks"])
         self._clear_optimizer_state()
         self.flips.load_state_dict(state["flip_counts"])
@@ -498,6 +604,7 @@ class Pruner:
             self.noise.set_state(state["noise_generator"])
         self.epoch = state.get("epoch", self.epoch)
         self.rewind_point = state.get("rewind_point")
+        self._reread_weights = True
 
     @property
     def sparsity(self) -> float:

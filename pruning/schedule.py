@@ -13,6 +13,13 @@ chooses which weights go. Any ranking criterion runs on any schedule.
 - `Gradual` (Zhu & Gupta, "To prune, or not to prune", 2017): at epochs start, start + every, ...
   and end, to s(t) = s_f + (s_i - s_f) (1 - (t - start) / (end - start))^3, which rises quickly
   at first and levels off at s_f = `sparsity` at `end`.
+- `Rounds` (the lottery ticket's iterative pruning): train `epochs`, remove `rate` of the live
+  weights, rewind the survivors, and train again, for `rounds` rounds.
+
+A schedule checks its arguments when it is built, from Python as from the command line (the
+flags' parsers are its fields' checks): `epochs` at least 1, rates in (0, 1), sparsities in
+[0, 1), epochs to prune at before the last, a start no later than its end; anything else is a
+ValueError naming the argument.
 
 A sparsity is reached exactly: the prune keeps round((1 - s) * total) weights, ties broken as
 everywhere by position; a layer-wise criterion shares those out between layers in proportion to
@@ -38,6 +45,8 @@ NEVER = -1  # the --stop_*_at value that means "never stop"
 
 
 EPOCH = Bounded(int, low=0, high=100_000)
+# a schedule's `epochs`, the length of training (-e), which it is given rather than declares
+EPOCHS = Bounded(int, low=1, high=100_000)
 # options that several schedules share: one flag each, a fresh dataclass field per schedule
 PRUNE_RATE = partial(
     option,
@@ -132,8 +141,16 @@ class Schedule:
     fresh_optimizer = False
 
     def __post_init__(self):
+        # first, as other fields default from it and are checked against it
+        epochs = getattr(self, "epochs", None)
+        if epochs is not None:
+            EPOCHS.check(named(type(self), "epochs"), epochs)
+        self.fill_defaults()
         check_fields(self)
         self.check()
+
+    def fill_defaults(self) -> None:
+        """Give the fields whose default depends on others (Gradual's `end`) their value."""
 
     def check(self) -> None:
         """Raise ValueError (one line) for options that do not fit together."""
@@ -193,11 +210,12 @@ class Schedule:
 @dataclass
 class Periodic(Schedule):
     """`rate` of the live weights after every `every`-th epoch, never after the last of
-    `epochs` (None: training length unknown) nor from epoch `stop_at` on (-1 or None: never)."""
+    `epochs` (None: training length unknown, and no end) nor from epoch `stop_at` on (-1:
+    never)."""
 
     rate: float = PRUNE_RATE()
     every: int = PRUNE_FREQ()
-    stop_at: int | None = option(
+    stop_at: int = option(
         "stop_pruning_at",
         Bounded(int, low=1, high=100_000, also=(NEVER,)),
         NEVER,
@@ -209,7 +227,7 @@ class Periodic(Schedule):
     targets = False
 
     def step(self, epoch: int) -> Step | None:
-        stop = None if self.stop_at in (None, NEVER) else self.stop_at
+        stop = None if self.stop_at == NEVER else self.stop_at
         if (
             epoch > 0
             and epoch % self.every == 0
@@ -220,10 +238,10 @@ class Periodic(Schedule):
         return None
 
     def horizon(self) -> int:
-        return 0 if self.stop_at in (None, NEVER) else self.stop_at
+        return 0 if self.stop_at == NEVER else self.stop_at
 
     def describe(self, where: str = "across the network", ranks: bool = True) -> str:
-        if self.epochs is None and self.stop_at in (None, NEVER):
+        if self.epochs is None and self.stop_at == NEVER:
             every = "epoch" if self.every == 1 else f"{self.every} epochs"
             return f"prune {self.what(where) if ranks else where}, after every {every}"
         return super().describe(where, ranks)
@@ -287,10 +305,9 @@ class Gradual(Schedule):
 
     name = "gradual"
 
-    def __post_init__(self):
+    def fill_defaults(self) -> None:
         if self.end is None and self.epochs is not None:
             self.end = max(self.start, self.epochs // 2)
-        super().__post_init__()
 
     def check(self) -> None:
         cls = type(self)
