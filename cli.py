@@ -3,7 +3,9 @@
 `parse_args` is the one entry point. Every value is checked as it is parsed (a learning rate must
 be a finite positive number, a seed fit NumPy's range, ...), so a mistake ends in one line naming
 the flag, before anything is loaded. Flags that would have no effect in the run (`--milestones`
-without `--use_scheduler`, ...) are warned about.
+without `--use_scheduler`, ...) are warned about. A flag of several values given twice adds up
+its values (`--prune_exclude`, `--model_kwargs`, whose key given two values is refused), or,
+where they are one setting (`--milestones`), is refused: the last occurrence never wins unnoticed.
 
 With `--resume RUN_DIR` the options the run was started with are read back from its config.json
 and parsed again, so they pass the same checks. Flags given alongside override them for this
@@ -25,6 +27,7 @@ from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
 from utils.errors import OneLineParser, UserError, given_path
+from utils.io import special_file
 from utils.logging import warn
 from utils.runtime import default_num_workers
 
@@ -171,16 +174,64 @@ def keyword_argument(text: str) -> str:
     return f"{key}={literal(value)!r}"
 
 
-class KeywordArguments(argparse.Action):
-    """Stores --model_kwargs sorted, so that the same arguments in another order are the same
-    options when a run is resumed; a key given twice is refused."""
+def occurrences_before(namespace: argparse.Namespace, action: argparse.Action) -> list | None:
+    """The values that earlier occurrences of `action`'s flag gave in this parse, or None when
+    this is its first (the namespace then holds the default itself, or, as given_options parses,
+    nothing)."""
+    before = getattr(namespace, action.dest, action.default)
+    return None if before is action.default or before is argparse.SUPPRESS else before
+
+
+class Accumulated(argparse.Action):
+    """A flag of several values that may be given again: each occurrence adds the values not
+    given before, in order (`--prune_exclude conv1 --prune_exclude fc` is `--prune_exclude conv1
+    fc`). One occurrence stores its values as given, as it always did, so that every
+    config.json parses again to the options its run had."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        keys = [value.partition("=")[0] for value in values]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        if twice:
-            raise argparse.ArgumentError(self, f"{twice[0]} is given twice")
-        setattr(namespace, self.dest, sorted(values))
+        before = occurrences_before(namespace, self)
+        if before is None:
+            setattr(namespace, self.dest, list(values))
+            return
+        added = list(before)
+        added += [value for value in dict.fromkeys(values) if value not in before]
+        setattr(namespace, self.dest, added)
+
+
+class GivenOnce(argparse.Action):
+    """A flag of several values that together are one setting (--milestones): given again, it is
+    refused, with the one spelling of both."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = occurrences_before(namespace, self)
+        if before is not None:
+            together = " ".join(map(str, [*before, *values]))
+            raise argparse.ArgumentError(
+                self, f"given twice: give its values once, as in {option_string} {together}"
+            )
+        setattr(namespace, self.dest, list(values))
+
+
+class KeywordArguments(argparse.Action):
+    """--model_kwargs, which may be given again: the arguments of every occurrence, stored
+    sorted, so that the same arguments in another order are the same options when a run is
+    resumed. A key given twice with different values is refused; with the same value it is
+    the same argument."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pairs = [*(occurrences_before(namespace, self) or ()), *values]
+        by_key: dict[str, str] = {}
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            if by_key.setdefault(key, value) != value:
+                raise argparse.ArgumentError(
+                    self, f"{key} is given twice, as {by_key[key]} and {value}: give it once"
+                )
+        setattr(namespace, self.dest, sorted(set(pairs)))
+
+
+# what every flag of several values is: never one whose last occurrence silently wins
+SEVERAL_VALUES = (Accumulated, GivenOnce, KeywordArguments)
 
 
 def keyword_arguments(pairs: list[str] | None) -> dict:
@@ -212,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     pruning_flags(parser)
     speed_flags(parser)
     run_flags(parser)
+    for action in parser._actions:
+        if action.nargs in ("+", "*") and not isinstance(action, SEVERAL_VALUES):
+            raise TypeError(
+                f"{action.option_strings[-1]} takes several values: give it action=Accumulated or "
+                "GivenOnce, so that giving it twice is not the last occurrence silently winning"
+            )
     return parser
 
 
@@ -334,6 +391,7 @@ def optimisation_flags(parser: argparse.ArgumentParser) -> None:
         "--milestones",
         type=Bounded(int, low=1, high=MAX_EPOCHS),
         nargs="+",
+        action=GivenOnce,
         default=[150, 250],
         metavar="EPOCH",
         help="epochs after which the learning rate drops (with --use_scheduler)",
@@ -390,6 +448,7 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--nm_exclude",
         nargs="+",
+        action=Accumulated,
         metavar="NAME",
         default=None,
         help="parameters (as named in the model, e.g. 0.weight), modules or globs that --nm "
@@ -398,6 +457,7 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--prune_include",
         nargs="+",
+        action=Accumulated,
         metavar="PATTERN",
         default=None,
         help="prune only these of the default set (every layer's weight matrices: linear, "
@@ -408,6 +468,7 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--prune_exclude",
         nargs="+",
+        action=Accumulated,
         metavar="PATTERN",
         default=None,
         help="keep these tensors dense, matched as --prune_include matches: e.g. --prune_exclude "
@@ -568,9 +629,14 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
 
 def run_config_exists(run_dir: str) -> bool:
     """Whether --run_dir already holds a run; a path the system refuses (too long, through a
-    file) is one line naming it (utils.errors.path_error)."""
+    file) is one line naming it (utils.errors.path_error), and so is a config.json there that
+    is not a file (a FIFO would block its reader)."""
+    path = Path(run_dir) / "config.json"
     with given_path(f"--run_dir {run_dir}", run_dir):
-        return (Path(run_dir) / "config.json").is_file()
+        kind = special_file(path)
+        if kind:
+            raise UserError(f"--run_dir {run_dir}: its config.json is {kind}, not a file")
+        return path.is_file()
 
 
 def read_config(run_dir: str, flag: str = "--resume") -> dict:
@@ -579,6 +645,9 @@ def read_config(run_dir: str, flag: str = "--resume") -> dict:
     with given_path(f"{flag} {run_dir}", run_dir):
         if not Path(run_dir).is_dir():
             raise UserError(f"{flag} {run_dir}: no such run directory")
+        kind = special_file(path)
+        if kind:  # reading it would block (a FIFO) or never end (a device)
+            raise UserError(f"{flag} {run_dir}: its config.json is {kind}, not a file")
         if not path.is_file():
             raise UserError(f"{flag} {run_dir}: no config.json there; is it a run directory?")
     try:

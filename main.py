@@ -44,11 +44,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cli import IDENTITY_OPTIONS, build_pruner, keyword_arguments, parse_args
+from cli import IDENTITY_OPTIONS, build_pruner, build_pruning, keyword_arguments, parse_args
 from data import DataSplits, build_datasets, split_validation
 from data.device import DeviceLoader
 from models import build_for_run, foreign_state, is_external
-from pruning import Pruner
+from pruning import Pruner, prunable_parameters
+from pruning.prunable import matches
 from training import (
     Diverged,
     LimitedBatches,
@@ -79,7 +80,7 @@ from utils.errors import (
 )
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
-from utils.io import made_folders, write_json_atomic
+from utils.io import made_folders, special_file, write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import (
     RUNS_ROOT,
@@ -204,6 +205,10 @@ class Run:
     history: list[dict]  # the record of every completed epoch, restored ones included
     wall_before: float  # seconds spent on the run before this session
     first_epoch: int
+    # with --resume: the epoch whose prune a changed schedule adds to the epochs trained, made
+    # before training on, and the line that says what the schedule becomes (None: unchanged)
+    made_up: int | None
+    schedule_change: str | None
     # open_run_dir(): where the run is recorded, and what is recorded
     options: dict
     run_dir: Path | None  # None only on ranks other than 0 of a new run
@@ -277,6 +282,9 @@ class Run:
             if self.ddp.is_main:
                 self.locks.append(RunLock(resume_dir).acquire())
                 remove_stale_temporaries(resume_dir)
+            kind = special_file(resume_dir / CHECKPOINT)
+            if kind:  # not a missing checkpoint, after which the run would start afresh
+                raise UserError(f"--resume {resume_dir}: its {CHECKPOINT} is {kind}, not a file")
             has_checkpoint = (resume_dir / CHECKPOINT).is_file()
         if has_checkpoint:
             return load_checkpoint(resume_dir, "--resume")
@@ -325,7 +333,7 @@ class Run:
         self.train_config = dataclasses.replace(self.train_config, epochs=self.total_epochs)
         if initial_masks is not None:
             try:
-                self.pruner.adopt_masks(initial_masks)
+                self.pruner.adopt_masks(adoptable_masks(args, self.pruner, initial_masks))
             except ValueError as error:
                 raise UserError(f"--init_from {args.init_from}: {error}") from None
         self.pruner.attach_optimizer(self.optimizer)
@@ -338,8 +346,10 @@ class Run:
         )
         # criteria that score on training batches (SNIP) take the first few from here at each prune
         self.pruner.attach_data(LimitedBatches(self.train_loader, self.train_config.limit_batches))
+        self.made_up = self.schedule_change = None
         if self.checkpoint is not None:
             self.restore()
+            self.check_resumed_schedule()
         self.first_epoch = len(self.history) + 1
 
     def parallel(self) -> nn.Module:
@@ -387,6 +397,77 @@ class Run:
                 f"--resume {args.resume}: its {CHECKPOINT} does not fit this run: {first}"
             ) from error
         self.history, self.wall_before = list(checkpoint["history"]), checkpoint["wall_seconds"]
+
+    def check_resumed_schedule(self) -> None:
+        """A resume whose options change the schedule (a longer -e, another --prune_freq) may
+        change only what is still to come: one that would have pruned otherwise in the epochs
+        trained is refused. The one prune it may add there is after the last of them, where
+        the run ended before (a periodic schedule never prunes after the last epoch, so a
+        longer -e adds it); `train` makes it before training on, as an uninterrupted run of
+        these options would have made it there. With no epoch left to train (an -e no longer
+        than the epochs trained) nothing changes: the run ends as it is. `schedule_change`
+        says what the schedule becomes."""
+        done, schedule = len(self.history), self.pruner.schedule
+        before = self.schedule_before()
+        changed = schedule is not None and before is not None and plan(before) != plan(schedule)
+        if done >= self.total_epochs:
+            if changed or done > self.total_epochs:
+                self.schedule_change = (
+                    f"nothing to train: it has trained {done} epochs, and these options train "
+                    f"{self.total_epochs}; it ends as it is, at {percent(self.pruner.sparsity)} "
+                    "sparsity"
+                )
+            return
+        if not changed:
+            return
+        differ = [epoch for epoch in range(done + 1) if before.step(epoch) != schedule.step(epoch)]
+        if differ == [done] and before.step(done) is None:
+            self.made_up = done
+        elif differ:
+            epoch = differ[0]
+            raise UserError(
+                f"--resume {self.args.resume}: these options change the prunes of the {done} "
+                f"epochs it has trained ({when(epoch)}: {step_text(before.step(epoch))} then, "
+                f"{step_text(schedule.step(epoch))} now); a resume may change only what is "
+                "still to come: keep its schedule's options (with gradual, give --prune_end), or "
+                "start a new run"
+            )
+        self.schedule_change = self.changed_schedule_line()
+
+    def schedule_before(self):
+        """The schedule the resumed run followed, from its checkpoint's options; None when they
+        no longer build one (a checkpoint of an older version), as nothing can be compared."""
+        saved = self.checkpoint.get("args")
+        if not isinstance(saved, dict):
+            return None
+        try:
+            return build_pruning(argparse.Namespace(**{**vars(self.args), **saved}))[1]
+        except (UserError, TypeError, ValueError, KeyError, AttributeError):
+            return None
+
+    def changed_schedule_line(self) -> str:
+        """What a schedule changed by a resume does from here: the epochs left, the prunes left
+        (the one made up first), and the sparsity it ends at."""
+        schedule, pruner, done = self.pruner.schedule, self.pruner, len(self.history)
+        left = self.total_epochs - done
+        parts = [f"{left} more epoch{'s' if left != 1 else ''} (to epoch {self.total_epochs})"]
+        ahead = [epoch for epoch in schedule.epochs_pruned() if epoch > done]
+        later = None
+        if ahead:
+            later = f"prunes after epochs {', '.join(map(str, ahead))}"
+            later = f"a prune after epoch {ahead[0]}" if len(ahead) == 1 else later
+        if self.made_up is None:
+            parts.append(later or "no more prunes")
+        else:
+            parts.append(f"the prune after epoch {done}, where the run ended before, is made now")
+            parts.append(f"then {later}" if later else "no prune after that")
+        if pruner.criterion.ranks:
+            live, total = pruner.masks.num_live, pruner.masks.num_total
+            for epoch in ([done] if self.made_up is not None else []) + ahead:
+                live = schedule.step(epoch).keep(live, total)
+            least = "at least " if pruner.nm is not None else ""  # N:M may remove more
+            parts.append(f"it ends at {least}{percent(1 - live / total)} sparsity")
+        return f"schedule changed by this resume: {'; '.join(parts)}"
 
     # -- open the run's directory and summary ----------------------------------------------
 
@@ -476,8 +557,12 @@ class Run:
             f"{self.pruner.masks.num_total:,} prunable weights{kept_dense}, "
             f"criterion {args.prune_criterion}"
         )
-        if self.pruner.schedule is not None:
+        # a run with nothing left to train ends as it is, whatever these options' schedule says
+        ends_as_it_is = self.schedule_change is not None and self.first_epoch > self.total_epochs
+        if self.pruner.schedule is not None and not ends_as_it_is:
             print(f"schedule: {self.pruner.describe()}")
+        if self.schedule_change is not None:
+            print(self.schedule_change)
 
     # -- train -----------------------------------------------------------------------------
 
@@ -485,10 +570,15 @@ class Run:
         """The epochs from the first not completed: a prune before training on a run's first
         start (SNIP), then each epoch checkpointed, logged and reported; at the end, the ranks'
         states compared and, with --save_model, model.pt."""
+        event = None
         if self.checkpoint is None:
             event = self.pruner.before_training()
-            if event is not None:
-                self.log_prune(event)
+        elif self.made_up is not None:
+            # the end of that epoch again, under the schedule that prunes there
+            self.pruner.epoch = self.made_up
+            event = self.pruner.end_of_epoch(self.made_up)
+        if event is not None:
+            self.log_prune(event)
         self.ddp.agree_to_stop(self.stop)
         for epoch in range(self.first_epoch, self.total_epochs + 1):
             record, event = run_epoch(epoch, self)
@@ -778,6 +868,61 @@ def init_from(path: str, model: nn.Module, spec: dict) -> dict[str, torch.Tensor
         print(f"initialised from {path} ({weights.kind}), keeping its masks: "
               f"{percent(1 - live / total)} of its masked weights pruned")  # fmt: skip
     return weights.masks
+
+
+def adoptable_masks(args, pruner: Pruner, masks: dict[str, torch.Tensor]) -> dict:
+    """The masks of --init_from's file for the tensors this run prunes. The mask of a tensor it
+    keeps dense is dropped where the file pruned nothing of it; where the file pruned some of
+    it, the pruned weights would come back, so it is refused, naming the option that keeps the
+    tensor dense here."""
+    kept = [name for name, mask in masks.items() if name not in pruner.params and not mask.all()]
+    if not kept:
+        return {name: mask for name, mask in masks.items() if name in pruner.params}
+    more = f" (and {len(kept) - 1} more)" if len(kept) > 1 else ""
+    raise UserError(
+        f"--init_from {args.init_from}: its masks prune {kept[0]}{more}, which this run keeps "
+        f"dense {why_dense(args, pruner, kept[0])}"
+    )
+
+
+def why_dense(args, pruner: Pruner, name: str) -> str:
+    """Why this run does not prune `name`, and how to prune it as the file did."""
+    if name in pruner.excluded:
+        excluding = any(matches(pattern, name) for pattern in args.prune_exclude or ())
+        flag = "--prune_exclude" if excluding else "--prune_include"
+        patterns = " ".join(args.prune_exclude if excluding else args.prune_include)
+        fix = f"leave it out of {flag}" if excluding else f"name it in {flag} too"
+        return (
+            f"by {flag} {patterns}: its pruned weights would train again; {fix} to keep them "
+            "pruned, or start from a file where it is dense"
+        )
+    for flag, option in (("--prune_bias", "prune_bias"), ("--prune_bnorm", "prune_bnorm")):
+        if name in prunable_parameters(pruner.model, **{option: True}):
+            return f"without {flag}: give {flag} to keep its pruned weights pruned"
+    return (
+        "(it is outside the default set, which the file's run extended with --prune_include): "
+        "name it in --prune_include to keep its pruned weights pruned"
+    )
+
+
+def plan(schedule) -> tuple:
+    """What a schedule does: how long it trains, and each prune."""
+    return schedule.total_epochs(), [
+        (epoch, schedule.step(epoch)) for epoch in schedule.epochs_pruned()
+    ]
+
+
+def when(epoch: int) -> str:
+    return "before training" if epoch == 0 else f"after epoch {epoch}"
+
+
+def step_text(step) -> str:
+    """What one prune of a schedule removes, in words."""
+    if step is None:
+        return "no prune"
+    if step.rate is not None:
+        return f"{step.rate:g} of the live weights"
+    return f"to {percent(step.sparsity)}"
 
 
 def model_spec(args, splits) -> dict:

@@ -13,6 +13,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.common import DatasetError, DataSplits, describe, normalizing_transform
+from utils.io import special_file
 
 FOLDER = "imagenette2"
 IMAGE_SIZE = 224
@@ -40,6 +41,9 @@ def check_is_image(path: str) -> None:
     and files of another kind. A file that PIL recognises as an image but whose header or pixel
     data is damaged loads, and `load_rgb` names it if it is read (tests/test_data.py pins that).
     """
+    kind = special_file(path)
+    if kind:  # opening a FIFO would block until something writes to it
+        raise DatasetError(f"{path} is {kind}, not an image file: remove it")
     try:
         with open(path, "rb") as f, Image.open(f):
             pass

@@ -21,6 +21,7 @@ from data.common import (
     resize_uint8,
 )
 from data.download import fetch
+from utils.io import special_file
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FILES = {  # name -> md5 of its .gz
@@ -97,7 +98,12 @@ def read_idx(path: Path, dims: tuple[str, ...]) -> np.ndarray:
 
 
 def find(raw_dir: Path, name: str) -> Path | None:
+    """The file `name` or `name`.gz in raw_dir, or None. A FIFO or a device there is refused:
+    reading it would block or never end, and a download would write into it."""
     for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
+        kind = special_file(candidate)
+        if kind:
+            raise damaged(candidate, f"is {kind}, not a file")
         if candidate.is_file():
             return candidate
     return None

@@ -5,7 +5,8 @@ build any network from (num_classes, in_channels, image_size). The built-ins are
 nn.Conv2d and nn.Linear layers, the paper's prunable set (pruning/prunable.py decides what is
 prunable in any network, and masks are keyed by parameter name). Beside these built-ins,
 `timm:NAME` and `torchvision:NAME` name any model of those libraries, built by
-models/external.py.
+models/external.py. `build_for_run` builds a run's network once it is known to fit: on the meta
+device first (no memory), then for real, checked on images of the run's size.
 """
 
 import difflib
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.runtime import available_memory
 
 from .densenet import densenet121
 from .external import (
@@ -111,9 +113,57 @@ def build_for_run(spec: dict, pretrained: bool = False, check: bool = False) -> 
         if check:
             check_input_size(spec)
         return build_model(**spec)
+    check_skeleton(spec)
     model = checked_build(spec, cannot_take(spec), pretrained)
     check_built(model, spec)
     return model
+
+
+def check_skeleton(spec: dict) -> None:
+    """Raise UserError for what the network of `spec` (timm:, torchvision:) shows before any of
+    its memory exists: built on the meta device, patches that do not tile its images (timm's
+    vit_huge on digits is refused before its 2.5 GB are built) and parameters that do not fit in
+    memory. A constructor that cannot run on the meta device (one that reads a tensor's values)
+    is left to the real build, which says what fails."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            skeleton = build_model(**spec)
+    except PatchSizeError as error:
+        raise UserError(f"{cannot_take(spec)}: {error}; {patch_advice(error)}") from None
+    except UserError:
+        raise
+    except Exception:  # the real build reports it, or succeeds where the meta device cannot
+        return
+    check_memory(skeleton, spec)
+
+
+def check_memory(skeleton: nn.Module, spec: dict) -> None:
+    """Raise UserError when the parameters and buffers of `skeleton`, the network of `spec` on
+    the meta device, take more memory than the system has available."""
+    tensors = [*skeleton.parameters(), *skeleton.buffers()]
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    free = available_memory()
+    if free is None or size <= free:
+        return
+    count = sum(parameter.numel() for parameter in skeleton.parameters())
+    raise UserError(
+        f"-m {spec['name']}{kwargs_given(spec)} would take {in_bytes(size)} for its "
+        f"{count:,} parameters alone, more than the {in_bytes(free)} of memory available"
+    )
+
+
+def in_bytes(size: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} bytes"
+
+
+def kwargs_given(spec: dict) -> str:
+    """The --model_kwargs of `spec` as a command line gives them, or ""."""
+    kwargs = spec.get("model_kwargs") or {}
+    given = "".join(f" {key}={value!r}" for key, value in kwargs.items())
+    return f" --model_kwargs{given}" if given else ""
 
 
 def cannot_take(spec: dict) -> str:
@@ -132,11 +182,13 @@ def check_input_size(spec: dict) -> None:
     if not is_external(spec["name"]):
         with torch.device("meta"):
             model = checked_build(spec, cannot)
+        check_memory(model, spec)
         problem = input_problem(model.to_empty(device="cpu"), spec.get("in_channels", 3),
                                 spec.get("image_size", 32))  # fmt: skip
         if problem:
             raise UserError(f"{cannot}: {problem}")
         return
+    check_skeleton(spec)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         check_built(checked_build(spec, cannot), spec)
 
@@ -169,11 +221,8 @@ def checked_build(spec: dict, cannot: str, pretrained: bool = False) -> nn.Modul
     except UserError:
         raise
     except Exception as error:  # a library's constructor refusing --model_kwargs: KeyError, ...
-        kwargs = spec.get("model_kwargs") or {}
-        given = "".join(f" {key}={value!r}" for key, value in kwargs.items())
-        given = f" --model_kwargs{given}" if given else ""
         raise UserError(
-            f"-m {spec['name']}{given} cannot be built: {short_reason(error)}"
+            f"-m {spec['name']}{kwargs_given(spec)} cannot be built: {short_reason(error)}"
         ) from None
 
 

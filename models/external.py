@@ -8,12 +8,26 @@ and optionally the library's published weights (`--pretrained`); it lists the li
 for 1,000 ImageNet classes, say) to a network of other classes or channels (`--init_from`), as
 the library itself would. The libraries are imported only when one of their models is asked
 for: timm takes seconds to import.
+
+What the libraries print of their own while a network is built ends in the one line of the
+command: their loggers are quiet, a warning about a future release's defaults is not shown, and
+the published weights are downloaded only once their host is known to answer (an offline machine
+is told so at once, not after the hub's minute of retries), torch's "Downloading" line shown only
+once the download succeeded.
 """
 
+import contextlib
 import difflib
+import io
+import logging
 import math
+import socket
 import sys
+import urllib.request
+import warnings
+from pathlib import Path
 from typing import ClassVar, Protocol
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -25,6 +39,14 @@ TIMM_PIN = "timm==1.0.31"
 CLOSE_MATCHES = 5
 # how much of a library's error a one-line message quotes
 REASON_CHARS = 160
+# How long the check that a download's host answers waits. An offline machine fails it at once
+# (no name resolves); without it the Hugging Face hub retries for about a minute, printing each.
+REACH_SECONDS = 5
+# the loggers of the libraries that print lines of their own while a network is built (timm's
+# "No checkpoint found", the hub's retries): what they say, the one error line says
+LIBRARY_LOGGERS = ("timm", "huggingface_hub")
+# the hub's errors for a file that is not in the local cache, when it may not look online
+NOT_CACHED = ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
 
 
 class PatchSizeError(ValueError):
@@ -95,6 +117,9 @@ class Timm:
         "in_chans": "the dataset's channels",
         "img_size": "the dataset's image size",
         "pretrained": "--pretrained",
+        # weights to start from are read, checked and fitted by --init_from; a spec (which
+        # exports rebuild their network from) would also read the file again each time
+        "checkpoint_path": "--init_from FILE",
     }
 
     @staticmethod
@@ -117,17 +142,44 @@ class Timm:
         timm = self.library()
         if pretrained and not self.has_weights(arch):
             raise UserError(f"--pretrained: timm publishes no weights for {arch}")
+        offline = self.offline(arch) if pretrained else None
         kwargs = {"pretrained": pretrained, "num_classes": num_classes, "in_chans": in_channels,
                   **kwargs}  # fmt: skip
+        with quiet_loggers(LIBRARY_LOGGERS), hub_offline(offline is not None):
+            try:
+                model = self.create(timm, arch, image_size, kwargs)
+            except Exception as error:
+                if offline is not None and caused_by(error, NOT_CACHED):
+                    raise UserError(out_of_reach(f"timm:{arch}", offline)) from None
+                raise
+        check_patches(model, image_size)
+        return model
+
+    @staticmethod
+    def create(timm, arch: str, image_size: int, kwargs: dict) -> nn.Module:
         try:
-            model = timm.create_model(arch, img_size=image_size, **kwargs)
+            return timm.create_model(arch, img_size=image_size, **kwargs)
         except TypeError as error:
             if "img_size" not in str(error):
                 raise
             # a network without a fixed image size: convolutions and global pooling
-            model = timm.create_model(arch, **kwargs)
-        check_patches(model, image_size)
-        return model
+            return timm.create_model(arch, **kwargs)
+
+    def offline(self, arch: str) -> str | None:
+        """Why the published weights of `arch` cannot be downloaded now (the hub cannot be
+        reached), or None. Checked once, before timm asks the hub, which would retry for a
+        minute; offline, the hub is asked for its local cache only. Weights timm names by a URL
+        are refused here at once when they are not in torch's cache either."""
+        cfg = self.library().models.get_pretrained_cfg(arch)
+        if cfg.hf_hub_id:
+            from huggingface_hub import constants
+
+            if constants.HF_HUB_OFFLINE:
+                return "HF_HUB_OFFLINE is set"
+            return None if reachable(constants.ENDPOINT) else unreachable(constants.ENDPOINT)
+        if cfg.url and not cached_download(cfg.url) and not reachable(cfg.url):
+            raise UserError(out_of_reach(f"timm:{arch}", unreachable(cfg.url)))
+        return None
 
     def has_weights(self, arch: str) -> bool:
         cfg = self.library().models.get_pretrained_cfg(arch)
@@ -192,6 +244,19 @@ class Torchvision:
         return arch in self.names()
 
     def build(self, arch, num_classes, in_channels, image_size, kwargs, pretrained):
+        with warnings.catch_warnings():
+            # googlenet and inception_v3 warn that a future torchvision initialises them
+            # otherwise; this one initialises them as it always has
+            warnings.filterwarnings(
+                "ignore", "The default weight initialization of", category=FutureWarning
+            )
+            model = self.network(arch, num_classes, in_channels, image_size, kwargs)
+        if pretrained:
+            state, _ = fitted(self, model, arch, self.published_state(arch), num_classes)
+            model.load_state_dict(state)
+        return model
+
+    def network(self, arch, num_classes, in_channels, image_size, kwargs):
         models = self.library()
         if arch in VIT_SHAPES:
             shape = {**VIT_SHAPES[arch], **kwargs}
@@ -205,9 +270,6 @@ class Torchvision:
             model = models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
             self.take_channels(model, arch, in_channels)
-        if pretrained:
-            state, _ = fitted(self, model, arch, self.published_state(arch), num_classes)
-            model.load_state_dict(state)
         return model
 
     @staticmethod
@@ -227,8 +289,17 @@ class Torchvision:
         setattr(model.get_submodule(parent), attribute, replacement)
 
     def published_state(self, arch: str) -> dict:
+        """torchvision's weights of `arch`, from torch's cache or downloaded. Offline, and not
+        in the cache, a UserError at once; torch's "Downloading" line is shown only once the
+        weights are had, as a failure's one line says what happened."""
         weights = self.library().get_model_weights(arch).DEFAULT
-        return weights.get_state_dict(progress=False, check_hash=True)
+        if not cached_download(weights.url) and not reachable(weights.url):
+            raise UserError(out_of_reach(f"torchvision:{arch}", unreachable(weights.url)))
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        sys.stderr.write(said.getvalue())
+        return state
 
     def fit_state(self, model, arch, state):
         found = first_conv(model)
@@ -257,6 +328,80 @@ def input_conv_adapted(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     repeats = math.ceil(in_channels / weight.shape[1])
     return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
+
+
+def reachable(url: str) -> bool:
+    """Whether the host of `url` (or the proxy that reaches it) accepts a connection within
+    REACH_SECONDS."""
+    parts = urlparse(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=REACH_SECONDS):
+            return True
+    except (OSError, ValueError):  # no such name, refused, timed out; a malformed address
+        return False
+
+
+def unreachable(url: str) -> str:
+    return f"{urlparse(url).hostname} cannot be reached (offline?)"
+
+
+def out_of_reach(name: str, why: str) -> str:
+    return (
+        f"--pretrained: the weights of {name} could not be downloaded: {why}, and they are not "
+        "in the local cache; download the file where the hub is reachable and give it with "
+        "--init_from FILE instead"
+    )
+
+
+def cached_download(url: str) -> bool:
+    """Whether torch.hub has the file of `url` in its cache (where it would download it)."""
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
+
+
+def caused_by(error: BaseException, names: tuple[str, ...]) -> bool:
+    """Whether `error`, or an exception it was raised from or while handling, is of a type
+    called one of `names` (a library's own, which it need not be imported to recognise)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if type(error).__name__ in names:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: tuple[str, ...]):
+    """The libraries' loggers (and their children) silent inside the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool):
+    """Inside the block, with `offline`, the Hugging Face hub reads its local cache only."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 SOURCES: dict[str, Source] = {"timm": Timm(), "torchvision": Torchvision()}

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import torch
@@ -353,3 +354,94 @@ def test_missing_dataset_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: CIFAR-10 is missing") and str(tmp_path) in line
+
+
+# -- a resume that changes the schedule ----------------------------------------------------------
+
+SHORT_RUN = ["--prune_freq", "1", "--limit_batches", "1", "--num_workers", "0", "--quiet"]
+
+
+def two_epochs(tmp_path, *argv: str) -> Path:
+    """A completed two-epoch run, pruned after epoch 1 (not after its last): its directory."""
+    run_dir = tmp_path / "run"
+    assert main.main([*SHORT_RUN, "-e", "2", *argv, "--run_dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def resume(run_dir: Path, *argv: str) -> int:
+    return main.main(["--resume", str(run_dir), "--num_workers", "0", "--quiet", *argv])
+
+
+@pytest.mark.parametrize(
+    ("epochs", "after", "sparsity"),
+    [(3, "no prune after that; it ends at 75.00% sparsity", 0.75),
+     (4, "then a prune after epoch 3; it ends at 87.50% sparsity", 0.875)],
+)  # fmt: skip
+def test_a_resume_that_extends_e_says_what_the_schedule_becomes_and_does_it(
+    tmp_path, capsys, epochs, after, sparsity
+):
+    """The issue's case: -e 3 on a finished 2-epoch run printed a schedule that ends at 75% and
+    then stopped at 50%: the prune after epoch 2, its old last epoch, never came."""
+    run_dir = two_epochs(tmp_path)
+    capsys.readouterr()
+    assert resume(run_dir, "-e", str(epochs)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    more = f"{epochs - 2} more epoch{'s' if epochs > 3 else ''} (to epoch {epochs})"
+    made_up = "the prune after epoch 2, where the run ended before, is made now"
+    assert f"schedule changed by this resume: {more}; {made_up}; {after}" in lines
+    assert lines[-1].startswith("done: ") and f"sparsity {sparsity:.4%}" in lines[-1]
+    result = json.loads((run_dir / "summary.json").read_text())
+    assert result["final_sparsity"] == sparsity
+    assert [event["epoch"] for event in result["prune_events"]] == list(range(1, epochs))
+    if epochs == 3:  # as a run of -e 3 from the start, to the bit
+        straight = tmp_path / "straight"
+        assert main.main([*SHORT_RUN, "-e", "3", "--run_dir", str(straight)]) == 0
+        assert read_metrics(straight)[-1] == {**read_metrics(run_dir)[-1], "seconds": ANY}
+
+
+# the first run's extra flags, the resume's, and what its one line names
+CHANGES_OF_THE_PAST = [
+    ([], ["-e", "4", "--prune_freq", "2"],
+     ["after epoch 1: 0.5 of the live weights then, no prune now", "start a new run"]),
+    (["--schedule", "gradual", "--target_sparsity", "0.5", "--prune_start", "1"], ["-e", "8"],
+     ["the prunes of the 2 epochs it has trained", "after epoch 1: to 50.00% then",
+      "give --prune_end"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("first", "again", "names"), CHANGES_OF_THE_PAST)
+def test_a_resume_that_would_change_the_prunes_already_made_is_one_line(
+    tmp_path, capsys, first, again, names
+):
+    run_dir = two_epochs(tmp_path, *first)
+    before = (run_dir / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert resume(run_dir, *again) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: --resume") and len(lines) == 2  # the overrides' warning
+    assert all(name in lines[-1] for name in names), lines[-1]
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("extended", "again", "line"),
+    [(None, ["-e", "1"], "it has trained 2 epochs, and these options train 1; it ends as it is, "
+      "at 50.00% sparsity"),
+     # config.json keeps -e 2, the options the run was started with
+     ("3", [], "it has trained 3 epochs, and these options train 2; it ends as it is, at 75.00% "
+      "sparsity")],
+    ids=["a shorter -e", "a plain resume of an extended run"],
+)  # fmt: skip
+def test_a_resume_with_nothing_left_to_train_says_the_run_ends_as_it_is(
+    tmp_path, capsys, extended, again, line
+):
+    run_dir = two_epochs(tmp_path)
+    if extended:
+        assert resume(run_dir, "-e", extended) == 0
+    before = read_metrics(run_dir)
+    capsys.readouterr()
+    assert resume(run_dir, *again) == 0
+    out = capsys.readouterr().out
+    # not the schedule of these options, which the run did not follow
+    assert f"nothing to train: {line}" in out.splitlines() and "schedule: " not in out
+    assert read_metrics(run_dir) == before

@@ -4,7 +4,9 @@ started from a state dict those libraries saved (--init_from), and every mistake
 test reaches a hub: timm's is offline with an empty cache, torchvision's download is refused as
 it is without a network."""
 
+import socket
 import sys
+import time
 import urllib.error
 from types import SimpleNamespace
 
@@ -16,8 +18,9 @@ from safetensors.torch import save_file
 
 import cli
 import main
+import models
 import models.__main__ as listing
-from models import build_for_run, build_model, check_input_size
+from models import build_for_run, build_model, check_input_size, external
 from tests.support.runs import (
     assert_identical,
     assert_one_error_line,
@@ -113,8 +116,8 @@ def test_a_run_checks_its_network_on_itself_and_leaves_it_as_built():
     assert_identical(model.state_dict(), plain)  # running means and counts included
 
 
-# torchvision's own notice about googlenet's initialisation, not one of ours
-@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")
+# torchvision's notice that a future release initialises googlenet otherwise is not shown
+@pytest.mark.filterwarnings("always")
 def test_a_network_with_auxiliary_logits_in_training_trains_without_them(tmp_path, capsys):
     googlenet = ["-m", "torchvision:googlenet", *SHORT]
     assert main.main(quick(tmp_path, *googlenet)) == 2
@@ -189,6 +192,9 @@ MISTAKES = [
     (["-m", "lenet5", "--model_kwargs", "depth=2"], ["built-in", "--model_kwargs"]),
     (["-m", "lenet5", "--pretrained"], ["built-in", "no pretrained weights"]),
     (["-m", "timm:resnet18", "--pretrained", "--init_from", "x.pth"], ["give one"]),
+    # timm would read the file itself, unchecked, and print its own line when it is not there
+    (["-m", "timm:resnet18", "--model_kwargs", "checkpoint_path=x.pth"],
+     ["cannot set checkpoint_path", "--init_from FILE"]),
 ]  # fmt: skip
 
 
@@ -205,6 +211,37 @@ def test_pretrained_weights_out_of_reach_are_one_line_that_points_to_init_from(
 ):
     assert main.main(quick(tmp_path, "-m", name, *SHORT, "--pretrained")) == 2
     assert_one_error_line(capsys, "--pretrained", name, "could not be downloaded", "--init_from")
+
+
+def test_pretrained_weights_offline_are_one_line_at_once_without_the_hubs_retries(
+    tmp_path, capsys, monkeypatch
+):
+    """Offline, the hub retried each file for a minute, printing 22 lines before the error."""
+    import huggingface_hub.constants as hub
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def retried(seconds):
+        raise AssertionError(f"the hub waits {seconds} s to retry")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(time, "sleep", retried)
+    assert main.main(quick(tmp_path, "-m", "timm:resnet18", *SHORT, "--pretrained")) == 2
+    offline = "huggingface.co cannot be reached (offline?)"
+    assert_one_error_line(capsys, "--pretrained", "timm:resnet18", offline, "--init_from FILE")
+
+
+def test_torchs_downloading_line_is_not_shown_before_a_failed_download(
+    tmp_path, capsys, monkeypatch
+):
+    # the host answers, but the download fails (the fixture refuses it)
+    monkeypatch.setattr(external, "reachable", lambda url: True)
+    assert main.main(quick(tmp_path, "-m", "torchvision:resnet18", *SHORT, "--pretrained")) == 2
+    line = assert_one_error_line(capsys, "--pretrained", "could not be downloaded or loaded")
+    assert "Downloading" not in line
 
 
 def test_without_timm_the_line_says_how_to_install_it(tmp_path, capsys, monkeypatch):
@@ -269,3 +306,43 @@ def test_list_names_matching_a_glob(capsys):
     assert listing.main(["list", "vgg1?"]) == 0
     names = capsys.readouterr().out.splitlines()
     assert names[:5] == ["vgg11", "vgg13", "vgg16", "vgg19", "timm:vgg11"]  # the built-ins first
+
+
+# -- what the network's constructor shows before any of its memory exists --------------------
+
+
+@pytest.fixture
+def never_built(monkeypatch):
+    """A network that would be built (on the CPU, with its memory) fails the test."""
+
+    def built(spec, *args, **kwargs):
+        raise AssertionError(f"{spec['name']} was built")
+
+    monkeypatch.setattr(models, "checked_build", built)
+
+
+def test_a_network_whose_patches_do_not_tile_the_images_is_refused_unbuilt(
+    tmp_path, capsys, never_built
+):
+    # 632 million parameters, 2.5 GB, for 224x224 images in patches of 14: digits are 32x32
+    assert main.main(quick(tmp_path, "-m", "timm:vit_huge_patch14_224", *SHORT)) == 2
+    assert_one_error_line(capsys, "-m timm:vit_huge_patch14_224 cannot take 32x32 images",
+                          "patch size 14")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "memory", "names"),
+    [(["-m", "timm:vit_tiny_patch16_224", "--model_kwargs", "embed_dim=1200000"], None,
+      ["--model_kwargs embed_dim=1200000 would take 829.4 TB",
+       "207,360,517,200,010 parameters alone", "of memory available"]),
+     (["-m", "timm:resnet18"], 10**6,
+      ["-m timm:resnet18 would take 44.7 MB", "more than the 1.0 MB of memory available"])],
+)  # fmt: skip
+def test_a_network_larger_than_memory_is_refused_unbuilt(
+    tmp_path, capsys, monkeypatch, never_built, argv, memory, names
+):
+    if memory is not None:
+        monkeypatch.setattr(models, "available_memory", lambda: memory)
+    assert main.main(quick(tmp_path, *argv, *SHORT)) == 2
+    assert_one_error_line(capsys, *names)
+    assert not (tmp_path / "runs").exists()

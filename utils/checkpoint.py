@@ -3,9 +3,13 @@
 `checkpoint.pt` in the run directory is replaced at the end of every epoch: model, optimizer,
 masks, flip counters, pruner and data-order generators, RNG states, the metrics so far and the
 config. It is written to a temporary file and renamed, so a kill during the write leaves the
-previous checkpoint intact. Loading uses `weights_only=True`: a checkpoint cannot run code.
+previous checkpoint intact. Loading uses `weights_only=True`: a checkpoint cannot run code, and
+one that would (a pickle calling exec, os.system, ...) is refused in one line naming what it
+would have called.
 """
 
+import _compat_pickle
+import pickle
 import random
 from pathlib import Path
 
@@ -58,6 +62,8 @@ def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
         raise UserError(f"{where}: no {CHECKPOINT} there (a run writes it after its first epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # what torch's weights-only reader refuses
+        raise UserError(f"{where}: {path} was not loaded: {unpickling_reason(error)}") from None
     except Exception as error:  # truncated zip, bad pickle, foreign file: all unusable
         raise UserError(
             f"{where}: {path} is unreadable, probably truncated or corrupt "
@@ -69,6 +75,37 @@ def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
     if problem:
         raise UserError(f"{where}: {path} is damaged: {problem}")
     return state
+
+
+def python_name(pickled: str) -> str:
+    """A pickled global's name as Python 3 calls it: a pickle of protocol 2 writes Python 2's
+    names (subprocess.call as commands.call), which pickle maps back when it reads them."""
+    module, _, name = pickled.rpartition(".")
+    module = module or "builtins"  # which torch's message leaves out
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+
+
+def refused_global(error: Exception) -> str | None:
+    """The global (builtins.exec, posix.system, ...) that torch's weights-only reader refused
+    a file for, where its message names one; None for a file it could not read at all."""
+    text = str(error)
+    for marker in ("GLOBAL ", "unrecognized function "):
+        if marker in text:
+            return python_name(text.split(marker, 1)[1].split()[0].rstrip(".,"))
+    return None
+
+
+def unpickling_reason(error: Exception) -> str:
+    """Why torch's weights-only reader refused a file, in one line. Its own message runs over
+    several lines and suggests loading the file with weights_only=False, which would run the
+    code it refused."""
+    name = refused_global(error)
+    if name is not None:
+        return f"loading it would call or build {name}, which no file of this tool holds"
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"it is no file of tensors ({first.strip()[:200] or type(error).__name__})"
 
 
 def _tensors(value) -> bool:

@@ -1,4 +1,4 @@
-"""Where and how reproducibly a run executes: device selection and seeding."""
+"""Where and how reproducibly a run executes: device selection, seeding, and the memory left."""
 
 import os
 import random
@@ -75,3 +75,19 @@ def seed_everything(seed: int) -> None:
 
 def default_num_workers() -> int:
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still allocate (Linux's MemAvailable: free memory and
+    the caches the kernel would give up), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
