@@ -6,8 +6,9 @@
 
 compact.py cuts the channels pruning made useless out of the network (torch.fx); sparse_runtime.py
 runs what is left with sparse CPU kernels; formats.py writes and reads every format; artifacts.py
-reads a run directory; weights.py reads any weights file for `main.py --init_from`; flops.py
-counts multiply-accumulates. This room stands on pruning/, models/ and utils/, never above them.
+reads a run directory; weights.py reads any weights file for `main.py --init_from`; peek.py
+tells what a file holds without building any of it; flops.py counts multiply-accumulates. This
+room stands on pruning/, models/ and utils/, never above them.
 """
 
 from export.formats import load

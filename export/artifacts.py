@@ -47,13 +47,31 @@ def reason(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+class NotANetwork(ValueError):
+    """The model library refused to build a spec read from a file; the message says how."""
+
+
 def meta_model(spec: dict) -> nn.Module:
-    """The network `spec` describes, on the meta device: its shapes without memory, so that a
-    damaged spec asking for an enormous layer costs nothing."""
+    """The network `spec`, read from a file, describes, on the meta device: its shapes without
+    memory, so that a damaged spec asking for an enormous layer costs nothing. Whatever the
+    model library raises against the spec is a NotANetwork (a ValueError): timm checks its
+    arguments with assert (AssertionError) and looks names up in dicts (KeyError)."""
     with torch.device("meta"), warnings.catch_warnings():
         # a damaged spec can ask for zero-sized layers, whose initialisation warns
         warnings.simplefilter("ignore")
-        return build_model(**spec)
+        try:
+            return build_model(**spec)
+        except Exception as error:
+            raise NotANetwork(rejection(error)) from error
+
+
+def rejection(error: Exception) -> str:
+    """Why a spec was refused, on one line: the message of a TypeError, ValueError or
+    RuntimeError, the kind too of anything else ("KeyError: 'bogus'", not "'bogus'")."""
+    text = reason(error)
+    if isinstance(error, TypeError | ValueError | RuntimeError) or text == type(error).__name__:
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def shown(items: list[str], separator: str = ", ") -> str:

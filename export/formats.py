@@ -15,12 +15,14 @@ One call loads any of them as a ready network in eval mode, on the CPU or `devic
 compact: the network with every channel that pruning made useless cut out and its constant
 folded into the next layer (export/compact.py), a torch.fx GraphModule of plain torch.nn modules.
 It needs no code of this repository: `model = torch.load(OUT, weights_only=False)` (a pickled
-module, so load only files you trust). Where a constant was folded through a zero-padded
-convolution, it is exact at the run's image size only; `model.export_info` says which, and lists
-in "not_compacted" the prunable layers of kinds compaction does not cut (nn.MultiheadAttention,
-grouped and depthwise convolutions, other than 2-D ones), kept at full size with their masks
-applied. A network torch.fx cannot trace, or whose output is not one tensor, is refused in one
-line, and so is its sparse_runtime export, which is made from the compact network.
+module, which runs the code stored in the file: only for files you made). `load` reads it
+without running any code of the file (export/safe_load.py). Where a constant was folded through
+a zero-padded convolution, it is exact at the run's image size only; `model.export_info` says
+which, and lists in "not_compacted" the prunable layers of kinds compaction does not cut
+(nn.MultiheadAttention, grouped and depthwise convolutions, other than 2-D ones), kept at full
+size with their masks applied. A network torch.fx cannot trace, or whose output is not one
+tensor, is refused in one line, and so is its sparse_runtime export, which is made from the
+compact network.
 
 sparse_runtime: the compact network, with each conv and linear layer that runs faster as a
 sparse (CSR) product on the CPU replaced by one (export/sparse_runtime.py), chosen by timing
@@ -78,32 +80,50 @@ index, so a tensor pays off in CSR only above about 50% sparsity.
     model = build_model(**f["spec"])
     model.load_state_dict(state)
 
+Each export records the run directory it was written from, resolved: "run_dir" in the dicts
+above, beside the keys shown, and in a module export's export_info. An export replaces no file it
+did not make. It refuses in one line (exit 2) to write onto a directory, a device, a FIFO or a
+socket, also through a link (a link is otherwise followed to the file it names, which is written
+in its place); onto a file a run keeps in its run directory (checkpoint.pt, config.json,
+model.pt, summary.json, metrics.jsonl, output.log, the TensorBoard events, the locks and
+temporary files), there or not; and onto an existing file that is not an export. An export of the
+same run directory and network is replaced; one of another run or network, or one written before
+exports recorded their run, only with `--force`. What an existing file is, is read from its
+pickle without building any of it (export/peek.py): a module export someone sent runs no code
+here either.
+
 `load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
 eval mode, as `load` does for any format. Run the tool as `python -m export` from the
 repository root, not as `python export/formats.py`: that would put export/ on sys.path, where
 export/inspect.py would shadow the standard library's `inspect`.
 """
 
+import fnmatch
 import functools
 import io
 import math
+import os
 import pickle
-import types
+import reprlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from export.artifacts import PrunedRun, load_run, shown
+from export.artifacts import NotANetwork, PrunedRun, load_run, meta_model, reason, shown
 from export.compact import SELF_CHECK_TOLERANCE, NotCompactable, compact
+from export.peek import Inert, NotPeekable, peek
+from export.safe_load import Refused, read_module
 from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 from models import build_model
 from pruning.mask import human
 from pruning.options import Bounded
+from utils.checkpoint import CHECKPOINT, unpickling_reason
 from utils.errors import OneLineParser, UserError, command, given_path
-from utils.io import made_folders, write_atomic
+from utils.io import made_folders, special_file, write_atomic
 
 # the formats that are plain dicts of tensors, read without unpickling code
 STATE_FORMATS = ("dense", "torch_prune", "sparse", "semi_structured")
@@ -118,11 +138,6 @@ KEYS = {
     "sparse": ("spec", "sparse", "dense"),
     "dense": ("spec", "state_dict"),
 }
-# where the classes of a module export come from; anything else is not a file of this tool
-MODULE_SOURCES = ("torch.", "collections.", "builtins.", "export.sparse_runtime.")
-# Modules that moved since files were written: sparse_runtime exports made before the export room
-# existed name utils.sparse_runtime's classes.
-MOVED = {"utils.sparse_runtime": "export.sparse_runtime"}
 BATCH = Bounded(int, low=1, high=65536)
 
 
@@ -302,6 +317,8 @@ def reading(path: str | Path):
         yield
     except FileNotFoundError as error:
         raise UserError(f"{path}: no such file") from error
+    except pickle.UnpicklingError as error:  # what torch's weights-only reader refuses
+        raise UserError(f"{path}: not loaded: {unpickling_reason(error)}") from None
     except Exception as error:  # truncated zip, foreign pickle: either way not a file of ours
         raise UserError(
             f"{path}: unreadable, truncated or not a file of tensors ({type(error).__name__})"
@@ -319,7 +336,26 @@ def read_export(path: str | Path, fmt: str) -> dict:
     payload = read_torch_file(path)
     if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
         raise UserError(f"{path} is not a {fmt} export of python -m export")
+    spec = payload["spec"]
+    try:
+        if not isinstance(spec, dict) or not all(isinstance(key, str) for key in spec):
+            raise NotANetwork("it is not a dict of keyword arguments")
+        meta_model(spec)  # shapes only: a damaged spec costs no memory
+    except NotANetwork as error:
+        raise UserError(
+            f"{path}: its spec {reprlib.repr(spec)} is not a network: {error}"
+        ) from None
     return payload
+
+
+@contextmanager
+def damaged(path: str | Path, fmt: str):
+    """A file's tensors that do not fit the network its spec builds, or parts of it that are
+    not what the format holds, end in a UserError naming the file."""
+    try:
+        yield
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError, IndexError) as error:
+        raise UserError(f"{path}: a damaged {fmt} export: {reason(error)}") from error
 
 
 def dense_model(payload: dict) -> nn.Module:
@@ -330,20 +366,23 @@ def dense_model(payload: dict) -> nn.Module:
 
 def load_dense(path: str | Path) -> nn.Module:
     """The registry model of a `--to dense` export, in eval mode."""
-    return dense_model(read_export(path, "dense"))
+    payload = read_export(path, "dense")
+    with damaged(path, "dense"):
+        return dense_model(payload)
 
 
 def load_torch_prune(path: str | Path) -> nn.Module:
     """The registry model of a `--to torch_prune` export, in eval mode, with the prune
     reparametrisation in place: each listed parameter is `<name>_orig * <name>_mask`."""
     payload = read_export(path, "torch_prune")
-    model = build_model(**payload["spec"])
-    for name in payload["pruned"]:
-        module_path, param = split_name(name)
-        # creates the <param>_orig parameter and <param>_mask buffer that the state dict fills
-        prune.identity(model.get_submodule(module_path), param)
-    model.load_state_dict(payload["state_dict"])
-    masks_applied(model, payload["pruned"])
+    with damaged(path, "torch_prune"):
+        model = build_model(**payload["spec"])
+        for name in payload["pruned"]:
+            module_path, param = split_name(name)
+            # creates the <param>_orig parameter and <param>_mask buffer the state dict fills
+            prune.identity(model.get_submodule(module_path), param)
+        model.load_state_dict(payload["state_dict"])
+        masks_applied(model, payload["pruned"])
     return model.eval()
 
 
@@ -402,9 +441,10 @@ def sparse_state(payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, torc
 def load_sparse(path: str | Path) -> nn.Module:
     """The registry model of a `--to sparse` export with dense weights again, in eval mode."""
     payload = read_export(path, "sparse")
-    state, _ = sparse_state(payload)
-    model = build_model(**payload["spec"])
-    model.load_state_dict(state)
+    with damaged(path, "sparse"):
+        state, _ = sparse_state(payload)
+        model = build_model(**payload["spec"])
+        model.load_state_dict(state)
     return model.eval()
 
 
@@ -431,38 +471,22 @@ def file_format(path: str | Path, payload: object) -> str:
     raise UserError(f"{path} is not an export of python -m export")
 
 
-def moved(name: str) -> str:
-    """A pickled global's dotted name as it is called today."""
-    module, _, attribute = name.rpartition(".")
-    return f"{MOVED.get(module, module)}.{attribute}"
-
-
-class MovedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        return super().find_class(MOVED.get(module, module), name)
-
-
-# what torch.load asks of a pickle module, reading moved classes under their new names
-Moved = types.SimpleNamespace(__name__="pickle", Unpickler=MovedUnpickler, load=pickle.load)
-
-
-def load_module_export(path: str | Path, unsafe: list[str]) -> nn.Module:
-    """A compact or sparse_runtime export: a pickled module, so that its classes are checked to
-    be torch's or this tool's before anything of it is unpickled."""
-    foreign = [name for name in unsafe if not moved(name).startswith(MODULE_SOURCES)]
-    if foreign:
-        raise UserError(
-            f"{path} is not an export of python -m export: loading it would run code from "
-            f"{shown(foreign)}"
-        )
+def load_module_export(path: str | Path) -> nn.Module:
+    """A compact or sparse_runtime export: a pickled module, read without running any code of
+    the file (export/safe_load.py)."""
     try:
-        module = torch.load(path, map_location="cpu", weights_only=False, pickle_module=Moved)
+        module = read_module(path)
+    except Refused as error:
+        raise UserError(f"{path} is not an export of python -m export: {error}") from None
     except Exception as error:
         raise UserError(
             f"{path}: unreadable, truncated or not an export ({type(error).__name__})"
         ) from error
-    if not isinstance(module, nn.Module):
-        raise UserError(f"{path} is not an export of python -m export")
+    info = getattr(module, "export_info", None)
+    if not isinstance(info, dict) or info.get("format") not in MODULE_FORMATS:
+        raise UserError(
+            f"{path} is not an export of python -m export: it has no export_info naming its format"
+        )
     if not follows_the_batch(module):
         raise UserError(
             f"{path}: a constant network that answers one row for a batch of images, written by "
@@ -491,16 +515,77 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Any export of this tool as a ready network in eval mode on `device`. A semi_structured
     export loaded on CUDA runs its 2:4 linear layers as semi-structured sparse tensors."""
     device = torch.device(device)
+    with given_path(str(path), path):
+        kind = special_file(path)
+        if kind is not None or Path(path).is_dir():
+            # a FIFO would block the read until something writes to it
+            raise UserError(f"{path} is {kind or 'a directory'}, not an export")
     with reading(path):
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     if unsafe:
-        return load_module_export(path, unsafe).to(device).eval()
-    payload = read_torch_file(path)
-    fmt = file_format(path, payload)
+        return load_module_export(path).to(device).eval()
+    fmt = file_format(path, read_torch_file(path))
     if fmt == "semi_structured":
-        model = dense_model(payload).to(device)
+        payload = read_export(path, fmt)
+        with damaged(path, fmt):
+            model = dense_model(payload).to(device)
         return to_semi_structured(model, payload["layers"]) if device.type == "cuda" else model
     return LOADERS[fmt](path).to(device).eval()
+
+
+# -- telling an export from any other file ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportHeader:
+    """What an export of python -m export says of itself (`export_header`)."""
+
+    format: str
+    spec: object  # the network, as the file records it
+    run_dir: str | None  # the run directory it was written from, resolved; None: not recorded
+
+
+# how every module export's pickle begins: torch.fx rebuilding a GraphModule
+GRAPH_MODULE = "torch.fx.graph_module.reduce_graph_module"
+# where an export records the run it was written from: a key of the state formats' dicts, and of
+# a module export's export_info (exports written before this was recorded lack it)
+RUN_KEY = "run_dir"
+
+
+def export_header(path: str | Path) -> ExportHeader | None:
+    """The format, network and run of `path` when it is an export of python -m export; None for
+    any other file, and for one that cannot be read. Read by export.peek: nothing the file names
+    is built or run and no tensor is read, so this is safe on a module export someone sent, and
+    cheap on a large file."""
+    try:
+        held = peek(path)
+    except NotPeekable:
+        return None
+    if isinstance(held, dict):
+        return state_header(held)
+    if isinstance(held, Inert) and held.name == GRAPH_MODULE and held.args:
+        body = held.args[0]
+        return module_header(body.get("export_info")) if isinstance(body, dict) else None
+    return None
+
+
+def recorded_run(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def state_header(payload: dict) -> ExportHeader | None:
+    # exactly a format's keys: model.pt holds a dense export's and the masks besides
+    keys = set(payload) - {RUN_KEY}
+    fmt = next((fmt for fmt, needed in KEYS.items() if keys == set(needed)), None)
+    if fmt is None:
+        return None
+    return ExportHeader(fmt, payload["spec"], recorded_run(payload.get(RUN_KEY)))
+
+
+def module_header(info: object) -> ExportHeader | None:
+    if not isinstance(info, dict) or info.get("format") not in MODULE_FORMATS:
+        return None
+    return ExportHeader(info["format"], info.get("spec"), recorded_run(info.get(RUN_KEY)))
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -522,12 +607,18 @@ def saved_size(payload: dict) -> int:
 
 
 def read_back(data: bytes, module: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Load a module export's bytes as `load` will and check that the network answers what
+    """Load a module export's bytes as `load` does and check that the network answers what
     `module` does, one row per image of a batch of three. A network this tool could not read
     back, or one whose output ignores the batch, is a bug: it is refused before anything is
     written, with its traceback."""
     try:
-        copy = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        copy = read_module(io.BytesIO(data))
+    except Refused as error:
+        # a network whose forward calls what no export may (another library's function):
+        # written, it could only be loaded by running the file's code
+        raise UserError(
+            f"its network cannot be written as a module that loads without running code: {error}"
+        ) from None
     except Exception as error:
         raise RuntimeError(
             "the exported network cannot be loaded back; this is a bug, please report it with "
@@ -549,12 +640,14 @@ def read_back(data: bytes, module: nn.Module, input_shape: tuple[int, ...]) -> N
     )
 
 
-def write(data: bytes, out: Path) -> None:
-    """`data` into `out`, atomically, its folders created. A path the system refuses ends in one
-    line naming `out` (utils.errors.path_error), and neither a part of the file nor a folder
-    made for it is left behind."""
-    with given_path(f"cannot write {out}", out), made_folders(out.parent):
-        write_atomic(out, lambda file: file.write(data))
+def write(data: bytes, out: Path, target: Path | None = None) -> None:
+    """`data` into `out` (into `target`, the file `out` leads to, when given), atomically, its
+    folders created. A path the system refuses ends in one line naming `out`
+    (utils.errors.path_error), and neither a part of the file nor a folder made for it is left
+    behind."""
+    target = out if target is None else target
+    with given_path(f"cannot write {out}", target), made_folders(target.parent):
+        write_atomic(target, lambda file: file.write(data))
 
 
 def compact_lines(module: nn.Module) -> list[str]:
@@ -574,15 +667,122 @@ def compact_lines(module: nn.Module) -> list[str]:
     return lines
 
 
-def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> list[str]:
+# what makes a folder a run directory (experiments/report.py tells runs by the same files)
+RUN_MARKS = (CHECKPOINT, "config.json", "metrics.jsonl")
+# the files of a run directory besides exports: main.py's and its logger's, the sweep launcher's
+# (experiments/), their locks and the temporary files they are written through
+RUN_FILES = (CHECKPOINT, "config.json", "model.pt", "summary.json", "metrics.jsonl",
+             "output.log", "slurm.json", "launch.json")  # fmt: skip
+RUN_FILE_PATTERNS = ("events.out.tfevents.*", ".*lock", ".*.tmp")
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_run_directory(folder: Path) -> bool:
+    return any((folder / mark).is_file() for mark in RUN_MARKS)
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_FILE_PATTERNS)
+
+
+def target_of(out: Path) -> Path:
+    """The file that writing `out` replaces: `out` resolved, through any link. Refuses in one
+    line what no export is written onto: a directory, a device, a FIFO or a socket, and a file
+    of a run directory that the run writes."""
+    # os.path.realpath, unlike Path.resolve, leaves a link loop to the stat below: ELOOP
+    target = Path(os.path.realpath(out))
+    link = f" (a link to {target})" if out.is_symlink() else ""
+    kind = "a directory" if target.is_dir() else special_file(target)
+    if kind is not None:
+        raise UserError(f"{out}{link} is {kind}; OUT is the file to write")
+    if is_run_file(target.name) and is_run_directory(target.parent):
+        raise UserError(
+            f"{out}{link} is where the run in {target.parent} keeps its {target.name}, which no "
+            "export replaces; OUT is a file of another name"
+        )
+    return target
+
+
+def other_export(header: ExportHeader, run: PrunedRun) -> str | None:
+    """How the export `header` describes differs from one of `run`: None when it is of the same
+    run directory and network."""
+    if header.run_dir is None:
+        return "written by an earlier version of python -m export, which did not record its run"
+    if header.run_dir != str(run.run_dir.resolve()):
+        return f"of another run ({one_line(header.run_dir)})"
+    if header.spec != run.spec:
+        return f"of another network of that run directory ({one_line(reprlib.repr(header.spec))})"
+    return None
+
+
+def check_replaceable(out: Path, target: Path, run: PrunedRun, force: bool) -> None:
+    """Refuses in one line to replace an existing `target` that is not an export of python -m
+    export, and, unless `force`, one of another run or network."""
+    if not target.exists():
+        return
+    header = export_header(target)
+    if header is None:
+        raise UserError(
+            f"{out} exists and is not an export of python -m export, which no export replaces; "
+            "OUT is a file of another name"
+        )
+    other = other_export(header, run)
+    if other is not None and not force:
+        raise UserError(f"{out} is a {header.format} export {other}; --force replaces it")
+
+
+def stamped(payload: dict | nn.Module, run: PrunedRun) -> dict | nn.Module:
+    """`payload` with the run directory it is exported from (RUN_KEY), by which a later export
+    onto the same file tells whether it replaces one of the same run."""
+    where = str(run.run_dir.resolve())
+    if isinstance(payload, nn.Module):
+        payload.export_info[RUN_KEY] = where
+        return payload
+    return {**payload, RUN_KEY: where}
+
+
+def not_a_run_directory(path: Path) -> str:
+    """What `path`, given for RUN_DIR but no directory, is, and what to give instead."""
+    header = export_header(path)
+    if header is not None:
+        source = f" ({one_line(header.run_dir)})" if header.run_dir else ""
+        return (
+            f"{path} is a {header.format} export of python -m export, not a run directory; "
+            f"give the run directory it was exported from{source}"
+        )
+    folder = path.absolute().parent
+    if is_run_directory(folder):
+        return f"{path} is a file of the run directory {folder}; give the directory itself"
+    return (
+        f"{path} is {special_file(path) or 'a file'}, not a run directory (the folder a run "
+        f"writes, holding {CHECKPOINT})"
+    )
+
+
+def run_at(run_dir: str | Path) -> PrunedRun:
+    """load_run, after one line for a path that is there but no directory, saying what it is."""
+    path = Path(run_dir)
+    with given_path(str(run_dir), run_dir):
+        if path.exists() and not path.is_dir():
+            raise UserError(not_a_run_directory(path))
+        return load_run(run_dir)
+
+
+def export(
+    run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1, force: bool = False
+) -> list[str]:
     """Write `run_dir`'s network to `out` in format `fmt`; returns the lines to report.
-    `batch`: the batch size sparse_runtime picks its kernels for."""
+    `batch`: the batch size sparse_runtime picks its kernels for. `out` (through any link) is a
+    regular file or none, never a run's own file, and an existing one is replaced only when it
+    is an export of the same run and network, or with `force` of another (check_replaceable)."""
     out = Path(out)
     with given_path(f"cannot write {out}", out):
-        if out.is_dir():
-            raise UserError(f"{out} is a directory; OUT is the file to write")
-    with given_path(str(run_dir), run_dir):
-        run = load_run(run_dir)
+        target = target_of(out)
+    run = run_at(run_dir)
+    check_replaceable(out, target, run, force)
     if fmt in (*MODULE_FORMATS, "semi_structured") and all(m.all() for m in run.masks.values()):
         raise UserError(
             f"{run_dir}: nothing was pruned, so there is nothing to make smaller or sparse; "
@@ -593,10 +793,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, batch: int = 1) -> li
         payload, choices = sparse_runtime_module(run, batch)
     else:
         payload = PAYLOADS[fmt](run)
+    payload = stamped(payload, run)
     data = saved(payload)
     if fmt in MODULE_FORMATS:
         read_back(data, payload, run.input_shape)
-    write(data, out)
+    write(data, out, target)
     size = len(data)
     lines = [f"wrote {out} ({fmt}, {file_size(size)})"]
     if fmt == "sparse":
@@ -636,6 +837,12 @@ def main(argv: list[str] | None = None) -> int:
         help="sparse_runtime: the batch size whose speed decides sparse or dense per layer "
         "(default: 1)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT also when it is an export of another run or network (a file that is "
+        "not an export of python -m export is never replaced)",
+    )
     args = parser.parse_args(argv)
-    print("\n".join(export(args.run_dir, args.to, args.out, args.batch)))
+    print("\n".join(export(args.run_dir, args.to, args.out, args.batch, args.force)))
     return 0

@@ -5,7 +5,9 @@
 Prints the model and last completed epoch, each prunable layer's live weights and remaining
 multiply-accumulates (MACs), the overall sparsity and FLOPs with the theoretical speed-up, the
 layers pruning removed completely, and how often the surviving weights flipped sign: over all of
-them and per layer, with the share that never flipped, the weights FlipOut trusts most.
+them and per layer, with the share that never flipped, the weights FlipOut trusts most. Given a
+file instead, it says in one line what the file is (an export and the run it came from, a file of
+a run directory) and which directory to give.
 
 Run it as `python -m export.inspect` from the repository root. `python export/inspect.py` would put
 utils/ on sys.path, and this file would then shadow the standard library's `inspect` module.
@@ -15,12 +17,12 @@ import sys
 
 import torch
 
-from export.artifacts import PrunedRun, load_run, shown
+from export.artifacts import PrunedRun, shown
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
-from export.formats import file_size
+from export.formats import file_size, run_at
 from pruning.mask import layer_table, percent
-from utils.errors import OneLineParser, command, given_path
+from utils.errors import OneLineParser, command
 
 
 def live_counts(masks: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
@@ -110,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
     args = parser.parse_args(argv)
-    with given_path(args.run_dir, args.run_dir):
-        run = load_run(args.run_dir)
-    print(describe(run))
+    print(describe(run_at(args.run_dir)))
     return 0
 
 

@@ -7,7 +7,9 @@ them (main.py's `--init_from PATH`).
 - a run's checkpoint.pt (utils/checkpoint.py), checked as `--resume` checks it;
 - the exports of export/formats.py: dense {"spec", "state_dict"}; torch_prune {"spec",
   "state_dict", "pruned"}, whose `X_orig` and `X_mask` entries become `X = X_orig * X_mask`;
-  sparse {"spec", "sparse", "dense"}, whose CSR tensors become dense again;
+  sparse {"spec", "sparse", "dense"}, whose CSR tensors become dense again (a compact or
+  sparse_runtime export is a network rather than weights: refused in one line that says what
+  to give, told by its header without unpickling it);
 - a plain state dict (name -> tensor), also wrapped as {"state_dict": ...}, and also with the
   "module." that DataParallel and DistributedDataParallel put before every name: a `.pth`,
   `.pt` or `.bin` that torch.save wrote (torchvision's and timm's published weights), or a
@@ -19,10 +21,12 @@ stores in CSR only the tensors that lost weights, so only they have a mask there
 the others is live). Where a file has masks its pruned weights are exactly zero. Where it has a
 spec, its tensors are checked against the network the spec builds (on the meta device, so a
 damaged spec costs no memory) before anything is returned. `load_weights` then puts the weights
-into a network, strictly.
+into a network, strictly: the same names, shapes and kinds of number (integers are never cast to
+floating-point weights).
 
 Every failure is a UserError of one line that starts with the flag and the path as the user gave
-them. Files are read with `weights_only=True`: a file cannot run code.
+them. Files are read with `weights_only=True`: a file cannot run code. A FIFO, a device or a
+socket is refused before it is opened, as reading it would block or never end.
 """
 
 from dataclasses import dataclass
@@ -32,9 +36,10 @@ import torch
 from torch import nn
 
 from export.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
-from export.formats import read_torch_file, reading, sparse_state
+from export.formats import MODULE_FORMATS, export_header, read_torch_file, reading, sparse_state
 from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
 from utils.errors import UserError
+from utils.io import special_file
 
 MODEL_FILE = "model.pt"
 # DataParallel and DistributedDataParallel name their module "module"
@@ -68,8 +73,10 @@ def read_weights(path: str | Path, flag: str = "--init_from") -> Weights:
 
 def load_weights(model: nn.Module, weights: Weights, flag: str = "--init_from") -> None:
     """Put `weights` into `model` (the unwrapped network) strictly: every tensor of the model,
-    and nothing else, of the same shape. Raises a one-line UserError naming the tensors that
-    differ, or masks that are not boolean masks of the model's parameters."""
+    and nothing else, of the same shape and the same kind of number (a half-precision file loads
+    into float32 weights; integers or booleans are not read as weights). Raises a one-line
+    UserError naming the tensors that differ, or masks that are not boolean masks of the model's
+    parameters."""
     where = f"{flag} {weights.source}"
     mismatch = names_mismatch(model.state_dict(), weights.state_dict)
     if mismatch:
@@ -82,10 +89,40 @@ def load_weights(model: nn.Module, weights: Weights, flag: str = "--init_from") 
             checked_masks(weights.masks, dict(model.named_parameters()), "this network", source)
         except UserError as error:
             raise restated(error, f"{where}: ", source) from error
+    cast = casts(model.state_dict(), weights.state_dict)
+    if cast:
+        raise UserError(
+            f"{where}: {cast}; a tensor is loaded only as the kind of number it holds: "
+            "floating point into floating point (float16, bfloat16, float32, float64), integers "
+            "into integers"
+        )
     try:
         model.load_state_dict(weights.state_dict)
     except RuntimeError as error:  # a tensor that cannot be copied into its parameter
         raise UserError(f"{where}: its weights cannot be loaded: {reason(error)}") from error
+
+
+def number_kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating point"
+    if dtype.is_complex:
+        return "complex"
+    return "boolean" if dtype == torch.bool else "integer"
+
+
+def casts(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """The tensors of `state` that loading into tensors like `expected` would turn into another
+    kind of number, as "1.weight is int64 in the file, float32 here (and 2 more)", or "". Among
+    floating-point types (a half-precision file) nothing is lost but precision, nor among integer
+    ones (BatchNorm's num_batches_tracked)."""
+    wrong = [
+        f"{name} is {str(state[name].dtype).removeprefix('torch.')} in the file, "
+        f"{str(tensor.dtype).removeprefix('torch.')} here"
+        for name, tensor in expected.items()
+        if name in state and number_kind(tensor.dtype) != number_kind(state[name].dtype)
+    ]
+    more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+    return f"{wrong[0]}{more}" if wrong else ""
 
 
 def restated(error: UserError, lead: str, file: Path) -> UserError:
@@ -97,7 +134,11 @@ def restated(error: UserError, lead: str, file: Path) -> UserError:
 def read_tensors(file: Path) -> object:
     """What `file` holds: a safetensors file's tensors by name, or what torch.load reads."""
     if file.suffix != ".safetensors":
-        return read_torch_file(file)
+        try:
+            return read_torch_file(file)
+        except UserError:
+            refuse_a_whole_network(file)
+            raise
     try:
         from safetensors.torch import load_file
     except ImportError:
@@ -109,15 +150,39 @@ def read_tensors(file: Path) -> object:
         return load_file(file, device="cpu")
 
 
+def refuse_a_whole_network(file: Path) -> None:
+    """A UserError for a compact or sparse_runtime export, a network rather than weights, told
+    by its header (export_header) without unpickling it: what torch.load read of it with
+    weights_only=True was only the refusal to build the module."""
+    header = export_header(file)
+    if header is None or header.format not in MODULE_FORMATS:
+        return
+    source = f" (this one was exported from {header.run_dir})" if header.run_dir else ""
+    raise UserError(
+        f"{file}: a {header.format} export is a whole network, not weights to start from; "
+        f"--init_from takes a run directory{source}, its {MODEL_FILE} or {CHECKPOINT}, or a "
+        "dense, torch_prune or sparse export (python -m export RUN_DIR --to dense OUT)"
+    ) from None
+
+
 def weights_file(path: Path, where: str) -> Path:
+    """The file to read for `path`: itself, or a run directory's model.pt, else its
+    checkpoint.pt. A FIFO, a device or a socket is refused before it is opened: reading one
+    would block, or never end."""
     if path.is_dir():
         for name in (MODEL_FILE, CHECKPOINT):
+            kind = special_file(path / name)
+            if kind:
+                raise UserError(f"{where}: its {name} is {kind}, not a file")
             if (path / name).is_file():
                 return path / name
         raise UserError(
             f"{where}: no {MODEL_FILE} or {CHECKPOINT} there (a run writes {CHECKPOINT} after its "
             f"first epoch, and {MODEL_FILE} at its end with --save_model)"
         )
+    kind = special_file(path)
+    if kind:
+        raise UserError(f"{where}: it is {kind}, not a file")
     if not path.exists():
         raise UserError(f"{where}: no such file or directory")
     return path

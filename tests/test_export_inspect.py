@@ -48,8 +48,10 @@ def test_each_format_loads_back_into_the_same_network(run_dir, tmp_path, fmt, ca
     with torch.no_grad():
         # the same weights and the same operations: bit for bit the same outputs
         assert torch.equal(model(inputs), masked_output(run_dir, inputs))
-    # every export is readable without unpickling code
-    assert set(torch.load(out, weights_only=True)) == set(export.KEYS[fmt])
+    # every export is readable without unpickling code, and records the run it came from
+    payload = torch.load(out, weights_only=True)
+    assert set(payload) == {*export.KEYS[fmt], export.RUN_KEY}
+    assert payload[export.RUN_KEY] == str(run_dir.resolve())
 
 
 def test_dense_export_has_exact_zeros_where_pruned(run_dir, tmp_path):

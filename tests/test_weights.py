@@ -232,7 +232,7 @@ BAD_FILES = {
     "truncated": (truncated, "unreadable"),
     "truncated in a run directory": (truncated_in_run_dir, ": model.pt: unreadable"),
     "text": (written("epoch 1: 97.5%\n", "notes.txt"), "unreadable"),
-    "code": (written({"when": datetime.date(2020, 1, 1)}), "unreadable"),
+    "code": (written({"when": datetime.date(2020, 1, 1)}), "would call or build datetime.date"),
     "a list": (written([torch.zeros(1)]), "it holds a list, which is none of"),
     "dict of non-tensors": (
         written({"lr": 0.1, "model": "lenet300"}),
