@@ -12,8 +12,12 @@ The report that ends a launch, or that `status --report` prints, is set beside t
 numbers for the paper's sweeps (experiments/paper.py). Launching a sweep again skips its completed
 runs, resumes its stopped ones and reruns its failed ones, and says which it does for each
 (experiments/runs.py); the overrides and seeds a sweep was launched with are remembered
-(experiments/launches.py). Every ending is one line on stderr and an exit code; where several apply,
-the first row of this table that applies:
+(experiments/launches.py). The arguments after `--` may not hold what the launcher gives each run
+itself (`--seed`: the seeds come from `--seeds`; `--run_dir`, `--resume`), nor make two runs of a
+sweep one run (experiments/runs.py); before anything is written, what main.py would check as each
+run starts is checked once for all (`check_first_steps`: the device the runs will find, and
+`--init_from`), so that a mistake shared by every run fails none. Every ending is one line on
+stderr and an exit code; where several apply, the first row of this table that applies:
 
 | exit     | meaning                                                                     |
 |----------|-----------------------------------------------------------------------------|
@@ -21,6 +25,8 @@ the first row of this table that applies:
 | 4        | a write failed (full disk, permissions, read-only or immutable directory)   |
 | 2        | a mistake in the command, a Slurm request no node can hold, or a run        |
 |          | directory refused (another run's options, damaged): left as it is           |
+|          | (also a mistake in the arguments after --, such as --seed, one that makes   |
+|          | two runs one, or a --device no run has: then nothing is written)            |
 | 1        | some run failed or diverged                                                 |
 | 5        | some run is held by another process (a launcher, a main.py): left to it     |
 | 0        | every run completed (with Slurm: submitted, or already queued or done)      |
@@ -32,9 +38,11 @@ import re
 import shlex
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from experiments import shown
+from experiments.files import special
 from experiments.sweeps import SWEEPS
 from utils.errors import (
     EXIT_BUSY,
@@ -60,6 +68,7 @@ MOST_REQUEUES = 1000
 MOST_ARRAY_PARALLELISM = 1_000_000
 LARGEST_SEED = 2**32 - 1  # NumPy's
 EPOCH_FLAGS = "--amp --data_on_device --channels_last"  # bench's, which the GPU-hours assume
+SLURM_LOGS = ".slurm"  # the folder of a sweep's runs that holds submitit's files, a job each
 
 
 def whole_number(low: int, high: int, why: str = ""):
@@ -261,15 +270,79 @@ def command_list(args, extra, stop) -> int:
     return 0
 
 
-def check_writable(runs) -> None:
+def check_writable(runs, slurm: bool) -> None:
     """Every directory the runs go to can be written: a file in the way is a UserError (2), a
-    directory that refuses writes (read-only, immutable, full) a StorageError (4)."""
+    directory that refuses writes (read-only, immutable, full) a StorageError (4). With Slurm,
+    its logs' folder there is a folder."""
     for directory in report_dirs(runs):
         with given_path(f"cannot write runs into {shown(directory)}", directory):
             directory.mkdir(parents=True, exist_ok=True)
-            probe = directory / ".writable"
-            probe.touch()
-            probe.unlink()
+            probe(directory)
+        logs = directory / SLURM_LOGS
+        if slurm and logs.exists() and not logs.is_dir():
+            raise UserError(
+                f"{shown(logs)} is {special(logs) or 'a file'}, not the folder of Slurm's logs; "
+                "it is left as it is"
+            )
+
+
+def probe(directory: Path) -> None:
+    """Write and delete a file of a fresh name in `directory` (a user's file is never touched);
+    an OSError naming the directory where that fails."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(directory)) from error
+
+
+def check_first_steps(runs, args) -> None:
+    """What main.py checks as a run starts, before it trains, and that a run could not get past
+    wherever it executes: each --device as the runs will find it, and each --init_from. A
+    mistake in the arguments given to every run would otherwise fail each run alike, each in a
+    run directory of its own; checked before anything is written, and by --dry-run."""
+    gpus, where = gpus_per_run(args)
+    try:
+        for spec in sorted({run.options["device"] for run in runs}):
+            check_device(spec, gpus, where)
+        for path in sorted({run.options["init_from"] for run in runs} - {None}):
+            if not os.path.exists(path):
+                raise UserError(f"--init_from {path}: no such file or directory")
+    except UserError as error:
+        raise UserError(f"{error}; every run would fail on it as it starts, so none is") from None
+
+
+def gpus_per_run(args) -> tuple[int | None, str]:
+    """How many GPUs each run will see, and why; None where they are this machine's."""
+    if args.executor == "slurm":
+        count = args.gpus_per_task
+        return (
+            count,
+            f"each Slurm task has {count} GPU{'s' if count != 1 else ''} (--gpus_per_task)",
+        )
+    if args.gpus:
+        return 1, "with --gpus each run sees one GPU, its own, as cuda:0"
+    return None, ""
+
+
+def check_device(spec: str, gpus: int | None, where: str) -> None:
+    """A UserError where a run with --device `spec`, seeing `gpus` GPUs (None: this machine's),
+    would fail to start. Only the name of a device is checked where it is another machine's."""
+    import torch
+
+    from utils.runtime import resolve_device
+
+    if gpus is None:
+        resolve_device(spec)
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):  # auto, or no device's name: the same on every machine
+        device = None
+    if device is None or device.type not in ("cuda", "mps"):
+        resolve_device(spec)
+    elif device.type == "cuda" and (device.index or 0) >= gpus:
+        raise UserError(f"--device {spec}: {where}")
 
 
 def check_executor(args):
@@ -296,12 +369,13 @@ def command_run(args, extra, stop: StopSignals) -> int:
     sweep, launch, runs = sweep_runs(args, extra)
     check_same_runs(sweep, launch, report_dirs(runs))
     slots = check_executor(args)
+    check_first_steps(runs, args)
     stop.check()
     if args.dry_run:
         for run in runs:
             print(shlex.join(["python", "main.py", *run.argv, "--run_dir", shown(run.run_dir)]))
         return 0
-    check_writable(runs)
+    check_writable(runs, slurm=args.executor == "slurm")
     stop.check()
     for directory in report_dirs(runs):  # before the plan, which a failed write would belie
         where = f"cannot remember the launch in {shown(directory / LAUNCH_FILE)}"
@@ -448,7 +522,7 @@ def submit_to_slurm(args, sweep, launch) -> int:
     from experiments.slurm import submit
 
     options = slurm_options(args)
-    log_folder = launch[0].run_dir.parent / ".slurm"
+    log_folder = launch[0].run_dir.parent / SLURM_LOGS
     ids = submit(launch, f"flipout-{sweep.name}", options, log_folder)
     array = ids[0].split("_")[0]
     print(

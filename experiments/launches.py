@@ -14,7 +14,13 @@ type them again to find the runs.
   (their own directory, their own launch.json), or delete launch.json to mix them knowingly.
 
 A launch whose overrides move its runs (`--logdir`) is remembered in the directory they go to;
-`status` finds those with the overrides given again.
+`status` finds those with the overrides given again. A directory whose launch.json records another
+sweep's launch is refused, as is a launch.json that is not such a record (damaged, or a FIFO or
+anything else that is no regular file, which is never opened): each is left as it is.
+
+The overrides may not hold the flags the launcher gives each run itself (LAUNCHERS_OWN): `--seed`
+would make every seed's run one run (the seeds come from `--seeds`), `--run_dir` and `--resume`
+would be overridden or make every run one.
 """
 
 import json
@@ -24,7 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli import build_parser, given_options
 from experiments import shown
+from experiments.files import read_bytes
 from experiments.runs import Run, resolve_all
 from experiments.sweeps import Sweep
 from utils.errors import UserError
@@ -43,9 +51,35 @@ class Launch:
         return f"{seeds} -- {shlex.join(self.overrides)}" if self.overrides else seeds
 
 
+# main.py's flags that the launcher gives each run itself, refused after `--`, and why (worded
+# with the values given, by their names)
+LAUNCHERS_OWN = {
+    "seed": "the seeds come from --seeds (give --seeds {seed} before the --)",
+    "run_dir": "each run's directory is named after its options, under runs/<logdir> (move "
+    "them with --logdir)",
+    "resume": "a launch resumes the runs that stopped by itself",
+}
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """A UserError naming the arguments after `--` where they hold a mistake of their own (as
+    main.py's parser finds it, in any spelling: --seed 5, --seed=5, --see 5) or a flag the
+    launcher gives each run itself: --seed would make every seed's run one run."""
+    try:
+        given = given_options(build_parser(), list(overrides))
+    except UserError as error:
+        raise UserError(f"-- {shlex.join(overrides)}: {error}") from None
+    for dest, why in LAUNCHERS_OWN.items():
+        if dest in given:
+            raise UserError(
+                f"-- {shlex.join(overrides)}: --{dest} is the launcher's, not for after --: "
+                + why.format(**given)
+            )
+
+
 def runs_of(sweep: Sweep, launch: Launch) -> list[Run]:
-    commands = [[*command, *launch.overrides] for command in sweep.commands(launch.seeds)]
-    return resolve_all(commands)
+    check_overrides(launch.overrides)
+    return resolve_all(sweep.commands(launch.seeds), extra=launch.overrides)
 
 
 def home(sweep: Sweep) -> Path:
@@ -54,15 +88,24 @@ def home(sweep: Sweep) -> Path:
 
 
 def recall(sweep: Sweep, directory: Path) -> Launch | None:
-    """The launch recorded in `directory`, or None when none of this sweep is. A file that is
-    there but damaged is a UserError naming it: guessing would show other runs."""
+    """The launch recorded in `directory`, or None when none of this sweep is."""
+    recorded = read_launch(directory)
+    return recorded[1] if recorded is not None and recorded[0] == sweep.name else None
+
+
+def read_launch(directory: Path) -> tuple[str, Launch] | None:
+    """The sweep and the launch recorded in `directory`, or None where nothing is. A file there
+    that is not a record of a launch (damaged, or anything but a regular file, which is never
+    opened) is a UserError naming it: guessing would show other runs."""
     path = directory / LAUNCH_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path)  # json.loads finds the encoding, and refuses what has none
     except (FileNotFoundError, NotADirectoryError):  # a file in the way: check_writable says so
         return None
     except OSError as error:
-        raise UserError(f"{shown(path)} is unreadable: {error.strerror or error}") from None
+        raise UserError(
+            f"{shown(path)} is unreadable: {error.strerror or error}; it is left as it is"
+        ) from None
     try:
         record = json.loads(text)
         seeds = tuple(record["seeds"])
@@ -77,13 +120,22 @@ def recall(sweep: Sweep, directory: Path) -> Launch | None:
         isinstance(word, str) for word in overrides
     ):
         raise UserError(f"{shown(path)} is damaged (seeds or overrides of another type); delete it")
-    return Launch(seeds, overrides) if name == sweep.name else None
+    return name, Launch(seeds, overrides)
 
 
 def remember(sweep: Sweep, directory: Path, launch: Launch) -> None:
     """Record `launch` in `directory`, with the seeds recorded there before (StorageError when
-    it cannot be written). A launch already recorded as it is leaves the file untouched."""
-    before = recall(sweep, directory)
+    it cannot be written). A launch already recorded as it is leaves the file untouched; the
+    record of another sweep's launch is a UserError: its runs and these would share one
+    directory and one report."""
+    recorded = read_launch(directory)
+    if recorded is not None and recorded[0] != sweep.name:
+        raise UserError(
+            f"{shown(directory / LAUNCH_FILE)} records a launch of {recorded[0]}: {sweep.name}'s "
+            "runs would share its directory and its report; it is left as it is (keep them "
+            "apart with -- --logdir NAME)"
+        )
+    before = recorded[1] if recorded is not None else None
     seeds = [*before.seeds] if before else []
     seeds += [seed for seed in launch.seeds if seed not in seeds]
     if before == Launch(tuple(seeds), launch.overrides):

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from experiments.files import read_bytes
+from experiments.report import finite_number, is_percentage
 from experiments.runs import (
     Finished,
     Held,
@@ -116,17 +118,21 @@ def start(run: Run, slot: Slot) -> Running:
 
 def summary_line(run: Run) -> str:
     summary = read_json(run.run_dir / "summary.json")
-    if isinstance(summary, dict) and isinstance(summary.get("final_test_acc"), int | float):
-        return f"{summary['final_test_acc']:.2f}% at {summary.get('final_sparsity', 0):.2%}"
+    if not isinstance(summary, dict):
+        return ""
+    accuracy, sparsity = summary.get("final_test_acc"), summary.get("final_sparsity")
+    if is_percentage(accuracy) and finite_number(sparsity) and 0 <= sparsity <= 1:
+        return f"{accuracy:.2f}% at {sparsity:.2%}"
     return ""
 
 
 def last_line(run: Run) -> str:
     """The run's own last line (its error, for a failed run)."""
     try:
-        lines = (run.run_dir / "output.log").read_text(errors="replace").strip().splitlines()
+        text = read_bytes(run.run_dir / "output.log").decode(errors="replace")
     except OSError:
         return ""
+    lines = text.strip().splitlines()
     return lines[-1] if lines else ""
 
 

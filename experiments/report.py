@@ -13,11 +13,22 @@ has no sample std: its accuracy is shown alone, and its CSV std is empty). Liste
 the tables and never counted: runs that did not complete, including run directories without a
 summary.json (a killed run, or one still running); the extra copies of a run found more than once,
 such as a copied run directory (the same `run_id`, or for older runs without one the same summary
-apart from `run_dir`), whose run counts once; and files that could not be read.
+apart from `run_dir`), whose run counts once; and files that could not be used, each with the
+reason: unreadable (only regular files are opened: a FIFO, device or socket under a run file's name
+is never read), or holding what no run writes (an accuracy that is not a number from 0 to 100, such
+as 150, 1e308 or NaN; `options` that are not an object, or an option the report reads of another
+type, such as `model_kwargs` 3).
+
+The report writes only what it can tell is its own (experiments/files.py): the CSV replaces a file
+whose first line starts with the report's columns (CSV_MARK), and a plot a PNG that carries the
+report's text chunk (PNG_MARK); anything else at that path (a user's own file, a directory, a FIFO,
+a device) is left as it is: for the CSV an error before anything is printed, for a plot, which was
+not asked for, a note.
 
 Exit code 0 when there is a report (however many problems it lists), 1 when DIR holds no run at
-all, 2 with one line on stderr for a bad command line, a DIR that is not a directory or a CSV path
-that cannot be (too long, through a file), 4 for a CSV file the disk refuses (read-only, full).
+all, 2 with one line on stderr for a bad command line, a DIR that is not a directory, a CSV path
+that cannot be (too long, through a file) or that holds what the report did not write, 4 for a
+CSV file the disk refuses (read-only, full).
 
 The accuracy is the test accuracy after the last epoch (`--metric final`, the default) or the
 highest over the epochs (`--metric best`). Compare with the paper's numbers on `final`: the
@@ -49,6 +60,7 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
+from experiments.files import png_texts, read_text, replace_problem, special
 from pruning.mask import percent
 from pruning.registry import CRITERIA
 from utils.errors import OneLineParser, StorageError, UserError, command, given_path
@@ -138,6 +150,22 @@ class Row:
     metric: str = "final"  # which accuracy: a key of METRICS
     # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
     flops_remaining_mean: float | None = None
+
+
+# what marks the report's files as its own, so that a rerun replaces them and nothing else
+# (experiments/files.py): a plot's PNG text chunk, and the start of a CSV's first line, the
+# columns every CSV of the report begins with
+PNG_MARK = ("Software", "python -m experiments.report")
+CSV_MARK = ",".join(field.name for field in fields(Row) if field.name != "flops_remaining_mean")
+
+
+def is_our_plot(head: bytes) -> bool:
+    keyword, text = PNG_MARK
+    return png_texts(head).get(keyword) == text
+
+
+def is_our_csv(head: bytes) -> bool:
+    return head.startswith(f"{CSV_MARK}\n".encode()) or head.startswith(f"{CSV_MARK},".encode())
 
 
 def compact_number(value: float) -> str:
@@ -237,18 +265,40 @@ def finite_number(value) -> bool:
         return False
 
 
+def is_percentage(value) -> bool:
+    """Whether `value` can be an accuracy as a summary.json records it: a number from 0 to 100."""
+    return finite_number(value) and 0 <= value <= 100
+
+
+def listed_strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# the options the report reads (labels, networks), and what each must be where it is recorded
+OPTION_TYPES = {
+    "add_hs": (lambda value: isinstance(value, bool), "true or false"),
+    "noise": (lambda value: isinstance(value, bool), "true or false"),
+    "hoyer_lambda": (finite_number, "a number"),
+    "noise_scale_factor": (finite_number, "a number"),
+    "nm": (lambda value: isinstance(value, str), "N:M"),
+    "schedule": (lambda value: isinstance(value, str), "a schedule's name"),
+    "snip_bn": (lambda value: isinstance(value, str), "a mode's name"),
+    "imp_optimizer": (lambda value: isinstance(value, str), "a choice's name"),
+    "rewind_epoch": (lambda value: isinstance(value, int) and not isinstance(value, bool),
+                     "an epoch"),
+    "model_kwargs": (listed_strings, "a list of KEY=VALUE"),
+}  # fmt: skip
+
+
 def options_problem(options) -> str | None:
-    """Why a summary's `options` (or a config.json) cannot label a method, or None."""
-    if options is None:
-        return None
+    """Why a summary's `options` (or a config.json) cannot label a method or name a network, or
+    None. An option it does not record (or records as null) is at its default."""
     if not isinstance(options, dict):
         return f"options is {shown(options)}, not an object"
-    strength = options.get("hoyer_lambda")
-    if strength is not None and not finite_number(strength):
-        return f"hoyer_lambda is {shown(strength)}, not a number"
-    nm = options.get("nm")
-    if nm is not None and not isinstance(nm, str):
-        return f"nm is {shown(nm)}, not N:M"
+    for key, (fits, what) in OPTION_TYPES.items():
+        value = options.get(key)
+        if value is not None and not fits(value):
+            return f"{key} is {shown(value)}, not {what}"
     return None
 
 
@@ -262,26 +312,36 @@ def summary_problem(summary, metric: str = "final") -> str | None:
     for key in REQUIRED_KEYS:
         if not isinstance(summary[key], str):
             return f"{key} is {shown(summary[key])}, not a string"
-    problem = options_problem(summary.get("options"))
+    # a summary older than the option records none; one that records null is damaged
+    problem = options_problem(summary["options"]) if "options" in summary else None
     if problem:
         return problem
     if summary["status"] == "completed":
-        for key in (METRICS[metric][0], "final_sparsity"):
-            if not finite_number(summary.get(key)):
-                return f"completed, but {key} is {shown(summary.get(key))}"
-        if not 0 <= summary["final_sparsity"] <= 1:
-            return f"completed, but final_sparsity is {summary['final_sparsity']}, not a fraction"
-        for key in ("flops_dense", "flops_remaining"):
-            if summary.get(key) is not None and not finite_number(summary[key]):
-                return f"{key} is {shown(summary[key])}, not a number"
+        return completed_problem(summary, METRICS[metric][0])
+    return None
+
+
+def completed_problem(summary: dict, accuracy: str) -> str | None:
+    """Why the numbers of a completed run's summary cannot be tabled, or None."""
+    for key in (accuracy, "final_sparsity"):
+        if not finite_number(summary.get(key)):
+            return f"completed, but {key} is {shown(summary.get(key))}"
+    if not is_percentage(summary[accuracy]):
+        return f"completed, but {accuracy} is {shown(summary[accuracy])}, not a percentage (0-100)"
+    if not 0 <= summary["final_sparsity"] <= 1:
+        return f"completed, but final_sparsity is {summary['final_sparsity']}, not a fraction"
+    for key in ("flops_dense", "flops_remaining"):
+        if summary.get(key) is not None and not finite_number(summary[key]):
+            return f"{key} is {shown(summary[key])}, not a number"
     return None
 
 
 def read_json(path: Path):
-    """The parsed content of `path`; ValueError (with OSError's message where reading failed)
-    when it cannot be read or parsed."""
+    """The parsed content of the regular file `path`; ValueError (with OSError's message where
+    reading failed: "a FIFO, not a file" for what is never opened) when it cannot be read or
+    parsed."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except (OSError, RecursionError) as error:  # RecursionError: absurdly deep nesting
         reason = error.strerror if isinstance(error, OSError) else "nested too deeply"
         raise ValueError(reason) from error
@@ -322,28 +382,22 @@ def config_problem(config) -> str | None:
 
 def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, str]]]:
     """The run directories below `root` without summary.json, each described from its config.json
-    and metrics.jsonl as far as they can be read, and the config.json files that could not be."""
+    and metrics.jsonl as far as they can be read, and those files that could not be."""
     root = Path(root)
     with_summary = {path.parent for path in root.rglob(SUMMARY)}
     folders = {path.parent for name in RUN_FILES for path in root.rglob(name)} - with_summary
     runs, skipped = [], []
     for folder in sorted(folders):
-        config, problem = {}, None
-        if (folder / CONFIG).exists():
-            try:
-                config = read_json(folder / CONFIG)
-            except ValueError as error:
-                problem = f"unreadable: {error}"
-            else:
-                problem = config_problem(config)
+        config, problem = run_config(folder / CONFIG)
         if problem:
             skipped.append(((folder / CONFIG).relative_to(root), problem))
-            config = {}
+        logged, problem = epochs_read(folder / METRICS_LOG)
+        if problem:
+            skipped.append(((folder / METRICS_LOG).relative_to(root), problem))
         method = "?"
         if config:
             method = method_label({"prune_criterion": config["prune_criterion"], "options": config})
         run_id = config.get("run_id")
-        logged = epochs_logged(folder / METRICS_LOG)
         row = IncompleteRun(
             run=folder.relative_to(root),
             method=method,
@@ -353,6 +407,31 @@ def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, s
         )
         runs.append(UnfinishedRun(row, run_id if isinstance(run_id, str) and run_id else None))
     return runs, skipped
+
+
+def run_config(path: Path) -> tuple[dict, str | None]:
+    """A run's config.json ({} where there is none) and why it cannot be used, if it cannot
+    (then {} too)."""
+    if not path.exists():
+        return {}, None
+    try:
+        config = read_json(path)
+    except ValueError as error:
+        return {}, f"unreadable: {error}"
+    problem = config_problem(config)
+    return ({}, problem) if problem else (config, None)
+
+
+def epochs_read(path: Path) -> tuple[int | None, str | None]:
+    """The epochs a metrics.jsonl records (None where there is none), and why it cannot be read
+    where it is not a regular file, which is never opened."""
+    try:
+        kind = special(path)
+    except OSError as error:
+        return None, f"unreadable: {error.strerror or error}"
+    if kind:
+        return None, f"unreadable: {kind}, not a file"
+    return epochs_logged(path), None
 
 
 def run_identity(summary: dict) -> tuple[str, str]:
@@ -423,7 +502,7 @@ def flops_remaining_percent(runs: list[dict]) -> float | None:
 def network(summary: dict) -> str:
     """The network of a run as its command line named it: -m, with --model_kwargs where given (a
     timm ViT cut small is another network than the one its name describes)."""
-    kwargs = summary.get("options", {}).get("model_kwargs")
+    kwargs = option(summary, "model_kwargs")
     return f"{summary['model']} ({' '.join(kwargs)})" if kwargs else summary["model"]
 
 
@@ -719,7 +798,11 @@ def draw(panels: list[Panel], path: Path) -> Path | None:
             draw_panel(grid[1][column], panel, zoom=True)
         elif rows == 2:
             grid[1][column].set_axis_off()
-    write_atomic(Path(path), lambda file: figure.savefig(file, format="png", dpi=150))
+    keyword, mark = PNG_MARK  # what makes the file recognisably ours (experiments/files.py)
+    write_atomic(
+        Path(path),
+        lambda file: figure.savefig(file, format="png", dpi=150, metadata={keyword: mark}),
+    )
     return Path(path)
 
 
@@ -806,6 +889,10 @@ def write_plots(rows: list[Row], directory: Path, paper: bool) -> list[Path]:
             from experiments.paper import with_paper
 
             panels = with_paper(panels)
+        problem = plot_problem(directory / name) if panels else None
+        if problem:
+            print(f"note: {problem}", file=sys.stderr)
+            continue
         try:
             path = draw(panels, directory / name)
         except StorageError as error:
@@ -814,6 +901,29 @@ def write_plots(rows: list[Row], directory: Path, paper: bool) -> list[Path]:
         if path:
             written.append(path)
     return written
+
+
+def plot_problem(path: Path) -> str | None:
+    """Why the plot cannot be written at `path` without replacing what this report did not
+    write (experiments/files.py), or None."""
+    try:
+        problem = replace_problem(path, is_our_plot, "a plot of this report")
+    except OSError as error:
+        return f"cannot write {path}: {error.strerror or error}"
+    if problem:
+        return f"{path} is {problem}: left as it is, no plot written (move it away for one)"
+    return None
+
+
+def check_csv(path: Path) -> None:
+    """A UserError, before anything is printed, unless --csv replaces nothing or a CSV of this
+    report (experiments/files.py)."""
+    with given_path(f"cannot write {path}", path):
+        problem = replace_problem(path, is_our_csv, "a CSV of this report")
+    if problem:
+        raise UserError(
+            f"--csv {path} is {problem}: left as it is (give another path, or move it away)"
+        )
 
 
 @command
@@ -828,6 +938,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.dir} is not a directory")
         summaries, skipped = load_summaries(args.dir, args.metric)
         unfinished, config_skipped = unfinished_runs(args.dir)
+    if args.csv:
+        check_csv(args.csv)
     skipped = sorted(skipped + config_skipped)
     if not summaries and not unfinished and not skipped:
         print(f"no usable summary.json below {args.dir}", file=sys.stderr)

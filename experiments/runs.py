@@ -4,7 +4,12 @@ A run's identity is a hash of its resolved options (what main.py's parser makes 
 those away from their defaults), leaving out where and how it runs (device, workers, paths, its
 name). Its directory is `runs/<logdir>/<comment>-<identity>`, handed to main.py as `--run_dir`, so
 the same command starts the run and, after an interruption, resumes it. Launching a sweep again
-therefore skips the runs that completed, resumes those that were stopped, and never runs one twice.
+therefore skips the runs that completed, resumes those that were stopped, and never runs one twice;
+two commands of one launch that are one run (the arguments after `--` set alike what told them
+apart) are refused, naming both and the flag.
+
+A run directory where one of the run's files is no regular file (a FIFO, a device, a directory
+under a file's name) is damaged: it is never opened, nor written, and the launch refuses the run.
 
 A run is one process's at a time: main.py holds its `.lock` while it trains, and a launcher holds
 a claim on it (`.launch.lock`) from before it starts main.py there until that main.py has exited,
@@ -20,22 +25,40 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from cli import MACHINE_OPTIONS, NAME_OPTIONS, build_parser, build_pruning, parse_args
+from cli import (
+    MACHINE_OPTIONS,
+    NAME_OPTIONS,
+    build_parser,
+    build_pruning,
+    given_options,
+    parse_args,
+)
+from experiments.files import read_text, special
+from experiments.report import is_percentage
 from utils.checkpoint import CHECKPOINT
 from utils.errors import RunBusy, UserError, given_path
-from utils.lock import RunLock, holder
+from utils.lock import LOCK_FILE, RunLock, holder
 from utils.logging import RUNS_ROOT, epochs_logged
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 TETHER = Path(__file__).resolve().parent / "tether.py"
 # a launcher's claim on a run, held from before it starts main.py there until main.py exits
 CLAIM_FILE = ".launch.lock"
+# a run's Slurm job and its starts (experiments/slurm.py)
+SLURM_MARKER = "slurm.json"
+# the files of a run directory that the launcher reads or writes: never opened unless regular
+RUN_FILES = (
+    "config.json", "summary.json", "metrics.jsonl", CHECKPOINT, "output.log", SLURM_MARKER,
+    LOCK_FILE, CLAIM_FILE,
+)  # fmt: skip
 
 # The options that make a run what it is: every flag of main.py but where and how it runs, with
 # its default (as JSON has it, which is how config.json keeps it).
@@ -43,6 +66,12 @@ IDENTITY_DEFAULTS = {
     action.dest.rstrip("_"): json.loads(json.dumps(action.default))
     for action in build_parser()._actions
     if action.option_strings and action.dest not in MACHINE_OPTIONS | NAME_OPTIONS | {"help"}
+}
+# each option's flag as a message names it (--lambda, -lr, --batch_size)
+FLAGS = {
+    action.dest.rstrip("_"): action.option_strings[-1]
+    for action in build_parser()._actions
+    if action.option_strings
 }
 
 
@@ -171,7 +200,7 @@ def resolve(argv: list[str], runs_root: Path) -> Run:
             args = parse_args(argv)
             schedule = build_pruning(args)[1]
         except UserError as error:
-            raise UserError(f"{error} (in: main.py {' '.join(argv)})") from None
+            raise UserError(f"{error} (in: main.py {shlex.join(argv)})") from None
     options = options_of(args)
     run_id = identity(options)
     total = None if schedule is None else schedule.total_epochs()
@@ -182,15 +211,50 @@ def resolve(argv: list[str], runs_root: Path) -> Run:
     return Run(tuple(argv), options, run_id, run_dir, args.epochs if total is None else total)
 
 
-def resolve_all(commands: list[list[str]], runs_root: Path | None = None) -> list[Run]:
+def resolve_all(
+    commands: list[list[str]], runs_root: Path | None = None, extra: Sequence[str] = ()
+) -> list[Run]:
+    """The commands, each followed by `extra` (arguments given to every one of them), as Runs.
+    Two that are one run (one identity: the same training under two names, which a launch would
+    train twice and a report count twice) are a UserError naming both, and the flags of `extra`
+    that made them one."""
     root = Path.cwd() / RUNS_ROOT if runs_root is None else runs_root
-    runs = [resolve(argv, root) for argv in commands]
-    seen: dict[Path, Run] = {}
-    for run in runs:
-        if run.run_dir in seen:
-            raise UserError(f"two commands of the sweep are the same run: {run.run_dir}")
-        seen[run.run_dir] = run
+    try:
+        runs = [resolve([*argv, *extra], root) for argv in commands]
+    except UserError as error:
+        if not extra:
+            raise
+        # a flag of the sweep's given again (--model_kwargs), refused by main.py's parser
+        raise UserError(
+            f"-- {shlex.join(extra)}, after the sweep's own arguments: {error}"
+        ) from None
+    first: dict[str, int] = {}
+    for index, run in enumerate(runs):
+        earlier = first.setdefault(run.run_id, index)
+        if earlier != index:
+            raise UserError(one_run(commands[earlier], commands[index], extra, root))
     return runs
+
+
+def one_run(first: list[str], second: list[str], extra: Sequence[str], root: Path) -> str:
+    """The line that refuses two commands that `extra` makes one run."""
+    options = [resolve(argv, root).options for argv in (first, second)]
+    named = " and ".join(
+        f"--comment {shlex.quote(these['comment'])}"
+        if these["comment"]
+        else f"main.py {shlex.join(argv)}"
+        for argv, these in zip((first, second), options, strict=True)
+    )
+    if not extra:
+        return f"two commands of the sweep are one run: {named}"
+    given = {dest.rstrip("_") for dest in given_options(build_parser(), list(extra))}
+    differing = [key for key in IDENTITY_DEFAULTS if options[0][key] != options[1][key]]
+    flags = ", ".join(FLAGS[key] for key in differing if key in given) or "what it sets"
+    return (
+        f"-- {shlex.join(extra)} makes two runs of the sweep one: the commands with {named} "
+        f"differ in {flags}, which it sets alike for both (the same training twice, counted twice "
+        f"in the report); leave {flags} out of the arguments after --"
+    )
 
 
 class State(Enum):
@@ -229,8 +293,9 @@ def completed(summary, epochs: int) -> bool:
 
 
 def read_json(path: Path):
+    """The parsed content of the regular file `path`; None where it cannot be read as JSON."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except (OSError, ValueError, RecursionError):
         return None
 
@@ -259,6 +324,9 @@ def status_of(run: Run) -> Status:
     directory, epochs = run.run_dir, run.options["epochs"]
     if directory.exists() and not directory.is_dir():
         return Status(State.DAMAGED, 0, epochs, detail="a file, not a directory")
+    foreign = foreign_file(directory)
+    if foreign:  # not opened: a FIFO would block the launcher, a device be written to
+        return Status(State.DAMAGED, 0, epochs, detail=foreign)
     done = epochs_done(directory)
     held = held_by(directory)
     if held is not None:
@@ -273,6 +341,7 @@ def status_of(run: Run) -> Status:
     summary = read_json(directory / "summary.json")
     status = summary.get("status") if isinstance(summary, dict) else None
     accuracy = summary.get("final_test_acc") if isinstance(summary, dict) else None
+    accuracy = accuracy if is_percentage(accuracy) else None
     if completed(summary, epochs):
         return Status(State.COMPLETED, epochs, epochs, accuracy)
     if status == "diverged":
@@ -283,12 +352,25 @@ def status_of(run: Run) -> Status:
     return Status(State.STOPPED, done, epochs)
 
 
+def foreign_file(directory: Path) -> str:
+    """What is wrong where one of a run's files in `directory` is no regular file ("summary.json
+    is a FIFO, not a file"), or ""."""
+    for name in RUN_FILES:
+        try:
+            kind = special(directory / name)
+        except OSError:  # a directory that cannot be searched: each reader says so in its way
+            return ""
+        if kind:
+            return f"{name} is {kind}, not a file"
+    return ""
+
+
 def read_config(directory: Path) -> tuple[dict | None, str]:
     """A run directory's config.json as (options, ""), (None, "") where there is none, or
     (None, what is wrong with it) where it cannot be a run's (main.py would refuse it)."""
     path = directory / "config.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         if (directory / CHECKPOINT).exists():
             return None, f"{CHECKPOINT} without a config.json"

@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.runs import Held, MainProcess, start_main
+from experiments.files import read_text
+from experiments.runs import SLURM_MARKER, Held, MainProcess, start_main
 from utils.errors import EXIT_BUSY, UserError
 from utils.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "slurm.json"
+MARKER = SLURM_MARKER
 STOP_WAIT_SECONDS = 60
 SQUEUE_STATES_ACTIVE = {
     "PENDING",
@@ -197,8 +198,8 @@ def check_fits(options: SlurmOptions) -> None:
 
 def read_marker(run_dir: Path) -> dict:
     try:
-        marker = json.loads((run_dir / MARKER).read_text())
-    except (OSError, ValueError):
+        marker = json.loads(read_text(run_dir / MARKER))
+    except (OSError, ValueError, RecursionError):
         return {}
     return marker if isinstance(marker, dict) else {}
 

@@ -26,7 +26,7 @@ import pytest
 
 from experiments import __main__ as launcher
 from tests.support import ROOT
-from tests.support.launcher import in_process, slurm_environment
+from tests.support.launcher import in_process, slurm_commands, slurm_environment
 from tests.support.runs import summary
 from utils.lock import holder
 
@@ -167,18 +167,7 @@ def a_full_disk(cwd: Path, done: Path, monkeypatch) -> None:
 
 def a_cluster_of_two_cpu_nodes(cwd: Path, done: Path, monkeypatch) -> None:
     """A stand-in for Slurm's commands: one partition, `debug`, with one 2-CPU node."""
-    tools = cwd / "slurm"
-    tools.mkdir()
-    scripts = {
-        "sinfo": 'case "$*" in *-N*) echo "node1|2|3900|(null)";; *) echo "debug*";; esac',
-        "scontrol": 'echo "PartitionName=debug MaxCPUsPerNode=UNLIMITED State=UP TotalCPUs=2"',
-        "sbatch": "exit 1",
-    }
-    for name, body in scripts.items():
-        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
-        (tools / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
-    monkeypatch.delenv("SLURM_CONF", raising=False)
+    slurm_commands(cwd, monkeypatch, cpus=2, memory_mb=3900)
 
 
 def undo(cwd: Path) -> None:

@@ -29,3 +29,22 @@ def slurm_environment() -> dict | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return environment if answer.returncode == 0 else None
+
+
+def slurm_commands(cwd: Path, monkeypatch, cpus: int, memory_mb: int) -> None:
+    """Slurm's query commands answering for one partition, `debug`, of one node of `cpus` CPUs
+    and `memory_mb` MB, put first on PATH; sbatch fails. For the refusals a launch makes before
+    it submits anything; what reaches a real cluster is tested against .ci/slurm-cluster."""
+    tools = cwd / "slurm"
+    tools.mkdir()
+    node, total = f"node1|{cpus}|{memory_mb}|(null)", f"TotalCPUs={cpus}"
+    scripts = {
+        "sinfo": f'case "$*" in *-N*) echo "{node}";; *) echo "debug*";; esac',
+        "scontrol": f'echo "PartitionName=debug MaxCPUsPerNode=UNLIMITED State=UP {total}"',
+        "sbatch": "exit 1",
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.delenv("SLURM_CONF", raising=False)
