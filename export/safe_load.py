@@ -259,6 +259,15 @@ def public(name: object) -> bool:
     return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
 
 
+# What a forward may read off a value (x.shape, getattr(x, "dtype")): a tensor's data attributes,
+# never a method, so that no callable is ever a value of the graph; nor grad_fn, autograd's node.
+DATA_ATTRIBUTES = frozenset(
+    name
+    for name in dir(torch.Tensor)
+    if public(name) and not callable(inspect.getattr_static(torch.Tensor, name))
+) - {"grad_fn"}
+
+
 class GraphReader:
     """Turns the source torch.fx wrote for a forward into the Graph it was written from,
     refusing anything else."""
@@ -436,8 +445,8 @@ class GraphReader:
         dotted = self.dotted(node)
         if dotted is not None:
             return constant(dotted)
-        if not public(node.attr):
-            raise Refused(f"its forward reads .{node.attr}, which fx never writes")
+        if node.attr not in DATA_ATTRIBUTES:
+            raise Refused(f"its forward reads .{node.attr}, which is no tensor's data")
         return self.call(getattr, self.value(node.value), node.attr)
 
     def called(self, node: ast.Call) -> Any:
@@ -491,8 +500,8 @@ class GraphReader:
                 raise Refused("its forward names a device that is none") from None
         if name not in BUILTINS:
             raise Refused(f"its forward calls {name}, which no export does")
-        if name == "getattr" and (len(args) not in (2, 3) or not public(args[1]) or kwargs):
-            raise Refused("its forward looks up an attribute fx never does")
+        if name == "getattr" and (len(args) != 2 or args[1] not in DATA_ATTRIBUTES or kwargs):
+            raise Refused("its forward looks up an attribute that is no tensor's data")
         return self.graph.call_function(BUILTINS[name], args, kwargs)
 
     READERS: ClassVar[dict] = {

@@ -118,6 +118,8 @@ def test_a_real_export_still_loads(source_run):
         ("def forward(self, x):\n    y = operator.attrgetter('a')(x)\n    return y", "calls"),
         ("def forward(self, x):\n    y = x.__reduce__()\n    return y", "__reduce__"),
         ("def forward(self, x):\n    y = getattr(x, '__class__')\n    return y", "attribute"),
+        ("def forward(self, x):\n    y = getattr(x, 'register_hook')\n    return y", "attribute"),
+        ("def forward(self, x):\n    y = x.grad_fn\n    return y", "grad_fn"),
         ("def forward(self, x):\n    y = open('f')\n    return y", "open"),
         ("def forward(self, x):\n    y = self(x)\n    return y", "not a layer"),
         ("def forward(self, x):\n    import os\n    return x", "Import"),
