@@ -12,7 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models import build_model, input_problem, is_external
+from models import (
+    TooManyLayers,
+    build_model,
+    input_problem,
+    is_external,
+    layer_budget,
+    memory_problem,
+)
 from utils.checkpoint import CHECKPOINT, load_checkpoint
 from utils.errors import UserError
 
@@ -55,14 +62,22 @@ def meta_model(spec: dict) -> nn.Module:
     """The network `spec`, read from a file, describes, on the meta device: its shapes without
     memory, so that a damaged spec asking for an enormous layer costs nothing. Whatever the
     model library raises against the spec is a NotANetwork (a ValueError): timm checks its
-    arguments with assert (AssertionError) and looks names up in dicts (KeyError)."""
-    with torch.device("meta"), warnings.catch_warnings():
+    arguments with assert (AssertionError) and looks names up in dicts (KeyError). So is a spec
+    of more layers than any network has (depth=100000, which would take minutes to build even
+    here), and one whose weights would not fit in the memory available."""
+    with torch.device("meta"), warnings.catch_warnings(), layer_budget():
         # a damaged spec can ask for zero-sized layers, whose initialisation warns
         warnings.simplefilter("ignore")
         try:
-            return build_model(**spec)
+            skeleton = build_model(**spec)
+        except TooManyLayers as error:
+            raise NotANetwork(f"it {error}") from None
         except Exception as error:
             raise NotANetwork(rejection(error)) from error
+    problem = memory_problem(skeleton)
+    if problem:
+        raise NotANetwork(f"it {problem}")
+    return skeleton
 
 
 def rejection(error: Exception) -> str:

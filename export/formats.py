@@ -121,7 +121,7 @@ from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 from models import build_model
 from pruning.mask import human
 from pruning.options import Bounded
-from utils.checkpoint import CHECKPOINT, unpickling_reason
+from utils.checkpoint import CHECKPOINT, load_weights_only, unpickling_reason
 from utils.errors import OneLineParser, UserError, command, given_path
 from utils.io import made_folders, special_file, write_atomic
 
@@ -329,7 +329,7 @@ def read_torch_file(path: str | Path) -> object:
     """What `torch.load` reads from `path` on the CPU without unpickling code, or a UserError
     whose line starts with the path."""
     with reading(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
 
 
 def read_export(path: str | Path, fmt: str) -> dict:
@@ -498,17 +498,23 @@ def load_module_export(path: str | Path) -> nn.Module:
 def follows_the_batch(module: nn.Module) -> bool:
     """Whether a module export answers one row per image. Only a constant network (no
     parameter left: nothing of the input reaches the output) can fail this, as compaction
-    wrote them before it widened constants to the batch; for it the check costs nothing, its
-    input being read for its batch size only (so a zero-strided view of one number does)."""
+    wrote them before it widened constants to the batch: then its output reads nothing of its
+    input. Told from the graph, so that loading never runs the file's network."""
     info = getattr(module, "export_info", None)
-    if not isinstance(info, dict) or info.get("params_after") != 0:
+    graph = getattr(module, "graph", None)
+    if not isinstance(info, dict) or info.get("params_after") != 0 or graph is None:
         return True
-    shape = info.get("input_shape")
-    if not isinstance(shape, list) or not all(isinstance(side, int) and side > 0 for side in shape):
-        return True  # nothing to try it on
-    with torch.no_grad():
-        answer = module(torch.zeros(1).expand(2, *shape))
-    return isinstance(answer, torch.Tensor) and answer.dim() > 0 and len(answer) == 2
+    (output,) = (node for node in graph.nodes if node.op == "output")
+    seen, waiting = set(), [output]
+    while waiting:
+        node = waiting.pop()
+        if node.op == "placeholder":
+            return True
+        for source in node.all_input_nodes:
+            if source not in seen:
+                seen.add(source)
+                waiting.append(source)
+    return False
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from export.sparse_runtime import SparseConv2d, SparseLinear, quiet_csr
-from utils.checkpoint import refused_global, unpickling_reason
+from utils.checkpoint import load_weights_only, refused_global, unpickling_reason
 
 # a forward longer than this is not one torch.fx wrote for a network this tool can export
 MOST_SOURCE_CHARACTERS = 50_000_000
@@ -85,7 +85,7 @@ def read_module(file: str | Path | io.BytesIO) -> nn.Module:
         with torch.serialization.safe_globals(allowed_globals()), quiet_csr():
             # torch checks every CSR tensor of a weights-only load, and says so
             warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
-            module = torch.load(file, map_location="cpu", weights_only=True)
+            module = load_weights_only(file)
     except pickle.UnpicklingError as error:
         if refused_global(error) is None:
             raise  # not a pickle this reader can read: damaged, or no torch file at all
@@ -258,6 +258,15 @@ def operation(op: ast.AST) -> Any:
 def public(name: object) -> bool:
     return isinstance(name, str) and name.isidentifier() and not name.startswith("_")
 
+
+# Tensor methods no network's forward needs that hand out what is not a tensor's maths: raw
+# memory (numpy's arrays, storages, pointers, which other methods could then reach), a tensor
+# re-pointed at other memory, or a callable run later (hooks, apply_)
+NOT_TENSOR_METHODS = frozenset({
+    "numpy", "storage", "untyped_storage", "data_ptr", "set_", "resize_", "resize_as_",
+    "share_memory_", "pin_memory", "apply_", "map_", "map2_", "register_hook",
+    "register_post_accumulate_grad_hook", "backward", "as_subclass", "tolist",
+})  # fmt: skip
 
 # What a forward may read off a value (x.shape, getattr(x, "dtype")): a tensor's data attributes,
 # never a method, so that no callable is ever a value of the graph; nor grad_fn, autograd's node.
@@ -472,10 +481,13 @@ class GraphReader:
                 raise Refused(f"its forward calls {dotted}, which no export does")
             return self.graph.call_function(function, args, kwargs)
         if isinstance(func, ast.Attribute):
-            if not public(func.attr) or not hasattr(torch.Tensor, func.attr):
-                raise Refused(f"its forward calls .{func.attr}(), which is no tensor method")
+            method = func.attr
+            if not public(method) or not hasattr(torch.Tensor, method):
+                raise Refused(f"its forward calls .{method}(), which is no tensor method")
+            if method in NOT_TENSOR_METHODS:
+                raise Refused(f"its forward calls .{method}(), which no network's forward does")
             receiver = self.value(func.value)
-            return self.graph.call_method(func.attr, (receiver, *args), kwargs)
+            return self.graph.call_method(method, (receiver, *args), kwargs)
         raise Refused("its forward calls what fx never calls")
 
     def arguments_of(self, node: ast.Call) -> tuple[tuple, dict]:

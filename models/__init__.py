@@ -9,6 +9,7 @@ models/external.py. `build_for_run` builds a run's network once it is known to f
 device first (no memory), then for real, checked on images of the run's size.
 """
 
+import contextlib
 import difflib
 import inspect
 from collections.abc import Callable
@@ -122,14 +123,17 @@ def build_for_run(spec: dict, pretrained: bool = False, check: bool = False) -> 
 def check_skeleton(spec: dict) -> None:
     """Raise UserError for what the network of `spec` (timm:, torchvision:) shows before any of
     its memory exists: built on the meta device, patches that do not tile its images (timm's
-    vit_huge on digits is refused before its 2.5 GB are built) and parameters that do not fit in
-    memory. A constructor that cannot run on the meta device (one that reads a tensor's values)
-    is left to the real build, which says what fails."""
+    vit_huge on digits is refused before its 2.5 GB are built), more layers than any network
+    has (`layer_budget`) and parameters that do not fit in memory. A constructor that cannot
+    run on the meta device (one that reads a tensor's values) is left to the real build, which
+    says what fails."""
     try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), layer_budget():
             skeleton = build_model(**spec)
     except PatchSizeError as error:
         raise UserError(f"{cannot_take(spec)}: {error}; {patch_advice(error)}") from None
+    except TooManyLayers as error:
+        raise UserError(f"-m {spec['name']}{kwargs_given(spec)} {error}") from None
     except UserError:
         raise
     except Exception:  # the real build reports it, or succeeds where the meta device cannot
@@ -137,19 +141,56 @@ def check_skeleton(spec: dict) -> None:
     check_memory(skeleton, spec)
 
 
-def check_memory(skeleton: nn.Module, spec: dict) -> None:
-    """Raise UserError when the parameters and buffers of `skeleton`, the network of `spec` on
-    the meta device, take more memory than the system has available."""
+# Far more layers than any network has (timm's largest have about 1,500 modules): a spec with
+# more (depth=100000) is a typo or a damaged file, and building it, even on the meta device,
+# would take minutes to hours.
+MOST_LAYERS = 10_000
+
+
+class TooManyLayers(ValueError):
+    """A network being built registered more than MOST_LAYERS modules."""
+
+
+@contextlib.contextmanager
+def layer_budget():
+    """Inside the block, building a network of more than MOST_LAYERS modules stops with
+    TooManyLayers as the next one is registered, before the minutes the rest would take."""
+    count, most = 0, MOST_LAYERS
+
+    def counted(module, name, submodule):
+        nonlocal count
+        count += 1
+        if count > most:
+            raise TooManyLayers(f"has more than {most:,} layers, more than any network has")
+
+    handle = torch.nn.modules.module.register_module_module_registration_hook(counted)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def memory_problem(skeleton: nn.Module) -> str | None:
+    """Why the parameters and buffers of `skeleton` (on the meta device) cannot be built here:
+    more memory than the system has available; None when they fit."""
     tensors = [*skeleton.parameters(), *skeleton.buffers()]
     size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
     free = available_memory()
     if free is None or size <= free:
-        return
+        return None
     count = sum(parameter.numel() for parameter in skeleton.parameters())
-    raise UserError(
-        f"-m {spec['name']}{kwargs_given(spec)} would take {in_bytes(size)} for its "
-        f"{count:,} parameters alone, more than the {in_bytes(free)} of memory available"
+    return (
+        f"would take {in_bytes(size)} for its {count:,} parameters alone, more than the "
+        f"{in_bytes(free)} of memory available"
     )
+
+
+def check_memory(skeleton: nn.Module, spec: dict) -> None:
+    """Raise UserError when the network of `spec`, as `skeleton` on the meta device, does not
+    fit in the memory available."""
+    problem = memory_problem(skeleton)
+    if problem:
+        raise UserError(f"-m {spec['name']}{kwargs_given(spec)} {problem}")
 
 
 def in_bytes(size: float) -> str:

@@ -418,23 +418,44 @@ class Pruner:
     def adopt_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Start from `masks` (name -> bool tensor of the parameter's shape, True = live), such
         as a pruned model's: their pruned weights become zero and stay pruned. Call before
-        training starts. Masks of another dtype are a TypeError (0s and 1s convert with
-        `.bool()`), of another shape or for a tensor this pruner does not prune a ValueError;
-        nothing is adopted then."""
+        training starts: after a prune, or once training has begun, it is a ValueError, as the
+        masks would silently combine with the pruner's own. Masks of another dtype are a
+        TypeError (0s and 1s convert with `.bool()`); of another shape, for a tensor this
+        pruner does not prune, or leaving no weight live at all, a ValueError; nothing is
+        adopted then."""
         if not isinstance(masks, Mapping):
             raise TypeError(f"masks must map parameter names to bool tensors, got {masks!r}")
+        if self.events or self._started or self.epoch > 1:
+            raise ValueError(
+                "adopt_masks starts from masks before training: this pruner has pruned or "
+                "trained already (build a new Pruner for the model)"
+            )
         unknown = [name for name in masks if name not in self.params]
         if unknown:
             more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
             raise ValueError(
                 f"there are masks for {unknown[0]}{more}, which this pruner does not prune "
-                "(biases need prune_bias, BatchNorm scales prune_bnorm)"
+                f"({self.why_not_pruned(unknown[0])})"
             )
         for name, mask in masks.items():
             check_mask(name, mask, self.masks[name].shape)
+        live = sum(int(mask.sum()) for mask in masks.values())
+        live += sum(self.masks[name].numel() for name in self.params if name not in masks)
+        if live == 0:
+            raise ValueError("masks leave no weight live: a network of zeros computes nothing")
         for name, mask in masks.items():
             self.masks.prune(name, ~mask.to(self.device))
         self._zero_pruned()
+
+    def why_not_pruned(self, name: str) -> str:
+        """Why `name` is no tensor this pruner prunes, in words that name the argument."""
+        if name in self.excluded:
+            return "prune_exclude or prune_include keeps it dense"
+        if name.endswith("bias"):
+            return "biases need prune_bias"
+        if name in dict(self.model.named_parameters()):
+            return "BatchNorm scales need prune_bnorm; other tensors, prune_include"
+        return "the model has no such parameter"
 
     def prune_inputs(self) -> PruneInputs:
         """What the criterion is given at a prune."""

@@ -346,3 +346,14 @@ def test_a_network_larger_than_memory_is_refused_unbuilt(
     assert main.main(quick(tmp_path, *argv, *SHORT)) == 2
     assert_one_error_line(capsys, *names)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_network_of_more_layers_than_any_is_refused_as_it_is_built(
+    tmp_path, capsys, monkeypatch, never_built
+):
+    """depth=100000 would take minutes to build even on the meta device: the layers are
+    counted as they are registered (a limit of 50 here, for speed) and the build stops there."""
+    monkeypatch.setattr(models, "MOST_LAYERS", 50)
+    argv = ["-m", "timm:vit_tiny_patch16_224", "--model_kwargs", "patch_size=4", "depth=100000"]
+    assert main.main(quick(tmp_path, *argv, *SHORT)) == 2
+    assert_one_error_line(capsys, "depth=100000", "has more than 50 layers")

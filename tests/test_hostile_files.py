@@ -7,12 +7,14 @@ otherwise intact one. None may run (its marker file stays absent) and each ends 
 """
 
 import os
+import pickle
 import shutil
 
 import pytest
 import torch
 
 import main
+import models
 from experiments import report
 from export import formats as export
 from export import inspect as inspect_tool
@@ -120,6 +122,9 @@ def test_a_real_export_still_loads(source_run):
         ("def forward(self, x):\n    y = getattr(x, '__class__')\n    return y", "attribute"),
         ("def forward(self, x):\n    y = getattr(x, 'register_hook')\n    return y", "attribute"),
         ("def forward(self, x):\n    y = x.grad_fn\n    return y", "grad_fn"),
+        ("def forward(self, x):\n    y = x.numpy()\n    return y", "numpy"),
+        ("def forward(self, x):\n    y = x.untyped_storage()\n    return y", "untyped_storage"),
+        ("def forward(self, x):\n    y = x.register_hook(x)\n    return y", "register_hook"),
         ("def forward(self, x):\n    y = open('f')\n    return y", "open"),
         ("def forward(self, x):\n    y = self(x)\n    return y", "not a layer"),
         ("def forward(self, x):\n    import os\n    return x", "Import"),
@@ -147,17 +152,30 @@ def timm_spec_rejected(payload: dict) -> None:
                        "image_size": 8, "model_kwargs": {"num_heads": 5}}  # fmt: skip
 
 
+def timm_spec(**kwargs):
+    def damage(payload: dict) -> None:
+        payload["spec"] = {"name": "timm:vit_tiny_patch16_224", "num_classes": 10,
+                           "in_channels": 1, "image_size": 8, "model_kwargs": kwargs}  # fmt: skip
+
+    return damage
+
+
 @pytest.mark.parametrize(
     "damage, says",
     [
         (timm_spec_rejected, "is not a network: AssertionError"),
+        (timm_spec(depth=1000), "more than 50 layers"),
+        (timm_spec(embed_dim=2**20, num_heads=1, depth=1, patch_size=2), "memory available"),
         (lambda payload: payload.update(spec={"name": "lenet300", "bogus": 1}), "not a network"),
         (lambda payload: payload.update(spec=["lenet300"]), "not a network"),
         (lambda payload: payload["state_dict"].pop("1.weight"), "a damaged dense export"),
         (lambda payload: payload["state_dict"].update({"1.weight": torch.zeros(2)}), "damaged"),
     ],
 )
-def test_a_damaged_export_is_one_line(tmp_path, source_run, damage, says):
+def test_a_damaged_export_is_one_line(tmp_path, source_run, monkeypatch, damage, says):
+    """Nothing a spec asks is built before it is known to fit: layers counted as they are
+    registered on the meta device (a limit of 50 here, for speed), memory weighed there."""
+    monkeypatch.setattr(models, "MOST_LAYERS", 50)
     path = tmp_path / "dense.pt"
     export.export(source_run[0], "dense", path)
     payload = torch.load(path, weights_only=True)
@@ -174,3 +192,31 @@ def test_load_never_waits_on_what_is_no_file(tmp_path):
     for path, kind in ((fifo, "a FIFO"), (tmp_path, "a directory"), ("/dev/zero", "device")):
         with deadline(10, f"load({path})"), pytest.raises(export.UserError, match=kind):
             export.load(path)
+
+
+def test_loading_never_runs_the_network(tmp_path):
+    """Whether an old constant export answers one row per image is read off its graph: a file
+    whose forward would allocate exabytes (or compute for minutes) loads without running it."""
+    from tests.support.hostile import graph_module
+
+    forward = "\ndef forward(self, x):\n    y = torch.empty(4611686018427387904)\n    return x\n"
+    gadget = graph_module(forward)
+    gadget.args[0]["export_info"] = {"format": "compact", "params_after": 0, "input_shape": [1]}
+    path = tmp_path / "sent.pt"
+    torch.save(gadget, path)
+    network = export.load(path)
+    with pytest.raises(RuntimeError):
+        network(torch.zeros(2, 1))  # what loading did not do
+
+
+def test_a_refusal_never_advises_loading_with_weights_only_false(tmp_path):
+    """torch's own message for a file its weights-only reader refuses suggests
+    weights_only=False, which would run what it refused: the one line gives torch's reason
+    alone."""
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"1.weight": [0.5]}, protocol=4))
+    with pytest.raises(export.UserError) as refused:
+        export.read_torch_file(path)
+    message = str(refused.value)
+    assert "weights_only" not in message and "\n" not in message
+    assert "not a file of tensors that torch.save wrote" in message

@@ -215,3 +215,24 @@ def test_state_loads_before_or_after_the_models_to_the_straight_runs_network(ord
     assert resumed["pruner"].events == straight["pruner"].events
     with pytest.raises(ValueError, match="epoch 5 is past the schedule's last epoch, 4"):
         resumed["pruner"].end_of_epoch()
+
+
+def test_adopt_masks_only_before_training_and_never_to_an_empty_network():
+    """After a prune (or once training began) the masks would silently combine with the
+    pruner's own; masks with no live weight leave a network of zeros."""
+    pruner = Pruner(net(), "global_magnitude", Periodic(rate=0.5, every=1, epochs=3))
+    dead = {name: torch.zeros_like(mask) for name, mask in pruner.masks.items()}
+    with pytest.raises(ValueError, match="masks leave no weight live"):
+        pruner.adopt_masks(dead)
+    assert live_masks(pruner)
+    pruner.prune(rate=0.5)
+    half = {name: mask.clone() for name, mask in pruner.masks.items()}
+    with pytest.raises(ValueError, match="adopt_masks starts from masks before training"):
+        pruner.adopt_masks(half)
+
+
+def test_a_mask_for_a_tensor_kept_dense_names_the_option_that_keeps_it():
+    pruner = Pruner(net(), "global_magnitude", Periodic(rate=0.5, every=1, epochs=3),
+                    prune_exclude="2")  # fmt: skip
+    with pytest.raises(ValueError, match=r"2\.weight.*prune_exclude or prune_include keeps it"):
+        pruner.adopt_masks({"2.weight": torch.ones(3, 16, dtype=torch.bool)})

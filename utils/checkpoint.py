@@ -11,13 +11,14 @@ would have called.
 import _compat_pickle
 import pickle
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io import write_atomic
+from utils.io import special_file, write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -58,10 +59,13 @@ def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
         raise UserError(f"{where}: no such run directory")
+    kind = special_file(path)
+    if kind:  # reading it would block (a FIFO) or never end (a device)
+        raise UserError(f"{where}: its {CHECKPOINT} is {kind}, not a file")
     if not path.is_file():
         raise UserError(f"{where}: no {CHECKPOINT} there (a run writes it after its first epoch)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except pickle.UnpicklingError as error:  # what torch's weights-only reader refuses
         raise UserError(f"{where}: {path} was not loaded: {unpickling_reason(error)}") from None
     except Exception as error:  # truncated zip, bad pickle, foreign file: all unusable
@@ -75,6 +79,17 @@ def load_checkpoint(run_dir: str | Path, flag: str = "") -> dict:
     if problem:
         raise UserError(f"{where}: {path} is damaged: {problem}")
     return state
+
+
+def load_weights_only(file) -> object:
+    """What torch.load reads from `file` (a path or a file object) onto the CPU with its
+    weights-only reader, which builds tensors and plain containers only (and the globals a
+    `torch.serialization.safe_globals` block around the call admits). Its note that a pickle
+    has another protocol than its own is not shown: the file is read all the same, or refused
+    in a one-line error of its reader."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def python_name(pickled: str) -> str:
@@ -104,8 +119,10 @@ def unpickling_reason(error: Exception) -> str:
     name = refused_global(error)
     if name is not None:
         return f"loading it would call or build {name}, which no file of this tool holds"
-    first = next((line for line in str(error).splitlines() if line.strip()), "")
-    return f"it is no file of tensors ({first.strip()[:200] or type(error).__name__})"
+    # torch's own reason follows this marker; the lines before it advise weights_only=False
+    detail = str(error).partition("WeightsUnpickler error:")[2].strip().splitlines()
+    what = f" ({detail[0].strip()[:200]})" if detail and detail[0].strip() else ""
+    return f"it is not a file of tensors that torch.save wrote{what}"
 
 
 def _tensors(value) -> bool:

@@ -46,17 +46,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-# What a library a run uses warns about that tells the user of this command nothing to act on:
-# torch's weights-only reader notes a pickle protocol other than its own before it reads the
-# file, or refuses it, which the refusal's one line then says.
-QUIET_WARNINGS = ("Detected pickle protocol",)
-
-
 def library_warnings_as_lines(library: str = "pruning") -> None:
     """Show what the library warns through `warnings` (as a library should: its users filter or
     log it) as this command line's own one-line warnings, without file, line and source excerpt;
-    other libraries' warnings (torch's, timm's) likewise on one line, but those of
-    QUIET_WARNINGS, which are not shown. Installed once, however often main() runs."""
+    other libraries' warnings (torch's, timm's) likewise on one line, naming their kind.
+    Installed once, however often main() runs."""
     shown = warnings.showwarning
     if getattr(shown, "library", None) == library:
         return
@@ -65,7 +59,7 @@ def library_warnings_as_lines(library: str = "pruning") -> None:
         text = " ".join(str(message).split())
         if Path(filename).parent.name == library:
             warn(text)
-        elif not text.startswith(QUIET_WARNINGS):
+        else:
             warn(f"{text} ({category.__name__})")
 
     show.library = library
