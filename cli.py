@@ -28,7 +28,7 @@ from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
 from utils.errors import OneLineParser, UserError, given_path
 from utils.io import special_file
-from utils.logging import warn
+from utils.logging import run_files_in, warn
 from utils.runtime import default_num_workers
 
 # A resumed run must be the same experiment...
@@ -575,7 +575,8 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
         help="write the run into DIR instead of runs/<logdir>/<time>_<comment>. If DIR already "
         "holds this run (the same options), it is resumed, so that one command both starts a run "
         "and, after an interruption, continues it (sweeps and cluster requeues rely on this); a "
-        "run with other options there is refused (default: a new directory under runs/)",
+        "run with other options there is refused, and so is a directory without a run that "
+        "holds a file a run writes, such as summary.json (default: a new directory under runs/)",
     )
     group.add_argument(
         "--init_from",
@@ -614,6 +615,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args = resumed_args(parser, argv, args.resume)
     elif args.run_dir is not None and run_config_exists(args.run_dir):
         args = resumed_args(parser, argv, args.run_dir, same_run=True)
+    elif args.run_dir is not None:
+        refuse_others_files(args.run_dir)
     validate(args)
     if args.resume is None:
         warn_about_inert_flags(given_options(build_parser(), argv), args)
@@ -637,6 +640,21 @@ def run_config_exists(run_dir: str) -> bool:
         if kind:
             raise UserError(f"--run_dir {run_dir}: its config.json is {kind}, not a file")
         return path.is_file()
+
+
+def refuse_others_files(run_dir: str) -> None:
+    """A UserError when --run_dir, holding no run, holds a file that a new run there would write
+    over: a user's summary.json, model.pt or events file is not the run's to replace. What a
+    launcher writes there before it starts main.py (its claim, output.log, slurm.json) is no
+    such file."""
+    with given_path(f"--run_dir {run_dir}", run_dir):
+        found = run_files_in(run_dir) if Path(run_dir).is_dir() else []
+    if found:
+        them = "it" if len(found) == 1 else "them"
+        raise UserError(
+            f"--run_dir {run_dir} holds {', '.join(found)} but no run (no config.json of "
+            f"main.py): a new run there would write over {them}; choose an empty or new directory"
+        )
 
 
 def read_config(run_dir: str, flag: str = "--resume") -> dict:
@@ -728,12 +746,21 @@ def resumed_args(
             theirs, ours = flag_value(getattr(saved, dest)), flag_value(given[dest])
             raise UserError(f"--resume {run_dir}: that run has --{dest} {theirs}, not {ours}")
     overrides = {dest: value for dest, value in given.items() if value != getattr(saved, dest)}
-    changed = sorted(dest.rstrip("_") for dest in overrides if dest not in MACHINE_OPTIONS)
-    if changed:
-        warn(f"resuming {run_dir} with changed options, for this resume only: {', '.join(changed)}")
     args = argparse.Namespace(**{**vars(saved), **given, "resume": run_dir, "run_dir": None})
     args.resume_overrides = {dest.rstrip("_"): value for dest, value in overrides.items()}
     return args
+
+
+def changed_options(args: argparse.Namespace) -> str | None:
+    """The warning that a resume runs with options other than its run's own, or None: said by
+    main.py once the run is known to resume, not while its checkpoint may still be refused."""
+    overrides = getattr(args, "resume_overrides", {})
+    changed = sorted(key for key in overrides if key not in MACHINE_OPTIONS)
+    if not changed:
+        return None
+    return (
+        f"resuming {args.resume} with changed options, for this resume only: {', '.join(changed)}"
+    )
 
 
 def flag_value(value: object) -> str:

@@ -44,7 +44,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from cli import IDENTITY_OPTIONS, build_pruner, build_pruning, keyword_arguments, parse_args
+from cli import (
+    IDENTITY_OPTIONS,
+    build_pruner,
+    build_pruning,
+    changed_options,
+    keyword_arguments,
+    parse_args,
+)
 from data import DataSplits, build_datasets, split_validation
 from data.device import DeviceLoader
 from models import build_for_run, foreign_state, is_external
@@ -83,9 +90,11 @@ from export.flops import flops_summary, layer_flops
 from utils.io import made_folders, special_file, write_json_atomic
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import (
+    RUN_FILES,
     RUNS_ROOT,
     NullLogger,
     RunLogger,
+    json_line,
     library_warnings_as_lines,
     make_run_dir,
     warn,
@@ -209,6 +218,10 @@ class Run:
     # before training on, and the line that says what the schedule becomes (None: unchanged)
     made_up: int | None
     schedule_change: str | None
+    # a resume of a run that completed the epochs these options train: its summary, which stays
+    # as it is with every other file of the run, and the line that says so (None: it trains on)
+    finished: dict | None
+    finished_line: str
     # open_run_dir(): where the run is recorded, and what is recorded
     options: dict
     run_dir: Path | None  # None only on ranks other than 0 of a new run
@@ -224,11 +237,14 @@ class Run:
         self.checkpoint = None
         self.history, self.wall_before = [], 0.0
         self.run_dir, self.logger = None, NullLogger()
+        self.finished = None
 
     def execute(self) -> dict:
         """The phases, in order; returns the summary. Once the run has a directory every ending
         of the epochs is recorded in it, and a bug is raised again after that."""
         self.prepare()
+        if self.finished is not None:
+            return self.leave_as_it_is()
         self.open_run_dir()
         self.ddp.on_peers_lost = self.peers_lost
         self.stop.on_forced_exit = self.forced_exit
@@ -281,7 +297,7 @@ class Run:
         with given_path(f"--resume {resume_dir}", resume_dir):
             if self.ddp.is_main:
                 self.locks.append(RunLock(resume_dir).acquire())
-                remove_stale_temporaries(resume_dir)
+                remove_stale_temporaries(resume_dir, RUN_FILES)
             kind = special_file(resume_dir / CHECKPOINT)
             if kind:  # not a missing checkpoint, after which the run would start afresh
                 raise UserError(f"--resume {resume_dir}: its {CHECKPOINT} is {kind}, not a file")
@@ -291,6 +307,19 @@ class Run:
         print(f"{resume_dir} has no checkpoint: it stopped before its first epoch ended; "
               "starting it afresh there")  # fmt: skip
         return None
+
+    def leave_as_it_is(self) -> dict:
+        """The end of a resume with nothing to do: the run's files stay as they were, to the
+        byte, but model.pt, written where --save_model asks for one the run lacks. Returns the
+        run's summary."""
+        line, model_file = self.finished_line, self.resume_dir / "model.pt"
+        if self.args.save_model and not os.path.lexists(model_file):
+            if self.ddp.is_main:
+                save_model(model_file, self.spec, self.model, self.pruner)
+            line += ", and model.pt is written, as --save_model asks"
+        print(line)
+        # what the file says of the ending is not this process's to return
+        return {**self.finished, "exit_code": 0}
 
     def load_data(self) -> None:
         args = self.args
@@ -323,10 +352,10 @@ class Run:
         if args.amp:
             batchnorm_in_fp32(self.model)
         self.optimizer = self.train_config.optimizer(self.model.parameters())
-        initial_masks = None
+        initial_masks, initialised = None, []
         if args.init_from is not None and self.checkpoint is None:
             with given_path(f"--init_from {args.init_from}", args.init_from):
-                initial_masks = init_from(args.init_from, self.model, self.spec)
+                initial_masks = init_from(args.init_from, self.model, self.spec, initialised)
         self.pruner = build_pruner(args, self.model, sync=self.ddp)
         # a schedule of rounds trains longer than -e, which is then the length of a round
         self.total_epochs = self.pruner.total_epochs(args.epochs)
@@ -337,6 +366,9 @@ class Run:
             except ValueError as error:
                 raise UserError(f"--init_from {args.init_from}: {error}") from None
         self.pruner.attach_optimizer(self.optimizer)
+        # only now that the file's weights and masks are all accepted
+        for line in initialised:
+            print(line)
 
     def build_training(self) -> None:
         """The module that trains, the loaders, and a checkpoint's state restored."""
@@ -351,6 +383,10 @@ class Run:
             self.restore()
             self.check_resumed_schedule()
         self.first_epoch = len(self.history) + 1
+        # said once the run is known to resume: not before a refused checkpoint's error line
+        changes = changed_options(self.args) if self.resume_dir is not None else None
+        if changes and self.finished is None and self.ddp.is_main:
+            warn(changes)
 
     def parallel(self) -> nn.Module:
         """The module that trains: DistributedDataParallel under torchrun, DataParallel with
@@ -404,24 +440,24 @@ class Run:
         trained is refused. The one prune it may add there is after the last of them, where
         the run ended before (a periodic schedule never prunes after the last epoch, so a
         longer -e adds it); `train` makes it before training on, as an uninterrupted run of
-        these options would have made it there. With no epoch left to train (an -e no longer
-        than the epochs trained) nothing changes: the run ends as it is. `schedule_change`
-        says what the schedule becomes."""
+        these options would have made it there. `schedule_change` says what the schedule
+        becomes. A run cannot be shortened: an -e shorter than the epochs trained is refused,
+        and a run that completed what these options train is left as it is (`finished`)."""
         done, schedule = len(self.history), self.pruner.schedule
-        before = self.schedule_before()
-        changed = schedule is not None and before is not None and plan(before) != plan(schedule)
+        self.check_no_shorter()
         if done >= self.total_epochs:
-            if changed or done > self.total_epochs:
-                self.schedule_change = (
-                    f"nothing to train: it has trained {done} epochs, and these options train "
-                    f"{self.total_epochs}; it ends as it is, at {percent(self.pruner.sparsity)} "
-                    "sparsity"
-                )
+            self.finished = self.completed_summary()
+        if self.finished is not None:
+            self.finished_line = (
+                f"nothing to train: {self.resume_dir} completed its {done} epochs, at "
+                f"{percent(self.pruner.sparsity)} sparsity; its files are left as they are"
+            )
             return
-        if not changed:
+        before = self.schedule_before()
+        if schedule is None or before is None or plan(before) == plan(schedule):
             return
         differ = [epoch for epoch in range(done + 1) if before.step(epoch) != schedule.step(epoch)]
-        if differ == [done] and before.step(done) is None:
+        if differ == [done] and before.step(done) is None and done < self.total_epochs:
             self.made_up = done
         elif differ:
             epoch = differ[0]
@@ -432,7 +468,50 @@ class Run:
                 "still to come: keep its schedule's options (with gradual, give --prune_end), or "
                 "start a new run"
             )
-        self.schedule_change = self.changed_schedule_line()
+        if done < self.total_epochs:
+            self.schedule_change = self.changed_schedule_line()
+        else:  # the end of a run stopped after its last checkpoint, before its summary
+            self.schedule_change = (
+                f"nothing to train: it has trained {done} epochs, as these options train; it "
+                f"ends there, at {percent(self.pruner.sparsity)} sparsity"
+            )
+
+    def check_no_shorter(self) -> None:
+        """Refuse options that train fewer epochs than the run has trained, unless the run
+        completed (a plain --resume of a run that a resume with a longer -e extended, whose
+        config.json keeps its first -e, then leaves it as it is)."""
+        done, total, args = len(self.history), self.total_epochs, self.args
+        if done <= total:
+            return
+        if "epochs" in getattr(args, "resume_overrides", {}):
+            raise UserError(
+                f"--resume {args.resume}: -e {args.epochs} trains {total} epoch"
+                f"{'s' if total != 1 else ''}, fewer than the {done} it has trained, and a run "
+                "cannot be shortened: leave -e out or give a longer one, or start a new run"
+            )
+        if self.completed_summary() is None:
+            raise UserError(
+                f"--resume {args.resume}: it has trained {done} epochs, more than the {total} of "
+                "the options it was started with (a resume with a longer -e extended it): give "
+                "-e with the length to train it to"
+            )
+
+    def completed_summary(self) -> dict | None:
+        """The run's summary when its files record it as complete, intact: summary.json says that
+        it completed the epochs its checkpoint holds, and metrics.jsonl holds exactly those. None
+        otherwise (a run stopped after its last checkpoint, before its summary, or a damaged
+        file): this resume writes them again."""
+        summary_text = text_of(self.resume_dir / "summary.json")
+        metrics_text = text_of(self.resume_dir / "metrics.jsonl")
+        if summary_text is None or metrics_text != "".join(map(json_line, self.history)):
+            return None
+        try:
+            summary = json.loads(summary_text)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(summary, dict) or summary.get("status") != "completed":
+            return None
+        return summary if summary.get("epochs_completed") == len(self.history) else None
 
     def schedule_before(self):
         """The schedule the resumed run followed, from its checkpoint's options; None when they
@@ -830,8 +909,19 @@ def new_run_dir(args) -> tuple[Path, RunLock]:
         # another process started this run since this one looked: it is that process's run
         lock.release()
         raise RunBusy(f"--run_dir {run_dir}: another process started a run there meanwhile")
-    remove_stale_temporaries(run_dir)
+    remove_stale_temporaries(run_dir, RUN_FILES)
     return run_dir, lock
+
+
+def text_of(path: Path) -> str | None:
+    """The text of a run's file, or None where it is missing, unreadable or no regular file
+    (reading a FIFO would block)."""
+    try:
+        if special_file(path):
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
 
 
 def resume_command(run_dir: Path, ddp: Distributed) -> str:
@@ -844,11 +934,15 @@ def resume_command(run_dir: Path, ddp: Distributed) -> str:
     return f"your torchrun command, with {target}"
 
 
-def init_from(path: str, model: nn.Module, spec: dict) -> dict[str, torch.Tensor] | None:
+def init_from(
+    path: str, model: nn.Module, spec: dict, said: list[str] | None = None
+) -> dict[str, torch.Tensor] | None:
     """Load the weights of --init_from into `model`, the network of `spec`; returns the masks the
     file carries. A plain state dict for a timm: or torchvision: model is first fitted as its
     library fits its published weights (models.external.foreign_state): a classifier for another
-    number of classes stays at its initialisation, as this says."""
+    number of classes stays at its initialisation, as this says. What it says is appended to
+    `said`, for a caller that prints it once it has accepted the masks too; printed at once when
+    `said` is None."""
     weights = read_weights(path, "--init_from")
     fresh = []
     if weights.spec is None and is_external(spec["name"]):
@@ -857,16 +951,19 @@ def init_from(path: str, model: nn.Module, spec: dict) -> dict[str, torch.Tensor
         except ValueError as error:
             raise UserError(f"--init_from {path}: {error}") from None
     load_weights(model, weights, "--init_from")
+    lines = [] if said is None else said
     if fresh:
-        print(f"--init_from {path}: its classifier is for another number of classes; "
-              f"{', '.join(fresh)} left at initialisation")  # fmt: skip
+        lines.append(f"--init_from {path}: its classifier is for another number of classes; "
+                     f"{', '.join(fresh)} left at initialisation")  # fmt: skip
     if weights.masks is None:
-        print(f"initialised from {path} ({weights.kind})")
+        lines.append(f"initialised from {path} ({weights.kind})")
     else:
         live = sum(int(mask.sum()) for mask in weights.masks.values())
         total = sum(mask.numel() for mask in weights.masks.values())
-        print(f"initialised from {path} ({weights.kind}), keeping its masks: "
-              f"{percent(1 - live / total)} of its masked weights pruned")  # fmt: skip
+        lines.append(f"initialised from {path} ({weights.kind}), keeping its masks: "
+                     f"{percent(1 - live / total)} of its masked weights pruned")  # fmt: skip
+    if said is None:
+        print("\n".join(lines))
     return weights.masks
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from bench import bookkeeping, epoch, inference, pipeline, prune
+from cli import Accumulated
 from utils.io import write_text_atomic
 from utils.runtime import resolve_device
 
@@ -181,13 +182,15 @@ def inference_table(results: dict) -> list[str]:
     return [*rows, "", *notes] if notes else rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; one of several values given twice adds its values to the first's."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (default: off)")
     parser.add_argument(
         "--sections",
         nargs="+",
+        action=Accumulated,
         choices=SECTIONS,
         help="(default: all on CUDA; step, prune and pipeline on the CPU)",
     )
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epoch_networks",
         nargs="+",
+        action=Accumulated,
         choices=list(epoch.NETWORKS),
         default=list(epoch.NETWORKS),
         help="the networks the epoch section times (default: the paper's three)",
@@ -209,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         default="BENCHMARKS.md",
         help="(default: BENCHMARKS.md; the epoch times also go into a .json beside it)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.sections is None:

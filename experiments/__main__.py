@@ -15,9 +15,12 @@ runs, resumes its stopped ones and reruns its failed ones, and says which it doe
 (experiments/launches.py). The arguments after `--` may not hold what the launcher gives each run
 itself (`--seed`: the seeds come from `--seeds`; `--run_dir`, `--resume`), nor make two runs of a
 sweep one run (experiments/runs.py); before anything is written, what main.py would check as each
-run starts is checked once for all (`check_first_steps`: the device the runs will find, and
-`--init_from`), so that a mistake shared by every run fails none. Every ending is one line on
-stderr and an exit code; where several apply, the first row of this table that applies:
+run starts is checked once for all (experiments/first_steps.py: the device the runs will find, the
+data, and with arguments after `--` the network and `--init_from`), so that a mistake shared by
+the runs fails none of them. `--seeds` given twice adds the seeds of both (`--seeds 0 1 --seeds 2`
+is `--seeds 0 1 2`); `--sbatch` given twice with one KEY and two values is refused. Every ending
+is one line on stderr and an exit code; where several apply, the first row of this table that
+applies:
 
 | exit     | meaning                                                                     |
 |----------|-----------------------------------------------------------------------------|
@@ -26,7 +29,8 @@ stderr and an exit code; where several apply, the first row of this table that a
 | 2        | a mistake in the command, a Slurm request no node can hold, or a run        |
 |          | directory refused (another run's options, damaged): left as it is           |
 |          | (also a mistake in the arguments after --, such as --seed, one that makes   |
-|          | two runs one, or a --device no run has: then nothing is written)            |
+|          | two runs one, a --device, data or --init_from the runs cannot start with:   |
+|          | then nothing is written)                                                    |
 | 1        | some run failed or diverged                                                 |
 | 5        | some run is held by another process (a launcher, a main.py): left to it     |
 | 0        | every run completed (with Slurm: submitted, or already queued or done)      |
@@ -93,14 +97,17 @@ def memory(text: str) -> str:
     return text
 
 
-def sbatch_option(text: str) -> tuple[str, str]:
+def sbatch_option(text: str) -> str:
+    """KEY=VALUE, the dashes sbatch spells a KEY with taken off (--qos=high is qos=high)."""
     key, equals, value = text.partition("=")
     if not key.lstrip("-") or not equals:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, such as qos=high, not {text!r}")
-    return key.lstrip("-"), value
+    return f"{key.lstrip('-')}={value}"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cli import Accumulated, KeywordArguments  # torch: imported once signals are handled
+
     parser = OneLineParser(
         prog="python -m experiments",
         description="Run the paper's experiments (sweeps of main.py runs) and follow them.",
@@ -115,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--seeds",
             type=whole_number(0, LARGEST_SEED),
             nargs="+",
+            action=Accumulated,
             metavar="SEED",
-            help="the seeds to run (default: as launched before, else the sweep's, usually 0 1 2)",
+            help="the seeds to run; given again, it adds its seeds (default: as launched before, "
+            "else the sweep's, usually 0 1 2)",
         )
     run.add_argument("--dry-run", action="store_true", help="print the main.py commands, run none")
     run.add_argument(
@@ -179,10 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument(
         "--sbatch",
         type=sbatch_option,
-        action="append",
+        nargs=1,
+        action=KeywordArguments,
         default=[],
         metavar="KEY=VALUE",
-        help="any other sbatch option, e.g. --sbatch qos=high (repeatable)",
+        help="any other sbatch option, e.g. --sbatch qos=high (repeatable, each KEY once)",
     )
     status.add_argument(
         "--report", action="store_true", help="print the results table once every run is done"
@@ -296,55 +306,6 @@ def probe(directory: Path) -> None:
         raise OSError(error.errno, error.strerror, str(directory)) from error
 
 
-def check_first_steps(runs, args) -> None:
-    """What main.py checks as a run starts, before it trains, and that a run could not get past
-    wherever it executes: each --device as the runs will find it, and each --init_from. A
-    mistake in the arguments given to every run would otherwise fail each run alike, each in a
-    run directory of its own; checked before anything is written, and by --dry-run."""
-    gpus, where = gpus_per_run(args)
-    try:
-        for spec in sorted({run.options["device"] for run in runs}):
-            check_device(spec, gpus, where)
-        for path in sorted({run.options["init_from"] for run in runs} - {None}):
-            if not os.path.exists(path):
-                raise UserError(f"--init_from {path}: no such file or directory")
-    except UserError as error:
-        raise UserError(f"{error}; every run would fail on it as it starts, so none is") from None
-
-
-def gpus_per_run(args) -> tuple[int | None, str]:
-    """How many GPUs each run will see, and why; None where they are this machine's."""
-    if args.executor == "slurm":
-        count = args.gpus_per_task
-        return (
-            count,
-            f"each Slurm task has {count} GPU{'s' if count != 1 else ''} (--gpus_per_task)",
-        )
-    if args.gpus:
-        return 1, "with --gpus each run sees one GPU, its own, as cuda:0"
-    return None, ""
-
-
-def check_device(spec: str, gpus: int | None, where: str) -> None:
-    """A UserError where a run with --device `spec`, seeing `gpus` GPUs (None: this machine's),
-    would fail to start. Only the name of a device is checked where it is another machine's."""
-    import torch
-
-    from utils.runtime import resolve_device
-
-    if gpus is None:
-        resolve_device(spec)
-        return
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):  # auto, or no device's name: the same on every machine
-        device = None
-    if device is None or device.type not in ("cuda", "mps"):
-        resolve_device(spec)
-    elif device.type == "cuda" and (device.index or 0) >= gpus:
-        raise UserError(f"--device {spec}: {where}")
-
-
 def check_executor(args):
     """Where the runs would execute, checked before anything is written (and by --dry-run,
     which shows what the same command would do): the local slots, or Slurm and the partition."""
@@ -363,13 +324,14 @@ def check_executor(args):
 
 
 def command_run(args, extra, stop: StopSignals) -> int:
+    from experiments.first_steps import check_first_steps
     from experiments.launches import LAUNCH_FILE, check_same_runs, remember
     from experiments.runs import REFUSED, TO_LAUNCH, State, status_of
 
     sweep, launch, runs = sweep_runs(args, extra)
     check_same_runs(sweep, launch, report_dirs(runs))
     slots = check_executor(args)
-    check_first_steps(runs, args)
+    check_first_steps(runs, args, launch.overrides)
     stop.check()
     if args.dry_run:
         for run in runs:
@@ -497,7 +459,7 @@ def slurm_options(args):
         gpus_per_task=args.gpus_per_task,
         max_requeues=args.max_requeues,
         array_parallelism=args.array_parallelism,
-        extra=dict(args.sbatch),
+        extra=dict(pair.split("=", 1) for pair in args.sbatch),
     )
 
 

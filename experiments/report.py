@@ -16,8 +16,11 @@ such as a copied run directory (the same `run_id`, or for older runs without one
 apart from `run_dir`), whose run counts once; and files that could not be used, each with the
 reason: unreadable (only regular files are opened: a FIFO, device or socket under a run file's name
 is never read), or holding what no run writes (an accuracy that is not a number from 0 to 100, such
-as 150, 1e308 or NaN; `options` that are not an object, or an option the report reads of another
-type, such as `model_kwargs` 3).
+as 150, 1e308 or NaN; `epochs` and `epochs_completed` that are not whole numbers from 1 and 0, or a
+completed run that trained fewer epochs than it records, -5 of -5 say; FLOPs below 0, or more
+remaining than dense; `options` that are not an object, or an option the report reads of another
+type, such as `model_kwargs` 3). The launcher's `status` takes a run as completed by the same
+numbers (experiments/runs.py).
 
 The report writes only what it can tell is its own (experiments/files.py): the CSV replaces a file
 whose first line starts with the report's columns (CSV_MARK), and a plot a PNG that carries the
@@ -270,6 +273,28 @@ def is_percentage(value) -> bool:
     return finite_number(value) and 0 <= value <= 100
 
 
+def is_count(value, least: int) -> bool:
+    """Whether `value` is a JSON integer (not a bool) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def epochs_problem(summary: dict) -> str | None:
+    """Why a summary's count of epochs cannot be a run's, or None: where recorded, `epochs` (all
+    it trains) a whole number from 1 and `epochs_completed` one from 0; a completed run has
+    trained all its epochs (more, where a resume with a shorter -e ended it as it was, main.py's
+    "nothing to train")."""
+    completed = summary.get("status") == "completed"
+    lead = "completed, but " if completed else ""
+    for key, least in (("epochs", 1), ("epochs_completed", 0)):
+        value = summary.get(key)
+        if value is not None and not is_count(value, least):
+            return f"{lead}{key} is {shown(value)}, not a whole number from {least}"
+    done, planned = summary.get("epochs_completed"), summary.get("epochs")
+    if completed and done is not None and planned is not None and done < planned:
+        return f"completed, but epochs_completed is {done}, fewer than its epochs ({planned})"
+    return None
+
+
 def listed_strings(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -314,6 +339,7 @@ def summary_problem(summary, metric: str = "final") -> str | None:
             return f"{key} is {shown(summary[key])}, not a string"
     # a summary older than the option records none; one that records null is damaged
     problem = options_problem(summary["options"]) if "options" in summary else None
+    problem = problem or epochs_problem(summary)
     if problem:
         return problem
     if summary["status"] == "completed":
@@ -331,8 +357,11 @@ def completed_problem(summary: dict, accuracy: str) -> str | None:
     if not 0 <= summary["final_sparsity"] <= 1:
         return f"completed, but final_sparsity is {summary['final_sparsity']}, not a fraction"
     for key in ("flops_dense", "flops_remaining"):
-        if summary.get(key) is not None and not finite_number(summary[key]):
-            return f"{key} is {shown(summary[key])}, not a number"
+        if summary.get(key) is not None and not (finite_number(summary[key]) and summary[key] >= 0):
+            return f"{key} is {shown(summary[key])}, not a count of operations"
+    dense, remaining = summary.get("flops_dense"), summary.get("flops_remaining")
+    if dense is not None and remaining is not None and remaining > dense:
+        return f"flops_remaining is {shown(remaining)}, more than flops_dense ({shown(dense)})"
     return None
 
 

@@ -42,7 +42,7 @@ from cli import (
     parse_args,
 )
 from experiments.files import read_text, special
-from experiments.report import is_percentage
+from experiments.report import epochs_problem, is_count, is_percentage
 from utils.checkpoint import CHECKPOINT
 from utils.errors import RunBusy, UserError, given_path
 from utils.lock import LOCK_FILE, RunLock, holder
@@ -286,10 +286,13 @@ REFUSED = {State.CONFLICT, State.DAMAGED}
 
 def completed(summary, epochs: int) -> bool:
     """Whether a summary.json's content is that of a run that completed all its epochs: its
-    own count of them, which a schedule of rounds makes longer than -e (--rounds 4 -e 8: 29)."""
+    own count of them (`epochs` where it records none), which a schedule of rounds makes longer
+    than -e (--rounds 4 -e 8: 29), each a whole number the report would table (epochs_problem)."""
     if not isinstance(summary, dict) or summary.get("status") != "completed":
         return False
-    return summary.get("epochs_completed") == summary.get("epochs", epochs)
+    counts = {"epochs": epochs, **summary}
+    recorded = all(is_count(counts.get(key), 1) for key in ("epochs", "epochs_completed"))
+    return recorded and epochs_problem(counts) is None
 
 
 def read_json(path: Path):

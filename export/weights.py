@@ -22,7 +22,8 @@ the others is live). Where a file has masks its pruned weights are exactly zero.
 spec, its tensors are checked against the network the spec builds (on the meta device, so a
 damaged spec costs no memory) before anything is returned. `load_weights` then puts the weights
 into a network, strictly: the same names, shapes and kinds of number (integers are never cast to
-floating-point weights).
+floating-point weights), every floating-point value finite, in the file and in the network's
+precision (1e300 in a float64 file would be an infinity in float32).
 
 Every failure is a UserError of one line that starts with the flag and the path as the user gave
 them. Files are read with `weights_only=True`: a file cannot run code. A FIFO, a device or a
@@ -75,8 +76,9 @@ def load_weights(model: nn.Module, weights: Weights, flag: str = "--init_from") 
     """Put `weights` into `model` (the unwrapped network) strictly: every tensor of the model,
     and nothing else, of the same shape and the same kind of number (a half-precision file loads
     into float32 weights; integers or booleans are not read as weights). Raises a one-line
-    UserError naming the tensors that differ, or masks that are not boolean masks of the model's
-    parameters."""
+    UserError naming the tensors that differ, a tensor with NaN or infinite values (or values
+    that would become infinite in the model's precision), or masks that are not boolean masks of
+    the model's parameters."""
     where = f"{flag} {weights.source}"
     mismatch = names_mismatch(model.state_dict(), weights.state_dict)
     if mismatch:
@@ -96,6 +98,9 @@ def load_weights(model: nn.Module, weights: Weights, flag: str = "--init_from") 
             "floating point into floating point (float16, bfloat16, float32, float64), integers "
             "into integers"
         )
+    unfit = out_of_range(model.state_dict(), weights.state_dict)
+    if unfit:
+        raise UserError(f"{where}: {unfit}; weights to start from are finite numbers")
     try:
         model.load_state_dict(weights.state_dict)
     except RuntimeError as error:  # a tensor that cannot be copied into its parameter
@@ -123,6 +128,26 @@ def casts(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> 
     ]
     more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
     return f"{wrong[0]}{more}" if wrong else ""
+
+
+def out_of_range(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """The first floating-point tensor of `state` that holds NaN or an infinity, or a value that
+    loading into tensors like `expected` would turn into one (1e300 into float32), as "1.weight
+    holds NaN or infinite values in the file", or ""."""
+    for name, tensor in expected.items():
+        value = state.get(name)
+        if value is None or not (tensor.is_floating_point() and value.is_floating_point()):
+            continue
+        if not torch.isfinite(value).all():
+            return f"{name} holds NaN or infinite values in the file"
+        limit = torch.finfo(tensor.dtype).max
+        if not value.numel() or torch.finfo(value.dtype).max <= limit:
+            continue
+        largest = value.abs().max().item()
+        if largest > limit:
+            kind = str(tensor.dtype).removeprefix("torch.")
+            return f"{name} holds {largest:.3g} in the file, beyond {kind}'s range ({limit:.3g})"
+    return ""
 
 
 def restated(error: UserError, lead: str, file: Path) -> UserError:

@@ -417,31 +417,35 @@ def test_a_resume_that_would_change_the_prunes_already_made_is_one_line(
     before = (run_dir / "metrics.jsonl").read_text()
     capsys.readouterr()
     assert resume(run_dir, *again) == 2
+    # one line: the warning about the changed options only comes once they are accepted
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith("error: --resume") and len(lines) == 2  # the overrides' warning
-    assert all(name in lines[-1] for name in names), lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("error: --resume")
+    assert all(name in lines[0] for name in names), lines[0]
     assert (run_dir / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize(
-    ("extended", "again", "line"),
-    [(None, ["-e", "1"], "it has trained 2 epochs, and these options train 1; it ends as it is, "
-      "at 50.00% sparsity"),
+    ("extended", "again", "code", "line"),
+    [(None, ["-e", "1"], 2, "error: --resume {run}: -e 1 trains 1 epoch, fewer than the 2 it has "
+      "trained, and a run cannot be shortened: leave -e out or give a longer one, or start a new "
+      "run"),
      # config.json keeps -e 2, the options the run was started with
-     ("3", [], "it has trained 3 epochs, and these options train 2; it ends as it is, at 75.00% "
-      "sparsity")],
+     ("3", [], 0, "nothing to train: {run} completed its 3 epochs, at 75.00% sparsity; its files "
+      "are left as they are")],
     ids=["a shorter -e", "a plain resume of an extended run"],
 )  # fmt: skip
-def test_a_resume_with_nothing_left_to_train_says_the_run_ends_as_it_is(
-    tmp_path, capsys, extended, again, line
+def test_a_resume_with_nothing_left_to_train_leaves_the_run_as_it_is(
+    tmp_path, capsys, extended, again, code, line
 ):
     run_dir = two_epochs(tmp_path)
     if extended:
         assert resume(run_dir, "-e", extended) == 0
-    before = read_metrics(run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("summary.json", "config.json")}
+    metrics = read_metrics(run_dir)
     capsys.readouterr()
-    assert resume(run_dir, *again) == 0
-    out = capsys.readouterr().out
+    assert resume(run_dir, *again) == code
+    out, err = capsys.readouterr()
     # not the schedule of these options, which the run did not follow
-    assert f"nothing to train: {line}" in out.splitlines() and "schedule: " not in out
-    assert read_metrics(run_dir) == before
+    assert (out + err).splitlines() == [line.format(run=run_dir)]
+    assert read_metrics(run_dir) == metrics
+    assert {name: (run_dir / name).read_bytes() for name in before} == before

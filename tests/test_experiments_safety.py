@@ -1,14 +1,18 @@
 """The launcher (python -m experiments) and the report (python -m experiments.report) safe by
 default: the arguments after `--` never make two runs of a sweep one run unnoticed, nor leave a
-failed run directory per run for a mistake they all share; neither tool blocks on a FIFO or reads
-a device where a run's file should be, tables an accuracy no run can have, or writes over a file it
-did not make. Each case ends in one line and its documented exit code (experiments/__main__.py,
+failed run directory per run for a mistake they all share (a device, data or --init_from the runs
+could not start with); no flag of several values of any tool is silently replaced when given
+twice; neither tool blocks on a FIFO or reads a device where a run's file should be, takes numbers
+no run writes (an accuracy of 150, -5 epochs) for a completed run's, or writes over a file it did
+not make. Each case ends in one line and its documented exit code (experiments/__main__.py,
 experiments/report.py) and leaves what was there as it was.
 
 Everything runs in this process on fake runs and summaries the tests write: no run is trained.
 What could block is run under a deadline, so that a regression fails its test instead of hanging
 the suite."""
 
+import argparse
+import importlib
 import json
 import math
 import os
@@ -26,9 +30,12 @@ import torch
 import cli
 from experiments import report
 from experiments.files import png_texts
+from experiments.first_steps import check_first_steps
 from experiments.runs import options_of, resolve_all
 from experiments.sweeps import SWEEPS
+from models import build_model
 from tests.support.deadline import deadline
+from tests.support.hostile import write_gadget
 from tests.support.launcher import in_process, slurm_commands
 from utils.errors import UserError
 
@@ -94,6 +101,48 @@ def a_fifo_launch_record(cwd: Path, monkeypatch) -> None:
     make(cwd / "runs" / "smoke" / "launch.json", "fifo")
 
 
+def weights_of(name: str, path: Path) -> None:
+    """A state dict of the built-in network `name` for digits' images, at `path`."""
+    torch.save(build_model(name, num_classes=10, in_channels=1).state_dict(), path)
+
+
+def a_hostile_pickle(cwd: Path, monkeypatch) -> None:
+    """evil.pt, whose unpickling would create `ran` (which the snapshot would show)."""
+    write_gadget(cwd / "evil.pt", "exec", cwd / "ran")
+
+
+def weights_of_lenet5(cwd: Path, monkeypatch) -> None:
+    weights_of("lenet5", cwd / "lenet5.pt")
+
+
+def weights_with_masks(cwd: Path, monkeypatch) -> None:
+    """masked.pt, a pruned lenet300 for digits as model.pt holds one: half of 1.weight pruned."""
+    spec = {"name": "lenet300", "num_classes": 10, "in_channels": 1, "image_size": 32}
+    state = build_model(**spec).state_dict()
+    mask = torch.ones_like(state["1.weight"], dtype=torch.bool)
+    mask[:, ::2] = False
+    torch.save({"spec": spec, "state_dict": state, "masks": {"1.weight": mask}}, cwd / "masked.pt")
+
+
+def a_fifo_of_weights(cwd: Path, monkeypatch) -> None:
+    make(cwd / "fifo.pt", "fifo")
+
+
+def no_host_answers(cwd: Path, monkeypatch) -> None:
+    """Names do not resolve, as offline, and no proxy is set."""
+
+    def unknown(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    monkeypatch.setattr("urllib.request.getproxies", dict)
+
+
+def a_file_where_the_data_would_go(cwd: Path, monkeypatch) -> None:
+    (cwd / "notes.txt").write_text("a user's notes")
+    no_host_answers(cwd, monkeypatch)  # never asked: the folder cannot be made first
+
+
 def a_slurm_cluster_and_a_file_for_its_logs(cwd: Path, monkeypatch) -> None:
     """Slurm's commands, answering for one partition of one node that fits a task, and a user's
     file where the sweep's Slurm logs would go."""
@@ -123,6 +172,10 @@ NO_GPU = (
 SEEDS = (
     r"--seed is the launcher's, not for after --: the seeds come from --seeds \(give --seeds 5 "
     r"before the --\)"
+)
+EVERY_RUN = r"; every run would fail on it as it starts, so none is"
+CIFAR_MISSING = (
+    r"CIFAR-10 is missing data_batch_1, .*, test_batch in \S+/data/cifar-10-batches-py\. "
 )
 
 CASES = [
@@ -161,6 +214,41 @@ CASES = [
     Case("an --init_from that is not there", ("run", "smoke", "--", "--init_from", "gone.pt"),
          r"error: --init_from gone\.pt: no such file or directory; every run would fail on it as "
          r"it starts, so none is"),
+    Case("an --init_from that would run code", ("run", "smoke", "--", "--init_from", "evil.pt"),
+         rf"error: --init_from evil\.pt: .+{EVERY_RUN}", a_hostile_pickle),
+    Case("an --init_from that would run code, dry run", ("run", "smoke", "--dry-run", "--",
+         "--init_from", "evil.pt"), rf"error: --init_from evil\.pt: .+{EVERY_RUN}",
+         a_hostile_pickle),
+    Case("an --init_from of another network", ("run", "smoke", "--", "--init_from", "lenet5.pt"),
+         rf"error: --init_from lenet5\.pt: its weights are for another network.*: missing .+"
+         rf"{EVERY_RUN}", weights_of_lenet5),
+    Case("an --init_from whose masks prune what the runs keep dense", ("run", "smoke", "--",
+         "--init_from", "masked.pt", "--prune_exclude", "1"),
+         rf"error: --init_from masked\.pt: its masks prune 1\.weight, which this run keeps dense "
+         rf"by --prune_exclude 1: .+{EVERY_RUN}", weights_with_masks),
+    Case("an --init_from that is a FIFO", ("run", "smoke", "--", "--init_from", "fifo.pt"),
+         rf"error: --init_from fifo\.pt: .*a FIFO.*{EVERY_RUN}", a_fifo_of_weights),
+    Case("data missing with --no_download", ("run", "smoke", "--", "-d", "cifar10",
+         "--no_download"), rf"error: {CIFAR_MISSING}.+ into \S+/data/{EVERY_RUN}"),
+    Case("data missing, its host not found", ("run", "smoke", "--dry-run", "--", "-d", "cifar10"),
+         rf"error: {CIFAR_MISSING}.+ The runs would download it, but www\.cs\.toronto\.edu "
+         rf"cannot be found from here \(Name or service not known\){EVERY_RUN}",
+         no_host_answers),
+    Case("data missing where a file is in the way", ("run", "smoke", "--", "-d", "mnist",
+         "--data_dir", "notes.txt/data"),
+         rf"error: MNIST file .+ The runs would download it, but \S+/notes\.txt is a file, not a "
+         rf"directory{EVERY_RUN}", a_file_where_the_data_would_go),
+    Case("data that is never downloaded, missing", ("run", "smoke", "--", "-d", "imagenette"),
+         rf"error: Imagenette is missing: no folder \S+/data/imagenette2/train\. .+{EVERY_RUN}"),
+    Case("the sweep's own data missing", ("run", "densenet121_imagenette", "--seeds", "0"),
+         rf"error: Imagenette is missing: no folder \S+/data/imagenette2/train\. .+{EVERY_RUN}"),
+    Case("a validation split larger than the data", ("run", "smoke", "--", "--val",
+         "--val_size", "5000"),
+         rf"error: --val_size must be between 1 and 1436 \(the training set has 1437 images\), "
+         rf"got 5000{EVERY_RUN}"),
+    Case("an sbatch option given twice, two ways", ("run", "smoke", "--executor", "slurm",
+         "--sbatch", "qos=high", "--sbatch=--qos=low"),
+         r"error: argument --sbatch: qos is given twice, as high and low: give it once"),
     Case("a launch record of another sweep where the runs go", ("run", "smoke", "--", "-e", "1"),
          r"error: runs/smoke/launch\.json records a launch of digits_demo: smoke's runs would "
          r"share its directory and its report; it is left as it is \(keep them apart with -- "
@@ -209,12 +297,78 @@ def test_a_device_every_run_will_have_is_let_through(argv, tmp_path, monkeypatch
     assert code == 0 and len(out.splitlines()) == 4, err
 
 
+def a_host_that_answers(cwd: Path, monkeypatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])
+
+
+def lenet300_weights(cwd: Path, monkeypatch) -> None:
+    weights_of("lenet300", cwd / "lenet300.pt")
+
+
+def timm_names_taken(cwd: Path, monkeypatch) -> None:
+    """The names of timm's models taken as they are: looking them up imports timm, which is not
+    what is tested (a launch without arguments after -- builds no network)."""
+    monkeypatch.setattr(cli, "check_model_name", lambda name: name)
+
+
+LET_THROUGH = [
+    ("smoke", (), nothing),
+    ("digits_demo", (), nothing),
+    ("digits_zoo", (), timm_names_taken),
+    # shown also where the sweep's own data is not: its launch is refused, not its commands
+    ("densenet121_imagenette", (), nothing),
+    ("smoke", ("--", "--init_from", "lenet300.pt"), lenet300_weights),
+    ("smoke", ("--", "--init_from", "masked.pt"), weights_with_masks),
+    ("smoke", ("--", "-e", "2", "--val"), nothing),
+    # missing, downloaded by each run: nothing made here, not even the data's folder
+    ("smoke", ("--", "-d", "cifar10"), a_host_that_answers),
+]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "argv", "setup"), LET_THROUGH, ids=[" ".join([s, *a]) for s, a, _ in LET_THROUGH]
+)
+def test_a_launch_every_run_can_start_is_let_through(
+    sweep, argv, setup, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path, monkeypatch)
+    before = snapshot(tmp_path)
+    code, out, err = in_process(capsys, "run", sweep, "--seeds", "0", "--dry-run", *argv)
+    assert code == 0 and not err, err
+    assert len(out.splitlines()) == len(SWEEPS[sweep].commands([0]))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_mistake_that_some_runs_share_is_refused_naming_them(tmp_path, monkeypatch):
+    """Weights that fit one network of a launch and not the other: the launch stops, naming
+    the runs that would fail."""
+    monkeypatch.chdir(tmp_path)
+    weights_of("lenet5", tmp_path / "lenet5.pt")
+    common = ["-d", "digits", "-e", "1", "--quiet"]
+    commands = [["-m", "lenet5", *common], ["-m", "lenet300", *common]]
+    extra = ["--init_from", "lenet5.pt"]
+    runs = resolve_all(commands, tmp_path / "runs", extra)
+    where = argparse.Namespace(executor="local", gpus=None, dry_run=False)
+    with pytest.raises(UserError) as refused:
+        check_first_steps(runs, where, extra)
+    assert re.fullmatch(
+        r"--init_from lenet5\.pt: its weights are for another network.+; the run with --model "
+        r"lenet300 would fail on it as it starts, so none is",
+        str(refused.value),
+    ), refused.value
+    check_first_steps(runs[:1], where, extra)  # the run it fits
+    assert not (tmp_path / "runs").exists()
+
+
 def test_model_kwargs_after_the_sweeps_own_add_to_them(tmp_path, monkeypatch, capsys):
     """digits_zoo gives its ViT --model_kwargs of its own: those after -- add to them, never
     replace them (a full-width ViT trained where a small one was asked for). The names of timm's
-    models are taken as they are: looking them up imports timm, which is not what is tested."""
+    models are taken as they are, and their networks not built at launch: both import timm,
+    which is not what is tested."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "check_model_name", lambda name: name)
+    monkeypatch.setattr("experiments.first_steps.check_network", lambda run, splits: None)
     argv = ["run", "digits_zoo", "--seeds", "0", "--dry-run", "--", "--model_kwargs"]
     code, out, err = in_process(capsys, *argv, "drop_rate=0.1")
     assert code == 0, err
@@ -245,6 +399,102 @@ def test_two_commands_of_a_sweep_that_are_one_run_are_refused_naming_both(tmp_pa
         "two commands of the sweep are one run: --comment 'flipout seed 0' and --comment "
         "'another name'"
     )
+
+
+# -- every tool: a flag of several values given twice --------------------------------------------
+
+# each tool's command line, by the module whose main(argv) parses it
+TOOLS = ["main", "experiments.__main__", "experiments.report", "bench.__main__", "models.__main__",
+         "export.formats", "export.inspect"]  # fmt: skip
+
+
+class Parsed(Exception):
+    """What stands for parsing: the parser is what a test looks at."""
+
+
+def parsers_of(module: str, monkeypatch) -> list[argparse.ArgumentParser]:
+    """The parser a tool's main builds (some build it inside main), with its subcommands'."""
+    built = []
+
+    def record(parser, *args, **kwargs):
+        built.append(parser)
+        raise Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", record)
+    with pytest.raises(Parsed):
+        importlib.import_module(module).main([])
+    parsers = [built[0]]
+    for parser in parsers:  # grows as subcommands are found
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += action.choices.values()
+    return parsers
+
+
+def several_values(action: argparse.Action) -> bool:
+    """Whether a flag stores a list, or may be given again to add to it (--sbatch)."""
+    repeated = isinstance(action, argparse._AppendAction | argparse._ExtendAction)
+    nargs = action.nargs
+    return repeated or nargs in ("+", "*") or (isinstance(nargs, int) and nargs > 0)
+
+
+def test_every_flag_of_several_values_of_every_tool_adds_up_or_refuses_a_second_time(
+    monkeypatch,
+):
+    flags = {}
+    for module in TOOLS:
+        for parser in parsers_of(module, monkeypatch):
+            for action in parser._actions:
+                if several_values(action):
+                    flags[f"{module} {action.option_strings or action.dest}"] = action
+    named = {action.dest for action in flags.values()}
+    assert named >= {"seeds", "sbatch", "sections", "epoch_networks", "model_kwargs"}
+    last_wins = [flag for flag, action in flags.items()
+                 if not isinstance(action, cli.SEVERAL_VALUES)]  # fmt: skip
+    assert not last_wins
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    return importlib.import_module("bench.__main__").build_parser()
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "value"),
+    [
+        (["--sections", "step", "--sections", "prune", "step"], "sections", ["step", "prune"]),
+        (["--epoch_networks", "vgg19", "--epoch_networks", "resnet18"], "epoch_networks",
+         ["vgg19", "resnet18"]),
+        ([], "epoch_networks", ["vgg19", "resnet18", "densenet121"]),
+    ],
+)  # fmt: skip
+def test_benchs_flags_of_several_values_add_up(argv, dest, value):
+    assert getattr(bench_parser().parse_args(argv), dest) == value
+
+
+def test_sbatch_options_given_again_add_up_each_key_once():
+    parser = importlib.import_module("experiments.__main__").build_parser()
+    given = ["--sbatch", "qos=high", "--sbatch=--mail-type=END", "--sbatch", "qos=high"]
+    args = parser.parse_args(["run", "smoke", "--executor", "slurm", *given])
+    options = importlib.import_module("experiments.__main__").slurm_options(args)
+    assert options.extra == {"qos": "high", "mail-type": "END"}
+
+
+SEEDS_TWICE = [
+    (("run", "smoke", "--dry-run", "--seeds", "0", "--seeds", "1"), [0, 1]),
+    (("run", "smoke", "--seeds", "2", "0", "--dry-run", "--seeds", "0", "1"), [2, 0, 1]),
+    (("status", "smoke", "--seeds", "0", "--seeds", "1"), [0, 1]),
+]
+
+
+@pytest.mark.parametrize(("argv", "seeds"), SEEDS_TWICE, ids=[" ".join(a) for a, _ in SEEDS_TWICE])
+def test_seeds_given_twice_add_up(argv, seeds, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = in_process(capsys, *argv)
+    assert code == 0 and not err, err
+    runs = resolve_all(SWEEPS["smoke"].commands(seeds), tmp_path / "runs")
+    for run in runs:
+        assert f"runs/smoke/{run.name}" in out
+    assert out.count("runs/smoke/") == len(runs) == 4 * len(seeds)
 
 
 # -- the launcher: a run directory that holds a FIFO or a device ---------------------------------
@@ -300,6 +550,31 @@ def test_status_shows_no_accuracy_that_is_not_one(tmp_path, monkeypatch, capsys)
         assert line == f"completed     6/6    runs/smoke/{run_dir.name}"
 
 
+@pytest.mark.parametrize(
+    "epochs",
+    [{"epochs": -5, "epochs_completed": -5}, {"epochs_completed": 5}, {"epochs_completed": "6"},
+     {"epochs": 6.0, "epochs_completed": 6.0}, {"epochs_completed": None}],
+    ids=["-5 of -5", "5 of 6", "a string", "fractions", "none recorded"],
+)  # fmt: skip
+def test_a_completed_summary_of_epochs_no_run_has_is_not_taken_as_done(
+    epochs, tmp_path, monkeypatch, capsys
+):
+    """Its run is not skipped as completed: a launch resumes it, and main.py, finding every
+    epoch trained, writes its summary again."""
+    monkeypatch.chdir(tmp_path)
+    command = SWEEPS["smoke"].commands([0])[0]
+    run_dir = smoke_runs(tmp_path)[0]
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(options_of(cli.parse_args(command))))
+    done = {"status": "completed", "epochs": 6, "epochs_completed": 6, "final_sparsity": 0.9,
+            "final_test_acc": 87.0}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps({**done, **epochs}))
+    code, out, err = in_process(capsys, "status", "smoke")
+    assert code == 0 and not err, err
+    line = next(line for line in out.splitlines() if run_dir.name in line)
+    assert line == f"stopped       0/6    runs/smoke/{run_dir.name}"
+
+
 # -- the report: what it refuses to table ---------------------------------------------------------
 
 
@@ -344,6 +619,21 @@ SKIPPED = [
     ("rewind_epoch a string", {"prune_criterion": "imp", "options": {"rewind_epoch": "1"}},
      "rewind_epoch is '1', not an epoch"),
     ("nm a number", {"options": {"nm": 24}}, "nm is 24, not N:M"),
+    ("-5 epochs of -5", {"epochs": -5, "epochs_completed": -5, "run_id": "b0a5"},
+     "completed, but epochs is -5, not a whole number from 1"),
+    ("fewer epochs completed than planned", {"epochs_completed": 2},
+     "completed, but epochs_completed is 2, fewer than its epochs (3)"),
+    ("epochs a fraction", {"epochs": 2.5},
+     "completed, but epochs is 2.5, not a whole number from 1"),
+    ("epochs_completed a string", {"epochs_completed": "3"},
+     "completed, but epochs_completed is '3', not a whole number from 0"),
+    ("epochs_completed true", {"epochs_completed": True},
+     "completed, but epochs_completed is True, not a whole number from 0"),
+    ("a failed run of -1 epochs", {"status": "failed", "epochs_completed": -1},
+     "epochs_completed is -1, not a whole number from 0"),
+    ("more FLOPs remaining than dense", {"flops_dense": 100, "flops_remaining": 200},
+     "flops_remaining is 200, more than flops_dense (100)"),
+    ("negative FLOPs", {"flops_dense": -1}, "flops_dense is -1, not a count of operations"),
 ]  # fmt: skip
 
 

@@ -1,6 +1,8 @@
 """--init_from (the original's --load_model): a run that starts from trained weights, prunes them
 and fine-tunes."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -108,6 +110,36 @@ def test_floating_point_weights_of_another_precision_load(tmp_path, dtype):
     assert torch.equal(model[1].weight, state["1.weight"].float())
 
 
+# the file, the kind of number it holds, the value put into one of its tensors -> what the one
+# line names
+NOT_FINITE = {
+    "1e300 in float64 safetensors": ("huge.safetensors", torch.float64, "1.weight", 1e300,
+                                     "1.weight holds 1e+300 in the file, beyond float32's range"),
+    "1e300 in a float64 state dict": ("huge.pt", torch.float64, "3.bias", -1e300,
+                                      "3.bias holds 1e+300 in the file, beyond float32's range"),
+    "NaN in safetensors": ("nan.safetensors", torch.float32, "5.weight", float("nan"),
+                           "5.weight holds NaN or infinite values in the file"),
+    "an infinity in a state dict": ("inf.pt", torch.float16, "1.bias", float("-inf"),
+                                    "1.bias holds NaN or infinite values in the file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", NOT_FINITE)
+def test_weights_that_are_not_finite_in_the_network_are_refused(tmp_path, capsys, case):
+    # the issue's case: 1e300 in float64 became inf in float32, and the run diverged, exit 3
+    name, dtype, tensor, value, names = NOT_FINITE[case]
+    state = lenet300_state(dtype)
+    state[tensor].view(-1)[7] = value
+    path = tmp_path / name
+    if path.suffix == ".safetensors":
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    assert main.main(quick(tmp_path, "--init_from", str(path), "-e", "1")) == 2
+    assert_one_error_line(capsys, f"--init_from {path}: {names}", "finite numbers")
+    assert not (tmp_path / "runs").exists()
+
+
 def batchnorm_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
 
@@ -200,9 +232,12 @@ def test_masks_of_a_tensor_this_run_keeps_dense_name_the_option(
     pruned_run, tmp_path, capsys, argv, names
 ):
     argv = quick(tmp_path, "--init_from", str(pruned_run), *argv, "-e", "1")
-    assert main.main(argv) == 2
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main.main(argv) == 2
     line = assert_one_error_line(capsys, *names)
     assert "prune_bias" not in line and "prune_bnorm" not in line
+    # the line that says the file was loaded came before the error that refused its masks
+    assert "initialised from" not in out.getvalue()
     assert not (tmp_path / "runs").exists()
 
 

@@ -114,6 +114,16 @@ def file_in_the_way(path: str | Path) -> Path | None:
     return None
 
 
+def what_is_at(path: Path) -> str:
+    """What is at `path`, which is no directory: "a file", or "a FIFO", "a character device"."""
+    from utils.io import special_file  # utils.io imports this module
+
+    try:
+        return special_file(path) or "a file"
+    except OSError:
+        return "a file"
+
+
 def path_error(where: str, path: str | Path, error: BaseException) -> Exception | None:
     """The one-line error for the operating system refusing `path`, a path the user gave,
     worded as `where` (such as "--run_dir runs/x: cannot create it"); None when `error` is no
@@ -128,7 +138,7 @@ def path_error(where: str, path: str | Path, error: BaseException) -> Exception 
     if cause.errno in (errno.ENOTDIR, errno.EEXIST):
         blocker = file_in_the_way(cause.filename or path)
         if blocker is not None:
-            return UserError(f"{where}: {blocker} is a file, not a directory")
+            return UserError(f"{where}: {blocker} is {what_is_at(blocker)}, not a directory")
     return UserError(f"{where}: {cause.strerror or cause}")
 
 

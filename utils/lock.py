@@ -12,9 +12,11 @@ handed to a child, and two launchers must not both start one run.
 """
 
 import fcntl
+import glob
 import os
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from utils.errors import RunBusy, UserError
@@ -91,12 +93,14 @@ def is_locked(run_dir: str | Path) -> bool:
     return holder(run_dir) is not None
 
 
-def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
-    """Delete the temporary files an atomic write leaves when its process is killed mid-write
-    (`.checkpoint.pt.*.tmp`, hundreds of MB for VGG-19). Only call while holding the lock: then
-    no write of this run is in progress."""
+def remove_stale_temporaries(run_dir: str | Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files an atomic write of one of `names` (the run's own files) leaves
+    when its process is killed mid-write (`.checkpoint.pt.*.tmp`, hundreds of MB for VGG-19);
+    those of other names are someone else's. Only call while holding the lock: then no write of
+    this run is in progress."""
     removed = []
-    for path in Path(run_dir).glob(".*.tmp"):
+    stale = [path for name in names for path in Path(run_dir).glob(f".{glob.escape(name)}.*.tmp")]
+    for path in stale:
         try:
             path.unlink()
             removed.append(path)

@@ -1,12 +1,15 @@
 """What a run leaves behind: a run directory with TensorBoard events, `config.json`,
-`metrics.jsonl` (one JSON object per epoch) and `summary.json` (the final record).
+`metrics.jsonl` (one JSON object per epoch) and `summary.json` (the final record), beside
+`checkpoint.pt` and, with --save_model, `model.pt`.
 
 The JSON files are the machine-readable truth that reports and tables are computed from;
-TensorBoard is for looking.
+TensorBoard is for looking. A new run starts only in a directory that holds none of these files
+(`run_files_in`), so that it never writes over what it did not make.
 """
 
 import errno
 import json
+import os
 import re
 import sys
 import threading
@@ -18,10 +21,14 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from utils.checkpoint import CHECKPOINT
 from utils.errors import UserError, os_error_in
 from utils.io import write_json_atomic, write_text_atomic, writing
 
 RUNS_ROOT = Path("runs")
+# the files a run writes in its directory, its lock aside, and its TensorBoard event files
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, "model.pt")
+EVENTS_PATTERN = "events.out.tfevents.*"
 # the comment's share of a run directory's name: file systems refuse names over 255 bytes
 MAX_SLUG = 120
 
@@ -95,6 +102,15 @@ def make_run_dir(logdir: str, comment: str) -> Path:
     raise UserError(f"could not create a fresh run directory under {parent}")
 
 
+def run_files_in(directory: Path) -> list[str]:
+    """The names of the files in `directory` that a run writes (RUN_FILES, then its TensorBoard
+    event files); a broken symbolic link under such a name counts too, as a write would replace
+    it."""
+    directory = Path(directory)
+    found = [name for name in RUN_FILES if os.path.lexists(directory / name)]
+    return found + sorted(path.name for path in directory.glob(EVENTS_PATTERN))
+
+
 def epochs_logged(metrics_path: Path) -> int | None:
     """How many epochs a run's metrics.jsonl records: its lines that are JSON objects, so that a
     line cut short by a kill does not count; None when there is no such file to read."""
@@ -152,7 +168,7 @@ class RunLogger:
         quiet_storage_errors_in_threads()
         write_json_atomic(self.run_dir / "config.json", config)
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.events_path = self.run_dir / "events.out.tfevents.*"
+        self.events_path = self.run_dir / EVENTS_PATTERN
         purge_step = None
         if history is not None:
             write_text_atomic(self.metrics_path, "".join(json_line(r) for r in history))
