@@ -533,21 +533,33 @@ def test_a_run_file_that_is_no_file_makes_the_run_damaged_never_opened(
     assert set(after) - set(before) == {"runs/smoke/launch.json"}
 
 
+DONE = {"status": "completed", "epochs": 6, "epochs_completed": 6, "final_sparsity": 0.9}
+
+
+def first_smoke_run(cwd: Path, monkeypatch) -> Path:
+    """The smoke sweep's first run directory, with its own config.json and nothing else."""
+    monkeypatch.chdir(cwd)
+    run_dir = smoke_runs(cwd)[0]
+    run_dir.mkdir(parents=True)
+    command = SWEEPS["smoke"].commands([0])[0]
+    (run_dir / "config.json").write_text(json.dumps(options_of(cli.parse_args(command))))
+    return run_dir
+
+
+def status_line(capsys, run_dir: Path) -> str:
+    """What `status smoke` says of one run."""
+    code, out, err = in_process(capsys, "status", "smoke")
+    assert code == 0 and not err, err
+    return next(line for line in out.splitlines() if run_dir.name in line)
+
+
 def test_status_shows_no_accuracy_that_is_not_one(tmp_path, monkeypatch, capsys):
     """A completed run whose summary.json holds an accuracy of another type: its line, without
     the accuracy, instead of a traceback."""
-    monkeypatch.chdir(tmp_path)
-    command = SWEEPS["smoke"].commands([0])[0]
-    run_dir = smoke_runs(tmp_path)[0]
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(options_of(cli.parse_args(command))))
-    done = {"status": "completed", "epochs": 6, "epochs_completed": 6, "final_sparsity": 0.9}
+    run_dir = first_smoke_run(tmp_path, monkeypatch)
     for accuracy in ["87", 150, None]:
-        (run_dir / "summary.json").write_text(json.dumps({**done, "final_test_acc": accuracy}))
-        code, out, err = in_process(capsys, "status", "smoke")
-        assert code == 0 and not err, err
-        line = next(line for line in out.splitlines() if run_dir.name in line)
-        assert line == f"completed     6/6    runs/smoke/{run_dir.name}"
+        (run_dir / "summary.json").write_text(json.dumps({**DONE, "final_test_acc": accuracy}))
+        assert status_line(capsys, run_dir) == f"completed     6/6    runs/smoke/{run_dir.name}"
 
 
 @pytest.mark.parametrize(
@@ -561,18 +573,10 @@ def test_a_completed_summary_of_epochs_no_run_has_is_not_taken_as_done(
 ):
     """Its run is not skipped as completed: a launch resumes it, and main.py, finding every
     epoch trained, writes its summary again."""
-    monkeypatch.chdir(tmp_path)
-    command = SWEEPS["smoke"].commands([0])[0]
-    run_dir = smoke_runs(tmp_path)[0]
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(options_of(cli.parse_args(command))))
-    done = {"status": "completed", "epochs": 6, "epochs_completed": 6, "final_sparsity": 0.9,
-            "final_test_acc": 87.0}  # fmt: skip
-    (run_dir / "summary.json").write_text(json.dumps({**done, **epochs}))
-    code, out, err = in_process(capsys, "status", "smoke")
-    assert code == 0 and not err, err
-    line = next(line for line in out.splitlines() if run_dir.name in line)
-    assert line == f"stopped       0/6    runs/smoke/{run_dir.name}"
+    run_dir = first_smoke_run(tmp_path, monkeypatch)
+    summary = {**DONE, "final_test_acc": 87.0, **epochs}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert status_line(capsys, run_dir) == f"stopped       0/6    runs/smoke/{run_dir.name}"
 
 
 # -- the report: what it refuses to table ---------------------------------------------------------
