@@ -22,6 +22,7 @@ from pathlib import Path
 from data import DATASETS
 from models import MODELS, SOURCES, check_model_name
 from pruning import CRITERIA, NM, SCHEDULES, Pruner
+from pruning.hoyer import SCOPES as HOYER_SCOPES
 from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
@@ -117,6 +118,7 @@ def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Prune
                 stop_noise_at=args.stop_noise_at,
                 hoyer_lambda=args.hoyer_lambda if args.add_hs else 0.0,
                 stop_hoyer_at=args.stop_hoyer_at,
+                hoyer_scope=args.hoyer_scope,
                 prune_bias=args.prune_bias,
                 prune_bnorm=args.prune_bnorm,
                 seed=args.seed,
@@ -505,6 +507,14 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         default=NEVER,
         help="Hoyer-Square applies while epoch <= this (-1: always)",
     )
+    group.add_argument(
+        "--hoyer_scope",
+        type=HOYER_SCOPES,
+        default="prunable",
+        metavar="{" + ",".join(HOYER_SCOPES.words) + "}",
+        help="the tensors Hoyer-Square sums over: prunable (the pruned tensors) or all (every "
+        "trainable parameter, biases and BatchNorm included, as the FlipOut authors' code)",
+    )
 
 
 def speed_flags(parser: argparse.ArgumentParser) -> None:
@@ -807,6 +817,7 @@ INERT_UNLESS = {
     "noise_only_prunable": (lambda a: a.noise, "without --noise"),
     "hoyer_lambda": (lambda a: a.add_hs, "without --add_hs"),
     "stop_hoyer_at": (lambda a: a.add_hs, "without --add_hs"),
+    "hoyer_scope": (lambda a: a.add_hs, "without --add_hs"),
     "val_size": (lambda a: a.val, "without --val or --evaluate_on_val"),
     "nm_exclude": (lambda a: a.nm is not None, "without --nm"),
     "momentum": (

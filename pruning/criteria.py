@@ -37,7 +37,7 @@ from .options import (
 )
 from .schedule import Step
 from .select import prune_lowest_global, prune_lowest_per_layer
-from .snip import connection_sensitivity
+from .snip import SCORINGS, connection_sensitivity, xavier_sensitivity
 
 
 @dataclass
@@ -280,7 +280,9 @@ class Snip(AtInitialisation):
     default once, before training, to `init_sparsity` (or the original's `sparsity`,
     `--snip_sparsity`); on another schedule it scores afresh at each prune. `bn_mode` is the
     mode the model scores in: "train" (BatchNorm on batch statistics) as the FlipOut paper's
-    SNIP, "eval" (on running statistics) as SNIP's authors' (pruning/snip.py)."""
+    SNIP, "eval" (on running statistics) as SNIP's authors'. `score` is what it scores: the model
+    as initialised with cross-entropy, or, "xavier_nll", a Xavier re-initialised copy with NLL on
+    raw logits, as the FlipOut authors' code (pruning/snip.py)."""
 
     sparsity: float | None = option(
         "snip_sparsity",
@@ -300,18 +302,33 @@ class Snip(AtInitialisation):
         "statistics, as the FlipOut paper's SNIP) or eval (with its running statistics, as "
         "SNIP's authors' code); the model's statistics are left unchanged either way",
     )
+    score: str = option(
+        "snip_score",
+        SCORINGS,
+        "as_initialised",
+        "what SNIP scores: as_initialised (the model, the weights that then train, with "
+        "cross-entropy) or xavier_nll (a copy with Xavier normal linear and conv weights, with "
+        "NLL on the raw logits, as the FlipOut authors' code; drawn from --seed's generator)",
+    )
 
     label = "SNIP"
     schedule_fields = ("init_sparsity", "sparsity")
 
     @classmethod
     def variant_label(cls, options: dict) -> str:
+        """Its label, with the schedule, the score and the BatchNorm mode where they are not the
+        defaults: "SNIP (periodic, Xavier copy, NLL, BatchNorm in eval mode)"."""
         label = super().variant_label(options)
-        if options.get("snip_bn") != "eval":
+        extras = []
+        if options.get("snip_score") == "xavier_nll":
+            extras.append("Xavier copy, NLL")
+        if options.get("snip_bn") == "eval":
+            extras.append("BatchNorm in eval mode")
+        if not extras:
             return label
         if label.endswith(")"):  # "SNIP (periodic)" -> "SNIP (periodic, BatchNorm in eval mode)"
-            return f"{label[:-1]}, BatchNorm in eval mode)"
-        return f"{label} (BatchNorm in eval mode)"
+            return f"{label[:-1]}, {', '.join(extras)})"
+        return f"{label} ({', '.join(extras)})"
 
     def batches_needed(self):
         return self.batches
@@ -331,13 +348,25 @@ class Snip(AtInitialisation):
         return self.sparsity if self.init_sparsity is None else self.init_sparsity
 
     def scores(self, inputs):
+        train_mode = self.bn_mode == "train"
+        if self.score == "xavier_nll":
+            return xavier_sensitivity(
+                inputs.model,
+                inputs.params,
+                inputs.masks,
+                inputs.batches,
+                inputs.device,
+                inputs.generator,
+                inputs.all_reduce_sum,
+                train_mode=train_mode,
+            )
         return connection_sensitivity(
             inputs.model,
             inputs.params,
             inputs.batches,
             inputs.device,
             inputs.all_reduce_sum,
-            train_mode=self.bn_mode == "train",
+            train_mode=train_mode,
         )
 
 

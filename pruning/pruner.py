@@ -34,7 +34,7 @@ from torch import nn
 
 from .criteria import Criterion, PruneInputs, first_batches
 from .flips import FlipCounter
-from .hoyer import hoyer_square
+from .hoyer import SCOPES, hoyer_square, penalised
 from .kernels import Kernels
 from .mask import Masks, check_mask, layer_table
 from .nm import NM
@@ -137,9 +137,11 @@ class Pruner:
     re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
     noise_scale on every trainable tensor (only the prunable ones with `noise_only_prunable`)
     until epoch `stop_noise_at`; `hoyer_lambda`, the Hoyer-Square penalty's strength, applied
-    while epoch <= `stop_hoyer_at`; `prune_bias` and `prune_bnorm`, also prune biases and
-    BatchNorm scales; `seed`, for the noise and Random's choices; `compile_kernels`, "auto",
-    "on" or "off" (pruning/kernels.py); `sync`, the process group under torchrun
+    while epoch <= `stop_hoyer_at`, over the prunable tensors (`hoyer_scope="prunable"`) or every
+    trainable parameter (`"all"`, as the FlipOut authors' code; pruning/hoyer.py); `prune_bias`
+    and `prune_bnorm`, also prune biases and BatchNorm scales; `seed`, for the noise, Random's
+    choices and SNIP's re-initialised copy; `compile_kernels`, "auto", "on" or "off"
+    (pruning/kernels.py); `sync`, the process group under torchrun
     (pruning/sync.py; the CLI passes utils.distributed.Distributed): gradient scores are summed
     over ranks, and every prune checks that all ranks hold the same state.
 
@@ -164,6 +166,7 @@ class Pruner:
         stop_noise_at: int | None = None,
         hoyer_lambda: float = 0.0,
         stop_hoyer_at: int | None = None,
+        hoyer_scope: str = "prunable",
         prune_bias: bool = False,
         prune_bnorm: bool = False,
         seed: int = 0,
@@ -176,6 +179,7 @@ class Pruner:
     ):
         check_parts(model, criterion, schedule)
         check_strengths(noise_scale, hoyer_lambda, stop_noise_at, stop_hoyer_at)
+        SCOPES.check(spelled("hoyer_scope"), hoyer_scope)
         self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
         if not self.criterion.prunes:
             schedule = None
@@ -228,6 +232,7 @@ class Pruner:
         self.random_generator = torch.Generator(self.device).manual_seed(seed)
         self.hoyer_lambda = hoyer_lambda
         self.stop_hoyer_at = never_to_none(stop_hoyer_at)
+        self.hoyer_scope = hoyer_scope
         self.stop_noise_at = never_to_none(stop_noise_at)
         self.noise = None
         if noise_scale is not None:
@@ -311,7 +316,9 @@ class Pruner:
         epoch = self.epoch if epoch is None else epoch
         if not self.hoyer_lambda or (self.stop_hoyer_at is not None and epoch > self.stop_hoyer_at):
             return None
-        return self.hoyer_lambda * hoyer_square(self.params.values())
+        return self.hoyer_lambda * hoyer_square(
+            penalised(self.model, self.params.values(), self.hoyer_scope)
+        )
 
     @property
     def penalty_enabled(self) -> bool:
