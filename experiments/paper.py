@@ -13,12 +13,19 @@ is trained. A run with another recipe (`-d synthetic -e 2`) is shown beside its 
 differs", with what differs, and is never called a replication. Runs of no published row (another
 network, method or sparsity) are listed as such.
 
-Verdict. Δ = ours - paper, and u = 2 sqrt(sp²/np + so²/no), two standard errors of the difference
-of the two means, from the sample std s and the number of runs n of each side. Where one side has
-no spread (a single run of ours; a published row without ±) the other side's stands in for it; a
-spread of 0 (every seed alike, as in a network collapsed to chance) or one that neither side has
-counts as STD_FLOOR points. The row is *replicated* when |Δ| <= u, *above* when Δ > u, *below*
-when Δ < -u; *not run* without a run of the paper's recipe.
+Verdict (experiments/verdict.py has the rule in full). Δ = ours - paper. A difference is called,
+*above* or *below*, only when Welch's t-test (Welch-Satterthwaite degrees of freedom) gives
+p < 0.05; *replicated* needs more: two one-sided tests at 5% (the 90% confidence interval of Δ)
+put Δ within the equivalence margin (`--equivalence_margin`, 1 accuracy point by default).
+Otherwise the row is *inconclusive*, and says how many runs of ours would decide it at the
+spreads seen (the published runs are done: only ours can be added). Each side's spread is at
+least its network's floor, the median of the nonzero stds the paper published for that network
+(and at least one test image, 100/N points): a std of three runs, even 0 as in a network
+collapsed to chance, is too uncertain to make the test a hair-trigger. A side with one run (or
+a published row without ±) borrows the other side's floored spread, and such a row is called
+only where the margin alone decides (its interval wholly beyond the margin, or wholly within
+it), saying "n=1: spread borrowed". The published side's n is the one derived from its numbers
+(experiments/published.py). A row without a run of the paper's recipe is *not run*.
 
 Only the accuracy after the last epoch compares with the paper's (`--metric final`): the authors'
 numbers are each run's last logged test accuracy.
@@ -31,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from experiments import published
-from experiments.published import Published
+from experiments.published import TEST_IMAGES, Published
 from experiments.report import (
     NOISY_BY_DEFAULT,
     SPARSITY_TOLERANCE,
@@ -50,18 +57,23 @@ from experiments.report import (
     table_line,
     write_dicts_csv,
 )
-from experiments.runs import IDENTITY_DEFAULTS, resolve
+from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL, resolve
 from experiments.sweeps import published_command
+from experiments.verdict import (
+    ALPHA,
+    EQUIVALENCE_MARGIN,
+    INCONCLUSIVE,
+    Judgement,
+    Side,
+    judge,
+    spread_floor,
+)
 from pruning.mask import percent
 
-# a spread of 0, or none on either side, counts as this many percentage points
-STD_FLOOR = 0.5
-# options that change how the same training is computed or evaluated, not what is trained
-RECIPE_NEUTRAL = {"seed", "test_batch_size", "save_model", "amp", "channels_last"}
 # options that set the sparsity a row is matched on: compared through the sparsity itself (the
 # seed README gives SNIP 0.999 for 99.9%, the authors' figure runs 0.9990234375)
 SPARSITY_OPTIONS = {"snip": {"snip_sparsity", "init_sparsity"}}
-VERDICTS = ("replicated", "above", "below", "recipe differs", "not run")
+VERDICTS = ("replicated", "above", "below", INCONCLUSIVE, "recipe differs", "not run")
 # the published sparsity the paper's claims compare at: the ladder's last level
 CLAIM_SPARSITY = 99.90234375
 
@@ -81,22 +93,34 @@ class Comparison:
     published: Published
     ours: Row | None  # the runs of the paper's recipe; None when there are none
     others: tuple[Differing, ...] = ()  # runs of other recipes beside it
+    floor: float = 0.0  # the least spread of either side, in points (network_floors)
+    margin: float = EQUIVALENCE_MARGIN  # |Δ| shown within it is a replication
+
+    @functools.cached_property
+    def judgement(self) -> Judgement | None:
+        """The test of our runs beside the row (experiments/verdict.py); None when not run."""
+        if self.ours is None:
+            return None
+        row, ours = self.published, self.ours
+        paper_side = Side(row.mean, row.std, row.n)
+        our_side = Side(ours.accuracy_mean, ours.accuracy_std, ours.n)
+        return judge(paper_side, our_side, self.floor, self.margin)
 
     @property
     def delta(self) -> float | None:
-        return None if self.ours is None else self.ours.accuracy_mean - self.published.mean
-
-    @property
-    def margin(self) -> float | None:
-        if self.ours is None:
-            return None
-        return margin(self.published.std, self.published.n, self.ours.accuracy_std, self.ours.n)
+        return None if self.judgement is None else self.judgement.delta
 
     @property
     def verdict(self) -> str:
-        if self.ours is None:
+        if self.judgement is None:
             return "recipe differs" if self.others else "not run"
-        return verdict(self.delta, self.margin)
+        return self.judgement.verdict
+
+    @property
+    def verdict_cell(self) -> str:
+        """The verdict with what it rests on where that is not the plain rule."""
+        note = self.judgement.note if self.judgement else ""
+        return f"{self.verdict} ({note})" if note else self.verdict
 
 
 @dataclass
@@ -106,20 +130,16 @@ class Beside:
     comparisons: list[Comparison]
     unmatched: list[Row]
     not_shown: dict[str, int] = field(default_factory=dict)  # "model on dataset" -> rows
+    margin: float = EQUIVALENCE_MARGIN
+    floors: dict[str, float] = field(default_factory=dict)  # model -> its spread floor, shown
 
 
-def margin(paper_std: float | None, paper_n: int, our_std: float | None, our_n: int) -> float:
-    """u of the module's rule: two standard errors of the difference of the two means."""
-    paper_spread = paper_std if paper_std is not None else our_std
-    our_spread = our_std if our_std is not None else paper_std
-    paper_spread, our_spread = paper_spread or STD_FLOOR, our_spread or STD_FLOOR
-    return 2 * math.sqrt(paper_spread**2 / paper_n + our_spread**2 / our_n)
-
-
-def verdict(delta: float, margin: float) -> str:
-    if abs(delta) <= margin:
-        return "replicated"
-    return "above" if delta > 0 else "below"
+def network_floors(results) -> dict[str, float]:
+    """model -> the least spread of a side beside its rows (experiments/verdict.py)."""
+    return {
+        model: spread_floor([row.std for row in results.of(model)], TEST_IMAGES[dataset])
+        for model, dataset in results.networks.items()
+    }
 
 
 # -- matching ---------------------------------------------------------------------------------
@@ -186,11 +206,14 @@ def recipe_differences(summary: dict, row: Published) -> tuple[str, ...]:
     return tuple(found)
 
 
-def compare(summaries, metric: str = "final", results=None) -> Beside:
+def compare(summaries, metric: str = "final", margin=None, results=None) -> Beside:
     """Every completed run set beside its published row (the module's matching), grouped into
     one Row per published row and recipe; every published row of the networks that have runs
-    beside some row, whether run or not."""
+    beside some row, whether run or not, judged with the equivalence `margin` (points;
+    EQUIVALENCE_MARGIN when None)."""
     results = results or published.load()
+    margin = EQUIVALENCE_MARGIN if margin is None else margin
+    floors = network_floors(results)
     same_recipe, other_recipe, unmatched = defaultdict(list), defaultdict(list), []
     for summary in summaries:
         if summary["status"] != "completed":
@@ -210,12 +233,14 @@ def compare(summaries, metric: str = "final", results=None) -> Beside:
         if row.model not in shown:
             continue
         ours = level_row(same_recipe[row], metric) if same_recipe[row] else None
-        comparisons.append(Comparison(row, ours, differing(other_recipe[row], metric)))
+        others = differing(other_recipe[row], metric)
+        comparisons.append(Comparison(row, ours, others, floors[row.model], margin))
     not_shown = defaultdict(int)
     for row in results.rows:
         if row.model not in shown:
             not_shown[f"{row.model} on {row.dataset}"] += 1
-    return Beside(comparisons, group_runs(unmatched, metric), dict(not_shown))
+    shown_floors = {model: floor for model, floor in floors.items() if model in shown}
+    return Beside(comparisons, group_runs(unmatched, metric), dict(not_shown), margin, shown_floors)
 
 
 def differing(runs: list[tuple[tuple[str, ...], dict]], metric: str) -> tuple[Differing, ...]:
@@ -245,21 +270,26 @@ def sparsity_cell(comparison: Comparison) -> str:
     return text
 
 
+def p_cell(p_value: float) -> str:
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
 def comparison_table(comparisons: list[Comparison]) -> str:
     row = comparisons[0].published
-    header = ["Method", "Sparsity (%)", "Paper (%)", "Ours (%)", "Δ", "u", "Verdict"]
+    header = ["Method", "Sparsity (%)", "Paper (%)", "Ours (%)", "Δ", "95% CI", "p", "Verdict"]
     lines = [f"### {row.model} on {row.dataset}, beside the paper", "", *table_head(header)]
     for comparison in comparisons:
-        row, ours = comparison.published, comparison.ours
-        numbers = ["—", "", ""]
+        row, ours, test = comparison.published, comparison.ours, comparison.judgement
+        numbers = ["—", "", "", ""]
         if ours is not None:
             numbers = [
                 mean_std(ours.accuracy_mean, ours.accuracy_std, ours.n),
-                f"{comparison.delta:+.2f}",
-                f"{comparison.margin:.2f}",
+                f"{test.delta:+.2f}",
+                f"[{test.ci_low:+.2f}, {test.ci_high:+.2f}]",
+                p_cell(test.p_value),
             ]
         cells = [row_label(row), sparsity_cell(comparison), mean_std(row.mean, row.std, row.n)]
-        lines.append(table_line([*cells, *numbers, comparison.verdict]))
+        lines.append(table_line([*cells, *numbers, comparison.verdict_cell]))
     return "\n".join(lines)
 
 
@@ -362,13 +392,21 @@ def claims_table(comparisons: list[Comparison]) -> str:
     return "\n".join(["### The paper's claims", "", *table_head(header), *lines])
 
 
-def rule_text() -> str:
+def rule_text(floors: dict[str, float], margin: float = EQUIVALENCE_MARGIN) -> str:
+    """The rule in a sentence, with the floor of each network shown."""
+    shown = ", ".join(f"{model} {floor:.4g}" for model, floor in floors.items())
+    level = f"{100 * ALPHA:g}%"
     return (
-        f"Δ = ours - paper; u = 2·√(sp²/np + so²/no), a side without a spread taking the "
-        f"other's, a spread of 0 or none counted as {STD_FLOOR:g}; replicated when |Δ| ≤ u, "
-        "above or below otherwise. A run is set beside a row of its network, method and "
-        "sparsity; only one of the row's recipe (every option but the seed and "
-        f"{', '.join(sorted(RECIPE_NEUTRAL - {'seed'}))}) gets a verdict."
+        f"Δ = ours - paper; above or below when Welch's t-test (Welch-Satterthwaite df) gives "
+        f"p < {ALPHA:g}, replicated when two one-sided tests at {level} put Δ within "
+        f"±{margin:g} point{'s' if margin != 1 else ''} (--equivalence_margin), inconclusive "
+        "otherwise, with the runs of ours that would decide it; each side's spread is at least "
+        f"its network's floor ({shown or 'none shown'} points: the median nonzero published "
+        "std of the network's rows, and never below one test image, 100/N), since a std of "
+        "three runs is too uncertain to trust when small, and a side with one run borrows the "
+        "other's and is called only where the margin alone decides. A run is set beside a row "
+        "of its network, method and sparsity; only one of the row's recipe (every option but "
+        f"the seed and {', '.join(sorted(RECIPE_NEUTRAL - {'seed'}))}) gets a verdict."
     )
 
 
@@ -388,7 +426,7 @@ def markdown(beside: Beside, results=None) -> str:
         unmatched_list(beside.unmatched, results.networks),
         claims_table(beside.comparisons),
     ]
-    summary = [f"Rule: {rule_text()}"]
+    summary = [f"Rule: {rule_text(beside.floors, beside.margin)}"]
     if beside.comparisons:
         summary.insert(0, f"Verdicts: {tally(beside.comparisons)}.")
     if beside.not_shown:
@@ -404,8 +442,9 @@ def markdown(beside: Beside, results=None) -> str:
 
 # -- the CSV ----------------------------------------------------------------------------------
 
-PAPER_COLUMNS = ["paper_sparsity", "paper_mean", "paper_std", "paper_n", "delta", "margin",
-                 "verdict", "recipe_differences", "paper_source"]  # fmt: skip
+PAPER_COLUMNS = ["paper_sparsity", "paper_mean", "paper_std", "paper_n", "delta", "ci_low",
+                 "ci_high", "p_value", "verdict", "verdict_note", "seeds_to_decide",
+                 "recipe_differences", "paper_source"]  # fmt: skip
 
 
 def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
@@ -425,7 +464,7 @@ def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
         mine = asdict(comparison.ours) if comparison.ours else {"method": row_label(row)}
         if comparison.ours is None:
             mine.update(model=row.model, dataset=row.dataset)
-        lines.append({**mine, **paper, "delta": comparison.delta, "margin": comparison.margin,
+        lines.append({**mine, **paper, **judgement_columns(comparison.judgement),
                       "verdict": comparison.verdict})  # fmt: skip
         for other in comparison.others:
             lines.append({**asdict(other.row), **paper, "verdict": "recipe differs",
@@ -433,6 +472,16 @@ def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
     for row in beside.unmatched:
         lines.append({**asdict(row), "verdict": "no published row"})
     return ours_columns + PAPER_COLUMNS, lines
+
+
+def judgement_columns(test: Judgement | None) -> dict:
+    if test is None:
+        return {}
+    return {
+        "delta": test.delta, "ci_low": test.ci_low, "ci_high": test.ci_high,
+        "p_value": test.p_value, "verdict_note": "n=1: spread borrowed" if test.borrowed else "",
+        "seeds_to_decide": test.seeds_text,
+    }  # fmt: skip
 
 
 def write_csv(beside: Beside, path: Path, show_flops: bool = False) -> None:

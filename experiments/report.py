@@ -7,10 +7,21 @@ accuracy-vs-sparsity plot, computed from the `summary.json` files that training 
 With `--paper` the runs are also set beside the numbers the paper published, row by row with a
 verdict, and the CSV and the plots carry the paper's numbers too: experiments/paper.py says how.
 
-Completed runs are grouped by (model, dataset), then by method and sparsity level, and each group
-becomes one row: mean sparsity and test accuracy as mean ± sample std over its runs (a single run
-has no sample std: its accuracy is shown alone, and its CSV std is empty). Listed after
-the tables and never counted: runs that did not complete, including run directories without a
+Completed runs are grouped by (model, dataset), then by method and recipe, and each group's runs
+at one sparsity level become one row: mean sparsity and test accuracy as mean ± sample std over
+its runs (a single run has no sample std: its accuracy is shown alone, and its CSV std is empty).
+The recipe is every option that makes a run what it trains (recipe_defaults): those of its
+identity (experiments/runs.py) and any its summary records that this version does not know, such
+as one of a criterion registered from a researcher's own module, less the seed and the options
+that only change how the same training is computed or evaluated (RECIPE_NEUTRAL, there, as the
+report beside the paper has them) and those that set the sparsity level (LEVEL_OPTIONS: they
+split only the runs that reach one level through different values); an option a summary lacks
+is at its default. Where a method's runs are of several recipes, each row's label names what
+differs, shortest option first ("FlipOut (lr 0.05)" beside "FlipOut (lr 0.1)", "Hoyer-Square
+(λ=6e-5; epochs 4)"); a method of one recipe keeps its own label. A line after the tables counts
+the groups and names the methods split ("3 groups of runs (rows keyed by recipe; 1 method split:
+FlipOut by lr)"); the plots draw a curve per group, under its label. Listed after the tables and
+never counted: runs that did not complete, including run directories without a
 summary.json (a killed run, or one still running); the extra copies of a run found more than once,
 such as a copied run directory (the same `run_id`, or for older runs without one the same summary
 apart from `run_dir`), whose run counts once; and files that could not be used, each with the
@@ -65,6 +76,7 @@ from pathlib import Path
 
 from experiments.files import png_texts, read_text, replace_problem, special
 from pruning.mask import percent
+from pruning.options import Bounded
 from pruning.registry import CRITERIA
 from utils.errors import OneLineParser, StorageError, UserError, command, given_path
 from utils.io import write_atomic, write_text_atomic
@@ -76,6 +88,17 @@ NOISE_PLOT_NAME = "noise_ablation.png"
 ZOOM_SPAN = 15.0
 # runs of one method whose final sparsities (fractions) lie this close belong to one level
 SPARSITY_TOLERANCE = 0.0005
+# Options that set how far a method prunes, which a curve varies from one sparsity level to the
+# next: the ladder's prune_freq (experiments/sweeps.py), SNIP's snip_sparsity, a rate, a target, a
+# number of rounds, a threshold. Part of no recipe, so that they never cut a curve into points: the
+# sparsity a run reached places it at its level. Runs that reach one level through different
+# values of them are still told apart, at that level (level_rows).
+LEVEL_OPTIONS = {
+    "prune_freq", "prune_rate", "stop_pruning_at", "rounds", "target_sparsity", "init_sparsity",
+    "snip_sparsity", "magnitude_threshold",
+}  # fmt: skip
+# main.py records options as plain values and lists of them; a damaged file may nest deeper
+MAX_NESTING = 8
 HOYER_SQUARE = "Hoyer-Square"
 PAPER_ORDER = [
     "FlipOut",
@@ -535,31 +558,191 @@ def network(summary: dict) -> str:
     return f"{summary['model']} ({' '.join(kwargs)})" if kwargs else summary["model"]
 
 
-def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
-    """One Row per (model, dataset, method, sparsity level) of the completed runs, with the test
-    accuracy `metric` names, ordered by (model, dataset), then paper order of methods, then
-    increasing sparsity."""
+def recipe_defaults(runs: list[dict]) -> dict:
+    """The options of the recipe of `runs`, each with its default: every option of a run's
+    identity (experiments/runs.py), and every option their summaries record that this version's
+    parser does not know (one of a criterion registered from a researcher's own module, whose
+    default is unknown here: None), less RECIPE_NEUTRAL's (the seed among them) and those of where
+    and how a run ran and of its name, which its summary records too."""
+    from cli import MACHINE_OPTIONS, NAME_OPTIONS
+    from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL
+
+    recorded = sorted({key for run in runs for key in run.get("options") or {}})
+    left_out = MACHINE_OPTIONS | NAME_OPTIONS | RECIPE_NEUTRAL
+    keys = dict.fromkeys([*IDENTITY_DEFAULTS, *recorded])
+    return {key: IDENTITY_DEFAULTS.get(key) for key in keys if key not in left_out}
+
+
+def recorded_option(run: dict, key: str, defaults: dict):
+    """The run's value of option `key`, its default where its summary lacks it (or records null,
+    as options_problem reads it). A value nested deeper than MAX_NESTING, which no run records,
+    stands as one placeholder: comparing or showing it would recurse past Python's limit."""
+    value = option(run, key)
+    if value is None:
+        return defaults[key]
+    return value if nesting(value) <= MAX_NESTING else "(nested too deeply)"
+
+
+def nesting(value) -> int:
+    """How deep lists and objects nest in `value`: 0 for a number or a string, 1 for a list of
+    them. Counted layer by layer, without recursion."""
+    depth, layer = 0, [value]
+    while any(isinstance(item, list | dict) for item in layer):
+        depth += 1
+        layer = [
+            child
+            for item in layer
+            if isinstance(item, list | dict)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth
+
+
+def plain(value):
+    """A recorded value with equal numbers alike (2.0 as 2, as a file written by hand may have
+    it) and sequences as lists, as JSON keeps them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+def recipe_value(run: dict, key: str, defaults: dict) -> str:
+    """The run's value of option `key` as a string that is equal exactly where the values are."""
+    return json.dumps(plain(recorded_option(run, key, defaults)), sort_keys=True)
+
+
+def option_text(value) -> str:
+    """An option's value in a label: on or off, a number in its shortest spelling (0.05, 5e-4),
+    a list by spaces, none."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return " ".join(option_text(item) for item in value) or "none"
+    if isinstance(value, float) and finite_number(value):
+        return compact_number(value)
+    return str(value)
+
+
+def varying(runs: list[dict], keys: Iterable[str], defaults: dict) -> list[str]:
+    """Those of `keys` whose value is not the same in all `runs`, shortest name first."""
+    found = [key for key in keys if len({recipe_value(run, key, defaults) for run in runs}) > 1]
+    return sorted(found, key=lambda key: (len(key), key))
+
+
+def value_order(run: dict, keys: list[str], defaults: dict) -> tuple:
+    """A sort key of the run's values of `keys`: numbers by size (lr 0.05 before 0.1, epochs 4
+    before 10), other values by their text, after the numbers."""
+    order = []
+    for key in keys:
+        value = recorded_option(run, key, defaults)
+        order.append((0, value, "") if finite_number(value) else (1, 0, option_text(value)))
+    return tuple(order)
+
+
+def split(runs: list[dict], keys: list[str], defaults: dict) -> list[list[dict]]:
+    """`runs` parted by their values of `keys`, in the order of those values."""
+    parts = defaultdict(list)
+    for run in runs:
+        parts[tuple(recipe_value(run, key, defaults) for key in keys)].append(run)
+    return sorted(parts.values(), key=lambda part: value_order(part[0], keys, defaults))
+
+
+def variant_label(method: str, named: list[tuple[str, str]]) -> str:
+    """`method` with the (option, value) pairs that set its group apart: "FlipOut (lr 0.05)",
+    "FlipOut (no noise; lr 0.05)"; `method` itself without any."""
+    if not named:
+        return method
+    what = ", ".join(f"{key} {value}" for key, value in named)
+    return f"{method[:-1]}; {what})" if method.endswith(")") else f"{method} ({what})"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The report's rows, and how the completed runs were grouped into them."""
+
+    rows: list[Row]
+    splits: tuple[str, ...] = ()  # "FlipOut by lr": each method of several recipes, and how
+
+    @property
+    def groups(self) -> int:
+        """Groups of runs, each one method's of one recipe on one network: a label of a table
+        and a curve of a plot."""
+        return len({(row.model, row.dataset, row.method) for row in self.rows})
+
+    def line(self) -> str:
+        """The report's line that says how it grouped the runs."""
+        groups = f"{self.groups} group{'' if self.groups == 1 else 's'} of runs"
+        if not self.splits:
+            return f"{groups} (rows keyed by recipe; no method split)."
+        methods = f"{len(self.splits)} method{'' if len(self.splits) == 1 else 's'}"
+        return f"{groups} (rows keyed by recipe; {methods} split: {'; '.join(self.splits)})."
+
+
+def grouping(summaries: Iterable[dict], metric: str = "final") -> Grouping:
+    """The completed runs as rows, one per (model, dataset, method, recipe, sparsity level), with
+    the test accuracy `metric` names, ordered by (model, dataset), then paper order of methods,
+    then recipe, then increasing sparsity; and the methods that their recipes split."""
     by_method = defaultdict(list)
     for summary in summaries:
         if summary["status"] == "completed":
             by_method[(network(summary), summary["dataset"], method_label(summary))].append(summary)
-    keyed_rows = []
-    for runs in by_method.values():
-        for level in sparsity_levels(runs):
-            row = level_row(level, metric)
-            keyed_rows.append(((row.model, row.dataset, method_sort_key(level[0])), row))
-    keyed_rows.sort(key=lambda pair: (*pair[0], pair[1].sparsity_mean))
-    return [row for _, row in keyed_rows]
+    keyed_rows, splits = [], []
+    for (_, _, method), runs in by_method.items():
+        rows, keys = method_rows(method, runs, metric)
+        keyed_rows += rows
+        if keys:  # named in the order of the tables
+            splits.append((min(order for order, _ in rows), f"{method} by {', '.join(keys)}"))
+    keyed_rows.sort(key=lambda pair: pair[0])
+    named = dict.fromkeys(text for _, text in sorted(splits, key=lambda split: split[0]))
+    return Grouping([row for _, row in keyed_rows], tuple(named))
 
 
-def level_row(level: list[dict], metric: str = "final") -> Row:
+def method_rows(method: str, runs: list[dict], metric: str) -> tuple[list[tuple], list[str]]:
+    """The rows of one method's runs on one (model, dataset), each after its sort key, and the
+    options that tell its groups apart (none where all its runs are of one recipe): those of
+    the recipe that differ between its runs, and those of LEVEL_OPTIONS that differ between runs
+    of one sparsity level, which set that level's rows apart."""
+    defaults = recipe_defaults(runs)
+    recipe = varying(runs, [key for key in defaults if key not in LEVEL_OPTIONS], defaults)
+    level_keys = [key for key in defaults if key in LEVEL_OPTIONS]
+    keyed_rows, keys = [], set(recipe)
+    for curve in split(runs, recipe, defaults):
+        for level in sparsity_levels(curve):
+            apart = varying(level, level_keys, defaults)
+            keys.update(apart)
+            for point in split(level, apart, defaults):
+                named = [
+                    (key, one_line(option_text(recorded_option(point[0], key, defaults))))
+                    for key in [*recipe, *apart]
+                ]
+                row = level_row(point, metric, variant_label(method, named))
+                order = (row.model, row.dataset, method_sort_key(point[0]),
+                         value_order(point[0], recipe, defaults), row.sparsity_mean,
+                         value_order(point[0], apart, defaults))  # fmt: skip
+                keyed_rows.append((order, row))
+    return keyed_rows, sorted(keys, key=lambda key: (len(key), key))
+
+
+def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
+    """The rows of `grouping`: one per (model, dataset, method, recipe, sparsity level)."""
+    return grouping(summaries, metric).rows
+
+
+def level_row(level: list[dict], metric: str = "final", method: str | None = None) -> Row:
     """The Row of completed runs of one method at one sparsity level: their mean sparsity and
-    the mean and sample std of their test accuracy `metric`."""
+    the mean and sample std of their test accuracy `metric`, labelled `method` (the method's
+    own label by default)."""
     accuracies = [run[METRICS[metric][0]] for run in level]
     return Row(
         model=network(level[0]),
         dataset=level[0]["dataset"],
-        method=method_label(level[0]),
+        method=method_label(level[0]) if method is None else method,
         sparsity_mean=100 * statistics.mean(run["final_sparsity"] for run in level),
         accuracy_mean=statistics.mean(accuracies),
         accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
@@ -734,14 +917,15 @@ def curve_of(rows: list[Row], paper: bool = False) -> Curve:
 
 
 def panel_of(rows: list[Row], methods: Iterable[str] | None = None) -> Panel:
-    """One (model, dataset)'s rows as a panel: a curve per method (all, or those in `methods`),
-    the dense network's as a horizontal line."""
+    """One (model, dataset)'s rows as a panel: a curve per method label, so one per group of
+    runs (all, or those in `methods`), the dense network's as a horizontal line (one per
+    recipe, where its runs are of several)."""
     dense = CRITERIA["none"].label
     wanted = None if methods is None else set(methods)
     curves, levels = [], []
     for method in dict.fromkeys(row.method for row in rows):  # paper order, once each
         points = [row for row in rows if row.method == method]
-        if method == dense:
+        if method == dense or method.startswith(f"{dense} ("):
             [row, *_] = points
             levels.append(Level(method, row.accuracy_mean, row.accuracy_std or 0.0))
         elif wanted is None or method in wanted:
@@ -904,6 +1088,13 @@ def build_parser() -> OneLineParser:
         help="set the runs beside the paper's published numbers, with a verdict for each row "
         "(experiments/paper.py), in the tables, the CSV and the plots",
     )
+    parser.add_argument(
+        "--equivalence_margin",
+        type=Bounded(float, above=0, high=100),
+        metavar="POINTS",
+        help="with --paper: how close, in accuracy points, our mean must be shown to be to the "
+        "paper's (two one-sided tests at 5%%) for a row to count as replicated (default 1)",
+    )
     return parser
 
 
@@ -960,6 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.paper and args.metric != "final":
         raise UserError("--paper compares final accuracies, as the paper's are: drop --metric best")
+    if args.equivalence_margin is not None and not args.paper:
+        raise UserError("--equivalence_margin is the margin of --paper's verdicts: add --paper")
     with given_path(str(args.dir), args.dir):
         if not args.dir.exists():
             raise UserError(f"{args.dir}: no such directory")
@@ -974,7 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no usable summary.json below {args.dir}", file=sys.stderr)
         return 1
     summaries, unfinished, duplicates = drop_duplicates(summaries, unfinished)
-    rows = group_runs(summaries.values(), args.metric)
+    grouped = grouping(summaries.values(), args.metric)
+    rows = grouped.rows
     if args.metric == "best":
         print(
             "note: best-epoch accuracy is chosen on the test set; the paper's numbers are the "
@@ -988,9 +1182,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.paper:
         from experiments import paper
 
-        beside = paper.compare(summaries.values(), args.metric)
+        beside = paper.compare(summaries.values(), args.metric, args.equivalence_margin)
     sections = [
         markdown_tables(rows, show_flops) if rows else "No completed runs.",
+        grouped.line() if rows else "",
         paper.markdown(beside) if beside else "",
         incomplete_runs_table(summaries, unfinished),
         duplicates_list(duplicates),

@@ -67,6 +67,9 @@ IDENTITY_DEFAULTS = {
     for action in build_parser()._actions
     if action.option_strings and action.dest not in MACHINE_OPTIONS | NAME_OPTIONS | {"help"}
 }
+# Options of the identity that change how the same training is computed or evaluated, not what is
+# trained: the recipe that the report groups runs by, and sets beside the paper's, is the rest.
+RECIPE_NEUTRAL = {"seed", "test_batch_size", "save_model", "amp", "channels_last"}
 # each option's flag as a message names it (--lambda, -lr, --batch_size)
 FLAGS = {
     action.dest.rstrip("_"): action.option_strings[-1]
