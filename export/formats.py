@@ -93,9 +93,10 @@ pickle without building any of it (export/peek.py): a module export someone sent
 here either.
 
 `load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
-eval mode, as `load` does for any format. Run the tool as `python -m export` from the
-repository root, not as `python export/formats.py`: that would put export/ on sys.path, where
-export/inspect.py would shadow the standard library's `inspect`.
+eval mode, as `load` does for any format. Each format is one ExportFormat record in FORMATS,
+which `export` and `load` look up; docs/library.md shows how to add one. Run the tool as
+`python -m export` from the repository root, not as `python export/formats.py`: that would put
+export/ on sys.path, where export/inspect.py would shadow the standard library's `inspect`.
 """
 
 import fnmatch
@@ -105,9 +106,11 @@ import math
 import os
 import pickle
 import reprlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -122,23 +125,60 @@ from models import build_model
 from pruning.mask import human
 from pruning.options import Bounded
 from utils.checkpoint import CHECKPOINT, load_weights_only, unpickling_reason
-from utils.errors import OneLineParser, UserError, command, given_path
-from utils.io import made_folders, special_file, write_atomic
+from utils.errors import OneLineParser, UserError, command, given_path, special_file
+from utils.io import made_folders, write_atomic
 
-# the formats that are plain dicts of tensors, read without unpickling code
-STATE_FORMATS = ("dense", "torch_prune", "sparse", "semi_structured")
-# the formats that are whole modules: compaction changes the architecture
-MODULE_FORMATS = ("compact", "sparse_runtime")
-FORMATS = (*MODULE_FORMATS, *STATE_FORMATS)
-# what each format's file must hold, checked before a loader trusts it; a file's format is the
-# one whose keys it has (the most specific first)
-KEYS = {
-    "semi_structured": ("format", "spec", "state_dict", "layers"),
-    "torch_prune": ("spec", "state_dict", "pruned"),
-    "sparse": ("spec", "sparse", "dense"),
-    "dense": ("spec", "state_dict"),
-}
 BATCH = Bounded(int, low=1, high=65536)
+CPU = torch.device("cpu")
+
+
+# -- a format as a record -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a format's `make` returns: the payload `torch.save` writes, and the lines of the
+    report that only the making knows (sparse_runtime's kernel timings)."""
+
+    payload: dict | nn.Module
+    notes: tuple[str, ...] = ()
+
+
+def nothing_to_report(run: PrunedRun, payload: dict | nn.Module, size: int) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One format of python -m export, registered in FORMATS under its name: `--to NAME` saves
+    what `make` returns, and `load` (the function export.load calls) reads it back.
+
+    A state format writes a dict of tensors, which torch.load reads without unpickling code; a
+    file is of the format whose `keys` it holds, and `load` gets that dict with its keys and its
+    spec checked. A module format (`module=True`, no keys) writes a whole network, as
+    compaction changes the architecture; `load` gets the module, read without running any code
+    of the file (export/safe_load.py), whose export_info["format"] names the format."""
+
+    name: str
+    summary: str  # what it writes, as the description of `python -m export --help` lists it
+    # (run, --batch) -> what is saved
+    make: Callable[[PrunedRun, int], Made]
+    # (file, the dict or module read from it, device) -> the network, in eval mode, on device
+    load: Callable[[str | Path, Any, torch.device], nn.Module]
+    keys: tuple[str, ...] = ()
+    module: bool = False
+    # a format that makes the network smaller or sparse is refused for a run with nothing pruned
+    needs_pruning: bool = False
+    # (run, payload as saved, its size in bytes) -> the lines printed after "wrote OUT"
+    report: Callable[[PrunedRun, Any, int], list[str]] = nothing_to_report
+
+    def __post_init__(self) -> None:
+        # a format is told from a file by its keys (a dict) or its export_info (a module)
+        if self.module == bool(self.keys):
+            raise ValueError(
+                f"export format {self.name!r}: keys are the keys of a state format's dict, and a "
+                "module format (module=True) has none"
+            )
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -298,15 +338,6 @@ def sparse_runtime_module(run: PrunedRun, batch: int) -> tuple[nn.Module, list[L
     return gm, choices
 
 
-PAYLOADS = {
-    "dense": dense_payload,
-    "torch_prune": torch_prune_payload,
-    "sparse": sparse_payload,
-    "semi_structured": semi_structured_payload,
-    "compact": compact_module,
-}
-
-
 # -- loading them back ----------------------------------------------------------------------
 
 
@@ -333,8 +364,13 @@ def read_torch_file(path: str | Path) -> object:
 
 
 def read_export(path: str | Path, fmt: str) -> dict:
-    payload = read_torch_file(path)
-    if not isinstance(payload, dict) or any(key not in payload for key in KEYS[fmt]):
+    return checked_export(path, read_torch_file(path), fmt)
+
+
+def checked_export(path: str | Path, payload: object, fmt: str) -> dict:
+    """`payload`, read from `path`, when it holds the keys of the state format `fmt` and a spec
+    that builds a network; a UserError whose line starts with the path otherwise."""
+    if not isinstance(payload, dict) or any(key not in payload for key in FORMATS[fmt].keys):
         raise UserError(f"{path} is not a {fmt} export of python -m export")
     spec = payload["spec"]
     try:
@@ -366,15 +402,22 @@ def dense_model(payload: dict) -> nn.Module:
 
 def load_dense(path: str | Path) -> nn.Module:
     """The registry model of a `--to dense` export, in eval mode."""
-    payload = read_export(path, "dense")
+    return dense_network(path, read_export(path, "dense"), CPU)
+
+
+def dense_network(path: str | Path, payload: dict, device: torch.device) -> nn.Module:
     with damaged(path, "dense"):
-        return dense_model(payload)
+        model = dense_model(payload)
+    return model.to(device).eval()
 
 
 def load_torch_prune(path: str | Path) -> nn.Module:
     """The registry model of a `--to torch_prune` export, in eval mode, with the prune
     reparametrisation in place: each listed parameter is `<name>_orig * <name>_mask`."""
-    payload = read_export(path, "torch_prune")
+    return torch_prune_network(path, read_export(path, "torch_prune"), CPU)
+
+
+def torch_prune_network(path: str | Path, payload: dict, device: torch.device) -> nn.Module:
     with damaged(path, "torch_prune"):
         model = build_model(**payload["spec"])
         for name in payload["pruned"]:
@@ -383,7 +426,7 @@ def load_torch_prune(path: str | Path) -> nn.Module:
             prune.identity(model.get_submodule(module_path), param)
         model.load_state_dict(payload["state_dict"])
         masks_applied(model, payload["pruned"])
-    return model.eval()
+    return model.to(device).eval()
 
 
 def masks_applied(model: nn.Module, pruned: list[str]) -> None:
@@ -440,15 +483,25 @@ def sparse_state(payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, torc
 
 def load_sparse(path: str | Path) -> nn.Module:
     """The registry model of a `--to sparse` export with dense weights again, in eval mode."""
-    payload = read_export(path, "sparse")
+    return sparse_network(path, read_export(path, "sparse"), CPU)
+
+
+def sparse_network(path: str | Path, payload: dict, device: torch.device) -> nn.Module:
     with damaged(path, "sparse"):
         state, _ = sparse_state(payload)
         model = build_model(**payload["spec"])
         model.load_state_dict(state)
-    return model.eval()
+    return model.to(device).eval()
 
 
-LOADERS = {"dense": load_dense, "torch_prune": load_torch_prune, "sparse": load_sparse}
+def semi_structured_network(path: str | Path, payload: dict, device: torch.device) -> nn.Module:
+    with damaged(path, "semi_structured"):
+        model = dense_model(payload).to(device)
+    return to_semi_structured(model, payload["layers"]) if device.type == "cuda" else model
+
+
+def module_network(path: str | Path, module: nn.Module, device: torch.device) -> nn.Module:
+    return module.to(device).eval()
 
 
 def to_semi_structured(model: nn.Module, layers: list[str]) -> nn.Module:
@@ -463,11 +516,13 @@ def to_semi_structured(model: nn.Module, layers: list[str]) -> nn.Module:
     return model
 
 
-def file_format(path: str | Path, payload: object) -> str:
+def file_format(path: str | Path, payload: object) -> ExportFormat:
+    """The state format whose keys `payload` holds; more keys first, as a torch_prune or a
+    semi_structured file holds a dense one's keys too (and model.pt holds them and more)."""
     if isinstance(payload, dict):
-        for fmt, keys in KEYS.items():
-            if all(key in payload for key in keys):
-                return fmt
+        for record in sorted(state_formats(), key=lambda record: -len(record.keys)):
+            if all(key in payload for key in record.keys):
+                return record
     raise UserError(f"{path} is not an export of python -m export")
 
 
@@ -526,17 +581,141 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         if kind is not None or Path(path).is_dir():
             # a FIFO would block the read until something writes to it
             raise UserError(f"{path} is {kind or 'a directory'}, not an export")
+    record, held = read_any_export(path)
+    return record.load(path, held, device)
+
+
+def read_any_export(path: str | Path) -> tuple[ExportFormat, object]:
+    """The format of the export `path`, and what its loader takes: the module, read without
+    running code of the file, or the dict, its keys and spec checked."""
     with reading(path):
+        # a module export names classes for the unpickler to build; a dict of tensors none
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     if unsafe:
-        return load_module_export(path).to(device).eval()
-    fmt = file_format(path, read_torch_file(path))
-    if fmt == "semi_structured":
-        payload = read_export(path, fmt)
-        with damaged(path, fmt):
-            model = dense_model(payload).to(device)
-        return to_semi_structured(model, payload["layers"]) if device.type == "cuda" else model
-    return LOADERS[fmt](path).to(device).eval()
+        module = load_module_export(path)
+        return FORMATS[module.export_info["format"]], module
+    payload = read_torch_file(path)
+    record = file_format(path, payload)
+    return record, checked_export(path, payload, record.name)
+
+
+# -- the registry: one record a format ------------------------------------------------------
+
+
+def compact_report(run: PrunedRun, module: nn.Module, size: int) -> list[str]:
+    return compact_lines(module)
+
+
+def sparse_runtime_made(run: PrunedRun, batch: int) -> Made:
+    module, choices = sparse_runtime_module(run, batch)
+    if not choices:
+        return Made(module)
+    return Made(module, (f"kernels chosen by timing at batch {batch}:", choice_table(choices)))
+
+
+def sparse_report(run: PrunedRun, payload: dict, size: int) -> list[str]:
+    dense = saved_size(dense_payload(run))
+    ratio = f"{dense / size:.1f}x smaller" if size <= dense else f"{size / dense:.1f}x larger"
+    return [f"sparse: {file_size(size)}, dense: {file_size(dense)} ({ratio})"]
+
+
+def semi_structured_report(run: PrunedRun, payload: dict, size: int) -> list[str]:
+    layers = ", ".join(payload["layers"])
+    return [f"2:4 linear layers: {layers} (semi-structured when loaded on CUDA)"]
+
+
+COMPACT = ExportFormat(
+    name="compact",
+    summary="a compacted network (channels pruning made useless removed)",
+    make=lambda run, batch: Made(compact_module(run)),
+    load=module_network,
+    module=True,
+    needs_pruning=True,
+    report=compact_report,
+)
+SPARSE_RUNTIME = ExportFormat(
+    name="sparse_runtime",
+    summary="that network with sparse CPU kernels",
+    make=sparse_runtime_made,
+    load=module_network,
+    module=True,
+    needs_pruning=True,
+    report=compact_report,
+)
+DENSE = ExportFormat(
+    name="dense",
+    summary="a dense state dict",
+    make=lambda run, batch: Made(dense_payload(run)),
+    load=dense_network,
+    keys=("spec", "state_dict"),
+)
+TORCH_PRUNE = ExportFormat(
+    name="torch_prune",
+    summary="a torch.nn.utils.prune state dict",
+    make=lambda run, batch: Made(torch_prune_payload(run)),
+    load=torch_prune_network,
+    keys=("spec", "state_dict", "pruned"),
+)
+SPARSE = ExportFormat(
+    name="sparse",
+    summary="a compressed sparse (CSR) file",
+    make=lambda run, batch: Made(sparse_payload(run)),
+    load=sparse_network,
+    keys=("spec", "sparse", "dense"),
+    report=sparse_report,
+)
+SEMI_STRUCTURED = ExportFormat(
+    name="semi_structured",
+    summary="a 2:4 semi-structured network for CUDA",
+    make=lambda run, batch: Made(semi_structured_payload(run)),
+    load=semi_structured_network,
+    keys=("format", "spec", "state_dict", "layers"),
+    needs_pruning=True,
+    report=semi_structured_report,
+)
+
+# name -> format, in the order `--to` offers them; a format of one's own is one more entry
+# (docs/library.md, "An export format")
+FORMATS: dict[str, ExportFormat] = {
+    "compact": COMPACT,
+    "sparse_runtime": SPARSE_RUNTIME,
+    "dense": DENSE,
+    "torch_prune": TORCH_PRUNE,
+    "sparse": SPARSE,
+    "semi_structured": SEMI_STRUCTURED,
+}
+
+
+class ModuleFormats:
+    """The names of the registered module formats, in FORMATS' order, read from FORMATS at each
+    use, so that a format registered later is among them."""
+
+    def names(self) -> list[str]:
+        return [name for name, record in FORMATS.items() if record.module]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        # compared, not hashed: a damaged file's export_info may name its format by a list
+        return any(name == known for known in self.names())
+
+
+MODULE_FORMATS = ModuleFormats()
+
+
+def state_formats() -> list[ExportFormat]:
+    return [record for record in FORMATS.values() if not record.module]
+
+
+def export_format(name: str) -> ExportFormat:
+    """The format registered as `name`."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown export format {name!r}; choose from {', '.join(FORMATS)}")
+    return FORMATS[name]
 
 
 # -- telling an export from any other file ---------------------------------------------------
@@ -582,7 +761,7 @@ def recorded_run(value: object) -> str | None:
 def state_header(payload: dict) -> ExportHeader | None:
     # exactly a format's keys: model.pt holds a dense export's and the masks besides
     keys = set(payload) - {RUN_KEY}
-    fmt = next((fmt for fmt, needed in KEYS.items() if keys == set(needed)), None)
+    fmt = next((record.name for record in state_formats() if keys == set(record.keys)), None)
     if fmt is None:
         return None
     return ExportHeader(fmt, payload["spec"], recorded_run(payload.get(RUN_KEY)))
@@ -784,57 +963,44 @@ def export(
     `batch`: the batch size sparse_runtime picks its kernels for. `out` (through any link) is a
     regular file or none, never a run's own file, and an existing one is replaced only when it
     is an export of the same run and network, or with `force` of another (check_replaceable)."""
+    record = export_format(fmt)
     out = Path(out)
     with given_path(f"cannot write {out}", out):
         target = target_of(out)
     run = run_at(run_dir)
     check_replaceable(out, target, run, force)
-    if fmt in (*MODULE_FORMATS, "semi_structured") and all(m.all() for m in run.masks.values()):
+    if record.needs_pruning and all(m.all() for m in run.masks.values()):
         raise UserError(
             f"{run_dir}: nothing was pruned, so there is nothing to make smaller or sparse; "
             "--to dense writes the network as it is"
         )
-    choices = []
-    if fmt == "sparse_runtime":
-        payload, choices = sparse_runtime_module(run, batch)
-    else:
-        payload = PAYLOADS[fmt](run)
-    payload = stamped(payload, run)
+    made = record.make(run, batch)
+    payload = stamped(made.payload, run)
     data = saved(payload)
-    if fmt in MODULE_FORMATS:
+    if record.module:
         read_back(data, payload, run.input_shape)
     write(data, out, target)
     size = len(data)
-    lines = [f"wrote {out} ({fmt}, {file_size(size)})"]
-    if fmt == "sparse":
-        dense = saved_size(dense_payload(run))
-        ratio = f"{dense / size:.1f}x smaller" if size <= dense else f"{size / dense:.1f}x larger"
-        lines.append(f"sparse: {file_size(size)}, dense: {file_size(dense)} ({ratio})")
-    if fmt in MODULE_FORMATS:
-        lines += compact_lines(payload)
-    if choices:
-        lines.append(f"kernels chosen by timing at batch {batch}:")
-        lines.append(choice_table(choices))
-    if fmt == "semi_structured":
-        lines.append(
-            f"2:4 linear layers: {', '.join(payload['layers'])} (semi-structured when loaded "
-            "on CUDA)"
-        )
-    return lines
+    wrote = f"wrote {out} ({fmt}, {file_size(size)})"
+    return [wrote, *record.report(run, payload, size), *made.notes]
+
+
+def description() -> str:
+    """--help's first paragraph, naming every format: those that make the network smaller or
+    faster first (`sparse_runtime`'s "that network" is the compact one before it)."""
+    records = sorted(FORMATS.values(), key=lambda r: not (r.module or r.needs_pruning))
+    *most, last = [record.summary for record in records]
+    return (
+        f"Write a pruned run's network as {', '.join(most)} or {last}. export.load(OUT) loads "
+        "any of them; the module docstring shows more."
+    )
 
 
 @command
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(
-        prog="python -m export",
-        description="Write a pruned run's network as a compacted network (channels pruning "
-        "made useless removed), that network with sparse CPU kernels, a 2:4 semi-structured "
-        "network for CUDA, a dense state dict, a torch.nn.utils.prune state dict or a compressed "
-        "sparse (CSR) file. export.load(OUT) loads any of them; the module docstring "
-        "shows more.",
-    )
+    parser = OneLineParser(prog="python -m export", description=description())
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with checkpoint.pt")
-    parser.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
+    parser.add_argument("--to", required=True, choices=list(FORMATS), help="the format to write")
     parser.add_argument("out", metavar="OUT", help="the file to write (folders are created)")
     parser.add_argument(
         "--batch",

@@ -299,7 +299,8 @@ def written(payload, path: Path) -> Path:
 def test_every_format_loads_back_into_the_masked_network(tmp_path, network):
     run = pruned_run(tmp_path, network)
     for fmt in ("dense", "torch_prune", "sparse"):
-        model = export.load(written(export.PAYLOADS[fmt](run), tmp_path / f"{fmt}.pt"))
+        payload = export.FORMATS[fmt].make(run, 1).payload
+        model = export.load(written(payload, tmp_path / f"{fmt}.pt"))
         assert_same_outputs(model, run.model, run.input_shape, exact=True)
     modules = {"compact": export.compact_module(run),
                "sparse_runtime": export.sparse_runtime_module(run, 1)[0]}  # fmt: skip
