@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.timing import interleaved
 from models import build_model
-from pruning import Periodic, Pruner
+from pruning import Noise, Periodic, Pruner
 
 BATCH = 128
 
@@ -83,7 +83,7 @@ def run(
         return built
 
     ours = pruner()  # the default kernels for this device
-    ours_noise = pruner(noise_scale=1.0)
+    ours_noise = pruner(noise=Noise(scale=1.0))
     eager = pruner(compile_kernels="off")
     compiled = pruner(compile_kernels="on") if with_compiled else None
     remasking = pruner(attach=False)  # what an optimizer outside pruner.KEEP_ZEROS gets

@@ -19,7 +19,7 @@ from bench.timing import synchronize
 from data import cifar10, imagenette
 from data.device import DeviceLoader
 from models import build_model
-from pruning import Periodic, Pruner
+from pruning import Noise, Periodic, Pruner
 from training import TrainConfig, memory_format, train_one_epoch
 from utils.distributed import Distributed
 from utils.io import write_json_atomic
@@ -86,7 +86,7 @@ def run(
     model = build_model(model_name, 10, 3, size).to(device, memory_format=memory_format(config))
     batchnorm_in_fp32(model)
     optimizer = config.optimizer(model.parameters())
-    pruner = Pruner(model, "flipout", Periodic(rate=0.5, every=1, epochs=2), noise_scale=1.0)
+    pruner = Pruner(model, "flipout", Periodic(rate=0.5, every=1, epochs=2), noise=Noise(scale=1.0))
     pruner.attach_optimizer(optimizer)
     pruner.end_of_epoch(1)  # half the weights pruned
     ddp = Distributed()

@@ -16,7 +16,7 @@ from data.synthetic import class_patterns
 from export.compact import channel_count, compact, parameter_count
 from export.sparse_runtime import sparsify
 from models import build_model
-from pruning import Pruner
+from pruning import Noise, Pruner
 
 MODELS = ("vgg19", "resnet18")
 SPARSITIES = (0.99, 0.999)
@@ -39,7 +39,7 @@ def short_run(name: str, sparsity: float, seed: int = 0) -> tuple[torch.nn.Modul
     generator = torch.Generator().manual_seed(seed)
     model = build_model(name)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    pruner = Pruner(model, "flipout", noise_scale=1.0, seed=seed)
+    pruner = Pruner(model, "flipout", noise=Noise(scale=1.0), seed=seed)
     pruner.attach_optimizer(optimizer, step_hooks=True)
     model.train()
     for prune in range(1, PRUNES + 2):

@@ -1,17 +1,17 @@
 """Pruning as a library: FlipOut (Apostol, Stol & Forré, 2020) and its baselines for any PyTorch
 model and training loop.
 
-    from pruning import FlipOut, Periodic, Pruner
+    from pruning import FlipOut, Noise, Periodic, Pruner
 
-    pruner = Pruner(model, FlipOut(p=2), Periodic(rate=0.5, every=1), noise_scale=1.0)
+    pruner = Pruner(model, FlipOut(p=2), Periodic(rate=0.5, every=1), noise=Noise(scale=1.0))
     pruner.attach_optimizer(optimizer, step_hooks=True)
     ...                               # your loop, unchanged
     pruner.end_of_epoch()             # after each epoch: prunes when the schedule says so
 
-The names below are the stable surface: the Pruner and its hooks, the criteria (registry
-CRITERIA, `--prune_criterion`), the schedules (registry SCHEDULES, `--schedule`), masks and
-what a criterion is given (PruneInputs), and the N:M constraint that any ranking criterion
-obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
+The names below are the stable surface: the Pruner and its hooks, its parts (Noise,
+HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`), the schedules
+(registry SCHEDULES, `--schedule`), masks and what a criterion is given (PruneInputs), and the
+N:M constraint that any ranking criterion obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
 
 from .criteria import (
@@ -30,6 +30,7 @@ from .criteria import (
 from .grasp import GraSP
 from .mask import Masks
 from .nm import NM
+from .parts import HoyerSquare, Noise, Tensors
 from .prunable import PRUNABLE, prunable_parameters, register_prunable
 from .pruner import PruneEvent, Pruner
 from .registry import CRITERIA, build_criterion
@@ -47,10 +48,12 @@ __all__ = [
     "GlobalMagnitude",
     "GraSP",
     "Gradual",
+    "HoyerSquare",
     "IterativeMagnitude",
     "LayerMagnitude",
     "Masks",
     "NoPruning",
+    "Noise",
     "OneShot",
     "Periodic",
     "PruneEvent",
@@ -62,6 +65,7 @@ __all__ = [
     "Snip",
     "Step",
     "SynFlow",
+    "Tensors",
     "Threshold",
     "build_criterion",
     "prunable_parameters",

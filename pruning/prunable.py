@@ -163,9 +163,13 @@ def select_prunable(
     prune_bnorm: bool = False,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
+    names: tuple[str, str] | None = None,
 ) -> Selection:
-    """The tensors to prune and the default ones left dense, as the module docstring says."""
+    """The tensors to prune and the default ones left dense, as the module docstring says;
+    messages name `include` and `exclude` as `names` says (default: as prune_include and
+    prune_exclude)."""
     include, exclude = as_patterns(include), as_patterns(exclude)
+    include_name, exclude_name = names or (spelled("prune_include"), spelled("prune_exclude"))
     default = prunable_parameters(model, prune_bias, prune_bnorm)
     every, known = dict(model.named_parameters()), aliases(model)
     chosen = dict(default)
@@ -177,10 +181,10 @@ def select_prunable(
         picked = set(outside.values())
         if wanted:
             among = "prunable tensor (a parameter outside them is included by its exact name)"
-            picked |= set(matching(wanted, default, spelled("prune_include"), among, known))
+            picked |= set(matching(wanted, default, include_name, among, known))
         chosen = {name: p for name, p in every.items() if name in picked}
     if exclude:
-        dropped = set(matching(exclude, chosen, spelled("prune_exclude"), "prunable tensor", known))
+        dropped = set(matching(exclude, chosen, exclude_name, "prunable tensor", known))
         chosen = {name: p for name, p in chosen.items() if name not in dropped}
     excluded = {name: p for name, p in default.items() if name not in chosen}
     return Selection(chosen, excluded)

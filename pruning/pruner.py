@@ -1,7 +1,8 @@
 """The pruning engine a training loop talks to: masks, sign-flip counters, a criterion and a
-schedule, gradient noise and the Hoyer-Square penalty behind five calls.
+schedule, and its parts (gradient noise, the Hoyer-Square penalty, the tensors it prunes:
+pruning/parts.py) behind five calls.
 
-    pruner = Pruner(model, FlipOut(), Periodic(rate=0.5, every=2), noise_scale=1.0)
+    pruner = Pruner(model, FlipOut(), Periodic(rate=0.5, every=2), noise=Noise(scale=1.0))
     pruner.attach_optimizer(optimizer)       # once: lets pruning clear the optimizer's state
     pruner.before_training()                 # a one-shot schedule at epoch 0 (SNIP) prunes here
     loss = loss + pruner.penalty()           # Hoyer-Square, when enabled (None otherwise)
@@ -34,23 +35,21 @@ from torch import nn
 
 from .criteria import Criterion, PruneInputs, first_batches
 from .flips import FlipCounter
-from .hoyer import SCOPES, hoyer_square, penalised
+from .hoyer import hoyer_square, penalised
 from .kernels import Kernels
 from .mask import Masks, check_mask, layer_table
 from .nm import NM
 from .noise import GradientNoise
-from .options import RATE, SPARSITY, Bounded, flags_named, spelled
+from .options import RATE, SPARSITY, flags_named, spelled
+from .parts import HoyerSquare, Noise, Tensors, names_of, resolve
 from .prunable import aliases, as_patterns, matching, select_prunable
 from .registry import build_criterion
-from .schedule import NEVER, SCHEDULES, Schedule, Step
+from .schedule import SCHEDULES, Schedule, Step
 from .sync import Alone, Sync
 
 # Optimizers whose update is exactly zero for a weight whose value, gradient and per-weight state
 # are all zero. Exact types only: a subclass may change the update.
 KEEP_ZEROS = (torch.optim.SGD, torch.optim.RMSprop, torch.optim.Adam, torch.optim.AdamW)
-# the Pruner's strengths and last epochs: the command line's flags bound them more tightly
-STRENGTH = Bounded(float, low=0)
-LAST_EPOCH = Bounded(int, low=0, also=(NEVER,))
 
 
 @dataclass
@@ -88,8 +87,16 @@ def check_pairing(
         )
 
 
-def never_to_none(epoch: int | None) -> int | None:
-    return None if epoch in (None, NEVER) else epoch
+def check_part_kinds(parts: dict) -> None:
+    """TypeError for a part of the wrong kind (a class where an instance belongs, say)."""
+    for argument, kind, example in (("noise", Noise, "Noise(scale=1.0)"),
+                                    ("penalty", HoyerSquare, "HoyerSquare(strength=6e-5)"),
+                                    ("tensors", Tensors, "Tensors(bias=True)")):  # fmt: skip
+        part = parts[argument]
+        if part is not None and not isinstance(part, kind):
+            raise TypeError(
+                f"{argument} must be a {kind.__name__}, such as {example}, or None, got {part!r}"
+            )
 
 
 def check_parts(model, criterion, schedule) -> None:
@@ -109,47 +116,34 @@ def check_parts(model, criterion, schedule) -> None:
         )
 
 
-def check_strengths(noise_scale, hoyer_lambda, stop_noise_at, stop_hoyer_at) -> None:
-    """ValueError naming the keyword for a negative or non-finite strength, or a last epoch
-    that is neither an epoch nor -1 (None: not given)."""
-    given = {"noise_scale": noise_scale, "hoyer_lambda": hoyer_lambda}
-    for name, value in given.items():
-        if value is not None:
-            STRENGTH.check(name, value)
-    for name, epoch in {"stop_noise_at": stop_noise_at, "stop_hoyer_at": stop_hoyer_at}.items():
-        if epoch is not None:
-            LAST_EPOCH.check(name, epoch)
-
-
 class Pruner:
     """Prunes `model` (any nn.Module with weight matrices) with `criterion` (an instance or a
     registry name, pruning/criteria.py) on `schedule` (pruning/schedule.py; None: the
     criterion's own default, Periodic for most).
 
-    What is pruned (pruning/prunable.py): by default every layer's weight matrices (linear,
-    convolution of any kind, nn.MultiheadAttention's input projection); `prune_include`,
-    parameter names, module names or globs: only those of that set are pruned (and a parameter
-    outside it given by its exact name); `prune_exclude`, the same, that keep tensors dense
-    (`prune_exclude=["conv1", "fc"]`, `"*.head.*"`). The default tensors left out are
-    `excluded`: shown dense in the layer table and the summary.
+    Its parts (pruning/parts.py): `tensors`, which tensors are pruned, a Tensors (None: the
+    default one): every layer's weight matrices (linear, convolution of any kind,
+    nn.MultiheadAttention's input projection), biases and BatchNorm scales on request,
+    `include` selecting some of them and `exclude` keeping some dense
+    (`Tensors(exclude=("conv1", "fc"))`); the default tensors left out are `excluded`, shown
+    dense in the layer table and the summary. `noise`, gradient noise, a Noise, or None;
+    `penalty`, the Hoyer-Square penalty, a HoyerSquare, or None.
 
-    Keywords: `data`, training batches for criteria that score on them (a DataLoader, or any
-    re-iterable of (inputs, targets)); `noise_scale`, gradient noise of std ||g|| / sqrt(n) *
-    noise_scale on every trainable tensor (only the prunable ones with `noise_only_prunable`)
-    until epoch `stop_noise_at`; `hoyer_lambda`, the Hoyer-Square penalty's strength, applied
-    while epoch <= `stop_hoyer_at`, over the prunable tensors (`hoyer_scope="prunable"`) or every
-    trainable parameter (`"all"`, as the FlipOut authors' code; pruning/hoyer.py); `prune_bias`
-    and `prune_bnorm`, also prune biases and BatchNorm scales; `seed`, for the noise, Random's
-    choices and SNIP's re-initialised copy; `compile_kernels`, "auto", "on" or "off"
-    (pruning/kernels.py); `sync`, the process group under torchrun
-    (pruning/sync.py; the CLI passes utils.distributed.Distributed): gradient scores are summed
-    over ranks, and every prune checks that all ranks hold the same state.
+    Keywords besides: `data`, training batches for criteria that score on them (a DataLoader,
+    or any re-iterable of (inputs, targets)); `seed`, for the noise, Random's choices and SNIP's
+    re-initialised copy; `compile_kernels`, "auto", "on" or "off" (pruning/kernels.py); `sync`,
+    the process group under torchrun (pruning/sync.py; the CLI passes
+    utils.distributed.Distributed): gradient scores are summed over ranks, and every prune
+    checks that all ranks hold the same state.
+
+    The keywords of the release before that the parts replace (`noise_scale`, `hoyer_lambda`,
+    `prune_bias`, ... : parts.KEYWORDS) still work in this one, with a DeprecationWarning.
 
     `nm`, an N:M constraint (pruning/nm.py, "2:4" or NM(2, 4)): every prune also removes, in
     each group of M consecutive weights along a layer's inputs, the live ones beyond the N that
     the criterion ranks highest, so that at most N stay live; a prune that removes at least that
     many anyway keeps its exact sparsity. `nm_exclude` selects the tensors it leaves alone (a
-    first convolution with 3 input channels) as `prune_exclude` does; 1-D tensors (biases,
+    first convolution with 3 input channels) as `Tensors.exclude` does; 1-D tensors (biases,
     BatchNorm scales) are never constrained. The constraint holds from the first prune on:
     masks given to `adopt_masks` or loaded from a checkpoint are taken as they are.
     """
@@ -161,25 +155,19 @@ class Pruner:
         schedule: Schedule | None = None,
         *,
         data: Iterable | None = None,
-        noise_scale: float | None = None,
-        noise_only_prunable: bool = False,
-        stop_noise_at: int | None = None,
-        hoyer_lambda: float = 0.0,
-        stop_hoyer_at: int | None = None,
-        hoyer_scope: str = "prunable",
-        prune_bias: bool = False,
-        prune_bnorm: bool = False,
+        noise: Noise | None = None,
+        penalty: HoyerSquare | None = None,
+        tensors: Tensors | None = None,
+        nm: NM | str | None = None,
+        nm_exclude: str | Iterable[str] = (),
         seed: int = 0,
         compile_kernels: str = "auto",
         sync: Sync | None = None,
-        nm: NM | str | None = None,
-        nm_exclude: str | Iterable[str] = (),
-        prune_include: str | Iterable[str] | None = None,
-        prune_exclude: str | Iterable[str] | None = None,
+        **deprecated,
     ):
         check_parts(model, criterion, schedule)
-        check_strengths(noise_scale, hoyer_lambda, stop_noise_at, stop_hoyer_at)
-        SCOPES.check(spelled("hoyer_scope"), hoyer_scope)
+        parts = resolve({"noise": noise, "penalty": penalty, "tensors": tensors}, deprecated)
+        check_part_kinds(parts)
         self.criterion = build_criterion(criterion) if isinstance(criterion, str) else criterion
         if not self.criterion.prunes:
             schedule = None
@@ -192,23 +180,26 @@ class Pruner:
         self.model = model
         self.data = data
         self.sync = sync or Alone()
+        self.tensors = parts["tensors"] or Tensors()
+        # messages name the tensors' fields as the caller spelled them
+        self._tensor_names = names_of(self.tensors, keywords=bool(deprecated))
         selection = select_prunable(
-            model, prune_bias, prune_bnorm, include=prune_include, exclude=prune_exclude
-        )
+            model, self.tensors.bias, self.tensors.bnorm, self.tensors.include,
+            self.tensors.exclude, names=(self._tensor_names["include"],
+                                         self._tensor_names["exclude"]),
+        )  # fmt: skip
         self.params, self.excluded = selection.params, selection.excluded
         if not self.params:
             raise ValueError(
                 f"{type(model).__name__} has nothing to prune: no layer with a weight matrix "
                 "(pruning/prunable.py says which), or every one excluded"
             )
-        self.prune_include = as_patterns(prune_include)
-        self.prune_exclude = as_patterns(prune_exclude)
         if self.nm is None and nm_exclude:
             raise ValueError(
                 f"{spelled('nm_exclude')} leaves tensors out of an N:M constraint, but there is "
                 f"none ({spelled('nm')} is not given)"
             )
-        # patterns, matched as prune_exclude's are (a tensor kept dense may be named too: it is
+        # patterns, matched as Tensors.exclude's are (a tensor kept dense may be named too: it is
         # left alone anyway); the names of pruned tensors they select, from here on
         candidates = [*self.params, *self.excluded]
         left_alone = matching(
@@ -230,24 +221,10 @@ class Pruner:
         self.flips = FlipCounter(self.params, self.kernels)
         # Separate streams, so that switching noise on does not change which weights Random picks.
         self.random_generator = torch.Generator(self.device).manual_seed(seed)
-        self.hoyer_lambda = hoyer_lambda
-        self.stop_hoyer_at = never_to_none(stop_hoyer_at)
-        self.hoyer_scope = hoyer_scope
-        self.stop_noise_at = never_to_none(stop_noise_at)
-        self.noise = None
-        if noise_scale is not None:
-            targets = {
-                name: p
-                for name, p in model.named_parameters()
-                if p.requires_grad and (name in self.params or not noise_only_prunable)
-            }
-            self.noise = GradientNoise(
-                list(targets.values()),
-                noise_scale,
-                seed + 1,
-                masks=[self.masks.masks.get(name) for name in targets],
-                kernels=self.kernels,
-            )
+        self.hoyer: HoyerSquare | None = parts["penalty"]
+        self.noise_part: Noise | None = parts["noise"]
+        # the noise's own streams, as the part says (None: no noise)
+        self.noise = None if self.noise_part is None else self._noise(self.noise_part, seed + 1)
         # the masks as the step takes them; updated only in place, so the references stay valid
         self._masks = list(self.masks.masks.values())
         self.optimizer: torch.optim.Optimizer | None = None
@@ -261,6 +238,26 @@ class Pruner:
         # weights and optimizer state at the schedule's rewind epoch, once reached
         self.rewind_point: dict | None = None
         self.events: list[PruneEvent] = []
+
+    def _noise(self, part: Noise, seed: int) -> GradientNoise:
+        targets = {
+            name: p
+            for name, p in self.model.named_parameters()
+            if p.requires_grad and (name in self.params or not part.only_prunable)
+        }
+        return GradientNoise(
+            list(targets.values()),
+            part.scale,
+            seed,
+            masks=[self.masks.masks.get(name) for name in targets],
+            kernels=self.kernels,
+        )
+
+    @property
+    def hoyer_scope(self) -> str:
+        """The tensors the penalty sums over ("prunable" when there is none), as the release
+        before's attribute of that name read."""
+        return "prunable" if self.hoyer is None else self.hoyer.scope
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
         """The optimizer that steps these weights. From now on every prune zeroes its state for
@@ -314,21 +311,21 @@ class Pruner:
     def penalty(self, epoch: int | None = None) -> torch.Tensor | None:
         """The Hoyer-Square term to add to the loss in `epoch`, or None."""
         epoch = self.epoch if epoch is None else epoch
-        if not self.hoyer_lambda or (self.stop_hoyer_at is not None and epoch > self.stop_hoyer_at):
+        if self.hoyer is None or not self.hoyer.applies(epoch):
             return None
-        return self.hoyer_lambda * hoyer_square(
-            penalised(self.model, self.params.values(), self.hoyer_scope)
+        return self.hoyer.strength * hoyer_square(
+            penalised(self.model, self.params.values(), self.hoyer.scope)
         )
 
     @property
     def penalty_enabled(self) -> bool:
         """Whether `penalty` adds a term to the loss in some epoch."""
-        return bool(self.hoyer_lambda)
+        return self.hoyer is not None and bool(self.hoyer.strength)
 
     @torch.no_grad()
     def after_backward(self, epoch: int | None = None) -> None:
         """Between backward and the optimizer step: mask the gradients of pruned weights, then
-        add the gradient noise (until `stop_noise_at`)."""
+        add the gradient noise (in the epochs before the noise's `stop_at`)."""
         if self._reread_weights:
             self._reread_weights = False
             self._zero_pruned()
@@ -338,7 +335,7 @@ class Pruner:
                 self.kernels.mask_gradients([g for g, _ in pairs], [m for _, m in pairs])
         if self.noise is not None:
             epoch = self.epoch if epoch is None else epoch
-            if self.stop_noise_at is None or epoch < self.stop_noise_at:
+            if self.noise_part.applies(epoch):
                 # the noise std comes from the masked gradient; pruned entries are re-zeroed
                 self.noise.add()
 
@@ -456,12 +453,13 @@ class Pruner:
 
     def why_not_pruned(self, name: str) -> str:
         """Why `name` is no tensor this pruner prunes, in words that name the argument."""
+        names = self._tensor_names
         if name in self.excluded:
-            return "prune_exclude or prune_include keeps it dense"
+            return f"{names['exclude']} or {names['include']} keeps it dense"
         if name.endswith("bias"):
-            return "biases need prune_bias"
+            return f"biases need {names['bias']}"
         if name in dict(self.model.named_parameters()):
-            return "BatchNorm scales need prune_bnorm; other tensors, prune_include"
+            return f"BatchNorm scales need {names['bnorm']}; other tensors, {names['include']}"
         return "the model has no such parameter"
 
     def prune_inputs(self) -> PruneInputs:
@@ -504,9 +502,10 @@ class Pruner:
         # nm only where there is one: other runs' summaries stay as they were
         constraint = {"nm": str(self.nm), "nm_exclude": list(self.nm_exclude)} if self.nm else {}
         # the same for a choice of tensors
-        chosen = {"prune_include": list(self.prune_include)} if self.prune_include else {}
-        if self.prune_exclude:
-            chosen["prune_exclude"] = list(self.prune_exclude)
+        include, exclude = self.tensors.include, self.tensors.exclude
+        chosen = {"prune_include": list(include)} if include else {}
+        if exclude:
+            chosen["prune_exclude"] = list(exclude)
         return {
             "criterion": self.criterion.summary(),
             "schedule": None if self.schedule is None else self.schedule.summary(),

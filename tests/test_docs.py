@@ -34,6 +34,7 @@ import pytest
 import main as run_main
 from data import DATASETS
 from experiments.sweeps import SWEEPS
+from export.formats import FORMATS
 from models import MODELS
 from pruning import CRITERIA, SCHEDULES
 from tests.support.blocks import (
@@ -97,10 +98,10 @@ def to_run(page: Path) -> list[Block]:
 
 @contextlib.contextmanager
 def registries_kept() -> Iterator[None]:
-    """A page may register a criterion or a sweep, as its recipe says; the next page must not
-    see it."""
+    """A page may register a criterion, a sweep or an export format, as its recipe says; the
+    next page must not see it."""
     kept = [(registry, dict(registry)) for registry in
-            (CRITERIA, SCHEDULES, MODELS, DATASETS, OPTIMIZERS, SWEEPS)]  # fmt: skip
+            (CRITERIA, SCHEDULES, MODELS, DATASETS, OPTIMIZERS, SWEEPS, FORMATS)]  # fmt: skip
     try:
         yield
     finally:
