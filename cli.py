@@ -21,14 +21,13 @@ from pathlib import Path
 
 from data import DATASETS
 from models import MODELS, SOURCES, check_model_name
-from pruning import CRITERIA, NM, SCHEDULES, Pruner
+from pruning import CRITERIA, NM, SCHEDULES, HoyerSquare, Noise, Pruner, Tensors
 from pruning.hoyer import SCOPES as HOYER_SCOPES
 from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
-from utils.errors import OneLineParser, UserError, given_path
-from utils.io import special_file
+from utils.errors import OneLineParser, UserError, given_path, special_file
 from utils.logging import run_files_in, warn
 from utils.runtime import default_num_workers
 
@@ -113,25 +112,33 @@ def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Prune
                 criterion,
                 schedule,
                 data=data,
-                noise_scale=args.noise_scale_factor if args.noise else None,
-                noise_only_prunable=args.noise_only_prunable,
-                stop_noise_at=args.stop_noise_at,
-                hoyer_lambda=args.hoyer_lambda if args.add_hs else 0.0,
-                stop_hoyer_at=args.stop_hoyer_at,
-                hoyer_scope=args.hoyer_scope,
-                prune_bias=args.prune_bias,
-                prune_bnorm=args.prune_bnorm,
-                seed=args.seed,
-                compile_kernels=args.compile_kernels,
-                sync=sync,
+                **pruner_parts(args),
                 nm=args.nm,
                 # without --nm it does nothing, as the warning about it says
                 nm_exclude=(args.nm_exclude or ()) if args.nm else (),
-                prune_include=args.prune_include,
-                prune_exclude=args.prune_exclude,
+                seed=args.seed,
+                compile_kernels=args.compile_kernels,
+                sync=sync,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
+
+
+def pruner_parts(args: argparse.Namespace) -> dict:
+    """The Pruner's noise (with --noise), Hoyer-Square penalty (with --add_hs) and tensors, as
+    the flags say; a flag's -1 (never) is a part's None."""
+
+    def epoch(value: int) -> int | None:
+        return None if value == NEVER else value
+
+    noise = Noise(args.noise_scale_factor, args.noise_only_prunable, epoch(args.stop_noise_at))
+    penalty = HoyerSquare(args.hoyer_lambda, epoch(args.stop_hoyer_at), args.hoyer_scope)
+    tensors = Tensors(args.prune_bias, args.prune_bnorm, args.prune_include, args.prune_exclude)
+    return {
+        "noise": noise if args.noise else None,
+        "penalty": penalty if args.add_hs else None,
+        "tensors": tensors,
+    }
 
 
 def nm_pattern(text: str) -> str:

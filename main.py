@@ -46,6 +46,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cli import (
     IDENTITY_OPTIONS,
+    MACHINE_OPTIONS,
+    NAME_OPTIONS,
     build_pruner,
     build_pruning,
     changed_options,
@@ -55,8 +57,9 @@ from cli import (
 from data import DataSplits, build_datasets, split_validation
 from data.device import DeviceLoader
 from models import build_for_run, foreign_state, is_external
-from pruning import Pruner, prunable_parameters
+from pruning import CRITERIA, SCHEDULES, Pruner, prunable_parameters
 from pruning.prunable import matches
+from pruning.registry import method_label
 from training import (
     Diverged,
     LimitedBatches,
@@ -87,7 +90,8 @@ from utils.errors import (
 )
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
-from utils.io import made_folders, special_file, write_json_atomic
+from utils.io import made_folders, write_json_atomic
+from utils.errors import special_file
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import (
     RUN_FILES,
@@ -100,12 +104,38 @@ from utils.logging import (
     warn,
 )
 from pruning.mask import percent
+from pruning.options import options_of
 from utils.runtime import batchnorm_in_fp32, seed_everything
 from export.weights import load_weights, read_weights
 
 HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
+# what the HParams table leaves out: where a run ran, how it was named and where it was written,
+# which tell no result apart (the table names each run by its directory)
+NOT_HPARAMS = MACHINE_OPTIONS | NAME_OPTIONS
 # options that describe how a run was resumed, not the run itself
 BOOKKEEPING = ("resume", "resume_overrides")
+
+
+def hparams_of(summary: dict) -> dict:
+    """What TensorBoard's HParams table shows of a run: first its method as the report labels it
+    and the schedule it resolved to (--schedule is unset for a criterion's default), then its
+    options, less NOT_HPARAMS and the options of the criteria and schedules it did not use (a
+    FlipOut run has no use for --snip_batches: such columns crowded out the few that tell runs
+    apart)."""
+    schedule = (summary.get("schedule") or {}).get("name", "none")
+    own = {*flags_of(CRITERIA.get(summary["prune_criterion"])), *flags_of(SCHEDULES.get(schedule))}
+    others = {flag for cls in [*CRITERIA.values(), *SCHEDULES.values()] for flag in flags_of(cls)}
+    left_out = NOT_HPARAMS | (others - own) | {"schedule"}
+    options = {key: value for key, value in summary["options"].items() if key not in left_out}
+    # capitalised, they sort before every option in TensorBoard's columns (it orders them by
+    # name, those whose values differ first); λ spelled out, as its filter pane escapes it
+    method = summary["method"].replace("λ", "lambda")
+    return {"Method": method, "Schedule": schedule, **options}
+
+
+def flags_of(cls) -> list[str]:
+    """The flags a criterion or schedule class declares (none for None)."""
+    return [spec.flag for _, spec in options_of(cls)] if cls is not None else []
 
 
 @quiet_closed_pipes()
@@ -570,7 +600,7 @@ class Run:
             "model": args.model,
             "dataset": args.dataset,
             "prune_criterion": args.prune_criterion,
-            "method": self.pruner.criterion.method_label(self.options),
+            "method": method_label(args.prune_criterion, self.options),
             **self.pruner.summary(),
             "seed": args.seed,
             "epochs": self.total_epochs,
@@ -792,7 +822,7 @@ class Run:
             self.logger.write_summary(summary)
             if summary["status"] == "completed":
                 metrics = {key: summary[key] for key in HPARAM_METRICS}
-                self.logger.log_hparams(summary["options"], metrics)
+                self.logger.log_hparams(hparams_of(summary), metrics)
         except StorageError as failure:
             self.fail_at_the_end(failure)
         finally:

@@ -13,7 +13,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.common import DatasetError, DataSplits, describe, normalizing_transform
-from utils.io import special_file
+from utils.errors import special_file
 
 FOLDER = "imagenette2"
 IMAGE_SIZE = 224

@@ -21,7 +21,7 @@ from data.common import (
     resize_uint8,
 )
 from data.download import fetch
-from utils.io import special_file
+from utils.errors import special_file
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FILES = {  # name -> md5 of its .gz

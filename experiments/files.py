@@ -28,7 +28,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from utils.io import SPECIAL_KINDS, special_file
+from utils.errors import SPECIAL_KINDS, special_file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # a mark is read from the start of a file: this much of it
@@ -53,7 +53,7 @@ def kind_of(mode: int) -> str | None:
 
 
 def special(path: Path) -> str | None:
-    """What is at `path` when it is there and not a regular file: utils.io.special_file's
+    """What is at `path` when it is there and not a regular file: utils.errors.special_file's
     answer, or "a directory". A symbolic link counts as what it points to; a path the system
     refuses (too long) raises its OSError."""
     kind = special_file(path)

@@ -27,7 +27,6 @@ from rich.live import Live
 from rich.table import Table
 
 from experiments.files import read_bytes
-from experiments.report import finite_number, is_percentage
 from experiments.runs import (
     Finished,
     Held,
@@ -38,6 +37,7 @@ from experiments.runs import (
     read_json,
     start_main,
 )
+from experiments.values import finite_number, is_percentage
 from utils.errors import RunBusy, StorageError, UserError
 from utils.launch import how_it_ended
 from utils.stop import StopSignals

@@ -38,20 +38,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from experiments import published
+from experiments.plots import Curve, Level, Panel
 from experiments.published import TEST_IMAGES, Published
-from experiments.report import (
-    NOISY_BY_DEFAULT,
+from experiments.rows import (
     SPARSITY_TOLERANCE,
-    Curve,
-    Level,
-    Panel,
     Row,
-    finite_number,
     group_runs,
-    is_hoyer_square,
     level_row,
     mean_std,
-    method_label,
     option,
     table_head,
     table_line,
@@ -59,6 +53,7 @@ from experiments.report import (
 )
 from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL, resolve
 from experiments.sweeps import published_command
+from experiments.values import finite_number
 from experiments.verdict import (
     ALPHA,
     EQUIVALENCE_MARGIN,
@@ -69,6 +64,7 @@ from experiments.verdict import (
     spread_floor,
 )
 from pruning.mask import percent
+from pruning.registry import is_hoyer_square, method_label, published_noise
 
 # options that set the sparsity a row is matched on: compared through the sparsity itself (the
 # seed README gives SNIP 0.999 for 99.9%, the authors' figure runs 0.9990234375)
@@ -149,13 +145,14 @@ def noise_of(summary: dict) -> bool:
     """Whether the run added gradient noise; where its summary does not say, what its label
     means: FlipOut with noise, the others without."""
     noise = option(summary, "noise")
-    return summary["prune_criterion"] in NOISY_BY_DEFAULT if noise is None else bool(noise)
+    return published_noise(summary["prune_criterion"]) if noise is None else bool(noise)
 
 
 def same_method(summary: dict, row: Published) -> bool:
     if summary["model"] != row.model or summary["prune_criterion"] != row.criterion:
         return False
-    if is_hoyer_square(summary) != row.hoyer_square or option(summary, "nm"):
+    hoyer_square = is_hoyer_square(summary["prune_criterion"], summary.get("options") or {})
+    if hoyer_square != row.hoyer_square or option(summary, "nm"):
         return False
     if row.hoyer_square:
         strength = option(summary, "hoyer_lambda")
@@ -259,7 +256,7 @@ def differing(runs: list[tuple[tuple[str, ...], dict]], metric: str) -> tuple[Di
 
 def row_label(row: Published) -> str:
     """The published row's method as the report labels a run of it."""
-    return method_label({"prune_criterion": row.criterion, "options": row.options()})
+    return method_label(row.criterion, row.options())
 
 
 def sparsity_cell(comparison: Comparison) -> str:

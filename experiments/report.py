@@ -61,63 +61,41 @@ tables and the CSV are percent (0-100). The tables show two decimals, or as many
 never to round a share that is not 0 to 0.00 or one that is not all to 100.00 (`percent`).
 """
 
-import csv
 import hashlib
-import io
 import json
-import math
-import statistics
 import sys
-from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
-from experiments.files import png_texts, read_text, replace_problem, special
+from experiments import paper
+from experiments.files import read_text, replace_problem, special
+from experiments.plots import (
+    NOISE_PLOT_NAME,
+    PLOT_NAME,
+    accuracy_panels,
+    draw,
+    is_our_plot,
+    noise_panels,
+)
+from experiments.rows import (
+    METRICS,
+    Row,
+    grouping,
+    mean_std,
+    method_of,
+    table_head,
+    table_line,
+    write_dicts_csv,
+)
+from experiments.values import cell, epochs_problem, finite_number, is_percentage, shown
 from pruning.mask import percent
 from pruning.options import Bounded
-from pruning.registry import CRITERIA
+from pruning.registry import method_label
 from utils.errors import OneLineParser, StorageError, UserError, command, given_path
-from utils.io import write_atomic, write_text_atomic
 from utils.logging import epochs_logged
 
-PLOT_NAME = "accuracy_vs_sparsity.png"
-NOISE_PLOT_NAME = "noise_ablation.png"
-# a panel whose accuracies span more points than this gets a second, zoomed row (see draw)
-ZOOM_SPAN = 15.0
-# runs of one method whose final sparsities (fractions) lie this close belong to one level
-SPARSITY_TOLERANCE = 0.0005
-# Options that set how far a method prunes, which a curve varies from one sparsity level to the
-# next: the ladder's prune_freq (experiments/sweeps.py), SNIP's snip_sparsity, a rate, a target, a
-# number of rounds, a threshold. Part of no recipe, so that they never cut a curve into points: the
-# sparsity a run reached places it at its level. Runs that reach one level through different
-# values of them are still told apart, at that level (level_rows).
-LEVEL_OPTIONS = {
-    "prune_freq", "prune_rate", "stop_pruning_at", "rounds", "target_sparsity", "init_sparsity",
-    "snip_sparsity", "magnitude_threshold",
-}  # fmt: skip
-# main.py records options as plain values and lists of them; a damaged file may nest deeper
-MAX_NESTING = 8
-HOYER_SQUARE = "Hoyer-Square"
-PAPER_ORDER = [
-    "FlipOut",
-    "GlobalMagnitude",
-    "Random",
-    "SNIP",
-    HOYER_SQUARE,
-    "Magnitude",
-    "Threshold",
-    # the baselines that followed the paper
-    "IMP",
-    "SynFlow",
-    "GraSP",
-    "GMP",
-    "GMP (global)",
-    "Dense",
-]
-# the methods the paper runs with gradient noise: a run of them without it is labelled so
-NOISY_BY_DEFAULT = {"flipout"}
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -125,13 +103,6 @@ METRICS_LOG = "metrics.jsonl"
 # any of these without a summary.json beside it is a run that never wrote its end
 RUN_FILES = (CONFIG, "checkpoint.pt", METRICS_LOG)
 NO_SUMMARY = "no summary.json (killed?)"
-# a damaged file can hold a value of any size; messages and table cells show this much of it
-SHOWN_CHARACTERS = 40
-# --metric -> (summary.json key, table column, plot axis)
-METRICS = {
-    "final": ("final_test_acc", "Accuracy (%)", "Test accuracy (%)"),
-    "best": ("best_test_acc", "Best accuracy (%)", "Best test accuracy (%)"),
-}
 
 
 @dataclass(frozen=True)
@@ -162,160 +133,11 @@ class Duplicate:
     reason: str
 
 
-@dataclass(frozen=True)
-class Row:
-    """The completed runs of one method at one sparsity level of one (model, dataset)."""
-
-    model: str
-    dataset: str
-    method: str
-    sparsity_mean: float
-    accuracy_mean: float
-    accuracy_std: float | None  # sample std; None for a single run, where it is undefined
-    n: int
-    metric: str = "final"  # which accuracy: a key of METRICS
-    # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
-    flops_remaining_mean: float | None = None
-
-
-# what marks the report's files as its own, so that a rerun replaces them and nothing else
-# (experiments/files.py): a plot's PNG text chunk, and the start of a CSV's first line, the
-# columns every CSV of the report begins with
-PNG_MARK = ("Software", "python -m experiments.report")
 CSV_MARK = ",".join(field.name for field in fields(Row) if field.name != "flops_remaining_mean")
-
-
-def is_our_plot(head: bytes) -> bool:
-    keyword, text = PNG_MARK
-    return png_texts(head).get(keyword) == text
 
 
 def is_our_csv(head: bytes) -> bool:
     return head.startswith(f"{CSV_MARK}\n".encode()) or head.startswith(f"{CSV_MARK},".encode())
-
-
-def compact_number(value: float) -> str:
-    """Shortest readable spelling of a strength like λ: 6e-5, 2.5e-4, 1e-3, but 0.5 and 10."""
-    if value == 0 or 1e-2 <= abs(value) < 1e4:
-        return f"{value:g}"
-    mantissa, exponent = f"{value:.6e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def option(summary: dict, name: str):
-    """A training option as the summary records it; None where an older summary lacks it."""
-    return (summary.get("options") or {}).get(name)
-
-
-def hoyer_lambda(summary: dict) -> float:
-    return float(option(summary, "hoyer_lambda") or 0.0)
-
-
-def is_hoyer_square(summary: dict) -> bool:
-    """The paper's Hoyer-Square baseline: the penalty in the loss, then pruning by threshold."""
-    return summary["prune_criterion"] == "threshold" and bool(option(summary, "add_hs"))
-
-
-def noise_label(summary: dict) -> str:
-    """How the run's gradient noise sets it apart: the paper's FlipOut adds noise (λ = 1) and the
-    other methods do not, so only a departure shows: "(no noise)", "+ noise", and a scale other
-    than 1. Nothing for a summary that does not record the option."""
-    noise = option(summary, "noise")
-    if noise is None:
-        return ""
-    scale = option(summary, "noise_scale_factor")
-    scaled = noise and finite_number(scale) and scale != 1
-    if bool(noise) == (summary["prune_criterion"] in NOISY_BY_DEFAULT):
-        return f" (noise scale {scale:g})" if scaled else ""
-    if not noise:
-        return " (no noise)"
-    return f" + noise (scale {scale:g})" if scaled else " + noise"
-
-
-def method_label(summary: dict) -> str:
-    criterion = summary["prune_criterion"]
-    strength = compact_number(hoyer_lambda(summary))
-    if is_hoyer_square(summary):
-        return f"{HOYER_SQUARE} (λ={strength})"
-    # the criterion's class names its method; a criterion this version lacks keeps its own name
-    known = CRITERIA.get(criterion)
-    label = known.method_label(summary.get("options") or {}) if known else criterion
-    label += noise_label(summary)
-    if option(summary, "add_hs"):
-        return f"{label} + HS (λ={strength})"
-    return label
-
-
-def method_sort_key(summary: dict) -> tuple:
-    """Paper order; Hoyer-Square rows by λ; methods the paper does not have last, alphabetically."""
-    label = method_label(summary)
-    if option(summary, "nm"):  # "FlipOut 2:4" right after the same method unconstrained
-        return (*method_sort_key({**summary, "options": {**summary["options"], "nm": None}}), label)
-    if is_hoyer_square(summary):
-        return (PAPER_ORDER.index(HOYER_SQUARE), hoyer_lambda(summary), label)
-    if label in PAPER_ORDER:
-        return (PAPER_ORDER.index(label), 0.0, label)
-    # a variant ("IMP (rewind to epoch 1)", "FlipOut (gradual)", "GlobalMagnitude + noise")
-    # right after its method
-    base = label.split(" (")[0].split(" + ")[0]
-    if base in PAPER_ORDER:
-        return (PAPER_ORDER.index(base), 0.5, label)
-    return (len(PAPER_ORDER), 0.0, label)
-
-
-def one_line(text: str) -> str:
-    """`text` fit for a report line or a table cell: on one line, cut short when long, without
-    the `|` that would split a markdown cell."""
-    text = " ".join(text.split()).replace("|", "/")
-    return text if len(text) <= SHOWN_CHARACTERS else text[: SHOWN_CHARACTERS - 1] + "…"
-
-
-def shown(value) -> str:
-    """A value from a file as a message quotes it."""
-    return one_line(repr(value))
-
-
-def cell(value) -> str:
-    """A value from a file as a table cell shows it."""
-    return one_line(str(value))
-
-
-def finite_number(value) -> bool:
-    """A JSON number that arithmetic can use: not a bool, NaN, infinity or an int too large for a
-    float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
-def is_percentage(value) -> bool:
-    """Whether `value` can be an accuracy as a summary.json records it: a number from 0 to 100."""
-    return finite_number(value) and 0 <= value <= 100
-
-
-def is_count(value, least: int) -> bool:
-    """Whether `value` is a JSON integer (not a bool) of at least `least`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def epochs_problem(summary: dict) -> str | None:
-    """Why a summary's count of epochs cannot be a run's, or None: where recorded, `epochs` (all
-    it trains) a whole number from 1 and `epochs_completed` one from 0; a completed run has
-    trained all its epochs (more, where a resume with a shorter -e ended it as it was, main.py's
-    "nothing to train")."""
-    completed = summary.get("status") == "completed"
-    lead = "completed, but " if completed else ""
-    for key, least in (("epochs", 1), ("epochs_completed", 0)):
-        value = summary.get(key)
-        if value is not None and not is_count(value, least):
-            return f"{lead}{key} is {shown(value)}, not a whole number from {least}"
-    done, planned = summary.get("epochs_completed"), summary.get("epochs")
-    if completed and done is not None and planned is not None and done < planned:
-        return f"completed, but epochs_completed is {done}, fewer than its epochs ({planned})"
-    return None
 
 
 def listed_strings(value) -> bool:
@@ -448,7 +270,7 @@ def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, s
             skipped.append(((folder / METRICS_LOG).relative_to(root), problem))
         method = "?"
         if config:
-            method = method_label({"prune_criterion": config["prune_criterion"], "options": config})
+            method = method_label(config["prune_criterion"], config)
         run_id = config.get("run_id")
         row = IncompleteRun(
             run=folder.relative_to(root),
@@ -529,243 +351,6 @@ def drop_duplicates(
     return dict(sorted(kept.items())), kept_unfinished, sorted(duplicates, key=lambda d: d.run)
 
 
-def sparsity_levels(runs: list[dict]) -> list[list[dict]]:
-    """Runs split into levels of nearly equal final sparsity. Distances are measured from a
-    level's least sparse run, not from its latest member, so that a chain of close runs cannot
-    stretch one level beyond the tolerance."""
-    levels: list[list[dict]] = []
-    for run in sorted(runs, key=lambda r: r["final_sparsity"]):
-        if levels and run["final_sparsity"] - levels[-1][0]["final_sparsity"] <= SPARSITY_TOLERANCE:
-            levels[-1].append(run)
-        else:
-            levels.append([run])
-    return levels
-
-
-def flops_remaining_percent(runs: list[dict]) -> float | None:
-    shares = [
-        100 * run["flops_remaining"] / run["flops_dense"]
-        for run in runs
-        if run.get("flops_dense") and run.get("flops_remaining") is not None
-    ]
-    return statistics.mean(shares) if shares else None
-
-
-def network(summary: dict) -> str:
-    """The network of a run as its command line named it: -m, with --model_kwargs where given (a
-    timm ViT cut small is another network than the one its name describes)."""
-    kwargs = option(summary, "model_kwargs")
-    return f"{summary['model']} ({' '.join(kwargs)})" if kwargs else summary["model"]
-
-
-def recipe_defaults(runs: list[dict]) -> dict:
-    """The options of the recipe of `runs`, each with its default: every option of a run's
-    identity (experiments/runs.py), and every option their summaries record that this version's
-    parser does not know (one of a criterion registered from a researcher's own module, whose
-    default is unknown here: None), less RECIPE_NEUTRAL's (the seed among them) and those of where
-    and how a run ran and of its name, which its summary records too."""
-    from cli import MACHINE_OPTIONS, NAME_OPTIONS
-    from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL
-
-    recorded = sorted({key for run in runs for key in run.get("options") or {}})
-    left_out = MACHINE_OPTIONS | NAME_OPTIONS | RECIPE_NEUTRAL
-    keys = dict.fromkeys([*IDENTITY_DEFAULTS, *recorded])
-    return {key: IDENTITY_DEFAULTS.get(key) for key in keys if key not in left_out}
-
-
-def recorded_option(run: dict, key: str, defaults: dict):
-    """The run's value of option `key`, its default where its summary lacks it (or records null,
-    as options_problem reads it). A value nested deeper than MAX_NESTING, which no run records,
-    stands as one placeholder: comparing or showing it would recurse past Python's limit."""
-    value = option(run, key)
-    if value is None:
-        return defaults[key]
-    return value if nesting(value) <= MAX_NESTING else "(nested too deeply)"
-
-
-def nesting(value) -> int:
-    """How deep lists and objects nest in `value`: 0 for a number or a string, 1 for a list of
-    them. Counted layer by layer, without recursion."""
-    depth, layer = 0, [value]
-    while any(isinstance(item, list | dict) for item in layer):
-        depth += 1
-        layer = [
-            child
-            for item in layer
-            if isinstance(item, list | dict)
-            for child in (item.values() if isinstance(item, dict) else item)
-        ]
-    return depth
-
-
-def plain(value):
-    """A recorded value with equal numbers alike (2.0 as 2, as a file written by hand may have
-    it) and sequences as lists, as JSON keeps them."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    return value
-
-
-def recipe_value(run: dict, key: str, defaults: dict) -> str:
-    """The run's value of option `key` as a string that is equal exactly where the values are."""
-    return json.dumps(plain(recorded_option(run, key, defaults)), sort_keys=True)
-
-
-def option_text(value) -> str:
-    """An option's value in a label: on or off, a number in its shortest spelling (0.05, 5e-4),
-    a list by spaces, none."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value is None:
-        return "none"
-    if isinstance(value, list | tuple):
-        return " ".join(option_text(item) for item in value) or "none"
-    if isinstance(value, float) and finite_number(value):
-        return compact_number(value)
-    return str(value)
-
-
-def varying(runs: list[dict], keys: Iterable[str], defaults: dict) -> list[str]:
-    """Those of `keys` whose value is not the same in all `runs`, shortest name first."""
-    found = [key for key in keys if len({recipe_value(run, key, defaults) for run in runs}) > 1]
-    return sorted(found, key=lambda key: (len(key), key))
-
-
-def value_order(run: dict, keys: list[str], defaults: dict) -> tuple:
-    """A sort key of the run's values of `keys`: numbers by size (lr 0.05 before 0.1, epochs 4
-    before 10), other values by their text, after the numbers."""
-    order = []
-    for key in keys:
-        value = recorded_option(run, key, defaults)
-        order.append((0, value, "") if finite_number(value) else (1, 0, option_text(value)))
-    return tuple(order)
-
-
-def split(runs: list[dict], keys: list[str], defaults: dict) -> list[list[dict]]:
-    """`runs` parted by their values of `keys`, in the order of those values."""
-    parts = defaultdict(list)
-    for run in runs:
-        parts[tuple(recipe_value(run, key, defaults) for key in keys)].append(run)
-    return sorted(parts.values(), key=lambda part: value_order(part[0], keys, defaults))
-
-
-def variant_label(method: str, named: list[tuple[str, str]]) -> str:
-    """`method` with the (option, value) pairs that set its group apart: "FlipOut (lr 0.05)",
-    "FlipOut (no noise; lr 0.05)"; `method` itself without any."""
-    if not named:
-        return method
-    what = ", ".join(f"{key} {value}" for key, value in named)
-    return f"{method[:-1]}; {what})" if method.endswith(")") else f"{method} ({what})"
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """The report's rows, and how the completed runs were grouped into them."""
-
-    rows: list[Row]
-    splits: tuple[str, ...] = ()  # "FlipOut by lr": each method of several recipes, and how
-
-    @property
-    def groups(self) -> int:
-        """Groups of runs, each one method's of one recipe on one network: a label of a table
-        and a curve of a plot."""
-        return len({(row.model, row.dataset, row.method) for row in self.rows})
-
-    def line(self) -> str:
-        """The report's line that says how it grouped the runs."""
-        groups = f"{self.groups} group{'' if self.groups == 1 else 's'} of runs"
-        if not self.splits:
-            return f"{groups} (rows keyed by recipe; no method split)."
-        methods = f"{len(self.splits)} method{'' if len(self.splits) == 1 else 's'}"
-        return f"{groups} (rows keyed by recipe; {methods} split: {'; '.join(self.splits)})."
-
-
-def grouping(summaries: Iterable[dict], metric: str = "final") -> Grouping:
-    """The completed runs as rows, one per (model, dataset, method, recipe, sparsity level), with
-    the test accuracy `metric` names, ordered by (model, dataset), then paper order of methods,
-    then recipe, then increasing sparsity; and the methods that their recipes split."""
-    by_method = defaultdict(list)
-    for summary in summaries:
-        if summary["status"] == "completed":
-            by_method[(network(summary), summary["dataset"], method_label(summary))].append(summary)
-    keyed_rows, splits = [], []
-    for (_, _, method), runs in by_method.items():
-        rows, keys = method_rows(method, runs, metric)
-        keyed_rows += rows
-        if keys:  # named in the order of the tables
-            splits.append((min(order for order, _ in rows), f"{method} by {', '.join(keys)}"))
-    keyed_rows.sort(key=lambda pair: pair[0])
-    named = dict.fromkeys(text for _, text in sorted(splits, key=lambda split: split[0]))
-    return Grouping([row for _, row in keyed_rows], tuple(named))
-
-
-def method_rows(method: str, runs: list[dict], metric: str) -> tuple[list[tuple], list[str]]:
-    """The rows of one method's runs on one (model, dataset), each after its sort key, and the
-    options that tell its groups apart (none where all its runs are of one recipe): those of
-    the recipe that differ between its runs, and those of LEVEL_OPTIONS that differ between runs
-    of one sparsity level, which set that level's rows apart."""
-    defaults = recipe_defaults(runs)
-    recipe = varying(runs, [key for key in defaults if key not in LEVEL_OPTIONS], defaults)
-    level_keys = [key for key in defaults if key in LEVEL_OPTIONS]
-    keyed_rows, keys = [], set(recipe)
-    for curve in split(runs, recipe, defaults):
-        for level in sparsity_levels(curve):
-            apart = varying(level, level_keys, defaults)
-            keys.update(apart)
-            for point in split(level, apart, defaults):
-                named = [
-                    (key, one_line(option_text(recorded_option(point[0], key, defaults))))
-                    for key in [*recipe, *apart]
-                ]
-                row = level_row(point, metric, variant_label(method, named))
-                order = (row.model, row.dataset, method_sort_key(point[0]),
-                         value_order(point[0], recipe, defaults), row.sparsity_mean,
-                         value_order(point[0], apart, defaults))  # fmt: skip
-                keyed_rows.append((order, row))
-    return keyed_rows, sorted(keys, key=lambda key: (len(key), key))
-
-
-def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:
-    """The rows of `grouping`: one per (model, dataset, method, recipe, sparsity level)."""
-    return grouping(summaries, metric).rows
-
-
-def level_row(level: list[dict], metric: str = "final", method: str | None = None) -> Row:
-    """The Row of completed runs of one method at one sparsity level: their mean sparsity and
-    the mean and sample std of their test accuracy `metric`, labelled `method` (the method's
-    own label by default)."""
-    accuracies = [run[METRICS[metric][0]] for run in level]
-    return Row(
-        model=network(level[0]),
-        dataset=level[0]["dataset"],
-        method=method_label(level[0]) if method is None else method,
-        sparsity_mean=100 * statistics.mean(run["final_sparsity"] for run in level),
-        accuracy_mean=statistics.mean(accuracies),
-        accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else None,
-        n=len(level),
-        metric=metric,
-        flops_remaining_mean=flops_remaining_percent(level),
-    )
-
-
-def mean_std(mean: float, std: float | None, n: int) -> str:
-    """`mean ± std (n=k)`, without the ± where a single run has no sample std."""
-    spread = "" if std is None else f" ± {std:.2f}"
-    return f"{mean:.2f}{spread} (n={n})"
-
-
-def table_line(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def table_head(header: list[str]) -> list[str]:
-    return [table_line(header), "|---" * len(header) + "|"]
-
-
 def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     """A heading and a table per (model, dataset); `rows` as ordered by group_runs."""
     metric = rows[0].metric if rows else "final"
@@ -797,7 +382,7 @@ def incomplete_runs_table(
             done, planned = summary.get("epochs_completed", "?"), summary.get("epochs", "?")
             epochs = f"{cell(done)}/{cell(planned)}"
             seed, status = cell(summary.get("seed", "?")), cell(summary["status"])
-            runs.append(IncompleteRun(path.parent, method_label(summary), seed, status, epochs))
+            runs.append(IncompleteRun(path.parent, method_of(summary), seed, status, epochs))
     if not runs:
         return ""
     header = ["Run", "Method", "Seed", "Status", "Epochs"]
@@ -834,236 +419,6 @@ def write_csv(rows: list[Row], path: Path, show_flops: bool = False) -> None:
     write_dicts_csv(columns, [asdict(row) for row in rows], path)
 
 
-def write_dicts_csv(columns: list[str], lines: list[dict], path: Path) -> None:
-    """`lines` under `columns` (a key a line lacks is an empty cell, one not in `columns` left
-    out), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(lines)
-    write_text_atomic(Path(path), buffer.getvalue())
-
-
-def nines(sparsity_percent: float) -> float:
-    """Plot position: 90% -> 1, 99% -> 2, 99.9% -> 3, so that 75% .. 99.9% spread evenly.
-    Clamped so that a fully pruned model stays on the axis instead of at infinity."""
-    return -math.log10(max(1 - sparsity_percent / 100, 1e-6))
-
-
-def readable_ticks(sparsities: list[float]) -> list[float]:
-    """The measured sparsities, dropping any that would print on top of the previous one."""
-    ticks: list[float] = []
-    for sparsity in sorted(sparsities):
-        if not ticks or nines(sparsity) - nines(ticks[-1]) >= 0.15:
-            ticks.append(sparsity)
-    return ticks
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One line of a panel: a method's accuracy at each of its sparsities (percent)."""
-
-    method: str  # the method's label, which pairs our curve with the paper's
-    sparsity: tuple[float, ...]
-    accuracy: tuple[float, ...]
-    spread: tuple[float, ...]  # error bars: the sample std, 0 where there is none
-    paper: bool = False  # the published curve, drawn dashed beside ours
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} (paper)" if self.paper else self.method
-
-
-@dataclass(frozen=True)
-class Level:
-    """A horizontal line across a panel: an unpruned network's accuracy."""
-
-    method: str
-    accuracy: float
-    spread: float
-    paper: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} (paper)" if self.paper else self.method
-
-
-@dataclass
-class Panel:
-    """One subplot: a (model, dataset)'s curves and horizontal lines, what a plot shows."""
-
-    model: str
-    dataset: str
-    metric: str
-    curves: list[Curve]
-    levels: list[Level]
-    note: str = ""  # a second title line, e.g. what the dashed curves are
-
-    @property
-    def title(self) -> str:
-        return f"{self.model} on {self.dataset}" + (f"\n{self.note}" if self.note else "")
-
-
-def curve_of(rows: list[Row], paper: bool = False) -> Curve:
-    """The rows of one method as a curve, by increasing sparsity."""
-    rows = sorted(rows, key=lambda row: row.sparsity_mean)
-    return Curve(
-        method=rows[0].method,
-        sparsity=tuple(row.sparsity_mean for row in rows),
-        accuracy=tuple(row.accuracy_mean for row in rows),
-        spread=tuple(row.accuracy_std or 0.0 for row in rows),
-        paper=paper,
-    )
-
-
-def panel_of(rows: list[Row], methods: Iterable[str] | None = None) -> Panel:
-    """One (model, dataset)'s rows as a panel: a curve per method label, so one per group of
-    runs (all, or those in `methods`), the dense network's as a horizontal line (one per
-    recipe, where its runs are of several)."""
-    dense = CRITERIA["none"].label
-    wanted = None if methods is None else set(methods)
-    curves, levels = [], []
-    for method in dict.fromkeys(row.method for row in rows):  # paper order, once each
-        points = [row for row in rows if row.method == method]
-        if method == dense or method.startswith(f"{dense} ("):
-            [row, *_] = points
-            levels.append(Level(method, row.accuracy_mean, row.accuracy_std or 0.0))
-        elif wanted is None or method in wanted:
-            curves.append(curve_of(points))
-    return Panel(rows[0].model, rows[0].dataset, rows[0].metric, curves, levels)
-
-
-def by_pair(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
-    """The rows of each (model, dataset), in table order."""
-    pairs: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        pairs.setdefault((row.model, row.dataset), []).append(row)
-    return pairs
-
-
-def accuracy_panels(rows: list[Row], paper: bool = False) -> list[Panel]:
-    """The accuracy-vs-sparsity plot: a panel for every (model, dataset) where some method has
-    several sparsity levels (with `paper`, also for every network of the paper), with every
-    method's curve and the dense network as a line. Where the noise ablation has its own panel
-    (noise_panels), its variants are drawn there, not here."""
-    ablated = {(panel.model, panel.dataset) for panel in noise_panels(rows)}
-    variants = set(noise_ablation_methods().values())
-    rows = [r for r in rows if (r.model, r.dataset) not in ablated or r.method not in variants]
-    levels = Counter((row.model, row.dataset, row.method) for row in rows)
-    networks = paper_networks() if paper else set()
-    return [
-        panel_of(pair_rows)
-        for (model, dataset), pair_rows in by_pair(rows).items()
-        if model in networks or any(levels[(model, dataset, row.method)] > 1 for row in pair_rows)
-    ]
-
-
-def paper_networks() -> set[str]:
-    from experiments.published import load
-
-    return set(load().networks)
-
-
-def noise_ablation_methods() -> dict[str, str]:
-    """The noise ablation's pairs: each method as the paper runs it -> its other noise setting."""
-    return {
-        method_label({"prune_criterion": name, "options": {}}): method_label(
-            {"prune_criterion": name, "options": {"noise": name not in NOISY_BY_DEFAULT}}
-        )
-        for name in ("flipout", "global_magnitude")
-    }
-
-
-def noise_panels(rows: list[Row]) -> list[Panel]:
-    """The noise-ablation plot: a panel for every (model, dataset) with runs of a method both as
-    the paper runs it and with the other noise setting (FlipOut without its noise,
-    GlobalMagnitude with noise), with both settings of both methods."""
-    pairs = noise_ablation_methods()
-    methods = [*pairs, *pairs.values()]
-    panels = []
-    for pair_rows in by_pair(rows).values():
-        present = {row.method for row in pair_rows}
-        if any(plain in present and variant in present for plain, variant in pairs.items()):
-            panels.append(panel_of(pair_rows, methods))
-    return panels
-
-
-def draw(panels: list[Panel], path: Path) -> Path | None:
-    """Write the panels side by side as one PNG; None, and nothing written, without panels.
-    Our curves are solid with error bars of one sample std; the paper's dashed, in the colour of
-    ours of the same method; horizontal lines for the unpruned networks. Where a panel's
-    accuracies span more than ZOOM_SPAN points, a second row shows its top ZOOM_SPAN points,
-    where methods that did not collapse differ by tenths."""
-    if not panels:
-        return None
-    # the Agg canvas directly rather than pyplot: no display, and no global figure state to leak
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    zoomed = [accuracy_span(panel) > ZOOM_SPAN for panel in panels]
-    rows = 2 if any(zoomed) else 1
-    figure = Figure(figsize=(6.5 * len(panels), 4.8 * rows), layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = figure.subplots(rows, len(panels), squeeze=False)
-    for column, panel in enumerate(panels):
-        draw_panel(grid[0][column], panel)
-        if rows == 2 and zoomed[column]:
-            draw_panel(grid[1][column], panel, zoom=True)
-        elif rows == 2:
-            grid[1][column].set_axis_off()
-    keyword, mark = PNG_MARK  # what makes the file recognisably ours (experiments/files.py)
-    write_atomic(
-        Path(path),
-        lambda file: figure.savefig(file, format="png", dpi=150, metadata={keyword: mark}),
-    )
-    return Path(path)
-
-
-def accuracy_span(panel: Panel) -> float:
-    values = [value for curve in panel.curves for value in curve.accuracy]
-    values += [level.accuracy for level in panel.levels]
-    return max(values) - min(values) if values else 0.0
-
-
-def draw_panel(axes, panel: Panel, zoom: bool = False) -> None:
-    methods = list(dict.fromkeys(curve.method for curve in panel.curves))
-    colours = {method: f"C{index % 10}" for index, method in enumerate(methods)}
-    for curve in panel.curves:
-        axes.errorbar(
-            [nines(value) for value in curve.sparsity],
-            curve.accuracy,
-            yerr=curve.spread,
-            color=colours[curve.method],
-            linestyle="--" if curve.paper else "-",
-            marker="s" if curve.paper else "o",
-            markerfacecolor="none" if curve.paper else None,
-            alpha=0.8 if curve.paper else 1.0,
-            capsize=3,
-            label=curve.label,
-        )
-    for level in panel.levels:
-        colour = "black" if level.paper else "dimgray"
-        axes.axhline(level.accuracy, color=colour, linestyle="--" if level.paper else "-",
-                     linewidth=1, label=level.label)  # fmt: skip
-    # ticks at the curves' levels: a lone point elsewhere would crowd out a level's label
-    swept = [value for curve in panel.curves if len(curve.sparsity) > 1 for value in curve.sparsity]
-    ticks = readable_ticks(swept or [value for curve in panel.curves for value in curve.sparsity])
-    labels = [f"{tick:.2f}".rstrip("0").rstrip(".") for tick in ticks]
-    axes.set_xticks([nines(tick) for tick in ticks], labels, rotation=45 if len(ticks) > 5 else 0)
-    axes.set_xlabel("Sparsity (%)")
-    axes.set_ylabel(METRICS[panel.metric][2])
-    axes.grid(alpha=0.3)
-    if zoom:
-        top = max(
-            [v for c in panel.curves for v in c.accuracy] + [v.accuracy for v in panel.levels]
-        )
-        axes.set_ylim(top - ZOOM_SPAN, top + 1)
-        axes.set_title(f"the top {ZOOM_SPAN:g} points", fontsize="small")
-        return
-    axes.set_title(panel.title, fontsize="medium")
-    axes.legend(fontsize="x-small")
-
-
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="python -m experiments.report",
@@ -1098,17 +453,18 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def write_plots(rows: list[Row], directory: Path, paper: bool) -> list[Path]:
-    """accuracy_vs_sparsity.png and noise_ablation.png where they have panels; with `paper`,
+def write_plots(rows: list[Row], directory: Path, beside_paper: bool) -> list[Path]:
+    """accuracy_vs_sparsity.png and noise_ablation.png where they have panels; with `beside_paper`,
     a panel for every network of the paper, the paper's curves dashed beside ours. A runs folder
     that refuses the files is a note, not a failure: the plots were not asked for."""
     written = []
-    figures = [(PLOT_NAME, accuracy_panels(rows, paper)), (NOISE_PLOT_NAME, noise_panels(rows))]
+    figures = [
+        (PLOT_NAME, accuracy_panels(rows, beside_paper)),
+        (NOISE_PLOT_NAME, noise_panels(rows)),
+    ]
     for name, panels in figures:
-        if paper:
-            from experiments.paper import with_paper
-
-            panels = with_paper(panels)
+        if beside_paper:
+            panels = paper.with_paper(panels)
         problem = plot_problem(directory / name) if panels else None
         if problem:
             print(f"note: {problem}", file=sys.stderr)
@@ -1180,8 +536,6 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
     beside = None
     if args.paper:
-        from experiments import paper
-
         beside = paper.compare(summaries.values(), args.metric, args.equivalence_margin)
     sections = [
         markdown_tables(rows, show_flops) if rows else "No completed runs.",

@@ -42,7 +42,7 @@ from cli import (
     parse_args,
 )
 from experiments.files import read_text, special
-from experiments.report import epochs_problem, is_count, is_percentage
+from experiments.values import epochs_problem, is_count, is_percentage
 from utils.checkpoint import CHECKPOINT
 from utils.errors import RunBusy, UserError, given_path
 from utils.lock import LOCK_FILE, RunLock, holder

@@ -39,8 +39,7 @@ from torch import nn
 from export.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
 from export.formats import MODULE_FORMATS, export_header, read_torch_file, reading, sparse_state
 from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
-from utils.errors import UserError
-from utils.io import special_file
+from utils.errors import UserError, special_file
 
 MODEL_FILE = "model.pt"
 # DataParallel and DistributedDataParallel name their module "module"

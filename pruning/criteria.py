@@ -76,6 +76,14 @@ class Criterion:
     scope = "global"  # "global": one ranking over the network; "layer": one per tensor
     ranks = True  # False for a rule that decides by itself how many weights go (Threshold)
     prunes = True  # False for dense training
+    # the method as published adds gradient noise (FlipOut's λ): a run of it without noise, and
+    # a run of any other with noise, is labelled as the departure it is (registry.method_label)
+    noisy = False
+    # with the Hoyer-Square penalty in the loss (--add_hs) this is Yang et al.'s Hoyer-Square
+    hoyer_square = False
+    # the registry, name -> class (pruning/registry.py), which binds it here when it is built:
+    # this module is below the registry and cannot import it
+    registry: ClassVar[dict[str, type["Criterion"]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -89,16 +97,11 @@ class Criterion:
     schedule_labels: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def method_label(cls, options: dict) -> str:
-        """The method's name in a report, given the run's options: its `variant_label`, and the
-        N:M constraint when there is one ("FlipOut 2:4": a constrained run is another method)."""
-        label = cls.variant_label(options)
-        return f"{label} {options['nm']}" if options.get("nm") else label
-
-    @classmethod
     def variant_label(cls, options: dict) -> str:
         """Its label, and the schedule when it is not the criterion's own (runs on different
-        schedules are other methods)."""
+        schedules are other methods), given the run's options under their flags' names. The
+        part of the method's label (pruning.registry.method_label) that is the criterion's: a
+        criterion whose options make other methods says so here."""
         schedule = options.get("schedule")
         if schedule in cls.schedule_labels:
             return cls.schedule_labels[schedule]
@@ -136,9 +139,7 @@ class Criterion:
     @property
     def name(self) -> str:
         """Its registry name; a criterion used without registering it goes by its class name."""
-        from .registry import CRITERIA  # the registry imports this module: look it up when asked
-
-        return next((key for key, cls in CRITERIA.items() if cls is type(self)),
+        return next((key for key, cls in self.registry.items() if cls is type(self)),
                     type(self).__name__)  # fmt: skip
 
 
@@ -153,6 +154,7 @@ class FlipOut(Criterion):
     p: float = option("flipout_p", POSITIVE_P, 2.0, "FlipOut score |w|^p / (flips + 1)")
 
     label = "FlipOut"
+    noisy = True
 
     def scores(self, inputs):
         return {
@@ -229,6 +231,7 @@ class Threshold(Criterion):
 
     label = "Threshold"
     ranks = False
+    hoyer_square = True
 
     def select(self, inputs, step):
         return {

@@ -8,9 +8,13 @@ no two rooms can import each other, however indirectly.
 """
 
 import ast
+import collections
+import itertools
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.support import ROOT
 
@@ -145,3 +149,88 @@ def test_no_test_module_imports_another():
         if name.startswith("tests.") and name.split(".")[1].startswith(("test_", "conftest"))
     ]
     assert not leaning, "test modules importing test modules:\n" + "\n".join(leaning)
+
+
+def module_name(path: Path) -> str:
+    """The dotted name a file is imported by: pruning/criteria.py is pruning.criteria, a package's
+    __init__.py the package."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> list[tuple[int, str]]:
+    """(line, module) for every import in the file, at module level or inside a function, of one
+    of `modules`: `from package import name` imports package.name where that is a module, and
+    the package itself otherwise; relative imports are resolved against the file's package."""
+    own = module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                member = f"{base}.{alias.name}"
+                found.append((node.lineno, member if member in modules else base))
+    return [(line, name) for line, name in found if name in modules and name != own]
+
+
+def module_graph(files: list[Path]) -> dict[str, dict[str, str]]:
+    """module -> {module of the same room it imports: where}."""
+    modules = {module_name(path) for path in files}
+    graph: dict[str, dict[str, str]] = {name: {} for name in modules}
+    for path in files:
+        for line, name in imported_modules(path, modules):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            graph[module_name(path)].setdefault(name, where)
+    return graph
+
+
+def shortest_cycle(graph: dict[str, dict[str, str]], start: str) -> list[str] | None:
+    """The shortest way from `start` through its imports back to it, as the modules along it."""
+    paths = {start: [start]}
+    queue = collections.deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in sorted(graph[node]):
+            if target == start:
+                return [*paths[node], start]
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    return None
+
+
+def cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The shortest cycle through each module that lies on one, each cycle once (from its
+    first module in sorted order)."""
+    found = []
+    for start in sorted(graph):
+        cycle = shortest_cycle(graph, start)
+        if cycle is None:
+            continue
+        first = cycle.index(min(cycle[:-1]))
+        rotated = [*cycle[first:-1], *cycle[:first], cycle[first]]
+        if rotated not in found:
+            found.append(rotated)
+    return found
+
+
+@pytest.mark.parametrize("room", sorted(room for room in rooms() if len(rooms()[room]) > 1))
+def test_no_import_cycle_within_a_room(room):
+    """Modules of one room import each other one way only, inside functions too: a cycle
+    deferred into a function still ties the two modules into one, and breaks as soon as either
+    import moves to the top of its file."""
+    graph = module_graph(rooms()[room])
+    found = [
+        " -> ".join(cycle)
+        + " ("
+        + ", ".join(graph[source][target] for source, target in itertools.pairwise(cycle))
+        + ")"
+        for cycle in cycles(graph)
+    ]
+    assert not found, f"import cycles within {room}/:\n" + "\n".join(found)

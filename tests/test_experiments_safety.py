@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import cli
-from experiments import report
+from experiments import plots, report
 from experiments.files import png_texts
 from experiments.first_steps import check_first_steps
 from experiments.runs import options_of, resolve_all
@@ -730,14 +730,14 @@ def test_the_plot_never_replaces_what_the_report_did_not_write(thing, tmp_path, 
     runs = tmp_path / "runs"
     two_levels(runs)
     put, problem = THINGS[thing]
-    put(runs / report.PLOT_NAME)
+    put(runs / plots.PLOT_NAME)
     before = snapshot(tmp_path)
     with deadline(SECONDS, f"the plot onto {thing}"):
         code, out, err = run_report(capsys, runs)
     assert code == 0 and "| FlipOut | 50.00 | 87.00 (n=1) |" in out and "Plot:" not in out
     problem = problem.format(what="a plot of this report")
     assert err == (
-        f"note: {runs / report.PLOT_NAME} is {problem}: left as it is, no plot written (move it "
+        f"note: {runs / plots.PLOT_NAME} is {problem}: left as it is, no plot written (move it "
         "away for one)\n"
     )
     assert snapshot(tmp_path) == before
@@ -746,10 +746,10 @@ def test_the_plot_never_replaces_what_the_report_did_not_write(thing, tmp_path, 
 def test_the_reports_own_files_are_replaced_on_a_rerun(tmp_path, capsys):
     runs, table = tmp_path / "runs", tmp_path / "results.csv"
     two_levels(runs)
-    plot = runs / report.PLOT_NAME
+    plot = runs / plots.PLOT_NAME
     code, out, err = run_report(capsys, runs, "--csv", table, "--flops")
     assert code == 0 and f"Plot: {plot}" in out, err
-    assert png_texts(plot.read_bytes()).get(report.PNG_MARK[0]) == report.PNG_MARK[1]
+    assert png_texts(plot.read_bytes()).get(plots.PNG_MARK[0]) == plots.PNG_MARK[1]
     first = (table.read_text(), plot.stat().st_ino)
     write_summary(runs / "more", final_sparsity=0.75, final_test_acc=80.0)
     code, out, err = run_report(capsys, runs, "--csv", table)

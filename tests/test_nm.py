@@ -10,10 +10,10 @@ from torch import nn
 
 import main
 from cli import parse_args
-from experiments.report import method_label
 from experiments.runs import IDENTITY_DEFAULTS
 from models import build_model
 from pruning import NM, Criterion, Periodic, Pruner, SynFlow, build_criterion
+from pruning.registry import method_label
 from tests.support.runs import assert_one_error_line, only_run_dir, quick
 
 CONSTRAINED_CRITERIA = ["flipout", "global_magnitude", "magnitude", "random", "snip", "grasp"]
@@ -231,9 +231,10 @@ def test_a_run_with_nm_records_it_and_saves_n_of_m_masks(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["nm"], summary["nm_exclude"]) == ("2:4", [])
     assert summary["options"]["nm"] == "2:4"
-    assert summary["method"] == "FlipOut 2:4"
-    # the report names how the run departs from the paper's FlipOut, which trains with noise
-    assert method_label(summary) == "FlipOut 2:4 (no noise)"
+    # the summary names the method as the report does, with how the run departs from the
+    # paper's FlipOut, which trains with noise
+    assert summary["method"] == "FlipOut 2:4 (no noise)"
+    assert method_label(summary["prune_criterion"], summary["options"]) == summary["method"]
     # periodic at rate 0.5 after epochs 1 and 2: the first prune is exactly what 2:4 forces
     assert summary["final_sparsity"] == pytest.approx(0.75, abs=1e-3)
     masks = torch.load(run_dir / "model.pt", weights_only=True)["masks"]

@@ -16,9 +16,11 @@ import pytest
 from scipy.special import stdtr, stdtrit
 
 from experiments import __main__ as launcher
-from experiments import cost, paper, published, report
+from experiments import cost, paper, plots, published, report
+from experiments.rows import Row, group_runs
 from experiments.runs import resolve, resolve_all
 from experiments.sweeps import SWEEPS, published_command
+from pruning.registry import method_label
 
 RESULTS = published.load()
 NETWORKS = {"vgg19": "cifar10", "resnet18": "cifar10", "densenet121": "imagenette"}
@@ -466,11 +468,11 @@ def test_paper_refuses_the_best_epoch_metric(tmp_path, capsys):
     ],
 )
 def test_a_method_label_says_how_its_noise_departs_from_the_papers(criterion, options, label):
-    assert report.method_label({"prune_criterion": criterion, "options": options}) == label
+    assert method_label(criterion, options) == label
 
 
-def rows_of(root: Path) -> list[report.Row]:
-    return report.group_runs(report.load_summaries(root)[0].values())
+def rows_of(root: Path) -> list[Row]:
+    return group_runs(report.load_summaries(root)[0].values())
 
 
 def test_the_accuracy_plot_draws_the_papers_curve_beside_ours(tmp_path):
@@ -479,7 +481,7 @@ def test_the_accuracy_plot_draws_the_papers_curve_beside_ours(tmp_path):
             fabricate(tmp_path, row_of("vgg19", "flipout", level), seed, 90.0 + seed)
     fabricate(tmp_path, row_of("vgg19", "none"), 0, 93.0)
     fabricate(tmp_path, row_of("vgg19", "flipout", 75.0, noise=False), 0, 93.3)
-    [panel] = paper.with_paper(report.accuracy_panels(rows_of(tmp_path), paper=True))
+    [panel] = paper.with_paper(plots.accuracy_panels(rows_of(tmp_path), paper=True))
     assert (panel.model, panel.dataset) == ("vgg19", "cifar10")
     # ours, then the paper's: the noise ablation's arm goes to its own plot
     ours, published_curve = panel.curves
@@ -494,7 +496,7 @@ def test_the_accuracy_plot_draws_the_papers_curve_beside_ours(tmp_path):
         ("Dense (paper)", 93.58, 0.15),
     ]
     assert "dashed: the paper" in panel.title
-    assert report.draw([panel], tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert plots.draw([panel], tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_noise_plot_draws_both_arms_of_both_methods_and_the_papers(tmp_path):
@@ -506,7 +508,7 @@ def test_the_noise_plot_draws_both_arms_of_both_methods_and_the_papers(tmp_path)
             fabricate(tmp_path, row_of("resnet18", criterion, sparsity, noise), 0, accuracy)
     fabricate(tmp_path, row_of("resnet18", "random", level), 0, 13.0)
     rows = rows_of(tmp_path)
-    [panel] = paper.with_paper(report.noise_panels(rows))
+    [panel] = paper.with_paper(plots.noise_panels(rows))
     assert [(c.method, c.paper) for c in panel.curves] == [
         ("FlipOut", False), ("FlipOut", True),
         ("FlipOut (no noise)", False), ("FlipOut (no noise)", True),
@@ -517,13 +519,13 @@ def test_the_noise_plot_draws_both_arms_of_both_methods_and_the_papers(tmp_path)
     assert papers["GlobalMagnitude + noise"].accuracy[-1] == 83.23
     assert papers["FlipOut (no noise)"].accuracy[-1] == 73.2433
     # the accuracy plot leaves the ablation's arms out
-    [accuracy] = report.accuracy_panels(rows)
+    [accuracy] = plots.accuracy_panels(rows)
     assert [c.method for c in accuracy.curves] == ["FlipOut", "GlobalMagnitude", "Random"]
     # without both settings of a method there is no noise plot, and the accuracy plot keeps
     # the runs of the other setting
     plain = [row for row in rows if row.method != "FlipOut" and "+ noise" not in row.method]
-    assert report.noise_panels(plain) == []
-    [accuracy] = report.accuracy_panels(plain)
+    assert plots.noise_panels(plain) == []
+    [accuracy] = plots.accuracy_panels(plain)
     assert [c.method for c in accuracy.curves] == [
         "FlipOut (no noise)",
         "GlobalMagnitude",

@@ -6,7 +6,9 @@ import statistics
 
 import pytest
 
-from experiments.report import compact_number, group_runs, load_summaries, main
+from experiments.report import load_summaries, main
+from experiments.rows import group_runs
+from pruning.registry import compact_number
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

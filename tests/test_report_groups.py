@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import report
+from experiments import plots, report
+from experiments import rows as report_rows
 from experiments import runs as runs_module
 from experiments.runs import resolve_all
 from experiments.sweeps import SWEEPS, Sweep
@@ -141,11 +142,13 @@ def test_a_normal_sweeps_rows_keep_their_labels(sweep, tmp_path):
     summaries = [fabricate(tmp_path, argv, 80.0 + index % 3) for index, argv in enumerate(commands)]
     methods = {}
     for summary in summaries:
-        methods.setdefault(report.method_label(summary), []).append(summary)
-    before = [report.level_row(level) for runs in methods.values()
-              for level in report.sparsity_levels(runs)]  # fmt: skip
-    before.sort(key=lambda row: (report.method_sort_key(methods[row.method][0]), row.sparsity_mean))
-    grouped = report.grouping(summaries)
+        methods.setdefault(report_rows.method_of(summary), []).append(summary)
+    before = [report_rows.level_row(level) for runs in methods.values()
+              for level in report_rows.sparsity_levels(runs)]  # fmt: skip
+    before.sort(
+        key=lambda row: (report_rows.method_sort_key(methods[row.method][0]), row.sparsity_mean)
+    )
+    grouped = report_rows.grouping(summaries)
     assert grouped.rows == before
     assert [row.n for row in grouped.rows] == [3] * (len(commands) // 3)
     assert (
@@ -167,7 +170,7 @@ def two_rates(root: Path) -> list[dict]:
 
 
 def test_the_plot_draws_a_curve_and_a_dense_line_per_group(tmp_path):
-    [panel] = report.accuracy_panels(report.group_runs(two_rates(tmp_path)))
+    [panel] = plots.accuracy_panels(report_rows.group_runs(two_rates(tmp_path)))
     assert [(curve.method, curve.sparsity, curve.accuracy) for curve in panel.curves] == [
         ("FlipOut (lr 0.05)", (75.0, pytest.approx(98.4375)), (80.0, 80.0)),
         ("FlipOut (lr 0.1)", (75.0, pytest.approx(98.4375)), (90.0, 90.0)),
@@ -227,7 +230,7 @@ def test_two_runs_share_a_row_exactly_when_their_recipes_are_one(first, second, 
         summaries.append(
             {**summary, "options": {k: v for k, v in options.items() if v is not None}}
         )
-    assert [(row.method, row.n) for row in report.group_runs(summaries)] == rows
+    assert [(row.method, row.n) for row in report_rows.group_runs(summaries)] == rows
 
 
 def test_level_options_split_no_curve_but_the_runs_of_one_level(tmp_path):
@@ -238,7 +241,7 @@ def test_level_options_split_no_curve_but_the_runs_of_one_level(tmp_path):
     summaries.append(
         fabricate(tmp_path, digits(0, "--prune_freq", "6", "--prune_rate", "0.75"), 70)
     )
-    grouped = report.grouping(summaries)
+    grouped = report_rows.grouping(summaries)
     assert [(row.method, round(row.sparsity_mean, 2), row.n) for row in grouped.rows] == [
         ("FlipOut", 75.0, 2),
         ("FlipOut", 93.75, 2),

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.errors import UserError
-from utils.io import special_file, write_atomic
+from utils.errors import UserError, special_file
+from utils.io import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import functools
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -32,6 +33,15 @@ EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
 EXIT_BUSY = 5
 EXIT_PEER_LOST = 6
+
+
+# what a path holds when it is neither a regular file nor a directory
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class UserError(Exception):
@@ -114,10 +124,21 @@ def file_in_the_way(path: str | Path) -> Path | None:
     return None
 
 
+def special_file(path: str | Path) -> str | None:
+    """What is at `path` when it is neither a regular file nor a directory ("a FIFO", "a
+    character device"), else None (also when nothing is there). Such a path is refused before it
+    is opened: reading a FIFO blocks until something writes to it, a device may never end. A
+    symbolic link counts as what it points to; a path the system refuses (too long) raises its
+    OSError."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
+
+
 def what_is_at(path: Path) -> str:
     """What is at `path`, which is no directory: "a file", or "a FIFO", "a character device"."""
-    from utils.io import special_file  # utils.io imports this module
-
     try:
         return special_file(path) or "a file"
     except OSError:

@@ -4,19 +4,10 @@ read is a file."""
 import contextlib
 import json
 import os
-import stat
 import tempfile
 from pathlib import Path
 
 from utils.errors import storage_error
-
-# what a path holds when it is neither a regular file nor a directory
-SPECIAL_KINDS = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
 
 def write_atomic(path: Path, write) -> None:
@@ -87,16 +78,3 @@ def writing(path: Path):
         if failure is not None:
             raise failure from error
         raise
-
-
-def special_file(path: str | Path) -> str | None:
-    """What is at `path` when it is neither a regular file nor a directory ("a FIFO", "a
-    character device"), else None (also when nothing is there). Such a path is refused before it
-    is opened: reading a FIFO blocks until something writes to it, a device may never end. A
-    symbolic link counts as what it points to; a path the system refuses (too long) raises its
-    OSError."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)

@@ -1,0 +1,176 @@
+"""A method's label comes from one function, pruning.registry.method_label, for the report, the
+paper comparison and a run's summary alike; these are the labels the report gave before it had
+one home, which must not change (a label is how a table row and a plot's curve are named)."""
+
+import contextlib
+import io
+import itertools
+
+import pytest
+
+from cli import parse_args
+from experiments.runs import options_of
+from experiments.sweeps import SWEEPS
+from pruning.registry import method_label
+
+# each sweep's labels, in the order of its commands (seed 0), as (label, repeated)
+SWEEP_LABELS = {
+    "vgg19_cifar10": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("Random", 1),
+        ("SNIP (Xavier copy, NLL)", 1),
+        ("Hoyer-Square (λ=6e-5)", 1),
+    ],
+    "resnet18_cifar10": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("Random", 1),
+        ("SNIP (Xavier copy, NLL)", 1),
+        ("Hoyer-Square (λ=1e-4)", 1),
+    ],
+    "densenet121_imagenette": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("Random", 1),
+        ("SNIP (Xavier copy, NLL)", 1),
+        ("Hoyer-Square (λ=3e-4)", 1),
+    ],
+    "vgg19_cifar10_sweep": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+    ],
+    "resnet18_cifar10_sweep": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+    ],
+    "densenet121_imagenette_sweep": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+    ],
+    "vgg19_cifar10_figures": [
+        ("Dense", 1),
+        ("FlipOut", 5),
+        ("GlobalMagnitude", 5),
+        ("Random", 5),
+        ("SNIP (Xavier copy, NLL)", 5),
+        ("FlipOut (no noise)", 5),
+        ("GlobalMagnitude + noise", 5),
+        ("Hoyer-Square (λ=6e-5)", 1),
+    ],
+    "resnet18_cifar10_figures": [
+        ("Dense", 1),
+        ("FlipOut", 5),
+        ("GlobalMagnitude", 5),
+        ("Random", 5),
+        ("SNIP (Xavier copy, NLL)", 5),
+        ("FlipOut (no noise)", 5),
+        ("GlobalMagnitude + noise", 5),
+        ("Hoyer-Square (λ=1e-4)", 1),
+    ],
+    "densenet121_imagenette_figures": [
+        ("Dense", 1),
+        ("FlipOut", 5),
+        ("GlobalMagnitude", 5),
+        ("Random", 5),
+        ("SNIP (Xavier copy, NLL)", 5),
+        ("FlipOut (no noise)", 5),
+        ("GlobalMagnitude + noise", 5),
+        ("Hoyer-Square (λ=3e-4)", 1),
+    ],
+    "digits_demo": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("Random", 1),
+        ("SNIP", 1),
+        ("Hoyer-Square (λ=5e-3)", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+    ],
+    "digits_baselines": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("SNIP", 1),
+        ("SynFlow", 1),
+        ("GraSP", 1),
+        ("GMP", 1),
+        ("GMP (global)", 1),
+        ("IMP (rewind to epoch 1)", 1),
+    ],
+    "digits_zoo": [
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut (no noise)", 1),
+        ("Dense", 1),
+        ("FlipOut", 1),
+        ("GlobalMagnitude", 1),
+        ("FlipOut (no noise)", 1),
+        ("Dense", 1),
+    ],
+    "smoke": [("FlipOut", 1), ("GlobalMagnitude", 1), ("Random", 1), ("SNIP", 1)],
+}
+
+
+@pytest.mark.parametrize("sweep", sorted(SWEEP_LABELS))
+def test_every_sweep_command_keeps_its_label(sweep):
+    labels = []
+    for argv in SWEEPS[sweep].commands((0,)):
+        with contextlib.redirect_stderr(io.StringIO()):  # warnings about inert flags
+            options = options_of(parse_args(argv))
+        labels.append(method_label(options["prune_criterion"], options))
+    assert [(label, len(list(same))) for label, same in itertools.groupby(labels)] == (
+        SWEEP_LABELS[sweep]
+    )
+
+
+@pytest.mark.parametrize(
+    ("criterion", "options", "label"),
+    [
+        ("flipout", {"nm": "2:4", "noise": False}, "FlipOut 2:4 (no noise)"),
+        ("flipout", {"schedule": "gradual", "noise": False}, "FlipOut (gradual) (no noise)"),
+        ("global_magnitude", {"schedule": "gradual"}, "GMP (global)"),
+        ("magnitude", {"schedule": "gradual"}, "GMP"),
+        ("imp", {"rewind_epoch": 2, "imp_optimizer": "fresh"},
+         "IMP (rewind to epoch 2, fresh optimizer)"),
+        ("imp", {"rewind_epoch": 0}, "IMP"),
+        ("snip", {"snip_bn": "eval", "schedule": "periodic"},
+         "SNIP (periodic, BatchNorm in eval mode)"),
+        ("threshold", {"add_hs": True, "hoyer_lambda": 2.5e-4}, "Hoyer-Square (λ=2.5e-4)"),
+        ("threshold", {"add_hs": False}, "Threshold"),
+        ("flipout", {"add_hs": True, "hoyer_lambda": 1e-4, "noise": True, "noise_scale_factor": 1},
+         "FlipOut + HS (λ=1e-4)"),
+        ("random", {"noise": True, "noise_scale_factor": float("nan")}, "Random + noise"),
+        ("mine", {"nm": "2:4", "noise": True}, "mine + noise"),  # a criterion this version lacks
+        ("none", {}, "Dense"),
+    ],
+)  # fmt: skip
+def test_a_label_names_every_departure(criterion, options, label):
+    assert method_label(criterion, options) == label
