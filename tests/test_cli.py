@@ -10,6 +10,7 @@ from unittest.mock import ANY
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.metadata import parse_session_start_info_plugin_data
 from torch import nn
 
 import cli
@@ -280,10 +281,19 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
         [r["test_acc"] for r in records]
     )
     assert "config/text_summary" in events.Tags()["tensors"]
-    # the HParams dashboard: the run's options and its final metrics
+    # the HParams dashboard: the run's method and options, and its final metrics as scalars;
+    # no experiment summary, so that TensorBoard puts the options that differ first
     hparams = events.PluginTagToContent("hparams")
-    assert b"prune_criterion" in hparams["_hparams_/session_start_info"]
-    assert b"hparam/final_test_acc" in hparams["_hparams_/experiment"]
+    assert set(hparams) == {"_hparams_/session_start_info"}
+    start = parse_session_start_info_plugin_data(hparams["_hparams_/session_start_info"])
+    assert start.hparams["Method"].string_value == "FlipOut (no noise)"
+    assert start.hparams["Schedule"].string_value == "periodic"
+    assert start.hparams["noise"].bool_value is False and start.hparams["noise"].HasField(
+        "bool_value"
+    )
+    # another criterion's option, and where the run was written, are no column
+    assert not {"snip_batches", "run_dir", "comment", "schedule"} & set(start.hparams)
+    assert start.group_name == run_dir.name
     (final,) = events.Scalars("hparam/final_test_acc")
     assert final.value == pytest.approx(summary["final_test_acc"])
 

@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from utils.checkpoint import CHECKPOINT
 from utils.errors import UserError, os_error_in
@@ -203,22 +203,20 @@ class RunLogger:
                     self.writer.add_scalar(tag, record[key], record["epoch"])
             self.writer.flush()
 
-    def log_hparams(self, options: dict, metrics: dict) -> None:
-        """Record the run's options and final metrics for TensorBoard's HParams dashboard, which
-        compares runs side by side. Values it cannot show (lists, None) become strings."""
-        hparam_values = {
-            key: value if isinstance(value, bool | int | float | str) else str(value)
-            for key, value in options.items()
-        }
-        metric_values = {
-            f"hparam/{key}": value for key, value in metrics.items() if value is not None
-        }
-        # Written into this run's own event file, not the subdirectory add_hparams would create.
+    def log_hparams(self, values: dict, metrics: dict) -> None:
+        """Record the run for TensorBoard's HParams dashboard, which sets runs side by side:
+        `values` (its method, schedule and options) as the session's hyperparameters, booleans
+        as booleans and what it cannot show (lists, None) as text, and `metrics` as scalars
+        `hparam/NAME`. No experiment summary is written: TensorBoard then builds the table from
+        every run under the logdir and lists first the hyperparameters whose values differ
+        between them (an experiment summary, one run's, would fix the columns to that run's
+        alphabetical list). All in this run's own event file, under its directory's name."""
+        shown = {key: hparam_value(value) for key, value in values.items()}
         with writing(self.events_path):
-            for summary in hparams(hparam_values, metric_values):
-                self.writer.file_writer.add_summary(summary)
-            for tag, value in metric_values.items():
-                self.writer.add_scalar(tag, value)
+            self.writer.file_writer.add_summary(hparams_pb(shown, trial_id=self.run_dir.name))
+            for key, value in metrics.items():
+                if value is not None:
+                    self.writer.add_scalar(f"hparam/{key}", value)
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.run_dir / "summary.json", summary)
@@ -231,6 +229,16 @@ class RunLogger:
         finally:
             with writing(self.events_path):
                 self.writer.close()
+
+
+def hparam_value(value) -> bool | int | float | str:
+    """A value as the HParams table can show it: a boolean, number or text as it is, a list as
+    its items separated by spaces, nothing as "none"."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return " ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
 
 
 class NullLogger:
