@@ -2,7 +2,8 @@
 arithmetic can use, an accuracy, a count of epochs; and how a message or a table cell quotes a
 value from a file that may hold anything (on one line, cut short)."""
 
-import math
+# one definition: the method labels (pruning/registry.py) check a noise scale with it too
+from pruning.registry import finite_number
 
 # a damaged file can hold a value of any size; messages and table cells show this much of it
 SHOWN_CHARACTERS = 40
@@ -23,17 +24,6 @@ def shown(value) -> str:
 def cell(value) -> str:
     """A value from a file as a table cell shows it."""
     return one_line(str(value))
-
-
-def finite_number(value) -> bool:
-    """A JSON number that arithmetic can use: not a bool, NaN, infinity or an int too large for a
-    float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def is_percentage(value) -> bool:

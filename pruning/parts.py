@@ -105,11 +105,13 @@ def as_patterns(part, field: str) -> tuple[str, ...]:
     characters; None is none."""
     value = getattr(part, field)
     patterns = () if value is None else (value,) if isinstance(value, str) else value
-    if not isinstance(patterns, Iterable) or not all(isinstance(p, str) for p in patterns):
+    # a tuple first: checking the items of a generator would use it up
+    patterns = tuple(patterns) if isinstance(patterns, Iterable) else None
+    if patterns is None or not all(isinstance(p, str) for p in patterns):
         raise TypeError(
             f"{field_name(part, field)} takes a name or glob, or several, got {value!r}"
         )
-    return tuple(patterns)
+    return patterns
 
 
 @dataclass(frozen=True)

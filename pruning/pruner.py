@@ -253,11 +253,31 @@ class Pruner:
             kernels=self.kernels,
         )
 
+    # The release before's attributes, read from the parts now, for code that read them.
     @property
     def hoyer_scope(self) -> str:
-        """The tensors the penalty sums over ("prunable" when there is none), as the release
-        before's attribute of that name read."""
+        """The tensors the penalty sums over ("prunable" when there is none)."""
         return "prunable" if self.hoyer is None else self.hoyer.scope
+
+    @property
+    def hoyer_lambda(self) -> float:
+        return 0.0 if self.hoyer is None else self.hoyer.strength
+
+    @property
+    def stop_hoyer_at(self) -> int | None:
+        return None if self.hoyer is None else self.hoyer.last_epoch
+
+    @property
+    def stop_noise_at(self) -> int | None:
+        return None if self.noise_part is None else self.noise_part.stop_at
+
+    @property
+    def prune_include(self) -> tuple[str, ...]:
+        return self.tensors.include
+
+    @property
+    def prune_exclude(self) -> tuple[str, ...]:
+        return self.tensors.exclude
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer, step_hooks: bool = False) -> None:
         """The optimizer that steps these weights. From now on every prune zeroes its state for

@@ -150,3 +150,16 @@ def test_a_part_is_a_value_whatever_iterable_it_was_given():
     assert Tensors(include=["0", "3"]) == Tensors(include=("0", "3"))
     assert Tensors(exclude="fc").exclude == ("fc",) and Tensors(include=None).include == ()
     assert len({Noise(), Noise(scale=1.0)}) == 1
+    # a generator is read once, not used up by the check of its items
+    assert Tensors(exclude=(name for name in ["1", "4"])).exclude == ("1", "4")
+    with pytest.warns(DeprecationWarning):
+        pruner = Pruner(net(), "flipout", prune_exclude=(name for name in ["1"]))
+    assert list(pruner.params) == ["4.weight"]
+
+
+def test_the_release_befores_attributes_read_the_parts():
+    pruner = Pruner(net(), "flipout", **NEW)
+    assert (pruner.hoyer_lambda, pruner.stop_hoyer_at, pruner.hoyer_scope) == (1e-3, None, "all")
+    assert (pruner.stop_noise_at, pruner.prune_include, pruner.prune_exclude) == (3, (), ("4",))
+    bare = Pruner(net(), "flipout")
+    assert (bare.hoyer_lambda, bare.stop_hoyer_at, bare.stop_noise_at) == (0.0, None, None)

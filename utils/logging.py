@@ -210,10 +210,14 @@ class RunLogger:
         `hparam/NAME`. No experiment summary is written: TensorBoard then builds the table from
         every run under the logdir and lists first the hyperparameters whose values differ
         between them (an experiment summary, one run's, would fix the columns to that run's
-        alphabetical list). All in this run's own event file, under its directory's name."""
+        alphabetical list). All in this run's own event file; TensorBoard names the row by the
+        run's path below the logdir."""
         shown = {key: hparam_value(value) for key, value in values.items()}
         with writing(self.events_path):
-            self.writer.file_writer.add_summary(hparams_pb(shown, trial_id=self.run_dir.name))
+            # no trial id: TensorBoard then groups each session alone, under its path below the
+            # logdir, where one by name or by values would merge two runs into one row
+            self.writer.file_writer.add_summary(hparams_pb(shown, trial_id=""))
+            self.writer.file_writer.add_summary(session_ended())
             for key, value in metrics.items():
                 if value is not None:
                     self.writer.add_scalar(f"hparam/{key}", value)
@@ -229,6 +233,21 @@ class RunLogger:
         finally:
             with writing(self.events_path):
                 self.writer.close()
+
+
+def session_ended():
+    """The summary that marks the HParams session as finished successfully (its Status)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    ended = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+    content = plugin_data_pb2.HParamsPluginData(
+        session_end_info=ended, version=metadata.PLUGIN_DATA_VERSION
+    )
+    value = Summary.Value(
+        tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(content)
+    )
+    return Summary(value=[value])
 
 
 def hparam_value(value) -> bool | int | float | str:
