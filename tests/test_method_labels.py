@@ -13,95 +13,34 @@ from experiments.runs import options_of
 from experiments.sweeps import SWEEPS
 from pruning.registry import method_label
 
+
+def paper_table(hoyer_lambda: str) -> list[tuple[str, int]]:
+    """The seed README's table: one run of each method at 99.9%."""
+    return [("FlipOut", 1), ("GlobalMagnitude", 1), ("Random", 1),
+            ("SNIP (Xavier copy, NLL)", 1), (f"Hoyer-Square (λ={hoyer_lambda})", 1)]  # fmt: skip
+
+
+def figures(hoyer_lambda: str) -> list[tuple[str, int]]:
+    """The paper's figures: the unpruned network, each method at the ladder's five levels, the
+    noise ablation's other arm, Hoyer-Square."""
+    return [("Dense", 1), ("FlipOut", 5), ("GlobalMagnitude", 5), ("Random", 5),
+            ("SNIP (Xavier copy, NLL)", 5), ("FlipOut (no noise)", 5),
+            ("GlobalMagnitude + noise", 5), (f"Hoyer-Square (λ={hoyer_lambda})", 1)]  # fmt: skip
+
+
+# FlipOut and GlobalMagnitude at each of the sparsity sweep's five levels
+LADDER_PAIRS = [("FlipOut", 1), ("GlobalMagnitude", 1)] * 5
 # each sweep's labels, in the order of its commands (seed 0), as (label, repeated)
 SWEEP_LABELS = {
-    "vgg19_cifar10": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("Random", 1),
-        ("SNIP (Xavier copy, NLL)", 1),
-        ("Hoyer-Square (λ=6e-5)", 1),
-    ],
-    "resnet18_cifar10": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("Random", 1),
-        ("SNIP (Xavier copy, NLL)", 1),
-        ("Hoyer-Square (λ=1e-4)", 1),
-    ],
-    "densenet121_imagenette": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("Random", 1),
-        ("SNIP (Xavier copy, NLL)", 1),
-        ("Hoyer-Square (λ=3e-4)", 1),
-    ],
-    "vgg19_cifar10_sweep": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-    ],
-    "resnet18_cifar10_sweep": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-    ],
-    "densenet121_imagenette_sweep": [
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-        ("FlipOut", 1),
-        ("GlobalMagnitude", 1),
-    ],
-    "vgg19_cifar10_figures": [
-        ("Dense", 1),
-        ("FlipOut", 5),
-        ("GlobalMagnitude", 5),
-        ("Random", 5),
-        ("SNIP (Xavier copy, NLL)", 5),
-        ("FlipOut (no noise)", 5),
-        ("GlobalMagnitude + noise", 5),
-        ("Hoyer-Square (λ=6e-5)", 1),
-    ],
-    "resnet18_cifar10_figures": [
-        ("Dense", 1),
-        ("FlipOut", 5),
-        ("GlobalMagnitude", 5),
-        ("Random", 5),
-        ("SNIP (Xavier copy, NLL)", 5),
-        ("FlipOut (no noise)", 5),
-        ("GlobalMagnitude + noise", 5),
-        ("Hoyer-Square (λ=1e-4)", 1),
-    ],
-    "densenet121_imagenette_figures": [
-        ("Dense", 1),
-        ("FlipOut", 5),
-        ("GlobalMagnitude", 5),
-        ("Random", 5),
-        ("SNIP (Xavier copy, NLL)", 5),
-        ("FlipOut (no noise)", 5),
-        ("GlobalMagnitude + noise", 5),
-        ("Hoyer-Square (λ=3e-4)", 1),
-    ],
+    "vgg19_cifar10": paper_table("6e-5"),
+    "resnet18_cifar10": paper_table("1e-4"),
+    "densenet121_imagenette": paper_table("3e-4"),
+    "vgg19_cifar10_sweep": LADDER_PAIRS,
+    "resnet18_cifar10_sweep": LADDER_PAIRS,
+    "densenet121_imagenette_sweep": LADDER_PAIRS,
+    "vgg19_cifar10_figures": figures("6e-5"),
+    "resnet18_cifar10_figures": figures("1e-4"),
+    "densenet121_imagenette_figures": figures("3e-4"),
     "digits_demo": [
         ("FlipOut", 1),
         ("GlobalMagnitude", 1),
