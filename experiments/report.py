@@ -69,7 +69,6 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
-from experiments import paper
 from experiments.files import read_text, replace_problem, special
 from experiments.plots import (
     NOISE_PLOT_NAME,
@@ -464,6 +463,8 @@ def write_plots(rows: list[Row], directory: Path, beside_paper: bool) -> list[Pa
     ]
     for name, panels in figures:
         if beside_paper:
+            from experiments import paper  # its statistics (scipy) only where asked for
+
             panels = paper.with_paper(panels)
         problem = plot_problem(directory / name) if panels else None
         if problem:
@@ -536,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
     beside = None
     if args.paper:
+        from experiments import paper  # its statistics (scipy) only where asked for
+
         beside = paper.compare(summaries.values(), args.metric, args.equivalence_margin)
     sections = [
         markdown_tables(rows, show_flops) if rows else "No completed runs.",
