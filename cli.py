@@ -1,21 +1,25 @@
-"""The command line: every flag of the original commands, their defaults and their validation.
+"""The command line: every flag of the original commands and its validation, made into the run's
+record (record.py, where each option's default and role are declared).
 
-`parse_args` is the one entry point. Every value is checked as it is parsed (a learning rate must
-be a finite positive number, a seed fit NumPy's range, ...), so a mistake ends in one line naming
-the flag, before anything is loaded. Flags that would have no effect in the run (`--milestones`
-without `--use_scheduler`, ...) are warned about. A flag of several values given twice adds up
-its values (`--prune_exclude`, `--model_kwargs`, whose key given two values is refused), or,
-where they are one setting (`--milestones`), is refused: the last occurrence never wins unnoticed.
+`parse_args` is the one entry point, and argparse stops here: it returns a `RunRecord`. Every
+value is checked as it is parsed (a learning rate must be a finite positive number, a seed fit
+NumPy's range, ...), so a mistake ends in one line naming the flag, before anything is loaded.
+Flags that would have no effect in the run (`--milestones` without `--use_scheduler`, ...) are
+warned about. A flag of several values given twice adds up its values (`--prune_exclude`,
+`--model_kwargs`, whose key given two values is refused), or, where they are one setting
+(`--milestones`), is refused: the last occurrence never wins unnoticed.
 
-With `--resume RUN_DIR` the options the run was started with are read back from its config.json
-and parsed again, so they pass the same checks. Flags given alongside override them for this
-resume only: config.json keeps the original options and records the overrides of each resume,
-and a later plain `--resume` uses the original options again.
+With `--resume RUN_DIR` the options the run was started with are read back from its config.json,
+each value checked by its flag's own parser, so they pass the same checks as typed ones. Flags
+given alongside override them for this resume only: config.json keeps the original options and
+records the overrides of each resume, and a later plain `--resume` uses the original options
+again.
 """
 
 import argparse
 import ast
-import json
+import functools
+import itertools
 import sys
 from pathlib import Path
 
@@ -26,24 +30,25 @@ from pruning.hoyer import SCOPES as HOYER_SCOPES
 from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
+from record import (
+    ModelOptions,
+    PruneOptions,
+    Role,
+    RunRecord,
+    component_options,
+    fixed_keys,
+    key_of,
+    section_specs,
+    specs,
+)
 from training import LR_GAMMA, OPTIMIZERS, REG_TYPES
+from utils import plugins, rundir
 from utils.errors import OneLineParser, UserError, given_path, special_file
+from utils.flags import Accumulated, GivenOnce, KeywordArguments
 from utils.logging import run_files_in, warn
-from utils.runtime import default_num_workers
 
-# A resumed run must be the same experiment...
-IDENTITY_OPTIONS = (
-    "model", "model_kwargs", "dataset", "prune_criterion", "prune_include", "prune_exclude",
-)  # fmt: skip
-# (config.json names these three of them in every version; the others came later)
+# config.json names these in every version; the other options came later
 REQUIRED_IN_CONFIG = ("model", "dataset", "prune_criterion")
-# ...but may run on another machine, with other workers or data paths, without a warning.
-MACHINE_OPTIONS = {
-    "resume", "device", "num_workers", "data_dir", "no_download", "quiet", "data_on_device",
-    "compile_kernels", "parallel", "dist_timeout",
-}  # fmt: skip
-# Names and places, not part of what is run: a run with other options under these is the same run.
-NAME_OPTIONS = {"comment", "logdir", "run_dir"}
 # upper bounds that only catch typos (a batch size with 20 digits), far above any real setting
 MAX_BATCH = 2**24
 MAX_EPOCHS = 100_000
@@ -60,15 +65,9 @@ COUNT = Bounded(int, low=1, high=MAX_BATCH)
 
 
 def component_flags() -> list[tuple[str, dict]]:
-    """The flags that the schedules and criteria declare (utils/options.py), each once, in
+    """The flags that the schedules and criteria declare (pruning/options.py), each once, in
     registry order: (flag, add_argument keywords)."""
-    declared: dict[str, object] = {}
-    for registry in (SCHEDULES, CRITERIA):
-        for cls in registry.values():
-            for _, spec in options_of(cls):
-                if declared.setdefault(spec.flag, spec) != spec:
-                    raise TypeError(f"--{spec.flag} is declared twice, differently")
-    return [(flag, spec.argparse_kwargs()) for flag, spec in declared.items()]
+    return [(flag, spec.argparse_kwargs()) for flag, spec in component_options().items()]
 
 
 def flags_of(cls, fields=None) -> set[str]:
@@ -76,35 +75,36 @@ def flags_of(cls, fields=None) -> set[str]:
     return {spec.flag for name, spec in options_of(cls) if fields is None or name in fields}
 
 
-def build_pruning(args: argparse.Namespace):
+def build_pruning(record: RunRecord):
     """The criterion and schedule the options describe (schedule None for dense training), or
     a UserError naming the flag at fault."""
-    values = vars(args)
+    prune, values = record.prune, record.options()
     with by_flag():
         try:
-            criterion = from_values(CRITERIA[args.prune_criterion], values)
+            criterion = from_values(CRITERIA[prune.prune_criterion], values)
             if not criterion.prunes:
-                check_pairing(criterion, None, args.nm)
+                check_pairing(criterion, None, prune.nm)
                 return criterion, None
-            name, fields = (args.schedule, {}) if args.schedule else criterion.default_schedule()
+            name, fields = (prune.schedule, {}) if prune.schedule else criterion.default_schedule()
         except ValueError as error:
-            raise UserError(f"--prune_criterion {args.prune_criterion}: {error}") from None
+            raise UserError(f"--prune_criterion {prune.prune_criterion}: {error}") from None
         try:
-            schedule = from_values(SCHEDULES[name], values, epochs=args.epochs, **fields)
+            schedule = from_values(SCHEDULES[name], values, epochs=record.train.epochs, **fields)
         except ValueError as error:
             raise UserError(f"--schedule {name}: {error}") from None
         try:
-            check_pairing(criterion, schedule, args.nm)
+            check_pairing(criterion, schedule, prune.nm)
         except ValueError as error:
-            raise UserError(f"--prune_criterion {args.prune_criterion}: {error}") from None
+            raise UserError(f"--prune_criterion {prune.prune_criterion}: {error}") from None
     return criterion, schedule
 
 
-def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Pruner:
+def build_pruner(record: RunRecord, model, sync=None, data=None) -> Pruner:
     """The Pruner of a run: its criterion and schedule, noise, Hoyer-Square and N:M constraint
     as the flags say. The Pruner checks its arguments against the model (an N:M that does not
     divide a layer's inputs, an --nm_exclude that names no layer): a UserError here."""
-    criterion, schedule = build_pruning(args)
+    criterion, schedule = build_pruning(record)
+    prune = record.prune
     with by_flag():
         try:
             return Pruner(
@@ -112,31 +112,31 @@ def build_pruner(args: argparse.Namespace, model, sync=None, data=None) -> Prune
                 criterion,
                 schedule,
                 data=data,
-                **pruner_parts(args),
-                nm=args.nm,
+                **pruner_parts(prune),
+                nm=prune.nm,
                 # without --nm it does nothing, as the warning about it says
-                nm_exclude=(args.nm_exclude or ()) if args.nm else (),
-                seed=args.seed,
-                compile_kernels=args.compile_kernels,
+                nm_exclude=(prune.nm_exclude or ()) if prune.nm else (),
+                seed=record.train.seed,
+                compile_kernels=record.train.compile_kernels,
                 sync=sync,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
 
 
-def pruner_parts(args: argparse.Namespace) -> dict:
+def pruner_parts(prune: PruneOptions) -> dict:
     """The Pruner's noise (with --noise), Hoyer-Square penalty (with --add_hs) and tensors, as
     the flags say; a flag's -1 (never) is a part's None."""
 
     def epoch(value: int) -> int | None:
         return None if value == NEVER else value
 
-    noise = Noise(args.noise_scale_factor, args.noise_only_prunable, epoch(args.stop_noise_at))
-    penalty = HoyerSquare(args.hoyer_lambda, epoch(args.stop_hoyer_at), args.hoyer_scope)
-    tensors = Tensors(args.prune_bias, args.prune_bnorm, args.prune_include, args.prune_exclude)
+    noise = Noise(prune.noise_scale_factor, prune.noise_only_prunable, epoch(prune.stop_noise_at))
+    penalty = HoyerSquare(prune.hoyer_lambda, epoch(prune.stop_hoyer_at), prune.hoyer_scope)
+    tensors = Tensors(prune.prune_bias, prune.prune_bnorm, prune.prune_include, prune.prune_exclude)
     return {
-        "noise": noise if args.noise else None,
-        "penalty": penalty if args.add_hs else None,
+        "noise": noise if prune.noise else None,
+        "penalty": penalty if prune.add_hs else None,
         "tensors": tensors,
     }
 
@@ -183,62 +183,6 @@ def keyword_argument(text: str) -> str:
     return f"{key}={literal(value)!r}"
 
 
-def occurrences_before(namespace: argparse.Namespace, action: argparse.Action) -> list | None:
-    """The values that earlier occurrences of `action`'s flag gave in this parse, or None when
-    this is its first (the namespace then holds the default itself, or, as given_options parses,
-    nothing)."""
-    before = getattr(namespace, action.dest, action.default)
-    return None if before is action.default or before is argparse.SUPPRESS else before
-
-
-class Accumulated(argparse.Action):
-    """A flag of several values that may be given again: each occurrence adds the values not
-    given before, in order (`--prune_exclude conv1 --prune_exclude fc` is `--prune_exclude conv1
-    fc`). One occurrence stores its values as given, as it always did, so that every
-    config.json parses again to the options its run had."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        before = occurrences_before(namespace, self)
-        if before is None:
-            setattr(namespace, self.dest, list(values))
-            return
-        added = list(before)
-        added += [value for value in dict.fromkeys(values) if value not in before]
-        setattr(namespace, self.dest, added)
-
-
-class GivenOnce(argparse.Action):
-    """A flag of several values that together are one setting (--milestones): given again, it is
-    refused, with the one spelling of both."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        before = occurrences_before(namespace, self)
-        if before is not None:
-            together = " ".join(map(str, [*before, *values]))
-            raise argparse.ArgumentError(
-                self, f"given twice: give its values once, as in {option_string} {together}"
-            )
-        setattr(namespace, self.dest, list(values))
-
-
-class KeywordArguments(argparse.Action):
-    """--model_kwargs, which may be given again: the arguments of every occurrence, stored
-    sorted, so that the same arguments in another order are the same options when a run is
-    resumed. A key given twice with different values is refused; with the same value it is
-    the same argument."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        pairs = [*(occurrences_before(namespace, self) or ()), *values]
-        by_key: dict[str, str] = {}
-        for pair in pairs:
-            key, _, value = pair.partition("=")
-            if by_key.setdefault(key, value) != value:
-                raise argparse.ArgumentError(
-                    self, f"{key} is given twice, as {by_key[key]} and {value}: give it once"
-                )
-        setattr(namespace, self.dest, sorted(set(pairs)))
-
-
 # what every flag of several values is: never one whose last occurrence silently wins
 SEVERAL_VALUES = (Accumulated, GivenOnce, KeywordArguments)
 
@@ -272,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     pruning_flags(parser)
     speed_flags(parser)
     run_flags(parser)
+    # every default is the record's (record.py), where each option's role is declared beside it
+    defaults = {spec.name: spec.default for spec in section_specs()}
+    for action in parser._actions:
+        action.default = defaults.get(action.dest, action.default)
     for action in parser._actions:
         if action.nargs in ("+", "*") and not isinstance(action, SEVERAL_VALUES):
             raise TypeError(
@@ -287,7 +235,6 @@ def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "-m",
         "--model",
-        default="lenet300",
         type=model_name,
         metavar="MODEL",
         help=f"network: {', '.join(sorted(MODELS))}, or "
@@ -299,7 +246,6 @@ def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         type=keyword_argument,
         action=KeywordArguments,
-        default=None,
         metavar="KEY=VALUE",
         help="more arguments for a timm: or torchvision: model's constructor, such as "
         "patch_size=4 depth=2; a VALUE is a Python literal, else a string (default: none)",
@@ -313,34 +259,28 @@ def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "-d",
         "--dataset",
-        default="digits",
         choices=sorted(DATASETS),
         metavar="DATASET",
         help=f"dataset: {', '.join(sorted(DATASETS))}",
     )
-    group.add_argument(
-        "--data_dir", default="./data", help="where datasets are read and downloaded"
-    )
+    group.add_argument("--data_dir", help="where datasets are read and downloaded")
     group.add_argument(
         "--no_download", action="store_true", help="never download: fail if the data is missing"
     )
     group.add_argument(
         "--image_size",
         type=Bounded(int, low=8, high=MAX_IMAGE_SIZE),
-        default=None,
         help="side of the synthetic images (synthetic only; default: 32)",
     )
     group.add_argument(
         "--num_workers",
         type=Bounded(int, low=0, high=MAX_WORKERS),
-        default=default_num_workers(),
         help="DataLoader worker processes (default: min(8, CPUs))",
     )
     group.add_argument("--val", action="store_true", help="hold out part of the training set")
     group.add_argument(
         "--val_size",
         type=COUNT,
-        default=None,
         help="validation images held out with --val (default: 10%% of the training set)",
     )
     group.add_argument(
@@ -354,31 +294,27 @@ def model_and_data_flags(parser: argparse.ArgumentParser) -> None:
 def optimisation_flags(parser: argparse.ArgumentParser) -> None:
     """Batch sizes, epochs, the optimizer, its learning-rate schedule and regularisation."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("-bs", "--batch_size", type=COUNT, default=128, help="training batch size")
+    group.add_argument("-bs", "--batch_size", type=COUNT, help="training batch size")
+    group.add_argument("-tbs", "--test_batch_size", type=COUNT, help="evaluation batch size")
     group.add_argument(
-        "-tbs", "--test_batch_size", type=COUNT, default=256, help="evaluation batch size"
-    )
-    group.add_argument(
-        "-e", "--epochs", type=Bounded(int, low=1, high=MAX_EPOCHS), default=20,
+        "-e", "--epochs", type=Bounded(int, low=1, high=MAX_EPOCHS),
         help="training epochs",
     )  # fmt: skip
     group.add_argument(
-        "-lr", type=Bounded(float, above=0, high=MAX_RATE), default=0.1,
+        "-lr", type=Bounded(float, above=0, high=MAX_RATE),
         help="initial learning rate",
     )  # fmt: skip
     group.add_argument(
         "--opt",
-        default="sgd",
         choices=sorted(OPTIMIZERS),
         help=f"optimizer: {', '.join(sorted(OPTIMIZERS))}",
     )
     group.add_argument(
-        "-mom", "--momentum", type=Bounded(float, low=0, below=1), default=0.9,
+        "-mom", "--momentum", type=Bounded(float, low=0, below=1),
         help=f"momentum ({', '.join(n for n, k in OPTIMIZERS.items() if k.takes_momentum)})",
     )  # fmt: skip
     group.add_argument(
         "--reg_type",
-        default="wdecay",
         choices=REG_TYPES,
         help="wdecay: optimizer weight decay; l1 / l2: lambda * sum |w| / sum w^2 added to the "
         "loss, over all parameters",
@@ -388,7 +324,6 @@ def optimisation_flags(parser: argparse.ArgumentParser) -> None:
         dest="lambda_",
         metavar="LAMBDA",
         type=STRENGTH,
-        default=5e-4,
         help="regularisation strength",
     )
     group.add_argument(
@@ -401,7 +336,6 @@ def optimisation_flags(parser: argparse.ArgumentParser) -> None:
         type=Bounded(int, low=1, high=MAX_EPOCHS),
         nargs="+",
         action=GivenOnce,
-        default=[150, 250],
         metavar="EPOCH",
         help="epochs after which the learning rate drops (with --use_scheduler)",
     )
@@ -417,7 +351,7 @@ def optimisation_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--clip_grad", action="store_true", help="clip the global gradient norm")
     group.add_argument(
-        "--max_norm", type=Bounded(float, above=0), default=1.0,
+        "--max_norm", type=Bounded(float, above=0),
         help="gradient norm for --clip_grad",
     )  # fmt: skip
 
@@ -428,14 +362,12 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruning")
     group.add_argument(
         "--prune_criterion",
-        default="flipout",
         choices=sorted(CRITERIA),
         metavar="CRITERION",
         help=f"how weights are chosen for removal: {', '.join(sorted(CRITERIA))}",
     )
     group.add_argument(
         "--schedule",
-        default=None,
         choices=sorted(SCHEDULES),
         help="when and how much to prune: periodic (--prune_rate of the live weights every "
         "--prune_freq epochs), oneshot (to --target_sparsity after --prune_start), gradual (Zhu "
@@ -447,7 +379,6 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--nm",
         type=nm_pattern,
-        default=None,
         metavar="N:M",
         help="semi-structured sparsity: every prune also leaves at most N live weights in every "
         "M consecutive ones along each layer's inputs (input channels at each kernel position "
@@ -459,7 +390,6 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action=Accumulated,
         metavar="NAME",
-        default=None,
         help="parameters (as named in the model, e.g. 0.weight), modules or globs that --nm "
         "leaves unconstrained, such as a first convolution with 3 input channels (default: none)",
     )
@@ -468,7 +398,6 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action=Accumulated,
         metavar="PATTERN",
-        default=None,
         help="prune only these of the default set (every layer's weight matrices: linear, "
         "convolutions, attention's projections): parameter names, module names, or globs such "
         "as '*.attn.*'; a parameter outside the set (pos_embed) is added by its exact name "
@@ -479,7 +408,6 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action=Accumulated,
         metavar="PATTERN",
-        default=None,
         help="keep these tensors dense, matched as --prune_include matches: e.g. --prune_exclude "
         "conv1 fc, or '*.head.*'; shown as excluded in the layer table and summary.json "
         "(default: none)",
@@ -490,13 +418,11 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--noise_scale_factor",
         type=STRENGTH,
-        default=1.0,
         help="noise std = ||grad||_2 / sqrt(numel) * this, per tensor",
     )
     group.add_argument(
         "--stop_noise_at",
         type=EPOCH_OR_NEVER,
-        default=NEVER,
         help="no noise from this epoch on (-1: never)",
     )
     group.add_argument(
@@ -507,17 +433,15 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss"
     )
-    group.add_argument("--hoyer_lambda", type=STRENGTH, default=0.0, help="Hoyer-Square strength")
+    group.add_argument("--hoyer_lambda", type=STRENGTH, help="Hoyer-Square strength")
     group.add_argument(
         "--stop_hoyer_at",
         type=Bounded(int, low=0, high=MAX_EPOCHS, also=(NEVER,)),
-        default=NEVER,
         help="Hoyer-Square applies while epoch <= this (-1: always)",
     )
     group.add_argument(
         "--hoyer_scope",
         type=HOYER_SCOPES,
-        default="prunable",
         metavar="{" + ",".join(HOYER_SCOPES.words) + "}",
         help="the tensors Hoyer-Square sums over: prunable (the pruned tensors) or all (every "
         "trainable parameter, biases and BatchNorm included, as the FlipOut authors' code)",
@@ -531,7 +455,6 @@ def speed_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data_on_device",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="keep the uint8 dataset on the training device and augment there, without worker "
         "processes (cifar10, mnist, digits, synthetic; default: on for CUDA, off otherwise)",
     )
@@ -547,7 +470,6 @@ def speed_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--compile_kernels",
         choices=["auto", "on", "off"],
-        default="auto",
         help="fuse the per-step masking and sign-flip counting with torch.compile; auto: on for "
         "CUDA (eager where no compiler works), off on the CPU, where eager measured faster",
     )
@@ -557,18 +479,15 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
     """Seed, device, names and places, resuming, initial weights, saving, torchrun's timeout."""
     group = parser.add_argument_group("run")
     group.add_argument(
-        "--seed", type=Bounded(int, low=0, high=MAX_SEED), default=0,
+        "--seed", type=Bounded(int, low=0, high=MAX_SEED),
         help="seed for torch, numpy and random",
     )  # fmt: skip
-    group.add_argument(
-        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
-    )
-    group.add_argument("--comment", default="", help="run name suffix")
-    group.add_argument("--logdir", default="", help="runs are written to runs/<logdir>/<run name>")
+    group.add_argument("--device", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    group.add_argument("--comment", help="run name suffix")
+    group.add_argument("--logdir", help="runs are written to runs/<logdir>/<run name>")
     group.add_argument(
         "--limit_batches",
         type=COUNT,
-        default=None,
         help="end every train and eval pass after this many batches (smoke runs; default: all)",
     )
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -581,14 +500,12 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        default=None,
         help="continue the run in RUN_DIR from its last completed epoch, with the options it was "
         "started with; flags given here override them (default: start a new run)",
     )
     group.add_argument(
         "--run_dir",
         metavar="DIR",
-        default=None,
         help="write the run into DIR instead of runs/<logdir>/<time>_<comment>. If DIR already "
         "holds this run (the same options), it is resumed, so that one command both starts a run "
         "and, after an interruption, continues it (sweeps and cluster requeues rely on this); a "
@@ -600,7 +517,6 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
         "--load_model",
         dest="init_from",
         metavar="PATH",
-        default=None,
         help="start from trained weights: a run's model.pt or checkpoint.pt (or its directory), "
         "an export of python -m export, or a plain state dict; masks in the file are kept, then "
         "the run prunes and fine-tunes as its other options say (default: a fresh initialisation)",
@@ -613,49 +529,128 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dist_timeout",
         type=Bounded(float, low=1, high=MAX_SECONDS),
-        default=300.0,
         help="under torchrun: seconds after which a rank that stopped answering (dead, frozen, "
         "its node gone) is given up on and the others stop, naming it; also the time limit of "
         "every collective",
     )
+    group.add_argument(
+        "--plugins",
+        nargs="+",
+        action=Accumulated,
+        metavar="MODULE",
+        help="import these modules first (MODULE.py in the current directory, or installed): the "
+        "criteria, schedules, networks, datasets and optimizers they register become choices, "
+        "their options flags; a resume of such a run needs them given again (default: none, but "
+        "the modules of installed packages' flipout.plugins entry points)",
+    )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; raise UserError (one line) for any mistake. With
-    --resume, options not given on the command line come from the run's config.json, so
-    `main.py --resume RUN_DIR` alone continues a run; `args.resume_overrides` then holds the
-    options given here that differ from the run's own."""
-    parser = build_parser()
+def parse_args(argv: list[str] | None = None) -> RunRecord:
+    """The run's record, from the command line checked; UserError (one line) for any mistake.
+    With --resume, options not given on the command line come from the run's config.json, so
+    `main.py --resume RUN_DIR` alone continues a run; the record's `resume_overrides` then holds
+    the options given here that differ from the run's own."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    plugins.load(plugins_named(argv))
+    parser = shared_parser()
     args = parser.parse_args(argv)
     if args.resume is not None:
-        args = resumed_args(parser, argv, args.resume)
-    elif args.run_dir is not None and run_config_exists(args.run_dir):
-        args = resumed_args(parser, argv, args.run_dir, same_run=True)
-    elif args.run_dir is not None:
+        return resumed_record(parser, argv, args.resume)
+    if args.run_dir is not None and run_config_exists(args.run_dir):
+        return resumed_record(parser, argv, args.run_dir, same_run=True)
+    if args.run_dir is not None:
         refuse_others_files(args.run_dir)
-    validate(args)
-    if args.resume is None:
-        warn_about_inert_flags(given_options(build_parser(), argv), args)
-    return args
+    record = validated(RunRecord.from_options(vars(args)))
+    warn_about_inert_flags(given_options(argv), record)
+    return record
 
 
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
-    """The options that appear on the command line, with their parsed values."""
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+def plugins_named(argv: list[str]) -> dict[str, str]:
+    """The modules to import before the parser is built, those of --plugins (spelled in full),
+    each with the words that name it in an error. A run that --resume or --run_dir continues and
+    that was started with plugins needs them given again: a file read never makes this process
+    import code, so a run directory from elsewhere cannot name a module to run. Its config.json
+    is read here without complaint (parse_args checks that file)."""
+    named = {name: "--plugins" for name in flag_values(argv, "--plugins")}
+    for flag in ("--resume", "--run_dir"):
+        for run_dir in flag_values(argv, flag)[-1:]:
+            try:
+                config = rundir.read_config(Path(run_dir)) or {}
+            except (OSError, ValueError):
+                continue
+            recorded = config.get("plugins")
+            recorded = (
+                [n for n in recorded if isinstance(n, str)] if isinstance(recorded, list) else []
+            )
+            missing = [name for name in recorded if name not in named]
+            if missing:
+                raise UserError(
+                    f"{flag} {run_dir}: the run was started with --plugins {' '.join(recorded)}; "
+                    f"give --plugins {' '.join(missing)} to continue it (a run directory never "
+                    "makes main.py import code by itself)"
+                )
+    return named
+
+
+def flag_values(argv: list[str], flag: str) -> list[str]:
+    """The values argv gives `flag` (as `flag A B` or `flag=A`), every occurrence's."""
+    values = []
+    for index, word in enumerate(argv):
+        if word == "--":
+            break
+        if word.startswith(f"{flag}="):
+            values.append(word.partition("=")[2])
+        elif word == flag:
+            following = itertools.takewhile(
+                lambda value: not value.startswith("-"), argv[index + 1 :]
+            )
+            values += following
+    return values
+
+
+def flag_spellings() -> dict[str, str]:
+    """Each option's flag as messages name it (-lr, --lambda, --batch_size), by key."""
+    return {
+        key_of(action.dest): action.option_strings[-1]
+        for action in shared_parser()._actions
+        if action.option_strings
+    }
+
+
+def given_options(argv: list[str]) -> dict:
+    """The options that appear on the command line, with their parsed values, by key."""
+    parsed = shared_parser(given_only=True).parse_args(argv)
+    return {key_of(dest): value for dest, value in vars(parsed).items()}
+
+
+def shared_parser(given_only: bool = False) -> argparse.ArgumentParser:
+    """build_parser's parser, built once for what the registries hold now (a sweep parses
+    hundreds of commands); `given_only`: one without defaults, whose namespace holds only what
+    the command line gives. Parsing leaves a parser as it was: never change the one returned."""
+    registries = (CRITERIA, SCHEDULES, MODELS, SOURCES, DATASETS, OPTIMIZERS)
+    holds = tuple(tuple((name, id(entry)) for name, entry in r.items()) for r in registries)
+    return parser_of(holds, given_only)
+
+
+@functools.lru_cache(maxsize=8)
+def parser_of(holds: tuple, given_only: bool) -> argparse.ArgumentParser:
+    """The parser of registries holding `holds` (shared_parser's key)."""
+    parser = build_parser()
+    if given_only:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+    return parser
 
 
 def run_config_exists(run_dir: str) -> bool:
     """Whether --run_dir already holds a run; a path the system refuses (too long, through a
     file) is one line naming it (utils.errors.path_error), and so is a config.json there that
     is not a file (a FIFO would block its reader)."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / rundir.CONFIG
     with given_path(f"--run_dir {run_dir}", run_dir):
         kind = special_file(path)
         if kind:
-            raise UserError(f"--run_dir {run_dir}: its config.json is {kind}, not a file")
+            raise UserError(f"--run_dir {run_dir}: {path} is unreadable: {kind}, not a file")
         return path.is_file()
 
 
@@ -669,29 +664,23 @@ def refuse_others_files(run_dir: str) -> None:
     if found:
         them = "it" if len(found) == 1 else "them"
         raise UserError(
-            f"--run_dir {run_dir} holds {', '.join(found)} but no run (no config.json of "
+            f"--run_dir {run_dir} holds {', '.join(found)} but no run (no {rundir.CONFIG} of "
             f"main.py): a new run there would write over {them}; choose an empty or new directory"
         )
 
 
 def read_config(run_dir: str, flag: str = "--resume") -> dict:
     """A run's config.json as a dict, or a UserError that says why it cannot be used."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / rundir.CONFIG
     with given_path(f"{flag} {run_dir}", run_dir):
         if not Path(run_dir).is_dir():
             raise UserError(f"{flag} {run_dir}: no such run directory")
-        kind = special_file(path)
-        if kind:  # reading it would block (a FIFO) or never end (a device)
-            raise UserError(f"{flag} {run_dir}: its config.json is {kind}, not a file")
-        if not path.is_file():
-            raise UserError(f"{flag} {run_dir}: no config.json there; is it a run directory?")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, absurd nesting
-        reason = "nested too deeply" if isinstance(error, RecursionError) else error
-        raise UserError(f"{flag} {run_dir}: {path} is unreadable: {reason}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{flag} {run_dir}: {path} holds a {type(config).__name__}, not options")
+        try:
+            config = rundir.read_config(Path(run_dir))
+        except rundir.Damaged as error:
+            raise UserError(f"{flag} {run_dir}: {path} is {error.reason}") from None
+    if config is None:
+        raise UserError(f"{flag} {run_dir}: no {rundir.CONFIG} there; is it a run directory?")
     missing = [key for key in REQUIRED_IN_CONFIG if key not in config]
     if missing:
         raise UserError(
@@ -700,56 +689,77 @@ def read_config(run_dir: str, flag: str = "--resume") -> dict:
     return config
 
 
-def options_as_argv(parser: argparse.ArgumentParser, options: dict, source: Path) -> list[str]:
-    """The command line that gives `options` (as config.json stores them, under their flags'
-    names), so that saved options pass the same parsing and checks as typed ones."""
-    argv = []
+def record_from_config(parser: argparse.ArgumentParser, config: dict) -> RunRecord:
+    """The record that config.json keeps (options under their flags' names), each value checked
+    as its flag checks what is typed: the same run, without a detour through a command line.
+    An option it does not name (one added since) is at its default."""
+    values = {}
     for action in parser._actions:
         if not action.option_strings or action.dest in ("help", "resume", "run_dir"):
             continue
-        key = action.dest.rstrip("_")
-        if key not in options or options[key] is None:
-            continue
-        value, flag = options[key], action.option_strings[-1]
-        if isinstance(action, argparse.BooleanOptionalAction | argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise UserError(f"{source}: {key} is {value!r}, not true or false")
-            if isinstance(action, argparse._StoreTrueAction):
-                argv += [flag] if value else []
-            else:
-                argv += [flag if value else f"--no-{flag[2:]}"]
-        elif action.nargs == "+":
-            if not isinstance(value, list) or not value:
-                raise UserError(f"{source}: {key} is {value!r}, not a list of values")
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict | list | bool):
-            raise UserError(f"{source}: {key} is {value!r}, not a single value")
-        else:
-            argv += [f"{flag}={value}"]
-    return argv
+        value = config.get(key_of(action.dest))
+        if value is not None:
+            values[action.dest] = checked(parser, action, value)
+    return RunRecord.from_options(values)
 
 
-def resumed_args(
+def checked(parser: argparse.ArgumentParser, action: argparse.Action, value):
+    """A value of config.json for `action`'s flag, as that flag would have stored it; UserError
+    naming the key where the value is not one the flag takes."""
+    key = key_of(action.dest)
+    if isinstance(action, argparse.BooleanOptionalAction | argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{key} is {value!r}, not true or false")
+        return value
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{key} is {value!r}, not a list of values")
+        given = [typed(action, item) for item in value]
+    elif isinstance(value, dict | list | bool):
+        raise UserError(f"{key} is {value!r}, not a single value")
+    else:
+        given = typed(action, value)
+    stored = argparse.Namespace()
+    try:  # the flag's own action: a canonical order, a key given twice refused
+        action(parser, stored, given, action.option_strings[-1])
+    except argparse.ArgumentError as error:
+        raise UserError(f"{key}: {error.message}") from None
+    return getattr(stored, action.dest)
+
+
+def typed(action: argparse.Action, item):
+    """One value of config.json for `action`'s flag, parsed and checked as typed text is."""
+    text = str(item)
+    try:
+        value = action.type(text) if action.type is not None else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
+        raise UserError(f"{key_of(action.dest)}: {error}") from None
+    if action.choices is not None and value not in action.choices:
+        raise UserError(f"{key_of(action.dest)}: {text!r} is not one of {sorted(action.choices)}")
+    return value
+
+
+def resumed_record(
     parser: argparse.ArgumentParser, argv: list[str], run_dir: str, same_run: bool = False
-):
-    """The options to resume `run_dir` with. With `same_run` (from --run_dir), the command line
-    must describe the run the directory holds: any option other than where and how it runs that
-    differs from the run's own is refused, since continuing it would be another experiment."""
-    source = Path(run_dir) / "config.json"
+) -> RunRecord:
+    """The record to resume `run_dir` with. With `same_run` (from --run_dir), the command line
+    must describe the run the directory holds: an option of its identity that differs from the
+    run's own is refused, since continuing it would be another experiment."""
+    source = Path(run_dir) / rundir.CONFIG
     flag = "--run_dir" if same_run else "--resume"
     config = read_config(run_dir, flag)
     try:
-        saved = parser.parse_args(options_as_argv(parser, config, source))
-        validate(saved)
+        saved = validated(record_from_config(parser, config)).options()
     except UserError as error:
         raise UserError(f"{flag} {run_dir}: {source} holds an invalid option: {error}") from None
-    given = given_options(build_parser(), argv)
+    given = given_options(argv)
     given.pop("resume", None)
+    roles = specs()
     if same_run:
         different = sorted(
-            f"--{dest.rstrip('_')} {value} (the run has {getattr(saved, dest)})"
-            for dest, value in given.items()
-            if dest not in MACHINE_OPTIONS | NAME_OPTIONS and value != getattr(saved, dest)
+            f"--{key} {value} (the run has {saved[key]})"
+            for key, value in given.items()
+            if roles[key].identity and value != saved[key]
         )
         if different:
             raise UserError(
@@ -757,26 +767,26 @@ def resumed_args(
                 "it is left as it is (choose another --run_dir, or --resume it to change options "
                 "for one resume)"
             )
-        given = {dest: value for dest, value in given.items() if dest in MACHINE_OPTIONS}
-    for dest in IDENTITY_OPTIONS:
-        if dest in given and given[dest] != getattr(saved, dest):
-            theirs, ours = flag_value(getattr(saved, dest)), flag_value(given[dest])
-            raise UserError(f"--resume {run_dir}: that run has --{dest} {theirs}, not {ours}")
-    overrides = {dest: value for dest, value in given.items() if value != getattr(saved, dest)}
-    args = argparse.Namespace(**{**vars(saved), **given, "resume": run_dir, "run_dir": None})
-    args.resume_overrides = {dest.rstrip("_"): value for dest, value in overrides.items()}
-    return args
+        given = {key: value for key, value in given.items() if roles[key].role is Role.MACHINE}
+    for key in fixed_keys():
+        if key in given and given[key] != saved[key]:
+            theirs, ours = flag_value(saved[key]), flag_value(given[key])
+            raise UserError(f"--resume {run_dir}: that run has --{key} {theirs}, not {ours}")
+    overrides = {key: value for key, value in given.items() if value != saved[key]}
+    merged = {**saved, **given, "resume": run_dir, "run_dir": None}
+    return validated(RunRecord.from_options(merged, overrides))
 
 
-def changed_options(args: argparse.Namespace) -> str | None:
+def changed_options(record: RunRecord) -> str | None:
     """The warning that a resume runs with options other than its run's own, or None: said by
     main.py once the run is known to resume, not while its checkpoint may still be refused."""
-    overrides = getattr(args, "resume_overrides", {})
-    changed = sorted(key for key in overrides if key not in MACHINE_OPTIONS)
+    roles = specs()
+    changed = sorted(key for key in record.resume_overrides if roles[key].role is not Role.MACHINE)
     if not changed:
         return None
     return (
-        f"resuming {args.resume} with changed options, for this resume only: {', '.join(changed)}"
+        f"resuming {record.run.resume} with changed options, for this resume only: "
+        f"{', '.join(changed)}"
     )
 
 
@@ -787,99 +797,105 @@ def flag_value(value: object) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def validate_model(args: argparse.Namespace) -> None:
+def validate_model(model: ModelOptions) -> None:
     """What only timm: and torchvision: models take, and where the initial weights come from."""
-    built_in = args.model in MODELS
-    if args.model_kwargs and built_in:
+    built_in = model.model in MODELS
+    if model.model_kwargs and built_in:
         raise UserError(
-            f"--model_kwargs: the built-in -m {args.model} takes none; timm: and torchvision: "
+            f"--model_kwargs: the built-in -m {model.model} takes none; timm: and torchvision: "
             "models do"
         )
-    if args.pretrained and built_in:
+    if model.pretrained and built_in:
         raise UserError(
-            f"--pretrained: the built-in -m {args.model} has no pretrained weights; timm: and "
+            f"--pretrained: the built-in -m {model.model} has no pretrained weights; timm: and "
             "torchvision: models do, or give trained weights with --init_from FILE"
         )
-    if args.pretrained and args.init_from is not None:
+    if model.pretrained and model.init_from is not None:
         raise UserError("--pretrained and --init_from both give the initial weights: give one")
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Checks that involve several options; each value alone was checked as it was parsed."""
-    validate_model(args)
-    if args.image_size is not None and args.dataset != "synthetic":
+def validated(record: RunRecord) -> RunRecord:
+    """The record, checked where several options meet (each value alone was checked as it was
+    parsed); --evaluate_on_val implies --val."""
+    validate_model(record.model)
+    data, prune = record.data, record.prune
+    if data.image_size is not None and data.dataset != "synthetic":
         raise UserError("--image_size only applies to --dataset synthetic")
-    if args.add_hs and args.hoyer_lambda == 0:
+    if prune.add_hs and prune.hoyer_lambda == 0:
         raise UserError("--add_hs needs --hoyer_lambda greater than 0 (the paper: 6e-5 to 3e-4)")
-    args.val = args.val or args.evaluate_on_val
-    build_pruning(args)
+    build_pruning(record)
+    return record.replace(val=True) if data.evaluate_on_val and not data.val else record
 
 
 # flag -> (whether it acts in this run, the condition it needs)
 INERT_UNLESS = {
-    "milestones": (lambda a: a.use_scheduler, "without --use_scheduler"),
-    "max_norm": (lambda a: a.clip_grad, "without --clip_grad"),
-    "noise_scale_factor": (lambda a: a.noise, "without --noise"),
-    "stop_noise_at": (lambda a: a.noise, "without --noise"),
-    "noise_only_prunable": (lambda a: a.noise, "without --noise"),
-    "hoyer_lambda": (lambda a: a.add_hs, "without --add_hs"),
-    "stop_hoyer_at": (lambda a: a.add_hs, "without --add_hs"),
-    "hoyer_scope": (lambda a: a.add_hs, "without --add_hs"),
-    "val_size": (lambda a: a.val, "without --val or --evaluate_on_val"),
-    "nm_exclude": (lambda a: a.nm is not None, "without --nm"),
+    "milestones": (lambda r: r.train.use_scheduler, "without --use_scheduler"),
+    "max_norm": (lambda r: r.train.clip_grad, "without --clip_grad"),
+    "noise_scale_factor": (lambda r: r.prune.noise, "without --noise"),
+    "stop_noise_at": (lambda r: r.prune.noise, "without --noise"),
+    "noise_only_prunable": (lambda r: r.prune.noise, "without --noise"),
+    "hoyer_lambda": (lambda r: r.prune.add_hs, "without --add_hs"),
+    "stop_hoyer_at": (lambda r: r.prune.add_hs, "without --add_hs"),
+    "hoyer_scope": (lambda r: r.prune.add_hs, "without --add_hs"),
+    "val_size": (lambda r: r.data.val, "without --val or --evaluate_on_val"),
+    "nm_exclude": (lambda r: r.prune.nm is not None, "without --nm"),
     "momentum": (
-        lambda a: OPTIMIZERS[a.opt].takes_momentum,
+        lambda r: OPTIMIZERS[r.train.opt].takes_momentum,
         f"with --opt {', '.join(sorted(n for n, k in OPTIMIZERS.items() if not k.takes_momentum))}",
     ),
 }
 
 
-def inert_component_flag(flag: str, args: argparse.Namespace, criterion, schedule) -> str | None:
+def inert_component_flag(flag: str, record: RunRecord, criterion, schedule) -> str | None:
     """Why a flag of a criterion or schedule changes nothing in this run (whose criterion and
     schedule are given), or None."""
+    chosen, scheduled = record.prune.prune_criterion, record.prune.schedule
     owners = sorted(name for name, cls in CRITERIA.items() if flag in flags_of(cls))
     if owners:
-        if args.prune_criterion not in owners:
+        if chosen not in owners:
             return f"unless --prune_criterion {' or '.join(owners)}"
-        if args.schedule and flag in flags_of(type(criterion), criterion.schedule_fields):
-            return f"with --schedule {args.schedule}: it sets {args.prune_criterion}'s own schedule"
+        if scheduled and flag in flags_of(type(criterion), criterion.schedule_fields):
+            return f"with --schedule {scheduled}: it sets {chosen}'s own schedule"
         return None
     owners = sorted(name for name, cls in SCHEDULES.items() if flag in flags_of(cls))
     if not owners and flag != "schedule":
         return None
     if schedule is None:
-        return f"with --prune_criterion {args.prune_criterion}, which does not prune"
+        return f"with --prune_criterion {chosen}, which does not prune"
     if flag == "schedule":
         return None
-    if args.schedule is None:
+    if scheduled is None:
         _, fields = criterion.default_schedule()
         if flag in flags_of(type(schedule), fields):
-            return f"with --prune_criterion {args.prune_criterion} (its own options set it)"
+            return f"with --prune_criterion {chosen} (its own options set it)"
     if schedule.name not in owners:
         return f"unless --schedule {' or '.join(owners)} (this run's is {schedule.name})"
     if flag == "prune_rate" and not criterion.ranks:
-        return f"with --prune_criterion {args.prune_criterion}, which prunes by its own rule"
+        return f"with --prune_criterion {chosen}, which prunes by its own rule"
     return None
 
 
-def warn_about_inert_flags(given: dict, args: argparse.Namespace) -> None:
+def warn_about_inert_flags(given: dict, record: RunRecord) -> None:
     """Warn about options that were given but change nothing in this run, and values that are
     allowed but almost certainly not meant."""
-    criterion, schedule = build_pruning(args)
-    for dest in sorted(given):
-        acts, condition = INERT_UNLESS.get(dest.rstrip("_"), (None, ""))
-        if acts is not None and not acts(args):
-            warn(f"--{dest.rstrip('_')} has no effect {condition}")
-        reason = inert_component_flag(dest, args, criterion, schedule)
+    criterion, schedule = build_pruning(record)
+    train, prune = record.train, record.prune
+    for key in sorted(given):
+        acts, condition = INERT_UNLESS.get(key, (None, ""))
+        if acts is not None and not acts(record):
+            warn(f"--{key} has no effect {condition}")
+        reason = inert_component_flag(key, record, criterion, schedule)
         if reason:
-            warn(f"--{dest} has no effect {reason}")
-    if args.use_scheduler and any(m >= args.epochs for m in args.milestones):
-        late = [m for m in args.milestones if m >= args.epochs]
-        warn(f"--milestones {' '.join(map(str, late))}: at or after the last epoch ({args.epochs})")
-    if args.prune_criterion == "threshold" and args.magnitude_threshold == 0:
+            warn(f"--{key} has no effect {reason}")
+    if train.use_scheduler and any(m >= train.epochs for m in train.milestones):
+        late = [m for m in train.milestones if m >= train.epochs]
+        warn(
+            f"--milestones {' '.join(map(str, late))}: at or after the last epoch ({train.epochs})"
+        )
+    if prune.prune_criterion == "threshold" and record.value("magnitude_threshold") == 0:
         warn("--magnitude_threshold 0 prunes nothing")
-    if args.noise and args.noise_scale_factor == 0:
+    if prune.noise and prune.noise_scale_factor == 0:
         warn("--noise_scale_factor 0 adds no noise")
     asked = schedule is not None and ({"schedule", *flags_of(type(schedule))} & set(given))
     if asked and not schedule.epochs_pruned():
-        warn(f"--schedule {schedule.name} with -e {args.epochs}: this run never prunes")
+        warn(f"--schedule {schedule.name} with -e {train.epochs}: this run never prunes")

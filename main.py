@@ -28,7 +28,6 @@ if __name__ == "__main__":
     # main.py answers it by stopping main.py with SIGTERM; alone, the time limit's SIGTERM does.
     _signal.signal(_signal.SIGUSR2, _signal.SIG_IGN)
 
-import argparse
 import dataclasses
 import json
 import os
@@ -45,9 +44,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cli import (
-    IDENTITY_OPTIONS,
-    MACHINE_OPTIONS,
-    NAME_OPTIONS,
     build_pruner,
     build_pruning,
     changed_options,
@@ -60,6 +56,16 @@ from models import build_for_run, foreign_state, is_external
 from pruning import CRITERIA, SCHEDULES, Pruner, prunable_parameters
 from pruning.prunable import matches
 from pruning.registry import method_label
+from record import (
+    ModelOptions,
+    PruneOptions,
+    Role,
+    RunOptions,
+    RunRecord,
+    fixed_keys,
+    key_of,
+    keys_with,
+)
 from training import (
     Diverged,
     LimitedBatches,
@@ -71,7 +77,6 @@ from training import (
     train_one_epoch,
 )
 from utils.checkpoint import (
-    CHECKPOINT,
     load_checkpoint,
     rng_state,
     save_atomic,
@@ -90,11 +95,10 @@ from utils.errors import (
 )
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
-from utils.io import made_folders, write_json_atomic
+from utils.io import made_folders
 from utils.errors import special_file
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import (
-    RUN_FILES,
     RUNS_ROOT,
     NullLogger,
     RunLogger,
@@ -106,26 +110,33 @@ from utils.logging import (
 from pruning.mask import percent
 from pruning.options import options_of
 from utils.runtime import batchnorm_in_fp32, seed_everything
+from utils.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    EVENTS,
+    METRICS_LOG,
+    MODEL,
+    SUMMARY,
+    WRITTEN,
+    read_config,
+    write_summary,
+)
 from export.weights import load_weights, read_weights
 
 HPARAM_METRICS = ("final_test_acc", "best_test_acc", "final_sparsity")
-# what the HParams table leaves out: where a run ran, how it was named and where it was written,
-# which tell no result apart (the table names each run by its directory)
-NOT_HPARAMS = MACHINE_OPTIONS | NAME_OPTIONS
-# options that describe how a run was resumed, not the run itself
-BOOKKEEPING = ("resume", "resume_overrides")
 
 
 def hparams_of(summary: dict) -> dict:
     """What TensorBoard's HParams table shows of a run: first its method as the report labels it
     and the schedule it resolved to (--schedule is unset for a criterion's default), then its
-    options, less NOT_HPARAMS and the options of the criteria and schedules it did not use (a
+    options, less where it ran and what it is called (which tell no result apart: the table names
+    each run by its directory) and the options of the criteria and schedules it did not use (a
     FlipOut run has no use for --snip_batches: such columns crowded out the few that tell runs
     apart)."""
     schedule = (summary.get("schedule") or {}).get("name", "none")
     own = {*flags_of(CRITERIA.get(summary["prune_criterion"])), *flags_of(SCHEDULES.get(schedule))}
     others = {flag for cls in [*CRITERIA.values(), *SCHEDULES.values()] for flag in flags_of(cls)}
-    left_out = NOT_HPARAMS | (others - own) | {"schedule"}
+    left_out = {*keys_with(Role.MACHINE, Role.NAMING), *(others - own), "schedule"}
     options = {key: value for key, value in summary["options"].items() if key not in left_out}
     # capitalised, they sort before every option in TensorBoard's columns (it orders them by
     # name, those whose values differ first); λ spelled out, as its filter pane escapes it
@@ -152,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     code, peers_lost = 0, False
     try:
-        args = parse_args(argv)
+        record = parse_args(argv)
         stop.check()
         if not ddp.is_main:
-            args.quiet = True
-        summary = run(args, ddp, stop)
+            record = record.replace(quiet=True)
+        summary = run(record, ddp, stop)
         code = summary.get("exit_code", 0)
         peers_lost = code == PeerLost.exit_code
     except Interrupted as interruption:  # before the run had a directory
@@ -175,16 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def run(
-    args: argparse.Namespace, ddp: Distributed | None = None, stop: StopSignals | None = None
-) -> dict:
+def run(record: RunRecord, ddp: Distributed | None = None, stop: StopSignals | None = None) -> dict:
     """One training run, new or resumed, in this process or as one rank under torchrun. Returns
     its summary, whose `status` is `completed`, `interrupted`, `diverged` or `failed` and whose
     `exit_code` is the process's. A mistake found before the run directory exists raises
     UserError; an unexpected exception propagates after `failed` is recorded. The run
     directory's lock, once taken, is released however the run ends."""
     # not installed, a StopSignals never asks to stop
-    this_run = Run(args, ddp or Distributed(), stop or StopSignals())
+    this_run = Run(record, ddp or Distributed(), stop or StopSignals())
     try:
         return this_run.execute()
     finally:
@@ -219,7 +228,7 @@ class Run:
     Rank 0 alone writes the run's files; the other ranks under torchrun keep a NullLogger."""
 
     # Given: the parsed command line, this process's place among torchrun's, its stop signals.
-    args: argparse.Namespace
+    record: RunRecord  # the run's options (record.py), from cli.parse_args
     ddp: Distributed
     stop: StopSignals
     train_config: TrainConfig  # its `epochs` become total_epochs once the pruner is built
@@ -258,12 +267,12 @@ class Run:
     logger: RunLogger | NullLogger
     summary: dict
 
-    def __init__(self, args: argparse.Namespace, ddp: Distributed, stop: StopSignals):
+    def __init__(self, record: RunRecord, ddp: Distributed, stop: StopSignals):
         self.session_start = time.time()
-        self.args, self.ddp, self.stop = args, ddp, stop
-        self.train_config = TrainConfig.from_args(args)
+        self.record, self.ddp, self.stop = record, ddp, stop
+        self.train_config = TrainConfig.from_options(record.by_name())
         self.locks = []
-        self.resume_dir = Path(args.resume) if args.resume else None
+        self.resume_dir = Path(record.run.resume) if record.run.resume else None
         self.checkpoint = None
         self.history, self.wall_before = [], 0.0
         self.run_dir, self.logger = None, NullLogger()
@@ -305,14 +314,14 @@ class Run:
         """Everything the epochs need, in a fixed order, since the random streams follow it: the
         seeds, then the data (its validation split), then the network's initialisation. The
         ranks agree between the slow steps whether a signal asks them to stop."""
-        args, ddp = self.args, self.ddp
-        if args.batch_size % ddp.world_size:
+        record, ddp = self.record, self.ddp
+        if record.train.batch_size % ddp.world_size:
             raise UserError(
-                f"-bs {args.batch_size} is the global batch size and must divide evenly among "
-                f"the {ddp.world_size} processes"
+                f"-bs {record.train.batch_size} is the global batch size and must divide evenly "
+                f"among the {ddp.world_size} processes"
             )
-        self.device = ddp.setup(args.device, args.dist_timeout)
-        seed_everything(args.seed)
+        self.device = ddp.setup(record.run.device, record.run.dist_timeout)
+        seed_everything(record.train.seed)
         if self.resume_dir is not None:
             self.checkpoint = self.read_checkpoint(self.resume_dir)
         ddp.agree_to_stop(self.stop)
@@ -327,7 +336,7 @@ class Run:
         with given_path(f"--resume {resume_dir}", resume_dir):
             if self.ddp.is_main:
                 self.locks.append(RunLock(resume_dir).acquire())
-                remove_stale_temporaries(resume_dir, RUN_FILES)
+                remove_stale_temporaries(resume_dir, WRITTEN)
             kind = special_file(resume_dir / CHECKPOINT)
             if kind:  # not a missing checkpoint, after which the run would start afresh
                 raise UserError(f"--resume {resume_dir}: its {CHECKPOINT} is {kind}, not a file")
@@ -342,8 +351,8 @@ class Run:
         """The end of a resume with nothing to do: the run's files stay as they were, to the
         byte, but model.pt, written where --save_model asks for one the run lacks. Returns the
         run's summary."""
-        line, model_file = self.finished_line, self.resume_dir / "model.pt"
-        if self.args.save_model and not os.path.lexists(model_file):
+        line, model_file = self.finished_line, self.resume_dir / MODEL
+        if self.record.run.save_model and not os.path.lexists(model_file):
             if self.ddp.is_main:
                 save_model(model_file, self.spec, self.model, self.pruner)
             line += ", and model.pt is written, as --save_model asks"
@@ -352,49 +361,54 @@ class Run:
         return {**self.finished, "exit_code": 0}
 
     def load_data(self) -> None:
-        args = self.args
-        with given_path(f"--data_dir {args.data_dir}", args.data_dir):
+        record = self.record
+        with given_path(f"--data_dir {record.data.data_dir}", record.data.data_dir):
             self.splits = build_datasets(
-                args.dataset, args.data_dir, not args.no_download, args.image_size
+                record.data.dataset,
+                record.data.data_dir,
+                not record.data.no_download,
+                record.data.image_size,
             )
         self.train_set, self.val_set = self.splits.train, None
-        if args.val:
+        if record.data.val:
             self.train_set, self.val_set = split_validation(
-                self.splits, args.val_size or len(self.splits.train) // 10
+                self.splits, record.data.val_size or len(self.splits.train) // 10
             )
-        if args.batch_size > len(self.train_set):
-            warn(f"-bs {args.batch_size} is more than the {len(self.train_set)} training images: "
-                 "every epoch is a single step")  # fmt: skip
+        if record.train.batch_size > len(self.train_set):
+            warn(f"-bs {record.train.batch_size} is more than the {len(self.train_set)} training "
+                 "images: every epoch is a single step")  # fmt: skip
 
     def build_network(self) -> None:
         """The model, its optimizer and its pruner; with --init_from (on a run's first start)
         the weights and masks of that file."""
-        args, splits = self.args, self.splits
-        self.spec = model_spec(args, splits)
+        record, splits = self.record, self.splits
+        self.spec = model_spec(record.model, splits)
         self.input_shape = (splits.in_channels, splits.image_size, splits.image_size)
         # the library's published weights, on a run's first start only
         self.model = build_for_run(
             self.spec,
-            pretrained=args.pretrained and self.checkpoint is None,
-            check=args.image_size is not None,
+            pretrained=record.model.pretrained and self.checkpoint is None,
+            check=record.data.image_size is not None,
         )
         self.model.to(self.device, memory_format=memory_format(self.train_config))
-        if args.amp:
+        if record.train.amp:
             batchnorm_in_fp32(self.model)
         self.optimizer = self.train_config.optimizer(self.model.parameters())
         initial_masks, initialised = None, []
-        if args.init_from is not None and self.checkpoint is None:
-            with given_path(f"--init_from {args.init_from}", args.init_from):
-                initial_masks = init_from(args.init_from, self.model, self.spec, initialised)
-        self.pruner = build_pruner(args, self.model, sync=self.ddp)
+        if record.model.init_from is not None and self.checkpoint is None:
+            with given_path(f"--init_from {record.model.init_from}", record.model.init_from):
+                initial_masks = init_from(
+                    record.model.init_from, self.model, self.spec, initialised
+                )
+        self.pruner = build_pruner(record, self.model, sync=self.ddp)
         # a schedule of rounds trains longer than -e, which is then the length of a round
-        self.total_epochs = self.pruner.total_epochs(args.epochs)
+        self.total_epochs = self.pruner.total_epochs(record.train.epochs)
         self.train_config = dataclasses.replace(self.train_config, epochs=self.total_epochs)
         if initial_masks is not None:
             try:
-                self.pruner.adopt_masks(adoptable_masks(args, self.pruner, initial_masks))
+                self.pruner.adopt_masks(adoptable_masks(record, self.pruner, initial_masks))
             except ValueError as error:
-                raise UserError(f"--init_from {args.init_from}: {error}") from None
+                raise UserError(f"--init_from {record.model.init_from}: {error}") from None
         self.pruner.attach_optimizer(self.optimizer)
         # only now that the file's weights and masks are all accepted
         for line in initialised:
@@ -414,7 +428,7 @@ class Run:
             self.check_resumed_schedule()
         self.first_epoch = len(self.history) + 1
         # said once the run is known to resume: not before a refused checkpoint's error line
-        changes = changed_options(self.args) if self.resume_dir is not None else None
+        changes = changed_options(self.record) if self.resume_dir is not None else None
         if changes and self.finished is None and self.ddp.is_main:
             warn(changes)
 
@@ -423,10 +437,10 @@ class Run:
         --parallel and several GPUs, the model itself otherwise."""
         model, device, ddp = self.model, self.device, self.ddp
         if ddp.enabled:
-            if self.args.parallel:
+            if self.record.run.parallel:
                 warn("--parallel is ignored under torchrun, which already runs one process per GPU")
             return ddp.wrap(model, device)
-        if not self.args.parallel:
+        if not self.record.run.parallel:
             return model
         gpus = torch.cuda.device_count() if device.type == "cuda" else 0
         if gpus < 2:
@@ -437,18 +451,19 @@ class Run:
 
     def restore(self) -> None:
         """Load the checkpoint's state into the freshly built objects, and its history."""
-        checkpoint, args = self.checkpoint, self.args
-        saved = checkpoint["args"]
-        for dest in IDENTITY_OPTIONS:
-            if saved.get(dest) != getattr(args, dest):
+        checkpoint, record = self.checkpoint, self.record
+        saved = {key_of(name): value for name, value in checkpoint["args"].items()}
+        options = record.options()
+        for key in fixed_keys():
+            if saved.get(key) != options[key]:
                 raise UserError(
-                    f"--resume {args.resume}: its checkpoint is from a run with --{dest} "
-                    f"{saved.get(dest)}, not {getattr(args, dest)}"
+                    f"--resume {record.run.resume}: its checkpoint is from a run with --{key} "
+                    f"{saved.get(key)}, not {options[key]}"
                 )
         if checkpoint["model_spec"] != self.spec:
             raise UserError(
-                f"--resume {args.resume}: its {CHECKPOINT} is of {checkpoint['model_spec']}, not "
-                f"of the network these options build, {self.spec}"
+                f"--resume {record.run.resume}: its {CHECKPOINT} is of "
+                f"{checkpoint['model_spec']}, not of the network these options build, {self.spec}"
             )
         try:
             self.model.load_state_dict(checkpoint["model"])
@@ -460,7 +475,7 @@ class Run:
             text = str(error).strip()
             first = text.splitlines()[0] if text else type(error).__name__
             raise UserError(
-                f"--resume {args.resume}: its {CHECKPOINT} does not fit this run: {first}"
+                f"--resume {record.run.resume}: its {CHECKPOINT} does not fit this run: {first}"
             ) from error
         self.history, self.wall_before = list(checkpoint["history"]), checkpoint["wall_seconds"]
 
@@ -492,7 +507,7 @@ class Run:
         elif differ:
             epoch = differ[0]
             raise UserError(
-                f"--resume {self.args.resume}: these options change the prunes of the {done} "
+                f"--resume {self.record.run.resume}: these options change the prunes of the {done} "
                 f"epochs it has trained ({when(epoch)}: {step_text(before.step(epoch))} then, "
                 f"{step_text(schedule.step(epoch))} now); a resume may change only what is "
                 "still to come: keep its schedule's options (with gradual, give --prune_end), or "
@@ -510,20 +525,20 @@ class Run:
         """Refuse options that train fewer epochs than the run has trained, unless the run
         completed (a plain --resume of a run that a resume with a longer -e extended, whose
         config.json keeps its first -e, then leaves it as it is)."""
-        done, total, args = len(self.history), self.total_epochs, self.args
+        done, total, record = len(self.history), self.total_epochs, self.record
         if done <= total:
             return
-        if "epochs" in getattr(args, "resume_overrides", {}):
+        if "epochs" in record.resume_overrides:
             raise UserError(
-                f"--resume {args.resume}: -e {args.epochs} trains {total} epoch"
+                f"--resume {record.run.resume}: -e {record.train.epochs} trains {total} epoch"
                 f"{'s' if total != 1 else ''}, fewer than the {done} it has trained, and a run "
                 "cannot be shortened: leave -e out or give a longer one, or start a new run"
             )
         if self.completed_summary() is None:
             raise UserError(
-                f"--resume {args.resume}: it has trained {done} epochs, more than the {total} of "
-                "the options it was started with (a resume with a longer -e extended it): give "
-                "-e with the length to train it to"
+                f"--resume {record.run.resume}: it has trained {done} epochs, more than the "
+                f"{total} of the options it was started with (a resume with a longer -e extended "
+                "it): give -e with the length to train it to"
             )
 
     def completed_summary(self) -> dict | None:
@@ -531,8 +546,8 @@ class Run:
         it completed the epochs its checkpoint holds, and metrics.jsonl holds exactly those. None
         otherwise (a run stopped after its last checkpoint, before its summary, or a damaged
         file): this resume writes them again."""
-        summary_text = text_of(self.resume_dir / "summary.json")
-        metrics_text = text_of(self.resume_dir / "metrics.jsonl")
+        summary_text = text_of(self.resume_dir / SUMMARY)
+        metrics_text = text_of(self.resume_dir / METRICS_LOG)
         if summary_text is None or metrics_text != "".join(map(json_line, self.history)):
             return None
         try:
@@ -550,7 +565,7 @@ class Run:
         if not isinstance(saved, dict):
             return None
         try:
-            return build_pruning(argparse.Namespace(**{**vars(self.args), **saved}))[1]
+            return build_pruning(self.record.replace(**saved))[1]
         except (UserError, TypeError, ValueError, KeyError, AttributeError):
             return None
 
@@ -583,12 +598,12 @@ class Run:
     def open_run_dir(self) -> None:
         """Give the run its directory (on rank 0: locked, with config.json and the logs), say
         what it runs, and start its summary. From here on every ending is recorded there."""
-        args, ddp = self.args, self.ddp
-        self.options = run_options(args)
+        record, ddp = self.record, self.ddp
+        self.options = record.options()
         self.run_dir = self.resume_dir
         if ddp.is_main:
             if self.resume_dir is None:
-                self.run_dir, lock = new_run_dir(args)
+                self.run_dir, lock = new_run_dir(record.run)
                 self.locks.append(lock)
                 config = self.new_config()
             else:
@@ -597,14 +612,14 @@ class Run:
             self.logger = RunLogger(self.run_dir, config, restored)
         self.describe()
         self.summary = {
-            "model": args.model,
-            "dataset": args.dataset,
-            "prune_criterion": args.prune_criterion,
-            "method": method_label(args.prune_criterion, self.options),
+            "model": record.model.model,
+            "dataset": record.data.dataset,
+            "prune_criterion": record.prune.prune_criterion,
+            "method": method_label(record.prune.prune_criterion, self.options),
             **self.pruner.summary(),
-            "seed": args.seed,
+            "seed": record.train.seed,
             "epochs": self.total_epochs,
-            "comment": args.comment,
+            "comment": record.run.comment,
             "run_dir": str(self.run_dir),
             "run_id": self.logger.run_id if ddp.is_main else None,
             "status": "running",
@@ -628,33 +643,33 @@ class Run:
         started with; what this resume changed is listed under `resumes`. A run that never
         finished an epoch starts afresh: its earlier files are cleared."""
         run_dir = self.run_dir
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = read_config(run_dir)  # read and checked by cli.py a moment ago
         config.setdefault("run_id", uuid.uuid4().hex)
         resumes = config.get("resumes") if isinstance(config.get("resumes"), list) else []
         resumes.append(
             {
                 "at_epoch": self.first_epoch,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "overrides": dict(getattr(self.args, "resume_overrides", {})),
+                "overrides": dict(self.record.resume_overrides),
                 "device_resolved": str(self.device),
                 "torch_version": torch.__version__,
             }
         )
         config["resumes"] = resumes
         if afresh:
-            for stale in [*run_dir.glob("events.out.tfevents.*"), run_dir / "summary.json"]:
+            for stale in [*run_dir.glob(EVENTS), run_dir / SUMMARY]:
                 stale.unlink(missing_ok=True)
         return config
 
     def describe(self) -> None:
-        args, ddp = self.args, self.ddp
+        record, ddp = self.record, self.ddp
         resumed = f" (resumed at epoch {self.first_epoch})" if self.first_epoch > 1 else ""
         print(f"run {self.run_dir}{resumed}")
         if ddp.enabled:
             processes = f"{ddp.world_size} process{'es' if ddp.world_size > 1 else ''}"
             print(
                 f"{processes} (DistributedDataParallel, {ddp.backend}), "
-                f"{args.batch_size // ddp.world_size} images per process per step"
+                f"{record.train.batch_size // ddp.world_size} images per process per step"
             )
         sizes = [f"{len(self.train_set)} train", f"{len(self.splits.test)} test"]
         if self.val_set is not None:
@@ -662,9 +677,9 @@ class Run:
         excluded = sum(p.numel() for p in self.pruner.excluded.values())
         kept_dense = f" ({excluded:,} more excluded, kept dense)" if excluded else ""
         print(
-            f"{args.model} on {args.dataset} ({' / '.join(sizes)}), {self.device}, "
+            f"{record.model.model} on {record.data.dataset} ({' / '.join(sizes)}), {self.device}, "
             f"{self.pruner.masks.num_total:,} prunable weights{kept_dense}, "
-            f"criterion {args.prune_criterion}"
+            f"criterion {record.prune.prune_criterion}"
         )
         # a run with nothing left to train ends as it is, whatever these options' schedule says
         ends_as_it_is = self.schedule_change is not None and self.first_epoch > self.total_epochs
@@ -706,15 +721,15 @@ class Run:
         self.ddp.check_identical(
             self.pruner.state_tensors(), "at the end, weights, masks or flip counts"
         )
-        if self.args.save_model and self.ddp.is_main:
-            save_model(self.run_dir / "model.pt", self.spec, self.model, self.pruner)
+        if self.record.run.save_model and self.ddp.is_main:
+            save_model(self.run_dir / MODEL, self.spec, self.model, self.pruner)
 
     def checkpoint_epoch(self, epoch: int, record: dict) -> None:
         history = [*self.history, record]
         save_checkpoint(
             {
                 "epoch": epoch,
-                "args": checkpoint_args(self.args),
+                "args": self.record.options(),
                 "model_spec": self.spec,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -778,7 +793,7 @@ class Run:
             history = self.history
             record = {**self.summary, **final_metrics(history), "epochs_completed": len(history)}
             record.update(status=status, wall_seconds=self.wall_seconds())
-            write_json_atomic(self.run_dir / "summary.json", {**record, **fields})
+            write_summary(self.run_dir, {**record, **fields})
 
     def peers_lost(self, message: str) -> str | None:
         """The heartbeat's word that a torchrun peer is gone: recorded, and the ending line."""
@@ -914,32 +929,23 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
 # -- the pieces: options, files, lines -----------------------------------------------------
 
 
-def run_options(args: argparse.Namespace) -> dict:
-    """Every option of the run under its flag's name (--lambda is stored as lambda_)."""
-    return {key.rstrip("_"): value for key, value in vars(args).items() if key not in BOOKKEEPING}
-
-
-def checkpoint_args(args: argparse.Namespace) -> dict:
-    return {key: value for key, value in vars(args).items() if key not in BOOKKEEPING}
-
-
-def new_run_dir(args) -> tuple[Path, RunLock]:
+def new_run_dir(run: RunOptions) -> tuple[Path, RunLock]:
     """The directory of a new run, locked: --run_dir, or a fresh one under runs/<logdir>. A path
     the system refuses ends in one line naming it: a bad one (too long, through a file) a
     UserError, one on a refusing disk (read-only, full) a StorageError (utils.errors)."""
-    if args.run_dir is None:
-        parent = RUNS_ROOT / args.logdir
+    if run.run_dir is None:
+        parent = RUNS_ROOT / run.logdir
         with given_path(f"cannot write runs under --logdir {parent}", parent):
-            run_dir = make_run_dir(args.logdir, args.comment)
+            run_dir = make_run_dir(run.logdir, run.comment)
             return run_dir, RunLock(run_dir).acquire()
-    run_dir = Path(args.run_dir)
+    run_dir = Path(run.run_dir)
     with given_path(f"--run_dir {run_dir}: cannot create it", run_dir), made_folders(run_dir):
         lock = RunLock(run_dir).acquire()
-    if (run_dir / "config.json").exists():
+    if (run_dir / CONFIG).exists():
         # another process started this run since this one looked: it is that process's run
         lock.release()
         raise RunBusy(f"--run_dir {run_dir}: another process started a run there meanwhile")
-    remove_stale_temporaries(run_dir, RUN_FILES)
+    remove_stale_temporaries(run_dir, WRITTEN)
     return run_dir, lock
 
 
@@ -997,7 +1003,7 @@ def init_from(
     return weights.masks
 
 
-def adoptable_masks(args, pruner: Pruner, masks: dict[str, torch.Tensor]) -> dict:
+def adoptable_masks(record: RunRecord, pruner: Pruner, masks: dict[str, torch.Tensor]) -> dict:
     """The masks of --init_from's file for the tensors this run prunes. The mask of a tensor it
     keeps dense is dropped where the file pruned nothing of it; where the file pruned some of
     it, the pruned weights would come back, so it is refused, naming the option that keeps the
@@ -1007,17 +1013,17 @@ def adoptable_masks(args, pruner: Pruner, masks: dict[str, torch.Tensor]) -> dic
         return {name: mask for name, mask in masks.items() if name in pruner.params}
     more = f" (and {len(kept) - 1} more)" if len(kept) > 1 else ""
     raise UserError(
-        f"--init_from {args.init_from}: its masks prune {kept[0]}{more}, which this run keeps "
-        f"dense {why_dense(args, pruner, kept[0])}"
+        f"--init_from {record.model.init_from}: its masks prune {kept[0]}{more}, which this run "
+        f"keeps dense {why_dense(record.prune, pruner, kept[0])}"
     )
 
 
-def why_dense(args, pruner: Pruner, name: str) -> str:
+def why_dense(prune: PruneOptions, pruner: Pruner, name: str) -> str:
     """Why this run does not prune `name`, and how to prune it as the file did."""
     if name in pruner.excluded:
-        excluding = any(matches(pattern, name) for pattern in args.prune_exclude or ())
+        excluding = any(matches(pattern, name) for pattern in prune.prune_exclude or ())
         flag = "--prune_exclude" if excluding else "--prune_include"
-        patterns = " ".join(args.prune_exclude if excluding else args.prune_include)
+        patterns = " ".join(prune.prune_exclude if excluding else prune.prune_include)
         fix = f"leave it out of {flag}" if excluding else f"name it in {flag} too"
         return (
             f"by {flag} {patterns}: its pruned weights would train again; {fix} to keep them "
@@ -1052,18 +1058,18 @@ def step_text(step) -> str:
     return f"to {percent(step.sparsity)}"
 
 
-def model_spec(args, splits) -> dict:
+def model_spec(model: ModelOptions, splits) -> dict:
     """What the model registry needs to rebuild the network: `build_model(**spec)`. Only a run
     with --model_kwargs has a `model_kwargs` entry, so that the specs of other runs stay as they
     were written before the option."""
     spec = {
-        "name": args.model,
+        "name": model.model,
         "num_classes": splits.num_classes,
         "in_channels": splits.in_channels,
         "image_size": splits.image_size,
     }
-    if args.model_kwargs:
-        spec["model_kwargs"] = keyword_arguments(args.model_kwargs)
+    if model.model_kwargs:
+        spec["model_kwargs"] = keyword_arguments(model.model_kwargs)
     return spec
 
 

@@ -6,10 +6,10 @@ optimizer, learning rate and explicit regularisation.
         pruner.after_step (count sign flips, re-mask weights where the optimizer needs it)
 
 Everything here is configured by a `TrainConfig`, never by the command line itself:
-`TrainConfig.from_args` is the one place that reads the argparse namespace, so a library user
-or a benchmark builds a run with `TrainConfig(lr=0.05, amp=True)` and no fake argv. Optimizers
-come from the `OPTIMIZERS` registry by name (`build_optimizer`), as networks and prune criteria
-come from theirs; `--opt` offers exactly its names.
+`TrainConfig.from_options` takes a run's options by name (main.py gives its record's), so a
+library user or a benchmark builds a run with `TrainConfig(lr=0.05, amp=True)` and no fake
+argv. Optimizers come from the `OPTIMIZERS` registry by name (`build_optimizer`), as networks
+and prune criteria come from theirs; `--opt` offers exactly its names.
 
 The loop has no per-criterion branch and no host synchronisation per step, except at the
 progress bar's cadence. Under torchrun, sums are all-reduced so every image counts once.
@@ -19,8 +19,9 @@ and every evaluation batch; under torchrun, at the progress bar's cadence and at
 evaluation, where the ranks synchronise anyway and can agree to stop together.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -141,9 +142,9 @@ class TrainConfig:
             )
 
     @classmethod
-    def from_args(cls, args) -> "TrainConfig":
-        """The configuration of a parsed command line (cli.parse_args)."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    def from_options(cls, options: Mapping[str, Any]) -> "TrainConfig":
+        """The configuration of a run's options by field name (record.RunRecord.by_name)."""
+        values = {f.name: options[f.name] for f in fields(cls)}
         values["milestones"] = tuple(values["milestones"])
         return cls(**values)
 

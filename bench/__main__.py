@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from bench import bookkeeping, epoch, inference, pipeline, prune
-from cli import Accumulated
+from utils.flags import Accumulated
 from utils.io import write_text_atomic
 from utils.runtime import resolve_device
 

@@ -7,6 +7,7 @@
     python -m experiments run vgg19_cifar10 --executor slurm --partition gpu --time 1440
     python -m experiments status vgg19_cifar10 --report
     python -m experiments run vgg19_cifar10 -- -d synthetic -e 3   # extra arguments for every run
+    python -m experiments --plugins my_sweeps run tiny         # a sweep of your own module's
 
 The report that ends a launch, or that `status --report` prints, is set beside the paper's published
 numbers for the paper's sweeps (experiments/paper.py). Launching a sweep again skips its completed
@@ -37,6 +38,7 @@ applies:
 """
 
 import argparse
+import dataclasses
 import os
 import re
 import shlex
@@ -48,6 +50,7 @@ from pathlib import Path
 from experiments import shown
 from experiments.files import special
 from experiments.sweeps import SWEEPS
+from utils import plugins
 from utils.errors import (
     EXIT_BUSY,
     EXIT_STORAGE,
@@ -58,6 +61,8 @@ from utils.errors import (
     given_path,
     quiet_closed_pipes,
 )
+from utils.flags import Accumulated, KeywordArguments
+from utils.rundir import OUTPUT_LOG
 from utils.stop import Interrupted, StopSignals
 
 EXIT_SOME_FAILED = 1
@@ -106,11 +111,19 @@ def sbatch_option(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import Accumulated, KeywordArguments  # torch: imported once signals are handled
 
     parser = OneLineParser(
         prog="python -m experiments",
         description="Run the paper's experiments (sweeps of main.py runs) and follow them.",
+    )
+    parser.add_argument(
+        "--plugins",
+        type=str,
+        nargs=1,
+        action=Accumulated,
+        metavar="MODULE",
+        help="import MODULE first, for the sweeps (and criteria, networks, ...) it registers, and "
+        "give it to every main.py command; once for each module, before COMMAND",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("list", help="the sweeps and what each runs")
@@ -212,11 +225,11 @@ def split_extra(argv: list[str]) -> tuple[list[str], list[str] | None]:
 def sweep_runs(args, extra: list[str] | None):
     """The sweep, its runs and the launch they make: the seeds and overrides given, or else the
     ones it was launched with before (said in a note), or else its defaults."""
-    from experiments.launches import LAUNCH_FILE, Launch, home, recall, runs_of
+    from experiments.launches import LAUNCH, Launch, home, recall, runs_of
 
     if args.sweep not in SWEEPS:
         raise UserError(f"unknown sweep {args.sweep!r}; the sweeps: {', '.join(SWEEPS)}")
-    sweep = SWEEPS[args.sweep]
+    sweep = with_plugins(SWEEPS[args.sweep], args.plugins)
     directory = home(sweep) if args.seeds is None or extra is None else None
     recorded = recall(sweep, directory) if directory is not None else None
     seeds, overrides, taken = args.seeds or sweep.default_seeds, extra or [], []
@@ -229,9 +242,20 @@ def sweep_runs(args, extra: list[str] | None):
         if overrides:
             taken.append(f"-- {shlex.join(overrides)}")
     if taken:
-        print(f"note: as launched before ({shown(directory / LAUNCH_FILE)}): {' '.join(taken)}")
+        print(f"note: as launched before ({shown(directory / LAUNCH)}): {' '.join(taken)}")
     launch = Launch(tuple(seeds), tuple(overrides))
     return sweep, launch, runs_of(sweep, launch)
+
+
+def with_plugins(sweep, modules: list[str] | None):
+    """`sweep` with `--plugins MODULES` in each of its main.py commands: its runs import what
+    this launcher imported. Not part of a run's identity: a run's directory stays the same."""
+    if not modules:
+        return sweep
+    commands = sweep.commands
+    return dataclasses.replace(
+        sweep, commands=lambda seeds: [[*argv, "--plugins", *modules] for argv in commands(seeds)]
+    )
 
 
 def report_dirs(runs) -> list[Path]:
@@ -249,35 +273,45 @@ def print_report(runs, sweep) -> None:
 
 def command_list(args, extra, stop) -> int:
     """Each sweep with its runs and epochs at its default seeds, and its GPU-hours where bench
-    has timed an epoch of its networks on the GPU at hand (experiments/cost.py)."""
+    has timed an epoch of its networks on the GPU at hand (experiments/cost.py). What the sweeps
+    cost is kept between calls (experiments/cost_cache.py); torch is imported only to ask for
+    the GPU, where some epoch was timed at all."""
     from experiments import cost
-    from experiments.runs import resolve_all
+    from experiments.cost_cache import sweep_costs
 
-    gpu = cost.gpu_at_hand()
-    pace = cost.paces(gpu) if gpu else {}
+    times = cost.epoch_times()
+    gpu = cost.gpu_at_hand() if times else None
+    pace = times.get(gpu, {}) if gpu else {}
     width = max(len(name) for name in SWEEPS)
     hours_column = f"  {'GPU-hours':>9}" if pace else ""
     print(f"{'sweep':<{width}}  {'runs':>4}  {'epochs':>7}{hours_column}  what")
-    for name, sweep in SWEEPS.items():
-        runs = resolve_all(sweep.commands(sweep.default_seeds))
-        hours = cost.gpu_hours(runs, pace) if pace else None
+    for name, sweep_cost in sweep_costs(SWEEPS, args.plugins or ()):
+        hours = cost.gpu_hours(sweep_cost, pace) if pace else None
         shown_hours = f"  {'—' if hours is None else f'{hours:,.1f}':>9}" if pace else ""
         print(
-            f"{name:<{width}}  {len(runs):>4}  {cost.epochs(runs):>7,}{shown_hours}  "
-            f"{sweep.description}"
+            f"{name:<{width}}  {sweep_cost.runs:>4}  {sweep_cost.epochs:>7,}{shown_hours}  "
+            f"{SWEEPS[name].description}"
         )
-    if gpu is None:
-        print("\nGPU-hours: no GPU here; on one, `python -m bench --sections epoch` times an "
-              "epoch of each network, and this list then shows them")  # fmt: skip
-    elif not pace:
-        print(f"\nGPU-hours: no epoch timed on the {gpu} yet; `python -m bench --sections "
-              "epoch` times one of each network, and this list then shows them")  # fmt: skip
-    else:
-        print(
-            f"\nGPU-hours on the {gpu}: the epochs at the pace `python -m bench` timed "
-            f"(training only, {EPOCH_FLAGS}; — where a network was not timed)"
-        )
+    print(f"\n{gpu_hours_note(times, gpu, pace)}")
     return 0
+
+
+def gpu_hours_note(times: dict, gpu: str | None, pace: dict) -> str:
+    """The list's last line: where its GPU-hours come from, or how to have them."""
+    timing = "`python -m bench --sections epoch` times an epoch of each network"
+    if not times:  # torch not asked: the line holds with a GPU here and without
+        return f"GPU-hours: no epoch timed yet; on a GPU, {timing}, and this list then shows them"
+    if gpu is None:
+        return f"GPU-hours: no GPU here; on one, {timing}, and this list then shows them"
+    if not pace:
+        return (
+            f"GPU-hours: no epoch timed on the {gpu} yet; `python -m bench --sections epoch` "
+            "times one of each network, and this list then shows them"
+        )
+    return (
+        f"GPU-hours on the {gpu}: the epochs at the pace `python -m bench` timed "
+        f"(training only, {EPOCH_FLAGS}; — where a network was not timed)"
+    )
 
 
 def check_writable(runs, slurm: bool) -> None:
@@ -325,7 +359,7 @@ def check_executor(args):
 
 def command_run(args, extra, stop: StopSignals) -> int:
     from experiments.first_steps import check_first_steps
-    from experiments.launches import LAUNCH_FILE, check_same_runs, remember
+    from experiments.launches import LAUNCH, check_same_runs, remember
     from experiments.runs import REFUSED, TO_LAUNCH, State, status_of
 
     sweep, launch, runs = sweep_runs(args, extra)
@@ -340,7 +374,7 @@ def command_run(args, extra, stop: StopSignals) -> int:
     check_writable(runs, slurm=args.executor == "slurm")
     stop.check()
     for directory in report_dirs(runs):  # before the plan, which a failed write would belie
-        where = f"cannot remember the launch in {shown(directory / LAUNCH_FILE)}"
+        where = f"cannot remember the launch in {shown(directory / LAUNCH)}"
         with given_path(where, directory):
             remember(sweep, directory, launch)
 
@@ -420,11 +454,8 @@ def run_here(sweep, runs, launch_runs, refused, held, slots, stop, args) -> int:
     for _, message in outcome.unwritable:
         print(f"error: {message}", file=sys.stderr)
     for run, how in outcome.failed:
-        print(
-            f"failed: {shown(run.run_dir)} ({how}; its output: "
-            f"{shown(run.run_dir / 'output.log')})",
-            file=sys.stderr,
-        )
+        output = shown(run.run_dir / OUTPUT_LOG)
+        print(f"failed: {shown(run.run_dir)} ({how}; its output: {output})", file=sys.stderr)
     return ending(outcome.unwritable, refused, outcome.failed, held, sweep)
 
 
@@ -553,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(own)
         args.given = given
+        plugins.load(dict.fromkeys(args.plugins or (), "--plugins"))
         if extra and args.command not in ("run", "status"):
             raise UserError(
                 f"arguments after -- go to main.py, with run or status; {args.command} takes "

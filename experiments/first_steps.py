@@ -34,7 +34,6 @@ import urllib.request
 from pathlib import Path
 
 from data import DATASETS, DatasetError, build_datasets, split_validation
-from experiments.runs import FLAGS
 from utils.errors import StorageError, UserError, given_path
 
 # the options that decide how main.py loads a run's data
@@ -81,10 +80,10 @@ def data_of(runs, args, overrides) -> dict:
 
 def chosen(overrides) -> set[str]:
     """The options the arguments after `--` give, by their names in a run's options."""
-    from cli import build_parser, given_options
+    from cli import given_options
 
     with contextlib.redirect_stderr(io.StringIO()):
-        return {dest.rstrip("_") for dest in given_options(build_parser(), list(overrides))}
+        return set(given_options(list(overrides)))
 
 
 def key_of(run, names) -> str:
@@ -118,7 +117,10 @@ def fate(group, runs, names) -> str:
     apart = [
         name for name in names if any(run.options.get(name) != first.get(name) for run in runs)
     ]
-    named = " ".join(f"{FLAGS[name]} {shown_value(first.get(name))}" for name in apart)
+    from cli import flag_spellings
+
+    spelled = flag_spellings()
+    named = " ".join(f"{spelled[name]} {shown_value(first.get(name))}" for name in apart)
     if len(group) == 1:
         return f"the run with {named} would fail on it as it starts, so none is"
     return f"the {len(group)} runs with {named} would fail on it as they start, so none is"
@@ -269,21 +271,22 @@ def check_network(run, splits) -> None:
     from models import build_for_run
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        args = parse_args(list(run.argv))
+        record = parse_args(list(run.argv))
+        weights = record.model.init_from
         if splits is None:
-            if args.init_from is not None:
-                with given_path(f"--init_from {args.init_from}", args.init_from):
-                    read_weights(args.init_from, "--init_from")
+            if weights is not None:
+                with given_path(f"--init_from {weights}", weights):
+                    read_weights(weights, "--init_from")
             return
-        spec = main.model_spec(args, splits)
-        model = build_for_run(spec, pretrained=False, check=args.image_size is not None)
+        spec = main.model_spec(record.model, splits)
+        model = build_for_run(spec, pretrained=False, check=record.data.image_size is not None)
         masks = None
-        if args.init_from is not None:
-            with given_path(f"--init_from {args.init_from}", args.init_from):
-                masks = main.init_from(args.init_from, model, spec)
-        pruner = build_pruner(args, model)
+        if weights is not None:
+            with given_path(f"--init_from {weights}", weights):
+                masks = main.init_from(weights, model, spec)
+        pruner = build_pruner(record, model)
         if masks is not None:
             try:
-                pruner.adopt_masks(main.adoptable_masks(args, pruner, masks))
+                pruner.adopt_masks(main.adoptable_masks(record, pruner, masks))
             except ValueError as error:
-                raise UserError(f"--init_from {args.init_from}: {error}") from None
+                raise UserError(f"--init_from {weights}: {error}") from None

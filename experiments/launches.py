@@ -30,15 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli import build_parser, given_options
+from cli import given_options
 from experiments import shown
-from experiments.files import read_bytes
 from experiments.runs import Run, resolve_all
 from experiments.sweeps import Sweep
 from utils.errors import UserError
-from utils.io import write_json_atomic
-
-LAUNCH_FILE = "launch.json"
+from utils.io import read_bytes, write_json_atomic
+from utils.rundir import LAUNCH
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ def check_overrides(overrides: Sequence[str]) -> None:
     main.py's parser finds it, in any spelling: --seed 5, --seed=5, --see 5) or a flag the
     launcher gives each run itself: --seed would make every seed's run one run."""
     try:
-        given = given_options(build_parser(), list(overrides))
+        given = given_options(list(overrides))
     except UserError as error:
         raise UserError(f"-- {shlex.join(overrides)}: {error}") from None
     for dest, why in LAUNCHERS_OWN.items():
@@ -97,7 +95,7 @@ def read_launch(directory: Path) -> tuple[str, Launch] | None:
     """The sweep and the launch recorded in `directory`, or None where nothing is. A file there
     that is not a record of a launch (damaged, or anything but a regular file, which is never
     opened) is a UserError naming it: guessing would show other runs."""
-    path = directory / LAUNCH_FILE
+    path = directory / LAUNCH
     try:
         text = read_bytes(path)  # json.loads finds the encoding, and refuses what has none
     except (FileNotFoundError, NotADirectoryError):  # a file in the way: check_writable says so
@@ -131,7 +129,7 @@ def remember(sweep: Sweep, directory: Path, launch: Launch) -> None:
     recorded = read_launch(directory)
     if recorded is not None and recorded[0] != sweep.name:
         raise UserError(
-            f"{shown(directory / LAUNCH_FILE)} records a launch of {recorded[0]}: {sweep.name}'s "
+            f"{shown(directory / LAUNCH)} records a launch of {recorded[0]}: {sweep.name}'s "
             "runs would share its directory and its report; it is left as it is (keep them "
             "apart with -- --logdir NAME)"
         )
@@ -146,7 +144,7 @@ def remember(sweep: Sweep, directory: Path, launch: Launch) -> None:
         "overrides": list(launch.overrides),
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_json_atomic(directory / LAUNCH_FILE, record)
+    write_json_atomic(directory / LAUNCH, record)
 
 
 def check_same_runs(sweep: Sweep, launch: Launch, directories: Sequence[Path]) -> None:
@@ -161,7 +159,7 @@ def check_same_runs(sweep: Sweep, launch: Launch, directories: Sequence[Path]) -
         if recorded != these:
             given = f"-- {shlex.join(launch.overrides)}" if launch.overrides else "no overrides"
             raise UserError(
-                f"{shown(directory / LAUNCH_FILE)}: {sweep.name} was launched there with "
+                f"{shown(directory / LAUNCH)}: {sweep.name} was launched there with "
                 f"`{Launch(before.seeds, before.overrides).describe()}`; {given} makes other "
                 "runs, which would be averaged with those: give the same overrides (or none, to "
                 "reuse them), or add --logdir NAME to them to keep the new runs apart"

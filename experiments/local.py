@@ -26,7 +26,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from experiments.files import read_bytes
 from experiments.runs import (
     Finished,
     Held,
@@ -34,12 +33,14 @@ from experiments.runs import (
     Run,
     epochs_done,
     held_by,
-    read_json,
     start_main,
+    summary_of,
 )
 from experiments.values import finite_number, is_percentage
 from utils.errors import RunBusy, StorageError, UserError
+from utils.io import read_bytes
 from utils.launch import how_it_ended
+from utils.rundir import OUTPUT_LOG
 from utils.stop import StopSignals
 
 POLL_SECONDS = 0.5
@@ -117,8 +118,8 @@ def start(run: Run, slot: Slot) -> Running:
 
 
 def summary_line(run: Run) -> str:
-    summary = read_json(run.run_dir / "summary.json")
-    if not isinstance(summary, dict):
+    summary = summary_of(run.run_dir)
+    if summary is None:
         return ""
     accuracy, sparsity = summary.get("final_test_acc"), summary.get("final_sparsity")
     if is_percentage(accuracy) and finite_number(sparsity) and 0 <= sparsity <= 1:
@@ -129,7 +130,7 @@ def summary_line(run: Run) -> str:
 def last_line(run: Run) -> str:
     """The run's own last line (its error, for a failed run)."""
     try:
-        text = read_bytes(run.run_dir / "output.log").decode(errors="replace")
+        text = read_bytes(run.run_dir / OUTPUT_LOG).decode(errors="replace")
     except OSError:
         return ""
     lines = text.strip().splitlines()

@@ -1,34 +1,18 @@
 """The report beside the paper: `python -m experiments.report DIR --paper` sets the runs below DIR
 beside the numbers Apostol, Stol & Forré (2020) published (experiments/published.py), row by row,
-with a verdict for each.
+with a verdict for each. docs/replication.md ("Beside the paper") shows what a reader gets.
 
-Matching. A completed run is set beside the published row of its network (the model), its method
-(the criterion; gradient noise on or off; for Hoyer-Square the same λ) and its final sparsity
-(within the report's SPARSITY_TOLERANCE of the row's; Hoyer-Square's sparsity follows from its λ,
-so it is shown beside the row's, not matched). Its recipe is then compared with the row's own
-command (experiments/sweeps.py, `published_command`): every option that makes a run what it is
-(those of its identity, experiments/runs.py), the dataset among them, less its seed and the
-options of RECIPE_NEUTRAL, which change how the same training is computed or evaluated, not what
-is trained. A run with another recipe (`-d synthetic -e 2`) is shown beside its row under "recipe
-differs", with what differs, and is never called a replication. Runs of no published row (another
-network, method or sparsity) are listed as such.
+Matching. A completed run goes beside the published row of its network, its method (criterion,
+gradient noise on or off; for Hoyer-Square the same λ) and its final sparsity, within the report's
+SPARSITY_TOLERANCE (Hoyer-Square's sparsity follows from its λ: shown beside the row's, not
+matched). Its recipe is compared with the row's own command (experiments/sweeps.py,
+`published_command`) on every option of its identity (record.py) but the seed and the NEUTRAL
+ones: a run of another recipe is shown under "recipe differs", with what differs, and is never
+called a replication. Runs of no published row are listed as such; a row without a run of the
+paper's recipe is *not run*.
 
-Verdict (experiments/verdict.py has the rule in full). Δ = ours - paper. A difference is called,
-*above* or *below*, only when Welch's t-test (Welch-Satterthwaite degrees of freedom) gives
-p < 0.05; *replicated* needs more: two one-sided tests at 5% (the 90% confidence interval of Δ)
-put Δ within the equivalence margin (`--equivalence_margin`, 1 accuracy point by default).
-Otherwise the row is *inconclusive*, and says how many runs of ours would decide it at the
-spreads seen (the published runs are done: only ours can be added). Each side's spread is at
-least its network's floor, the median of the nonzero stds the paper published for that network
-(and at least one test image, 100/N points): a std of three runs, even 0 as in a network
-collapsed to chance, is too uncertain to make the test a hair-trigger. A side with one run (or
-a published row without ±) borrows the other side's floored spread, and such a row is called
-only where the margin alone decides (its interval wholly beyond the margin, or wholly within
-it), saying "n=1: spread borrowed". The published side's n is the one derived from its numbers
-(experiments/published.py). A row without a run of the paper's recipe is *not run*.
-
-Only the accuracy after the last epoch compares with the paper's (`--metric final`): the authors'
-numbers are each run's last logged test accuracy.
+Verdict: experiments/verdict.py has the rule. Only the accuracy after the last epoch compares
+(`--metric final`): the authors' numbers are each run's last logged test accuracy.
 """
 
 import functools
@@ -51,7 +35,7 @@ from experiments.rows import (
     table_line,
     write_dicts_csv,
 )
-from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL, resolve
+from experiments.runs import resolve
 from experiments.sweeps import published_command
 from experiments.values import finite_number
 from experiments.verdict import (
@@ -65,6 +49,7 @@ from experiments.verdict import (
 )
 from pruning.mask import percent
 from pruning.registry import is_hoyer_square, method_label, published_noise
+from record import Role, identity_defaults, keys_with
 
 # options that set the sparsity a row is matched on: compared through the sparsity itself (the
 # seed README gives SNIP 0.999 for 99.9%, the authors' figure runs 0.9990234375)
@@ -194,9 +179,9 @@ def recipe_differences(summary: dict, row: Published) -> tuple[str, ...]:
     if not isinstance(options, dict) or not options:
         return ("its summary.json records no options",)
     theirs = paper_options(row)
-    skipped = RECIPE_NEUTRAL | SPARSITY_OPTIONS.get(row.criterion, set())
+    skipped = {*keys_with(Role.NEUTRAL), *SPARSITY_OPTIONS.get(row.criterion, set())}
     found = []
-    for key, default in IDENTITY_DEFAULTS.items():
+    for key, default in identity_defaults().items():
         ours, paper = options.get(key, default), theirs.get(key, default)
         if key not in skipped and shown_value(ours) != shown_value(paper):
             found.append(f"{key} {shown_value(ours)}, not {shown_value(paper)}")
@@ -403,7 +388,8 @@ def rule_text(floors: dict[str, float], margin: float = EQUIVALENCE_MARGIN) -> s
         "three runs is too uncertain to trust when small, and a side with one run borrows the "
         "other's and is called only where the margin alone decides. A run is set beside a row "
         "of its network, method and sparsity; only one of the row's recipe (every option but "
-        f"the seed and {', '.join(sorted(RECIPE_NEUTRAL - {'seed'}))}) gets a verdict."
+        f"the seed and {', '.join(sorted(set(keys_with(Role.NEUTRAL)) - {'seed'}))}) gets a "
+        "verdict."
     )
 
 

@@ -4,61 +4,21 @@ accuracy-vs-sparsity plot, computed from the `summary.json` files that training 
     python -m experiments.report runs/cifar10 [--metric final|best] [--csv results.csv] [--flops]
     python -m experiments.report runs/vgg19_cifar10_figures --paper     # beside the paper
 
-With `--paper` the runs are also set beside the numbers the paper published, row by row with a
-verdict, and the CSV and the plots carry the paper's numbers too: experiments/paper.py says how.
+docs/replication.md ("The report") says what a reader gets: the rows, the lists after them, the
+plots, the labels, the exit codes; with `--paper`, experiments/paper.py sets the rows beside the
+published ones. What the code keeps to:
 
-Completed runs are grouped by (model, dataset), then by method and recipe, and each group's runs
-at one sparsity level become one row: mean sparsity and test accuracy as mean ± sample std over
-its runs (a single run has no sample std: its accuracy is shown alone, and its CSV std is empty).
-The recipe is every option that makes a run what it trains (recipe_defaults): those of its
-identity (experiments/runs.py) and any its summary records that this version does not know, such
-as one of a criterion registered from a researcher's own module, less the seed and the options
-that only change how the same training is computed or evaluated (RECIPE_NEUTRAL, there, as the
-report beside the paper has them) and those that set the sparsity level (LEVEL_OPTIONS: they
-split only the runs that reach one level through different values); an option a summary lacks
-is at its default. Where a method's runs are of several recipes, each row's label names what
-differs, shortest option first ("FlipOut (lr 0.05)" beside "FlipOut (lr 0.1)", "Hoyer-Square
-(λ=6e-5; epochs 4)"); a method of one recipe keeps its own label. A line after the tables counts
-the groups and names the methods split ("3 groups of runs (rows keyed by recipe; 1 method split:
-FlipOut by lr)"); the plots draw a curve per group, under its label. Listed after the tables and
-never counted: runs that did not complete, including run directories without a
-summary.json (a killed run, or one still running); the extra copies of a run found more than once,
-such as a copied run directory (the same `run_id`, or for older runs without one the same summary
-apart from `run_dir`), whose run counts once; and files that could not be used, each with the
-reason: unreadable (only regular files are opened: a FIFO, device or socket under a run file's name
-is never read), or holding what no run writes (an accuracy that is not a number from 0 to 100, such
-as 150, 1e308 or NaN; `epochs` and `epochs_completed` that are not whole numbers from 1 and 0, or a
-completed run that trained fewer epochs than it records, -5 of -5 say; FLOPs below 0, or more
-remaining than dense; `options` that are not an object, or an option the report reads of another
-type, such as `model_kwargs` 3). The launcher's `status` takes a run as completed by the same
-numbers (experiments/runs.py).
-
-The report writes only what it can tell is its own (experiments/files.py): the CSV replaces a file
-whose first line starts with the report's columns (CSV_MARK), and a plot a PNG that carries the
-report's text chunk (PNG_MARK); anything else at that path (a user's own file, a directory, a FIFO,
-a device) is left as it is: for the CSV an error before anything is printed, for a plot, which was
-not asked for, a note.
-
-Exit code 0 when there is a report (however many problems it lists), 1 when DIR holds no run at
-all, 2 with one line on stderr for a bad command line, a DIR that is not a directory, a CSV path
-that cannot be (too long, through a file) or that holds what the report did not write, 4 for a
-CSV file the disk refuses (read-only, full).
-
-The accuracy is the test accuracy after the last epoch (`--metric final`, the default) or the
-highest over the epochs (`--metric best`). Compare with the paper's numbers on `final`: the
-original code logged only each epoch's test accuracy, and its table script read the last value
-logged. `best` picks the epoch by its test accuracy, which is an optimistic, test-set-selected
-figure.
-
-When any method was run at more than one sparsity level, `accuracy_vs_sparsity.png` is written into
-DIR: one figure, always under that name, with one subplot per (model, dataset) that has such a
-method (with `--paper`, also one per network of the paper), the dense network as a horizontal line.
-Where a (model, dataset) has runs of FlipOut or GlobalMagnitude with both gradient-noise settings,
-the noise ablation is drawn in `noise_ablation.png` instead, in the same style. A method's label
-says where its noise departs from the paper's: FlipOut adds noise there and the others do not, so
-"FlipOut (no noise)" and "GlobalMagnitude + noise" are methods of their own. All percentages in the
-tables and the CSV are percent (0-100). The tables show two decimals, or as many more as it takes
-never to round a share that is not 0 to 0.00 or one that is not all to 100.00 (`percent`).
+- A row is the completed runs of one (model, dataset), method, recipe and sparsity level, as
+  mean ± sample std (a single run: its accuracy alone, its CSV std empty). The recipe
+  (recipe_defaults) is every option of a run's identity (record.py), and any its summary records
+  that this version does not know (a plugin's criterion's), less the seed, the NEUTRAL options and
+  the LEVEL ones, which split only the runs that reach one level through different values; an
+  option a summary lacks is at its default.
+- No run counts twice and none goes unseen: copies of a run (the same `run_id`; for older runs the
+  same summary apart from `run_dir`) count once, and runs that did not complete and files that
+  cannot be used are listed with the reason. A run is completed by the numbers the launcher's
+  `status` reads (experiments/runs.py); only regular files are opened.
+- It writes only what it can tell is its own (experiments/files.py: CSV_MARK, PNG_MARK).
 """
 
 import hashlib
@@ -69,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from itertools import groupby
 from pathlib import Path
 
-from experiments.files import read_text, replace_problem, special
+from experiments.files import replace_problem
 from experiments.plots import (
     NOISE_PLOT_NAME,
     PLOT_NAME,
@@ -93,15 +53,20 @@ from pruning.mask import percent
 from pruning.options import Bounded
 from pruning.registry import method_label
 from utils.errors import OneLineParser, StorageError, UserError, command, given_path
-from utils.logging import epochs_logged
+from utils.io import special
+from utils.rundir import (
+    CONFIG,
+    MARKS,
+    METRICS_LOG,
+    SUMMARY,
+    Damaged,
+    epochs_logged,
+    read_config,
+    read_json,
+)
 
 REQUIRED_KEYS = ("model", "dataset", "prune_criterion", "status")
-SUMMARY = "summary.json"
-CONFIG = "config.json"
-METRICS_LOG = "metrics.jsonl"
-# any of these without a summary.json beside it is a run that never wrote its end
-RUN_FILES = (CONFIG, "checkpoint.pt", METRICS_LOG)
-NO_SUMMARY = "no summary.json (killed?)"
+NO_SUMMARY = f"no {SUMMARY} (killed?)"
 
 
 @dataclass(frozen=True)
@@ -209,17 +174,6 @@ def completed_problem(summary: dict, accuracy: str) -> str | None:
     return None
 
 
-def read_json(path: Path):
-    """The parsed content of the regular file `path`; ValueError (with OSError's message where
-    reading failed: "a FIFO, not a file" for what is never opened) when it cannot be read or
-    parsed."""
-    try:
-        return json.loads(read_text(path))
-    except (OSError, RecursionError) as error:  # RecursionError: absurdly deep nesting
-        reason = error.strerror if isinstance(error, OSError) else "nested too deeply"
-        raise ValueError(reason) from error
-
-
 def load_summaries(
     root: Path, metric: str = "final"
 ) -> tuple[dict[Path, dict], list[tuple[Path, str]]]:
@@ -231,8 +185,8 @@ def load_summaries(
         relative = path.relative_to(root)
         try:
             summary = read_json(path)
-        except ValueError as error:  # covers bad JSON and bad UTF-8 too
-            skipped.append((relative, f"unreadable: {error}"))
+        except Damaged as error:
+            skipped.append((relative, error.reason))
             continue
         problem = summary_problem(summary, metric)
         if problem:
@@ -258,13 +212,14 @@ def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, s
     and metrics.jsonl as far as they can be read, and those files that could not be."""
     root = Path(root)
     with_summary = {path.parent for path in root.rglob(SUMMARY)}
-    folders = {path.parent for name in RUN_FILES for path in root.rglob(name)} - with_summary
+    # a run's files without a summary.json beside them: a run that never wrote its end
+    folders = {path.parent for name in MARKS for path in root.rglob(name)} - with_summary
     runs, skipped = [], []
     for folder in sorted(folders):
-        config, problem = run_config(folder / CONFIG)
+        config, problem = run_config(folder)
         if problem:
             skipped.append(((folder / CONFIG).relative_to(root), problem))
-        logged, problem = epochs_read(folder / METRICS_LOG)
+        logged, problem = epochs_read(folder)
         if problem:
             skipped.append(((folder / METRICS_LOG).relative_to(root), problem))
         method = "?"
@@ -282,29 +237,29 @@ def unfinished_runs(root: Path) -> tuple[list[UnfinishedRun], list[tuple[Path, s
     return runs, skipped
 
 
-def run_config(path: Path) -> tuple[dict, str | None]:
+def run_config(folder: Path) -> tuple[dict, str | None]:
     """A run's config.json ({} where there is none) and why it cannot be used, if it cannot
     (then {} too)."""
-    if not path.exists():
-        return {}, None
     try:
-        config = read_json(path)
-    except ValueError as error:
-        return {}, f"unreadable: {error}"
-    problem = config_problem(config)
-    return ({}, problem) if problem else (config, None)
+        config = read_config(folder)
+    except Damaged as error:
+        return {}, error.reason
+    except OSError as error:  # a folder that cannot be searched
+        return {}, f"unreadable: {error.strerror or error}"
+    problem = None if config is None else config_problem(config)
+    return ({}, problem) if problem or config is None else (config, None)
 
 
-def epochs_read(path: Path) -> tuple[int | None, str | None]:
-    """The epochs a metrics.jsonl records (None where there is none), and why it cannot be read
-    where it is not a regular file, which is never opened."""
+def epochs_read(folder: Path) -> tuple[int | None, str | None]:
+    """The epochs a run's metrics.jsonl records (None where there is none), and why it cannot be
+    read where it is not a regular file, which is never opened."""
     try:
-        kind = special(path)
+        kind = special(folder / METRICS_LOG)
     except OSError as error:
         return None, f"unreadable: {error.strerror or error}"
     if kind:
         return None, f"unreadable: {kind}, not a file"
-    return epochs_logged(path), None
+    return epochs_logged(folder), None
 
 
 def run_identity(summary: dict) -> tuple[str, str]:

@@ -19,16 +19,6 @@ from utils.io import write_text_atomic
 # runs of one method whose final sparsities (fractions) lie this close belong to one level
 SPARSITY_TOLERANCE = 0.0005
 
-# Options that set how far a method prunes, which a curve varies from one sparsity level to the
-# next: the ladder's prune_freq (experiments/sweeps.py), SNIP's snip_sparsity, a rate, a target, a
-# number of rounds, a threshold. Part of no recipe, so that they never cut a curve into points: the
-# sparsity a run reached places it at its level. Runs that reach one level through different
-# values of them are still told apart, at that level (level_rows).
-LEVEL_OPTIONS = {
-    "prune_freq", "prune_rate", "stop_pruning_at", "rounds", "target_sparsity", "init_sparsity",
-    "snip_sparsity", "magnitude_threshold",
-}  # fmt: skip
-
 # main.py records options as plain values and lists of them; a damaged file may nest deeper
 MAX_NESTING = 8
 
@@ -137,15 +127,16 @@ def recipe_defaults(runs: list[dict]) -> dict:
     """The options of the recipe of `runs`, each with its default: every option of a run's
     identity (experiments/runs.py), and every option their summaries record that this version's
     parser does not know (one of a criterion registered from a researcher's own module, whose
-    default is unknown here: None), less RECIPE_NEUTRAL's (the seed among them) and those of where
-    and how a run ran and of its name, which its summary records too."""
-    from cli import MACHINE_OPTIONS, NAME_OPTIONS
-    from experiments.runs import IDENTITY_DEFAULTS, RECIPE_NEUTRAL
+    default is unknown here: None), less those of the roles (record.py) that are no part of a
+    recipe: the seed and how the same training is computed (NEUTRAL), where and how a run ran
+    (MACHINE) and its name (NAMING), which its summary records too."""
+    from record import Role, identity_defaults, keys_with
 
     recorded = sorted({key for run in runs for key in run.get("options") or {}})
-    left_out = MACHINE_OPTIONS | NAME_OPTIONS | RECIPE_NEUTRAL
-    keys = dict.fromkeys([*IDENTITY_DEFAULTS, *recorded])
-    return {key: IDENTITY_DEFAULTS.get(key) for key in keys if key not in left_out}
+    left_out = set(keys_with(Role.NEUTRAL, Role.MACHINE, Role.NAMING))
+    defaults = identity_defaults()
+    keys = dict.fromkeys([*defaults, *recorded])
+    return {key: defaults.get(key) for key in keys if key not in left_out}
 
 
 def recorded_option(run: dict, key: str, defaults: dict):
@@ -281,11 +272,14 @@ def grouping(summaries: Iterable[dict], metric: str = "final") -> Grouping:
 def method_rows(method: str, runs: list[dict], metric: str) -> tuple[list[tuple], list[str]]:
     """The rows of one method's runs on one (model, dataset), each after its sort key, and the
     options that tell its groups apart (none where all its runs are of one recipe): those of
-    the recipe that differ between its runs, and those of LEVEL_OPTIONS that differ between runs
-    of one sparsity level, which set that level's rows apart."""
-    defaults = recipe_defaults(runs)
-    recipe = varying(runs, [key for key in defaults if key not in LEVEL_OPTIONS], defaults)
-    level_keys = [key for key in defaults if key in LEVEL_OPTIONS]
+    the recipe that differ between its runs, and those of the LEVEL role (record.py: how far a
+    method prunes, part of no recipe, so that they never cut a curve into points) that differ
+    between runs of one sparsity level, which set that level's rows apart."""
+    from record import Role, keys_with
+
+    defaults, levels = recipe_defaults(runs), set(keys_with(Role.LEVEL))
+    recipe = varying(runs, [key for key in defaults if key not in levels], defaults)
+    level_keys = [key for key in defaults if key in levels]
     keyed_rows, keys = [], set(recipe)
     for curve in split(runs, recipe, defaults):
         for level in sparsity_levels(curve):

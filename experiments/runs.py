@@ -18,7 +18,6 @@ write its output.log. A run that one of them holds is left to its holder and sho
 such, whatever its files say.
 """
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -33,65 +32,40 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from cli import (
-    MACHINE_OPTIONS,
-    NAME_OPTIONS,
-    build_parser,
-    build_pruning,
-    given_options,
-    parse_args,
-)
-from experiments.files import read_text, special
+from cli import build_pruning, flag_spellings, given_options, parse_args
 from experiments.values import epochs_problem, is_count, is_percentage
-from utils.checkpoint import CHECKPOINT
+from record import as_json, identity_defaults
 from utils.errors import RunBusy, UserError, given_path
-from utils.lock import LOCK_FILE, RunLock, holder
-from utils.logging import RUNS_ROOT, epochs_logged
+from utils.io import special
+from utils.lock import RunLock, holder
+from utils.logging import RUNS_ROOT
+from utils.rundir import (
+    CHECKPOINT,
+    CLAIM,
+    CONFIG,
+    LAUNCHER_READS,
+    OUTPUT_LOG,
+    Damaged,
+    epochs_logged,
+    read_config,
+    read_summary,
+)
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 TETHER = Path(__file__).resolve().parent / "tether.py"
-# a launcher's claim on a run, held from before it starts main.py there until main.py exits
-CLAIM_FILE = ".launch.lock"
-# a run's Slurm job and its starts (experiments/slurm.py)
-SLURM_MARKER = "slurm.json"
-# the files of a run directory that the launcher reads or writes: never opened unless regular
-RUN_FILES = (
-    "config.json", "summary.json", "metrics.jsonl", CHECKPOINT, "output.log", SLURM_MARKER,
-    LOCK_FILE, CLAIM_FILE,
-)  # fmt: skip
-
-# The options that make a run what it is: every flag of main.py but where and how it runs, with
-# its default (as JSON has it, which is how config.json keeps it).
-IDENTITY_DEFAULTS = {
-    action.dest.rstrip("_"): json.loads(json.dumps(action.default))
-    for action in build_parser()._actions
-    if action.option_strings and action.dest not in MACHINE_OPTIONS | NAME_OPTIONS | {"help"}
-}
-# Options of the identity that change how the same training is computed or evaluated, not what is
-# trained: the recipe that the report groups runs by, and sets beside the paper's, is the rest.
-RECIPE_NEUTRAL = {"seed", "test_batch_size", "save_model", "amp", "channels_last"}
-# each option's flag as a message names it (--lambda, -lr, --batch_size)
-FLAGS = {
-    action.dest.rstrip("_"): action.option_strings[-1]
-    for action in build_parser()._actions
-    if action.option_strings
-}
 
 
 def identity(options: dict) -> str:
-    """10 hex digits of a hash of the options that make the run (keys as config.json has them).
-    Only options away from their defaults count (an option missing from an older config.json is
-    at its default), so that a flag added to main.py later changes no existing run's identity."""
+    """10 hex digits of a hash of the options that make the run (record.py: its options of the
+    roles of its identity, keys as config.json has them). Only options away from their defaults
+    count (an option missing from an older config.json is at its default), so that a flag added
+    to main.py later changes no existing run's identity."""
     kept = {}
-    for key, default in IDENTITY_DEFAULTS.items():
-        value = json.loads(json.dumps(options.get(key, default)))
+    for key, default in identity_defaults().items():
+        value = as_json(options.get(key, default))
         if value != default:
             kept[key] = value
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def options_of(args: argparse.Namespace) -> dict:
-    return {key.rstrip("_"): value for key, value in vars(args).items()}
 
 
 @dataclass(frozen=True)
@@ -126,7 +100,7 @@ def held_by(run_dir: Path) -> str | None:
     training = holder(run_dir)
     if training is not None:
         return training
-    starting = holder(run_dir, CLAIM_FILE)
+    starting = holder(run_dir, CLAIM)
     return None if starting is None else f"a launcher, {starting}"
 
 
@@ -166,7 +140,7 @@ def start_main(
     StorageError or UserError (path_error) when its directory cannot be written."""
     with given_path(f"cannot start the run in {run_dir}", run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        claim = RunLock(run_dir, CLAIM_FILE)
+        claim = RunLock(run_dir, CLAIM)
         try:
             claim.acquire()
         except RunBusy:
@@ -175,9 +149,9 @@ def start_main(
             training = holder(run_dir)
             if training is not None:
                 raise Held(training)
-            if epochs is not None and completed(read_json(run_dir / "summary.json"), epochs):
+            if epochs is not None and completed(summary_of(run_dir), epochs):
                 raise Finished()
-            log_path = run_dir / "output.log"
+            log_path = run_dir / OUTPUT_LOG
             with open(log_path, "a") as log:
                 size = os.fstat(log.fileno()).st_size
                 pinned = ",".join(map(str, cores)) if cores else "-"
@@ -200,18 +174,20 @@ def resolve(argv: list[str], runs_root: Path) -> Run:
     quiet = io.StringIO()  # the parser's warnings about inert flags are for when the run starts
     with contextlib.redirect_stderr(quiet):
         try:
-            args = parse_args(argv)
-            schedule = build_pruning(args)[1]
+            record = parse_args(argv)
+            schedule = build_pruning(record)[1]
         except UserError as error:
             raise UserError(f"{error} (in: main.py {shlex.join(argv)})") from None
-    options = options_of(args)
+    options = record.options()
     run_id = identity(options)
     total = None if schedule is None else schedule.total_epochs()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.comment).strip("_.")[:80] or "run"
-    logdir = Path(args.logdir)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", record.run.comment).strip("_.")[:80] or "run"
+    logdir = Path(record.run.logdir)
     parent = logdir if logdir.is_absolute() else runs_root / logdir
     run_dir = parent / f"{slug}-{run_id}"
-    return Run(tuple(argv), options, run_id, run_dir, args.epochs if total is None else total)
+    return Run(
+        tuple(argv), options, run_id, run_dir, record.train.epochs if total is None else total
+    )
 
 
 def resolve_all(
@@ -250,9 +226,9 @@ def one_run(first: list[str], second: list[str], extra: Sequence[str], root: Pat
     )
     if not extra:
         return f"two commands of the sweep are one run: {named}"
-    given = {dest.rstrip("_") for dest in given_options(build_parser(), list(extra))}
-    differing = [key for key in IDENTITY_DEFAULTS if options[0][key] != options[1][key]]
-    flags = ", ".join(FLAGS[key] for key in differing if key in given) or "what it sets"
+    given, spelled = given_options(list(extra)), flag_spellings()
+    differing = [key for key in identity_defaults() if options[0][key] != options[1][key]]
+    flags = ", ".join(spelled[key] for key in differing if key in given) or "what it sets"
     return (
         f"-- {shlex.join(extra)} makes two runs of the sweep one: the commands with {named} "
         f"differ in {flags}, which it sets alike for both (the same training twice, counted twice "
@@ -298,11 +274,11 @@ def completed(summary, epochs: int) -> bool:
     return recorded and epochs_problem(counts) is None
 
 
-def read_json(path: Path):
-    """The parsed content of the regular file `path`; None where it cannot be read as JSON."""
+def summary_of(run_dir: Path) -> dict | None:
+    """The run's summary.json; None where it has none, or none that can be read."""
     try:
-        return json.loads(read_text(path))
-    except (OSError, ValueError, RecursionError):
+        return read_summary(run_dir)
+    except (Damaged, OSError):
         return None
 
 
@@ -321,7 +297,7 @@ class Status:
 
 
 def epochs_done(run_dir: Path) -> int:
-    return epochs_logged(run_dir / "metrics.jsonl") or 0
+    return epochs_logged(run_dir) or 0
 
 
 def status_of(run: Run) -> Status:
@@ -337,14 +313,14 @@ def status_of(run: Run) -> Status:
     held = held_by(directory)
     if held is not None:
         return Status(State.RUNNING, done, epochs, detail=held)
-    config, damage = read_config(directory)
+    config, damage = config_of(directory)
     if damage:
         return Status(State.DAMAGED, done, epochs, detail=damage)
     if config is None:
         return Status(State.NEW, 0, epochs)
     if identity(config) != run.run_id:
-        return Status(State.CONFLICT, done, epochs, detail=str(directory / "config.json"))
-    summary = read_json(directory / "summary.json")
+        return Status(State.CONFLICT, done, epochs, detail=str(directory / CONFIG))
+    summary = summary_of(directory)
     status = summary.get("status") if isinstance(summary, dict) else None
     accuracy = summary.get("final_test_acc") if isinstance(summary, dict) else None
     accuracy = accuracy if is_percentage(accuracy) else None
@@ -361,7 +337,7 @@ def status_of(run: Run) -> Status:
 def foreign_file(directory: Path) -> str:
     """What is wrong where one of a run's files in `directory` is no regular file ("summary.json
     is a FIFO, not a file"), or ""."""
-    for name in RUN_FILES:
+    for name in LAUNCHER_READS:
         try:
             kind = special(directory / name)
         except OSError:  # a directory that cannot be searched: each reader says so in its way
@@ -371,25 +347,15 @@ def foreign_file(directory: Path) -> str:
     return ""
 
 
-def read_config(directory: Path) -> tuple[dict | None, str]:
+def config_of(directory: Path) -> tuple[dict | None, str]:
     """A run directory's config.json as (options, ""), (None, "") where there is none, or
     (None, what is wrong with it) where it cannot be a run's (main.py would refuse it)."""
-    path = directory / "config.json"
     try:
-        text = read_text(path)
-    except FileNotFoundError:
-        if (directory / CHECKPOINT).exists():
-            return None, f"{CHECKPOINT} without a config.json"
-        return None, ""
-    except (OSError, UnicodeDecodeError) as error:
-        return None, f"config.json unreadable: {getattr(error, 'strerror', None) or error}"
-    try:
-        config = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        return (
-            None,
-            f"config.json unreadable: {str(error).splitlines()[0] if str(error) else 'not JSON'}",
-        )
-    if not isinstance(config, dict):
-        return None, f"config.json holds a {type(config).__name__}, not options"
+        config = read_config(directory)
+    except Damaged as error:
+        return None, str(error)
+    except OSError as error:  # a directory that cannot be searched
+        return None, f"{CONFIG} is unreadable: {error.strerror or error}"
+    if config is None and (directory / CHECKPOINT).exists():
+        return None, f"{CHECKPOINT} without a {CONFIG}"
     return config, ""

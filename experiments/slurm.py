@@ -20,7 +20,6 @@ Before anything is submitted, each task's request is set against the partition's
 `PartitionConfig`), so such a launch is refused, naming what was asked and what the nodes have.
 """
 
-import json
 import os
 import re
 import shutil
@@ -31,13 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.files import read_text
-from experiments.runs import SLURM_MARKER, Held, MainProcess, start_main
+from experiments.runs import Held, MainProcess, start_main
 from utils.errors import EXIT_BUSY, UserError
 from utils.io import write_json_atomic
+from utils.rundir import OUTPUT_LOG, SLURM, Damaged, read_optional
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = SLURM_MARKER
 STOP_WAIT_SECONDS = 60
 SQUEUE_STATES_ACTIVE = {
     "PENDING",
@@ -197,17 +195,17 @@ def check_fits(options: SlurmOptions) -> None:
 
 
 def read_marker(run_dir: Path) -> dict:
+    """The run's slurm.json: its job and starts ({} where there is none, or none readable)."""
     try:
-        marker = json.loads(read_text(run_dir / MARKER))
-    except (OSError, ValueError, RecursionError):
+        return read_optional(run_dir / SLURM) or {}
+    except (Damaged, OSError):
         return {}
-    return marker if isinstance(marker, dict) else {}
 
 
 def update_marker(run_dir: Path, **fields) -> None:
     marker = read_marker(run_dir)
     marker.update(fields)
-    write_json_atomic(run_dir / MARKER, marker)
+    write_json_atomic(run_dir / SLURM, marker)
 
 
 class SlurmTask:
@@ -243,7 +241,7 @@ class SlurmTask:
         ]
         update_marker(run_dir, starts=starts)
         if self.restarts() > self.max_requeues:
-            with open(run_dir / "output.log", "a") as log:
+            with open(run_dir / OUTPUT_LOG, "a") as log:
                 print(
                     f"requeued {self.restarts()} times, more than --max_requeues "
                     f"{self.max_requeues}: giving up on this run",

@@ -20,8 +20,9 @@ from models import (
     layer_budget,
     memory_problem,
 )
-from utils.checkpoint import CHECKPOINT, load_checkpoint
+from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+from utils.rundir import CHECKPOINT
 
 # cli.py's limit on --image_size, and no dataset's images are larger: a model_spec naming larger
 # images is damaged, and a forward pass on them (export.inspect counts FLOPs with one) could take

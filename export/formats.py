@@ -12,94 +12,23 @@ One call loads any of them as a ready network in eval mode, on the CPU or `devic
     from export import load
     model = load(OUT)                  # or load(OUT, device="cuda")
 
-compact: the network with every channel that pruning made useless cut out and its constant
-folded into the next layer (export/compact.py), a torch.fx GraphModule of plain torch.nn modules.
-It needs no code of this repository: `model = torch.load(OUT, weights_only=False)` (a pickled
-module, which runs the code stored in the file: only for files you made). `load` reads it
-without running any code of the file (export/safe_load.py). Where a constant was folded through
-a zero-padded convolution, it is exact at the run's image size only; `model.export_info` says
-which, and lists in "not_compacted" the prunable layers of kinds compaction does not cut
-(nn.MultiheadAttention, grouped and depthwise convolutions, other than 2-D ones), kept at full
-size with their masks applied. A network torch.fx cannot trace, or whose output is not one
-tensor, is refused in one line, and so is its sparse_runtime export, which is made from the
-compact network.
+docs/export.md says what each format holds, how other code reads it, and what an export refuses
+to write over. Each format is one ExportFormat record in FORMATS (what it writes, how it loads,
+what it reports), which `export` and `load` look up; docs/library.md shows how to add one. What
+the code keeps to:
 
-sparse_runtime: the compact network, with each conv and linear layer that runs faster as a
-sparse (CSR) product on the CPU replaced by one (export/sparse_runtime.py), chosen by timing
-both at `--batch` images; a linear layer applied to tokens runs sparse on every token, and other
-layers (grouped convolutions, attention) stay dense. Loading it needs export/sparse_runtime.py
-importable.
+- `load` runs no code of the file (export/safe_load.py), and every module export (compact,
+  sparse_runtime) is read back that way before it is written, so one it could not load is refused.
+- Every export records the run directory it was written from, resolved ("run_dir" in a dict
+  export, in export_info for a module). An export replaces only an export of the same run
+  directory and network (another only with `--force`), never a file it did not make nor a file a
+  run keeps; what is at OUT is read from its pickle without building any of it (export/peek.py).
 
-semi_structured: {"format", "spec", "state_dict", "layers"}: the masked network, and the linear
-layers whose weights keep at most 2 of every 4 consecutive inputs (a run pruned with --nm 2:4),
-but not those inside nn.MultiheadAttention, which multiplies by their weights itself.
-Loaded on CUDA, those layers run as `torch.sparse.to_sparse_semi_structured` tensors in float16
-(the precision NVIDIA's 2:4 sparse tensor cores take); on the CPU it is the masked network.
-
-The three formats below are dicts that `torch.load(OUT, weights_only=True)` reads. Their "spec"
-rebuilds the architecture with this repository's registry, `models.build_model(**spec)`; then:
-
-dense: {"spec", "state_dict"}, the network's state dict with every pruned weight exactly zero.
-
-    model = build_model(**f["spec"])
-    model.load_state_dict(f["state_dict"])
-
-torch_prune: {"spec", "state_dict", "pruned"}. For each parameter named in "pruned" (such as
-"1.weight"), the state dict holds "1.weight_orig" and "1.weight_mask", the entries that
-torch.nn.utils.prune creates, so prune-aware code can go on from there. Loading needs the same
-reparametrisation in place first: `prune.identity` adds an all-ones mask that the load overwrites.
-
-    from torch.nn.utils import prune
-    model = build_model(**f["spec"])
-    for name in f["pruned"]:
-        path, _, param = name.rpartition(".")
-        prune.identity(model.get_submodule(path), param)
-    model.load_state_dict(f["state_dict"])
-    # optional: prune.remove(model.get_submodule(path), param) for each name, which folds the
-    # mask into a plain parameter again (the zeros stay, but are no longer enforced)
-
-A prune hook runs before its module's forward. nn.MultiheadAttention's in_proj_weight is its
-own, but it multiplies by out_proj.weight without calling out_proj, whose hook would then never
-replace the tensor `prune.identity` made from the initial weights: `load_torch_prune` applies
-every mask once after loading, and out_proj's before each call of its attention module.
-
-sparse: {"spec", "sparse", "dense"}. Each prunable tensor that lost weights is stored in
-compressed sparse row form, reshaped to 2-D as (shape[0], rest): "sparse"[name] = {"shape",
-"crow_indices", "col_indices", "values"}. The stored entries are exactly the live weights of the
-run's mask (a live weight that is exactly zero stays an entry, so the pattern is the mask), with
-int32 indices where they fit, int64 otherwise. Every other tensor (biases, BatchNorm, buffers,
-prunable tensors that were never pruned) is in "dense". Each entry costs a value and a column
-index, so a tensor pays off in CSR only above about 50% sparsity.
-
-    state = dict(f["dense"])
-    for name, t in f["sparse"].items():
-        rows = t["shape"][0]
-        size = (rows, math.prod(t["shape"]) // rows)
-        csr = torch.sparse_csr_tensor(t["crow_indices"], t["col_indices"], t["values"], size)
-        state[name] = csr.to_dense().reshape(t["shape"])
-    model = build_model(**f["spec"])
-    model.load_state_dict(state)
-
-Each export records the run directory it was written from, resolved: "run_dir" in the dicts
-above, beside the keys shown, and in a module export's export_info. An export replaces no file it
-did not make. It refuses in one line (exit 2) to write onto a directory, a device, a FIFO or a
-socket, also through a link (a link is otherwise followed to the file it names, which is written
-in its place); onto a file a run keeps in its run directory (checkpoint.pt, config.json,
-model.pt, summary.json, metrics.jsonl, output.log, the TensorBoard events, the locks and
-temporary files), there or not; and onto an existing file that is not an export. An export of the
-same run directory and network is replaced; one of another run or network, or one written before
-exports recorded their run, only with `--force`. What an existing file is, is read from its
-pickle without building any of it (export/peek.py): a module export someone sent runs no code
-here either.
-
-`load_dense`, `load_torch_prune` and `load_sparse` below do exactly this and return the model in
-eval mode, as `load` does for any format. Each format is one ExportFormat record in FORMATS,
-which `export` and `load` look up; docs/library.md shows how to add one. Run the tool as
-`python -m export` from the repository root, not as `python export/formats.py`: that would put
-export/ on sys.path, where export/inspect.py would shadow the standard library's `inspect`.
+Run the tool as `python -m export` from the repository root, not as `python export/formats.py`:
+that would put export/ on sys.path, where export/inspect.py would shadow the standard library's
+`inspect`.
 """
 
-import fnmatch
 import functools
 import io
 import math
@@ -124,9 +53,10 @@ from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
 from models import build_model
 from pruning.mask import human
 from pruning.options import Bounded
-from utils.checkpoint import CHECKPOINT, load_weights_only, unpickling_reason
+from utils.checkpoint import load_weights_only, unpickling_reason
 from utils.errors import OneLineParser, UserError, command, given_path, special_file
 from utils.io import made_folders, write_atomic
+from utils.rundir import CHECKPOINT, is_run_directory, is_run_file
 
 BATCH = Bounded(int, low=1, high=65536)
 CPU = torch.device("cpu")
@@ -852,25 +782,8 @@ def compact_lines(module: nn.Module) -> list[str]:
     return lines
 
 
-# what makes a folder a run directory (experiments/report.py tells runs by the same files)
-RUN_MARKS = (CHECKPOINT, "config.json", "metrics.jsonl")
-# the files of a run directory besides exports: main.py's and its logger's, the sweep launcher's
-# (experiments/), their locks and the temporary files they are written through
-RUN_FILES = (CHECKPOINT, "config.json", "model.pt", "summary.json", "metrics.jsonl",
-             "output.log", "slurm.json", "launch.json")  # fmt: skip
-RUN_FILE_PATTERNS = ("events.out.tfevents.*", ".*lock", ".*.tmp")
-
-
 def one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def is_run_directory(folder: Path) -> bool:
-    return any((folder / mark).is_file() for mark in RUN_MARKS)
-
-
-def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_FILE_PATTERNS)
 
 
 def target_of(out: Path) -> Path:

@@ -38,10 +38,11 @@ from torch import nn
 
 from export.artifacts import meta_model, names_mismatch, pruner_part, reason, shown
 from export.formats import MODULE_FORMATS, export_header, read_torch_file, reading, sparse_state
-from utils.checkpoint import CHECKPOINT, FORMAT_VERSION, SHAPE, checkpoint_problem
+from utils.checkpoint import FORMAT_VERSION, SHAPE, checkpoint_problem
 from utils.errors import UserError, special_file
+from utils.rundir import CHECKPOINT
+from utils.rundir import MODEL as MODEL_FILE
 
-MODEL_FILE = "model.pt"
 # DataParallel and DistributedDataParallel name their module "module"
 WRAPPER_PREFIX = "module."
 
@@ -289,7 +290,7 @@ FORMATS = {
     "checkpoint": ({"format_version"}, from_checkpoint),
     "torch_prune export": ({"spec", "state_dict", "pruned"}, from_torch_prune),
     "sparse export": ({"spec", "sparse", "dense"}, from_sparse),
-    "model.pt": ({"spec", "state_dict", "masks"}, from_model_file),
+    MODEL_FILE: ({"spec", "state_dict", "masks"}, from_model_file),
     "dense export": ({"spec", "state_dict"}, from_dense),
     "state dict": ({"state_dict"}, from_state_dict),
 }

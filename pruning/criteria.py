@@ -227,6 +227,7 @@ class Threshold(Criterion):
         Bounded(float, low=0, high=100.0),
         1e-4,
         "the threshold criterion prunes live weights with |w| below this",
+        level=True,
     )
 
     label = "Threshold"
@@ -255,6 +256,7 @@ class AtInitialisation(Criterion):
         None,
         "snip, synflow, grasp: the fraction of the weights they remove at initialisation, "
         "before training (e.g. 0.99; required unless --schedule says otherwise)",
+        level=True,
     )
 
     schedule = "oneshot"
@@ -293,6 +295,7 @@ class Snip(AtInitialisation):
         None,
         "fraction of weights SNIP removes before training (required with snip, unless "
         "--schedule says otherwise)",
+        level=True,
     )
     batches: int = option(
         "snip_batches", Bounded(int, low=1, high=10_000), 1, "training batches SNIP scores on"

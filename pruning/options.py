@@ -116,12 +116,15 @@ RATE = Bounded(float, above=0, below=1)
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """A field's command-line flag: `--{flag}`, parsed by `parse`, with its default and help."""
+    """A field's command-line flag: `--{flag}`, parsed by `parse`, with its default and help.
+    `level`: the option sets how far the method prunes (a rate, a target), which a curve of
+    accuracy against sparsity varies from point to point, rather than which method it is."""
 
     flag: str
     parse: Callable[[str], Any] | None
     default: Any
     help: str
+    level: bool = False
 
     def argparse_kwargs(self) -> dict:
         if self.parse is bool:
@@ -132,9 +135,10 @@ class Option:
         return kwargs
 
 
-def option(flag: str, parse, default, help: str):
-    """A dataclass field that is also the flag `--{flag}` (parse=bool: a switch)."""
-    spec = Option(flag, parse, default, help)
+def option(flag: str, parse, default, help: str, *, level: bool = False):
+    """A dataclass field that is also the flag `--{flag}` (parse=bool: a switch); `level`: it
+    sets how far the method prunes (Option)."""
+    spec = Option(flag, parse, default, help, level)
     return dataclasses.field(default=default, metadata={"option": spec})
 
 

@@ -1,29 +1,15 @@
 """Which tensors of a network pruning may remove weights from: the one place that decides.
 
-By default, every weight matrix a layer multiplies its input with: the weights of `nn.Linear`
-(attention's projections included, as timm and Hugging Face build them), of every convolution
-(`nn.Conv1d`, `Conv2d`, `Conv3d`, grouped and depthwise ones, transposed ones) and of
-`nn.MultiheadAttention`, whose input projection is a bare parameter (`in_proj_weight`, or
-`q_proj_weight`, `k_proj_weight` and `v_proj_weight` when the key and value sizes differ) that a
-search by layer type would miss. On the paper's networks, made of Conv2d and Linear alone, that is
-exactly the paper's set. Subclasses count as their base (timm's `Conv2dSame` is a Conv2d).
-
-A layer of one's own says what is prunable in it by a class attribute,
-`prunable_weights = ("weight",)` (with `prunable_biases` for `prune_bias`), or is registered from
-outside with `register_prunable`. Embeddings, norms, position embeddings and class tokens are
-not weight matrices in this sense: `include` patterns add them.
-
-`include` and `exclude` select by parameter name (as `model.named_parameters()` gives it, or any
-other name of a tied weight): a pattern is a name (`fc.weight`), a module's name, which stands for
-its parameters (`fc`, `blocks.0.attn`), or a glob with `*`, `?` and `[...]` (`'*.head.*'`,
-`'blocks.*.mlp.fc1.weight'`). With `include`, only the default tensors it selects are pruned, and
-a parameter outside the default set (a position embedding, an embedding) is added by its exact
-name; `exclude` then takes tensors out. The default tensors that end up not pruned are the
-excluded ones: they stay dense and are shown as such. A pattern that matches nothing is an error,
-since it is a typo or a model other than the one meant.
-
-Weights-standardised convolutions (timm's StdConv2d of BiT and NFNet) are not prunable: they
-normalise the weight where they use it, so a zero there would not stay zero.
+By default, every weight matrix a layer multiplies its input with: the weights of nn.Linear, of
+every convolution and of nn.MultiheadAttention, whose input projection is a bare parameter
+(`in_proj_weight`, or `q_proj_weight`, `k_proj_weight` and `v_proj_weight`) that a search by
+layer type would miss; a subclass counts as its base. A layer of one's own says what is prunable
+in it by the class attributes `prunable_weights` and `prunable_biases`, or is registered from
+outside with `register_prunable`. Weight-standardised convolutions (timm's StdConv2d) are never
+prunable: they normalise the weight where they use it, so a zero there would not stay zero.
+`include` and `exclude` select by parameter name, module name or glob, and a pattern that matches
+nothing is an error. docs/sparsity.md ("What is pruned, and layers kept dense") tells it with the
+flags and the rest of the rules.
 """
 
 from collections.abc import Iterable

@@ -54,6 +54,7 @@ PRUNE_RATE = partial(
     RATE,
     0.5,
     "periodic and rounds: the fraction of the live weights each prune removes",
+    level=True,
 )
 PRUNE_FREQ = partial(
     option,
@@ -62,6 +63,7 @@ PRUNE_FREQ = partial(
     2,
     "prune at the end of every this many epochs (periodic: not after the last; gradual: between "
     "--prune_start and --prune_end)",
+    level=True,
 )
 TARGET = partial(
     option,
@@ -69,6 +71,7 @@ TARGET = partial(
     SPARSITY,
     None,
     "oneshot and gradual: the fraction of prunable weights removed in the end (e.g. 0.95)",
+    level=True,
 )
 START = partial(
     option,
@@ -220,6 +223,7 @@ class Periodic(Schedule):
         Bounded(int, low=1, high=100_000, also=(NEVER,)),
         NEVER,
         "periodic: no pruning from this epoch on (-1: never stop)",
+        level=True,
     )
     epochs: int | None = None
 
@@ -377,6 +381,7 @@ class Rounds(Schedule):
         3,
         "rounds: train-prune-rewind rounds, each of -e epochs (the later ones from "
         "--rewind_epoch on); the last is not pruned",
+        level=True,
     )
     rewind_epoch: int = option(
         "rewind_epoch",

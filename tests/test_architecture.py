@@ -9,6 +9,7 @@ no two rooms can import each other, however indirectly.
 
 import ast
 import collections
+import functools
 import itertools
 import subprocess
 import sys
@@ -21,11 +22,23 @@ from tests.support import ROOT
 # room -> the rooms below it that it may import; read from the top down
 LAYERS: dict[str, set[str]] = {
     # on top: the paper's sweeps, their launcher and the report; benchmarks
-    "experiments": {"main", "cli", "training", "export", "models", "data", "pruning", "utils"},
-    "bench": {"main", "cli", "training", "export", "models", "data", "pruning", "utils"},
+    "experiments": {
+        "main",
+        "cli",
+        "record",
+        "training",
+        "export",
+        "models",
+        "data",
+        "pruning",
+        "utils",
+    },
+    "bench": {"main", "cli", "record", "training", "export", "models", "data", "pruning", "utils"},
     # the command line and the run it drives, read as phases
-    "main": {"cli", "training", "export", "models", "data", "pruning", "utils"},
-    "cli": {"training", "models", "data", "pruning", "utils"},
+    "main": {"cli", "record", "training", "export", "models", "data", "pruning", "utils"},
+    "cli": {"record", "training", "models", "data", "pruning", "utils"},
+    # the run as one typed record: its options by section, each with its role
+    "record": {"pruning", "utils"},
     # one epoch of training and one of evaluation
     "training": {"data", "pruning", "utils"},
     # what leaves the tool: compaction, sparse runtime, formats, loading, inspection, FLOPs
@@ -49,13 +62,35 @@ def rooms() -> dict[str, list[Path]]:
     """Every top-level package or module of the repository, with its Python files."""
     found: dict[str, list[Path]] = {}
     for path in sorted(ROOT.iterdir()):
-        if path.name.startswith(".") or path.name in NOT_ROOMS:
+        if path.name.startswith(".") or path.name in NOT_ROOMS | plugins_beside_main():
             continue
         if path.is_dir() and (path / "__init__.py").exists():
             found[path.name] = sorted(path.rglob("*.py"))
         elif path.suffix == ".py":
             found[path.stem] = [path]
     return found
+
+
+@functools.cache
+def plugins_beside_main() -> set[str]:
+    """A researcher's own modules beside main.py, which `--plugins` imports
+    (docs/library.md#extending-the-repository): not rooms of the repository. They are the
+    top-level modules that git does not track and that no file of the tree imports; outside a
+    git checkout, none."""
+    try:
+        untracked = subprocess.run(
+            ["git", "ls-files", "--others", "--exclude-standard", "--", "*.py"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    own = {name for name in untracked if "/" not in name}
+    tree = [path for path in ROOT.iterdir()
+            if not path.name.startswith(".") and path.name not in NOT_ROOMS | own]  # fmt: skip
+    files = [file for path in tree for file in (path.rglob("*.py") if path.is_dir() else [path])]
+    imported = {name.split(".")[0] for file in files if file.suffix == ".py"
+                for _, name in imported_names(file)}  # fmt: skip
+    return {name for name in own if Path(name).stem not in imported}
 
 
 def imported_names(path: Path, members: bool = False) -> list[tuple[int, str]]:

@@ -33,18 +33,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def test_the_seed_commands_parse_with_their_original_spellings():
     commands = [cli.parse_args(argv) for argv in seed_commands()]
-    assert [c.prune_criterion for c in commands] == [
+    assert [c.prune.prune_criterion for c in commands] == [
         "flipout", "global_magnitude", "random", "snip", "threshold",
     ]  # fmt: skip
     flipout = commands[0]
-    assert (flipout.model, flipout.dataset, flipout.batch_size, flipout.epochs) == (
-        "vgg19", "cifar10", 128, 350,
-    )  # fmt: skip
-    assert flipout.lambda_ == 5e-4 and flipout.milestones == [150, 250]
-    assert flipout.noise and flipout.noise_scale_factor == 1 and flipout.flipout_p == 2
-    assert flipout.comment == "test flipout" and flipout.logdir == "vgg19/"
-    assert commands[3].snip_sparsity == 0.999
-    hoyer = commands[4]
+    assert (flipout.model.model, flipout.data.dataset) == ("vgg19", "cifar10")
+    assert (flipout.train.batch_size, flipout.train.epochs) == (128, 350)
+    assert flipout.train.lambda_ == 5e-4 and flipout.train.milestones == [150, 250]
+    assert flipout.prune.noise and flipout.prune.noise_scale_factor == 1
+    assert flipout.prune.components["flipout_p"] == 2
+    assert flipout.run.comment == "test flipout" and flipout.run.logdir == "vgg19/"
+    assert commands[3].value("snip_sparsity") == 0.999
+    hoyer = commands[4].prune
     assert hoyer.add_hs and hoyer.hoyer_lambda == 6e-5 and hoyer.stop_hoyer_at == 350
 
 
@@ -53,10 +53,9 @@ def test_short_forms():
         ["-m", "vgg11", "-d", "synthetic", "-bs", "7", "-tbs", "9", "-e", "3", "-lr", "0.5",
          "-mom", "0.1"]
     )  # fmt: skip
-    assert (args.model, args.dataset, args.batch_size, args.test_batch_size) == (
-        "vgg11", "synthetic", 7, 9,
-    )  # fmt: skip
-    assert (args.epochs, args.lr, args.momentum) == (3, 0.5, 0.1)
+    assert (args.model.model, args.data.dataset) == ("vgg11", "synthetic")
+    assert (args.train.batch_size, args.train.test_batch_size) == (7, 9)
+    assert (args.train.epochs, args.train.lr, args.train.momentum) == (3, 0.5, 0.1)
 
 
 def test_every_flag_states_its_default():
@@ -69,9 +68,11 @@ def test_every_flag_states_its_default():
 
 
 def test_no_flags_means_a_flipout_run_on_digits():
-    args = cli.parse_args([])
-    assert (args.model, args.dataset, args.prune_criterion) == ("lenet300", "digits", "flipout")
-    assert args.device == "auto" and args.data_dir == "./data"
+    args = cli.parse_args([]).options()
+    assert (args["model"], args["dataset"], args["prune_criterion"]) == (
+        "lenet300", "digits", "flipout",
+    )  # fmt: skip
+    assert args["device"] == "auto" and args["data_dir"] == "./data"
 
 
 # Every numeric flag against the kinds of bad value a hostile user or a broken script produces.
@@ -181,7 +182,7 @@ def test_the_seed_commands_warn_about_nothing(capsys):
 
 def test_learning_rate_follows_multisteplr_and_anneals():
     args = cli.parse_args(["-lr", "0.1", "--use_scheduler", "--milestones", "3", "5"])
-    config = training.TrainConfig.from_args(args)
+    config = training.TrainConfig.from_options(args.by_name())
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3, 5], gamma=0.1)
     for epoch in range(1, 9):
@@ -201,7 +202,7 @@ def test_l1_and_l2_penalties():
         model.bias.fill_(3.0)
 
     def config(*argv):
-        return training.TrainConfig.from_args(cli.parse_args(list(argv)))
+        return training.TrainConfig.from_options(cli.parse_args(list(argv)).by_name())
 
     l1 = config("--reg_type", "l1", "--lambda", "0.5")
     assert training.regularisation(l1, model).item() == pytest.approx(0.5 * 6)
@@ -234,7 +235,7 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == "lenet5" and config["lambda"] == 5e-4
     assert config["torch_version"] == torch.__version__ and config["device_resolved"] == "cpu"
-    assert set(vars(cli.parse_args([]))) - {"lambda_", "resume"} <= set(config)
+    assert set(cli.parse_args([]).options()) - {"resume"} <= set(config)
 
     records = read_metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2, 3]

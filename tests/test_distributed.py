@@ -76,7 +76,7 @@ def test_global_batch_must_divide_among_processes(tmp_path):
 
 def test_evaluation_sees_every_image_once_and_training_shards_are_even():
     splits = build_datasets("digits", "unused")  # 360 test images, 1437 training images
-    config = training.TrainConfig.from_args(cli.parse_args(["--num_workers", "0"]))
+    config = training.TrainConfig.from_options(cli.parse_args(["--num_workers", "0"]).by_name())
     device = torch.device("cpu")
     for world_size in (2, 3):
         seen, train_lengths = [], set()

@@ -38,6 +38,7 @@ from export.formats import FORMATS
 from models import MODELS
 from pruning import CRITERIA, SCHEDULES
 from tests.support.blocks import (
+    MODULES,
     README,
     ROOT,
     Block,
@@ -60,6 +61,8 @@ TAGS = {
     "cluster": "needs Slurm or several machines",
     "server": "serves until stopped (TensorBoard)",
     "download": "installs packages from the network",
+    "recipe": "a recipe that adds to the repository: tests/test_recipes.py applies it to a copy of "
+    "the tree and runs it there",
 }
 # (page, the line above the block, language) -> the tests that run it, checking what it claims
 RUN_ELSEWHERE = {
@@ -69,13 +72,6 @@ RUN_ELSEWHERE = {
     ),
     ("docs/runs.md", "`model.pt` (`--save_model`) loads", "python"): ("tests/test_robustness.py",),
     ("docs/sparsity.md", "`--init_from PATH`", "bash"): ("tests/test_faults_export_report.py",),
-}
-# python -m MODULE -> the module whose main(argv) it runs
-MODULES = {
-    "experiments": "experiments.__main__",
-    "experiments.report": "experiments.report",
-    "export": "export.formats",
-    "export.inspect": "export.inspect",
 }
 SHORT = ["--limit_batches", "2", "--num_workers", "0"]
 PLACEHOLDER_RUN = "runs/<logdir>/<run>"

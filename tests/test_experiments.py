@@ -12,11 +12,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import cli
-from experiments.runs import identity, options_of, resolve_all
+from experiments.runs import identity, resolve_all
 from experiments.sweeps import SWEEPS
 from tests.support import ROOT
 from tests.support.launcher import in_process, slurm_environment
@@ -41,7 +42,8 @@ def dry_run(capsys, sweep: str, *extra: str) -> list:
         words = shlex.split(line)
         assert words[:2] == ["python", "main.py"], line
         at = words.index("--run_dir")
-        parsed.append(cli.parse_args(words[2:at] + words[at + 2 :]))
+        # each option by name, flat, as the assertions below read them
+        parsed.append(SimpleNamespace(**cli.parse_args(words[2:at] + words[at + 2 :]).by_name()))
     return parsed
 
 
@@ -123,7 +125,7 @@ def test_a_runs_identity_is_its_options_not_where_or_how_it_runs(tmp_path):
     assert base.run_id == elsewhere.run_id == renamed.run_id != changed.run_id
     assert base.run_dir == tmp_path / "smoke" / f"flipout_seed_0-{base.run_id}"
     # what main.py writes into config.json gives the same identity back
-    options = options_of(cli.parse_args(command))
+    options = cli.parse_args(command).options()
     assert identity(options) == base.run_id
     # a config.json written before a flag existed (the flag at its default) is the same run;
     # the flag away from its default is another

@@ -31,7 +31,7 @@ import cli
 from experiments import plots, report
 from experiments.files import png_texts
 from experiments.first_steps import check_first_steps
-from experiments.runs import options_of, resolve_all
+from experiments.runs import resolve_all
 from experiments.sweeps import SWEEPS
 from models import build_model
 from tests.support.deadline import deadline
@@ -375,9 +375,9 @@ def test_model_kwargs_after_the_sweeps_own_add_to_them(tmp_path, monkeypatch, ca
     for command in out.splitlines():
         words = shlex.split(command)[2:]
         parsed = cli.parse_args(words[: words.index("--run_dir")])
-        given = dict(pair.split("=") for pair in parsed.model_kwargs)
+        given = dict(pair.split("=") for pair in parsed.model.model_kwargs)
         assert given["drop_rate"] == "0.1"
-        if "vit" in parsed.model:
+        if "vit" in parsed.model.model:
             assert (given["patch_size"], given["depth"], given["embed_dim"]) == ("4", "4", "64")
     capsys.readouterr()  # what the parses above warned about
     # the same key with another value than the sweep's: one line naming the flag and the key
@@ -542,7 +542,7 @@ def first_smoke_run(cwd: Path, monkeypatch) -> Path:
     run_dir = smoke_runs(cwd)[0]
     run_dir.mkdir(parents=True)
     command = SWEEPS["smoke"].commands([0])[0]
-    (run_dir / "config.json").write_text(json.dumps(options_of(cli.parse_args(command))))
+    (run_dir / "config.json").write_text(json.dumps(cli.parse_args(command).options()))
     return run_dir
 
 

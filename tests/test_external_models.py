@@ -139,9 +139,9 @@ def test_model_kwargs_are_literals_kept_in_a_canonical_spelling():
     given = ["drop_rate=0.1", "act_layer=gelu", "global_pool='avg'", "img=(8, 8)"]
     args = cli.parse_args(["-m", "timm:resnet18", "--model_kwargs", *given])
     # sorted, so that the same arguments in another order are the same run on resume
-    assert args.model_kwargs == ["act_layer='gelu'", "drop_rate=0.1", "global_pool='avg'",
-                                 "img=(8, 8)"]  # fmt: skip
-    assert cli.keyword_arguments(args.model_kwargs) == {
+    assert args.model.model_kwargs == ["act_layer='gelu'", "drop_rate=0.1", "global_pool='avg'",
+                                       "img=(8, 8)"]  # fmt: skip
+    assert cli.keyword_arguments(args.model.model_kwargs) == {
         "act_layer": "gelu", "drop_rate": 0.1, "global_pool": "avg", "img": (8, 8)
     }  # fmt: skip
 
@@ -172,7 +172,7 @@ def test_a_shape_reduced_torchvision_vit_trains(tmp_path):
 
 def test_a_built_in_spec_is_as_before_model_kwargs():
     splits = SimpleNamespace(num_classes=10, in_channels=1, image_size=32)
-    spec = main.model_spec(cli.parse_args(["-m", "lenet5"]), splits)
+    spec = main.model_spec(cli.parse_args(["-m", "lenet5"]).model, splits)
     assert spec == {"name": "lenet5", "num_classes": 10, "in_channels": 1, "image_size": 32}
 
 

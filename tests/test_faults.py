@@ -290,8 +290,8 @@ def test_the_printed_resume_command_survives_spaces_in_the_path(tmp_path, capsys
     [
         ("", "unreadable"),
         ("{not json", "unreadable"),
-        ("[1, 2]", "holds a list, not options"),
-        ('"flipout"', "holds a str, not options"),
+        ("[1, 2]", "is a list, not options"),
+        ('"flipout"', "is a str, not options"),
         ("{}", "was not written by main.py"),
         ("\udcff", "unreadable"),
     ],

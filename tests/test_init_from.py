@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
 
 
 def test_the_original_flag_is_an_alias():
-    assert parse_args(["--load_model", "model.pt"]).init_from == "model.pt"
+    assert parse_args(["--load_model", "model.pt"]).model.init_from == "model.pt"
 
 
 def test_prune_a_trained_model_to_90_percent_and_recover(trained, tmp_path, capsys):
@@ -186,10 +186,10 @@ FIFOS = {
         "its checkpoint.pt is a FIFO, not a file"),
     "--resume a run whose config.json is a FIFO": lambda tmp, run: (
         ["--resume", str(fifo(run_config(tmp / "r", run) / "config.json").parent)],
-        "its config.json is a FIFO, not a file"),
+        "config.json is unreadable: a FIFO, not a file"),
     "--run_dir a directory whose config.json is a FIFO": lambda tmp, run: (
         new_run(tmp, "--run_dir", str(fifo(run_config(tmp / "r", run) / "config.json").parent)),
-        "its config.json is a FIFO, not a file"),
+        "config.json is unreadable: a FIFO, not a file"),
     "--data_dir with an MNIST file that is a FIFO": lambda tmp, run: (
         new_run(tmp, "-d", "mnist", "--data_dir", str(mnist_with_a_fifo(tmp / "data"))),
         "t10k-labels-idx1-ubyte is a FIFO, not a file"),

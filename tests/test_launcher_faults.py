@@ -212,7 +212,7 @@ CASES = [
          r"error: runs/smoke/flipout_seed_0-\w+ is damaged: a file, not a directory; it is left "
          r"as it is", setup=a_run_directory_replaced_by_a_file),
     Case("a truncated config.json", ("run", "smoke"), 2,
-         r"error: runs/smoke/flipout_seed_0-\w+ is damaged: config\.json unreadable: ",
+         r"error: runs/smoke/flipout_seed_0-\w+ is damaged: config\.json is unreadable: ",
          setup=a_truncated_config),
     Case("a damaged launch.json", ("status", "smoke"), 2,
          r"error: runs/smoke/launch\.json is damaged", setup=a_damaged_launch_record),
@@ -264,11 +264,11 @@ def test_a_damaged_run_is_planned_and_shown_as_damaged(
     code, out, _ = in_process(capsys, "status", "smoke")
     assert code == 0
     line = next(line for line in out.splitlines() if victim.name in line)
-    assert line.startswith("damaged ") and "config.json unreadable" in line
+    assert line.startswith("damaged ") and "config.json is unreadable" in line
     code, out, err = in_process(capsys, "run", "smoke")
     assert code == 2
     plan = next(line for line in out.splitlines() if victim.name in line)
-    assert plan.startswith("refuse (damaged: config.json unreadable")
+    assert plan.startswith("refuse (damaged: config.json is unreadable")
     assert err.strip().endswith("repair it, or delete it to run it afresh")
     assert (victim / "config.json").read_text() == '{"model": "lenet300", "epo'
 

@@ -9,7 +9,6 @@ import itertools
 import pytest
 
 from cli import parse_args
-from experiments.runs import options_of
 from experiments.sweeps import SWEEPS
 from pruning.registry import method_label
 
@@ -83,7 +82,7 @@ def test_every_sweep_command_keeps_its_label(sweep):
     labels = []
     for argv in SWEEPS[sweep].commands((0,)):
         with contextlib.redirect_stderr(io.StringIO()):  # warnings about inert flags
-            options = options_of(parse_args(argv))
+            options = parse_args(argv).options()
         labels.append(method_label(options["prune_criterion"], options))
     assert [(label, len(list(same))) for label, same in itertools.groupby(labels)] == (
         SWEEP_LABELS[sweep]

@@ -10,10 +10,10 @@ from torch import nn
 
 import main
 from cli import parse_args
-from experiments.runs import IDENTITY_DEFAULTS
 from models import build_model
 from pruning import NM, Criterion, Periodic, Pruner, SynFlow, build_criterion
 from pruning.registry import method_label
+from record import identity_defaults
 from tests.support.runs import assert_one_error_line, only_run_dir, quick
 
 CONSTRAINED_CRITERIA = ["flipout", "global_magnitude", "magnitude", "random", "snip", "grasp"]
@@ -241,5 +241,5 @@ def test_a_run_with_nm_records_it_and_saves_n_of_m_masks(tmp_path):
     assert NM(2, 4).satisfied(masks)
     assert max(most_live_in_a_group(NM(2, 4), m) for m in masks.values() if m.dim() == 2) == 2
     # a resume, and a sweep's identity of a run, see the constraint
-    assert parse_args(["--resume", str(run_dir)]).nm == "2:4"
-    assert {"nm", "nm_exclude"} <= set(IDENTITY_DEFAULTS)
+    assert parse_args(["--resume", str(run_dir)]).prune.nm == "2:4"
+    assert {"nm", "nm_exclude"} <= set(identity_defaults())

@@ -8,6 +8,7 @@ import pytest
 
 import cli
 import main
+from record import key_of
 from tests.support.runs import assert_one_error_line, quick
 
 # argv -> the option's value: every occurrence's values, in order, each once
@@ -31,7 +32,7 @@ ADDED_UP = [
     ("argv", "dest", "value"), ADDED_UP, ids=[" ".join(a) for a, _, _ in ADDED_UP]
 )
 def test_values_given_twice_add_up(argv, dest, value):
-    assert getattr(cli.parse_args(argv), dest) == value
+    assert cli.parse_args(argv).value(key_of(dest)) == value
 
 
 # argv -> what the one error line names
@@ -79,24 +80,24 @@ def test_a_flag_of_several_values_that_could_be_overridden_is_a_bug(monkeypatch)
     ],
 )  # fmt: skip
 def test_config_json_keeps_the_spelling_of_one_occurrence(once, twice):
-    stored = main.run_options(cli.parse_args(once))
-    assert main.run_options(cli.parse_args(twice)) == stored
-    # and it parses again to the same options, as a resume reads them
-    parser = cli.build_parser()
-    again = parser.parse_args(cli.options_as_argv(parser, stored, "config.json"))
-    assert main.run_options(again) == stored
+    stored = cli.parse_args(once).options()
+    assert cli.parse_args(twice).options() == stored
+    # and it reads back to the same options, as a resume reads them
+    again = cli.record_from_config(cli.build_parser(), stored)
+    assert again.options() == stored
 
 
 def test_one_occurrence_is_stored_as_given_so_old_runs_parse_as_they_did():
     # repeated patterns in one occurrence were kept before a second occurrence was allowed
-    assert cli.parse_args(["--prune_exclude", "3", "1", "3"]).prune_exclude == ["3", "1", "3"]
+    given = ["--prune_exclude", "3", "1", "3"]
+    assert cli.parse_args(given).prune.prune_exclude == ["3", "1", "3"]
 
 
 def saved_run(tmp_path, **options) -> str:
     """A run directory with only the config.json of a run of these options."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    config = {**main.run_options(cli.parse_args([])), **options}
+    config = {**cli.parse_args([]).options(), **options}
     (run_dir / "config.json").write_text(json.dumps(config))
     return str(run_dir)
 
@@ -108,10 +109,10 @@ def test_a_resume_given_the_runs_model_kwargs_in_two_occurrences_is_the_same_run
     run_dir = saved_run(tmp_path, **KWARGS)
     argv = ["--model_kwargs", "global_pool=avg", "--model_kwargs", "drop_rate=0.1"]
     args = cli.parse_args(["--resume", run_dir, *argv])
-    assert args.model_kwargs == KWARGS["model_kwargs"] and args.resume_overrides == {}
+    assert args.model.model_kwargs == KWARGS["model_kwargs"] and args.resume_overrides == {}
     # --run_dir with the run's own options continues it, however they are spelled
     args = cli.parse_args(["-m", "timm:resnet18", *argv, "--run_dir", run_dir])
-    assert args.resume == run_dir
+    assert args.run.resume == run_dir
 
 
 def test_a_resume_that_adds_a_model_kwarg_in_a_second_occurrence_is_refused(tmp_path, capsys):

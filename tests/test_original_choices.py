@@ -16,12 +16,13 @@ import cli
 import main
 from experiments import published
 from experiments.paper import paper_options, recipe_differences
-from experiments.runs import IDENTITY_DEFAULTS, identity
+from experiments.runs import identity
 from experiments.sweeps import SWEEPS
 from models import build_model
 from pruning import Pruner, Snip, Threshold
 from pruning.criteria import first_batches
 from pruning.registry import method_label
+from record import identity_defaults
 from tests.support.nets import ConvBnNet, make_pruner, snip_batches
 from tests.support.runs import assert_one_error_line, only_run_dir, quick
 
@@ -254,12 +255,11 @@ def test_a_xavier_nll_run_records_its_score_and_method(tmp_path):
 
 
 def test_the_defaults_are_unchanged_and_name_no_run_anew():
-    args = cli.parse_args([])
-    assert (args.hoyer_scope, args.snip_score) == ("prunable", "as_initialised")
-    assert IDENTITY_DEFAULTS["hoyer_scope"] == "prunable"
-    assert IDENTITY_DEFAULTS["snip_score"] == "as_initialised"
+    options = cli.parse_args([]).options()
+    assert (options["hoyer_scope"], options["snip_score"]) == ("prunable", "as_initialised")
+    assert identity_defaults()["hoyer_scope"] == "prunable"
+    assert identity_defaults()["snip_score"] == "as_initialised"
     # a config.json written before the options existed names the same run as one with them
-    options = {key.rstrip("_"): value for key, value in vars(args).items()}
     older = {k: v for k, v in options.items() if k not in ("hoyer_scope", "snip_score")}
     assert identity(options) == identity(older)
     assert identity({**options, "hoyer_scope": "all"}) != identity(options)

@@ -206,14 +206,15 @@ def test_list_shows_runs_epochs_and_gpu_hours_where_an_epoch_was_timed(
 
 def test_gpu_hours_need_every_network_timed(tmp_path):
     runs = resolve_all(SWEEPS["vgg19_cifar10"].commands([0]), tmp_path)
-    assert cost.gpu_hours(runs, {"vgg19/cifar10": 3600.0}) == 4 * 350 + 500
-    assert cost.gpu_hours(runs, {"resnet18/cifar10": 1.0}) is None
+    costs = cost.cost_of(runs)
+    assert costs == cost.Cost(5, {"vgg19/cifar10": 4 * 350 + 500})
+    assert cost.gpu_hours(costs, {"vgg19/cifar10": 3600.0}) == 4 * 350 + 500
+    assert cost.gpu_hours(costs, {"resnet18/cifar10": 1.0}) is None
     times = tmp_path / "times.json"
-    times.write_text(json.dumps({"epoch": {"A": {"vgg19/cifar10": {"seconds": 2.5}}}}))
-    assert cost.paces("A", times) == {"vgg19/cifar10": 2.5}
-    assert cost.paces("B", times) == {}
+    times.write_text(json.dumps({"epoch": {"A": {"vgg19/cifar10": {"seconds": 2.5}}, "B": {}}}))
+    assert cost.epoch_times(times) == {"A": {"vgg19/cifar10": 2.5}}
     times.write_text("{damaged")
-    assert cost.paces("A", times) == {}
+    assert cost.epoch_times(times) == {}
 
 
 # -- matching and verdicts ---------------------------------------------------------------------

@@ -328,7 +328,7 @@ def test_forget_pruned_zeroes_counters_and_pruned_weights_never_flip_again():
 def test_criteria_registry():
     expected = {"flipout", "global_magnitude", "magnitude", "none", "random", "snip", "threshold",
                 "imp", "synflow", "grasp"}  # fmt: skip
-    assert set(CRITERIA) == expected
+    assert expected <= set(CRITERIA)  # among others: docs/library.md's recipe adds one
     with pytest.raises(ValueError, match="flipout"):
         build_criterion("lottery")
 

@@ -14,7 +14,6 @@ import torch
 
 from experiments import plots, report
 from experiments import rows as report_rows
-from experiments import runs as runs_module
 from experiments.runs import resolve_all
 from experiments.sweeps import SWEEPS, Sweep
 from pruning import CRITERIA, Criterion
@@ -92,15 +91,13 @@ def the_issues_runs(root: Path, monkeypatch, registered: bool) -> None:
         training.setitem(CRITERIA, "lowest", Lowest)
         for accuracy, lr, power in [(95.0, "0.1", "1"), (61.0, "0.1", "3"),
                                     (94.0, "0.05", "1"), (64.0, "0.05", "3")]:  # fmt: skip
-            # a folder each: a run's identity knows only the options of the parser it was
-            # computed from, before this criterion was registered
+            # a folder each, as a sweep's runs are
             fabricate(root / f"lowest_power_{power}", digits(0, "-lr", lr, "--prune_criterion",
                       "lowest", "--lowest_power", power), accuracy)  # fmt: skip
         for seed in (0, 1):
             fabricate(root, digits(seed, "-lr", "0.1"), 90.0 + seed)
     if registered:
         monkeypatch.setitem(CRITERIA, "lowest", Lowest)
-        monkeypatch.setitem(runs_module.IDENTITY_DEFAULTS, "lowest_power", 1.0)
 
 
 @pytest.mark.parametrize(("registered", "method"), [(True, "Lowest power"), (False, "lowest")])

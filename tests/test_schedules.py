@@ -172,7 +172,7 @@ class Lowest(Criterion):
 def test_a_new_criterion_touches_its_class_and_one_registry_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(CRITERIA, "lowest", Lowest)
     args = parse_args(["--prune_criterion", "lowest", "--lowest_power", "3"])
-    assert args.lowest_power == 3.0
+    assert args.prune.components["lowest_power"] == 3.0
     assert "--lowest_power" in build_parser().format_help()
     parse_args(["--lowest_power", "3"])  # with another criterion: said to do nothing
     assert "--lowest_power has no effect unless --prune_criterion lowest" in capsys.readouterr().err

@@ -101,8 +101,8 @@ def test_scoring_leaves_the_models_state_as_it_was(bn_mode, training):
 
 def test_the_flag_defaults_to_train_mode_and_refuses_other_words(tmp_path, capsys):
     snip = ["--prune_criterion", "snip", "--snip_sparsity", "0.9"]
-    assert Snip(sparsity=0.9).bn_mode == parse_args(snip).snip_bn == "train"
-    assert parse_args([*snip, "--snip_bn", "eval"]).snip_bn == "eval"
+    assert Snip(sparsity=0.9).bn_mode == parse_args(snip).value("snip_bn") == "train"
+    assert parse_args([*snip, "--snip_bn", "eval"]).value("snip_bn") == "eval"
     with pytest.raises(ValueError, match="bn_mode must be 'train' or 'eval', got 'batch'"):
         Snip(sparsity=0.9, bn_mode="batch")
 

@@ -30,8 +30,9 @@ CLASSES = {
 
 
 def test_the_registry_holds_the_four_optimizers_and_says_which_take_momentum():
-    assert {name: kind.cls for name, kind in OPTIMIZERS.items()} == CLASSES
-    assert {name for name, kind in OPTIMIZERS.items() if kind.takes_momentum} == {"sgd", "rmsprop"}
+    # the four among others: docs/library.md's recipe adds one
+    assert {name: OPTIMIZERS[name].cls for name in CLASSES} == CLASSES
+    assert {name for name in CLASSES if OPTIMIZERS[name].takes_momentum} == {"sgd", "rmsprop"}
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
@@ -63,21 +64,24 @@ def test_an_unknown_optimizer_is_a_value_error_naming_the_choices():
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'") as error:
         build_optimizer("lbfgs", nn.Linear(3, 2).parameters(), lr=0.1)
     assert all(name in str(error.value) for name in OPTIMIZERS)
-    with pytest.raises(ValueError, match="adam, adamw, rmsprop, sgd"):
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'") as error:
         TrainConfig(opt="lbfgs")
+    assert ", ".join(sorted(OPTIMIZERS)) in str(error.value)
     with pytest.raises(ValueError, match="wdecay, l1, l2"):
         TrainConfig(reg_type="l3")
 
 
 def test_the_defaults_are_the_command_lines():
-    assert TrainConfig() == TrainConfig.from_args(cli.parse_args([]))
-    config = TrainConfig.from_args(cli.parse_args(["--lambda", "1e-3", "--opt", "adamw"]))
+    assert TrainConfig() == TrainConfig.from_options(cli.parse_args([]).by_name())
+    config = TrainConfig.from_options(
+        cli.parse_args(["--lambda", "1e-3", "--opt", "adamw"]).by_name()
+    )
     assert config.lambda_ == 1e-3 and config.opt == "adamw" and config.weight_decay == 1e-3
     assert TrainConfig(reg_type="l2", lambda_=1e-3).weight_decay == 0.0
 
 
 def test_the_command_line_offers_the_registry(capsys):
-    assert cli.parse_args(["--opt", "adamw"]).opt == "adamw"
+    assert cli.parse_args(["--opt", "adamw"]).train.opt == "adamw"
     cli.parse_args(["--opt", "adamw", "--momentum", "0.5"])
     assert "--momentum has no effect with --opt adam, adamw" in capsys.readouterr().err
     cli.parse_args(["--opt", "rmsprop", "--momentum", "0.5"])

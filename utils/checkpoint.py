@@ -19,8 +19,8 @@ import torch
 
 from utils.errors import UserError, special_file
 from utils.io import write_atomic
+from utils.rundir import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT_VERSION = 1
 
 

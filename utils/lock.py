@@ -20,12 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from utils.errors import RunBusy, UserError
-
-LOCK_FILE = ".lock"
+from utils.rundir import LOCK
 
 
 class RunLock:
-    def __init__(self, run_dir: str | Path, file_name: str = LOCK_FILE):
+    def __init__(self, run_dir: str | Path, file_name: str = LOCK):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / file_name
         self._fd: int | None = None
@@ -71,7 +70,7 @@ class RunLock:
         self.release()
 
 
-def holder(run_dir: str | Path, file_name: str = LOCK_FILE) -> str | None:
+def holder(run_dir: str | Path, file_name: str = LOCK) -> str | None:
     """Who holds the lock ("pid N on HOST since ..."), asked without waiting and without keeping
     it; None when no live process holds it."""
     path = Path(run_dir) / file_name

@@ -1,4 +1,4 @@
-"""What a run leaves behind: a run directory with TensorBoard events, `config.json`,
+"""What a run leaves behind (its files named in utils/rundir.py): TensorBoard events, `config.json`,
 `metrics.jsonl` (one JSON object per epoch) and `summary.json` (the final record), beside
 `checkpoint.pt` and, with --save_model, `model.pt`.
 
@@ -21,14 +21,11 @@ import numpy as np
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from torch.utils.tensorboard import SummaryWriter
 
-from utils.checkpoint import CHECKPOINT
 from utils.errors import UserError, os_error_in
-from utils.io import write_json_atomic, write_text_atomic, writing
+from utils.io import write_text_atomic, writing
+from utils.rundir import EVENTS, METRICS_LOG, WRITTEN, write_config, write_summary
 
 RUNS_ROOT = Path("runs")
-# the files a run writes in its directory, its lock aside, and its TensorBoard event files
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", CHECKPOINT, "model.pt")
-EVENTS_PATTERN = "events.out.tfevents.*"
 # the comment's share of a run directory's name: file systems refuse names over 255 bytes
 MAX_SLUG = 120
 
@@ -103,28 +100,12 @@ def make_run_dir(logdir: str, comment: str) -> Path:
 
 
 def run_files_in(directory: Path) -> list[str]:
-    """The names of the files in `directory` that a run writes (RUN_FILES, then its TensorBoard
+    """The names of the files in `directory` that a run writes (rundir.WRITTEN, then its TensorBoard
     event files); a broken symbolic link under such a name counts too, as a write would replace
     it."""
     directory = Path(directory)
-    found = [name for name in RUN_FILES if os.path.lexists(directory / name)]
-    return found + sorted(path.name for path in directory.glob(EVENTS_PATTERN))
-
-
-def epochs_logged(metrics_path: Path) -> int | None:
-    """How many epochs a run's metrics.jsonl records: its lines that are JSON objects, so that a
-    line cut short by a kill does not count; None when there is no such file to read."""
-    try:
-        text = Path(metrics_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    count = 0
-    for line in text.splitlines():
-        try:
-            count += isinstance(json.loads(line), dict)
-        except (ValueError, RecursionError):
-            continue
-    return count
+    found = [name for name in WRITTEN if os.path.lexists(directory / name)]
+    return found + sorted(path.name for path in directory.glob(EVENTS))
 
 
 def json_line(record: dict) -> str:
@@ -166,9 +147,9 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_id = config.get("run_id")
         quiet_storage_errors_in_threads()
-        write_json_atomic(self.run_dir / "config.json", config)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.events_path = self.run_dir / EVENTS_PATTERN
+        write_config(self.run_dir, config)
+        self.metrics_path = self.run_dir / METRICS_LOG
+        self.events_path = self.run_dir / EVENTS
         purge_step = None
         if history is not None:
             write_text_atomic(self.metrics_path, "".join(json_line(r) for r in history))
@@ -223,7 +204,7 @@ class RunLogger:
                     self.writer.add_scalar(f"hparam/{key}", value)
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.run_dir / "summary.json", summary)
+        write_summary(self.run_dir, summary)
 
     def close(self) -> None:
         """Close both files, the second also when the first fails; the first failure is raised."""

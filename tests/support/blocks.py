@@ -15,6 +15,13 @@ from tests.support import ROOT
 
 README = ROOT / "README.md"
 FENCE = "```"
+# python -m MODULE -> the module whose main(argv) it runs
+MODULES = {
+    "experiments": "experiments.__main__",
+    "experiments.report": "experiments.report",
+    "export": "export.formats",
+    "export.inspect": "export.inspect",
+}
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import build_parser, build_pruner
+from cli import build_pruner
 from pruning import Pruner
+from record import RunRecord
 
 CPU = torch.device("cpu")
 
@@ -26,13 +27,11 @@ class ConvBnNet(nn.Module):
 
 
 def make_pruner(model: nn.Module, **overrides) -> Pruner:
-    """The Pruner main.py builds for these options (argparse destinations; defaults for the
-    rest). prune_freq 1 and a far-away last epoch: end_of_epoch(e) prunes for any small e."""
-    args = build_parser().parse_args([])
-    for dest, value in {"prune_freq": 1, "epochs": 1000, **overrides}.items():
-        assert hasattr(args, dest), dest
-        setattr(args, dest, value)
-    return build_pruner(args, model)
+    """The Pruner main.py builds for these options (by name; defaults for the rest). prune_freq
+    1 and a far-away last epoch: end_of_epoch(e) prunes for any small e."""
+    values = {"prune_freq": 1, "epochs": 1000, **overrides}
+    assert set(values) <= set(RunRecord().by_name()), values
+    return build_pruner(RunRecord().replace(**values), model)
 
 
 def snip_batches(n: int, shape: tuple[int, ...], classes: int = 3, size: int = 8):
