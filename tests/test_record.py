@@ -88,10 +88,16 @@ def test_a_run_of_the_previous_version_keeps_its_identity_and_resumes(tmp_path, 
     run_dir = previous_run(tmp_path)
     record = cli.parse_args(["--resume", str(run_dir)])
     options = record.options()
-    # read back as it was written, but for what this resume sets and the option added since
-    assert options.pop("resume") == str(run_dir) and options.pop("plugins") is None
-    assert options.pop("run_dir") is None  # a resume writes where the run is
-    assert options == {key: config[key] for key in options}
+    # read back as it was written, but for what this resume sets; an option added since (such as
+    # --plugins) is at its default, which does nothing
+    assert options.pop("resume") == str(run_dir) and options.pop("run_dir") is None
+    assert {key: options[key] for key in options if key in config} == {
+        key: config[key] for key in options if key in config
+    }
+    defaults = RunRecord().options()
+    assert {key: options[key] for key in options if key not in config} == {
+        key: defaults[key] for key in options if key not in config
+    }
     # its own command with --run_dir is the same run; another learning rate is another run
     argv = [*shlex.split(PREVIOUS_COMMAND), "--comment", "previous", "--num_workers", "0"]
     assert cli.parse_args([*argv, "--run_dir", str(run_dir)]).run.resume == str(run_dir)
