@@ -912,6 +912,10 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         "seconds": time.time() - started,
         "flips": pruner.flips.total() - flips_before,
     }
+    if pruner.criterion.regrows:  # the epoch's mask updates (RigL, SET), in all
+        updates = [e for e in pruner.events if e.step is not None and e.epoch == epoch]
+        record["dropped"] = sum(e.dropped for e in updates)
+        record["grown"] = sum(e.grown for e in updates)
     # With --evaluate_on_val the test set is looked at once, after the last epoch.
     for split, loader in run.eval_loaders.items():
         if split == "test" and train_config.evaluate_on_val and epoch != train_config.epochs:

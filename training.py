@@ -275,6 +275,10 @@ class LimitedBatches:
     def __iter__(self):
         return batches(self.loader, self.limit)
 
+    def __len__(self) -> int:
+        # the optimizer steps of an epoch, from which RigL's schedule counts
+        return len(self.loader) if self.limit is None else min(len(self.loader), self.limit)
+
 
 def progress(loader: DataLoader, config: TrainConfig, desc: str) -> tqdm:
     """The loader's batches (at most `limit_batches`) behind a progress bar; no bar when `quiet`

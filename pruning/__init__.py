@@ -9,7 +9,8 @@ model and training loop.
     pruner.end_of_epoch()             # after each epoch: prunes when the schedule says so
 
 The names below are the stable surface: the Pruner and its hooks, its parts (Noise,
-HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`), the schedules
+HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`; RigL and SET regrow
+weights, pruning/dynamic.py), the schedules
 (registry SCHEDULES, `--schedule`), masks and what a criterion is given (PruneInputs), and the
 N:M constraint that any ranking criterion obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
@@ -27,6 +28,7 @@ from .criteria import (
     Snip,
     Threshold,
 )
+from .dynamic import SET, DynamicSparse, RigL
 from .grasp import GraSP
 from .mask import Masks
 from .nm import NM
@@ -42,8 +44,10 @@ __all__ = [
     "NM",
     "PRUNABLE",
     "SCHEDULES",
+    "SET",
     "AtInitialisation",
     "Criterion",
+    "DynamicSparse",
     "FlipOut",
     "GlobalMagnitude",
     "GraSP",
@@ -60,6 +64,7 @@ __all__ = [
     "PruneInputs",
     "Pruner",
     "Random",
+    "RigL",
     "Rounds",
     "Schedule",
     "Snip",

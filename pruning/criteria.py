@@ -55,6 +55,9 @@ class PruneInputs:
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
     nm: NM | None = None  # at most N live of every M consecutive weights (pruning/nm.py)
     nm_exclude: frozenset[str] = frozenset()  # the tensors `nm` leaves alone
+    # at a mask update of a criterion that `grows_by_gradient`: each tensor's gradient of this
+    # step, read before the dead weights' entries were masked (None otherwise)
+    gradients: dict[str, torch.Tensor] | None = None
 
     def forced(
         self, scores: dict[str, torch.Tensor], masks: Masks | None = None
@@ -81,6 +84,11 @@ class Criterion:
     noisy = False
     # with the Hoyer-Square penalty in the loss (--add_hs) this is Yang et al.'s Hoyer-Square
     hoyer_square = False
+    # dynamic sparse training (pruning/dynamic.py): between prunes, after the optimizer steps that
+    # `update_due` names, `regrow` drops live weights and grows as many dead ones
+    regrows = False
+    # whether `regrow` reads PruneInputs.gradients (kept only at the steps of an update)
+    grows_by_gradient = False
     # the registry, name -> class (pruning/registry.py), which binds it here when it is built:
     # this module is below the registry and cannot import it
     registry: ClassVar[dict[str, type["Criterion"]]] = {}
@@ -114,6 +122,22 @@ class Criterion:
     def default_schedule(self) -> tuple[str, dict]:
         """The schedule (registry name, fields) this criterion runs on unless told otherwise."""
         return self.schedule, {}
+
+    def check_schedule(self, schedule) -> None:
+        """ValueError when this criterion cannot run on `schedule` (any schedule by default)."""
+
+    def update_due(self, step: int, total_steps: int) -> bool:
+        """Whether the masks move after optimizer step `step` (counted from 1) of `total_steps`."""
+        return False
+
+    def regrow(self, inputs: PruneInputs, step: int, total_steps: int) -> tuple[dict, dict]:
+        """(drop, grow) at a mask update, name -> bool tensor: live weights to drop and dead
+        ones to grow (a regrowing criterion's own)."""
+        raise NotImplementedError
+
+    def between_prunes(self) -> str:
+        """What it does between prunes, for the line a run starts with ("" for nothing)."""
+        return ""
 
     def scores(self, inputs: PruneInputs) -> dict[str, torch.Tensor]:
         """Higher is more worth keeping; shaped like each tensor."""
@@ -247,15 +271,16 @@ class Threshold(Criterion):
 @dataclass
 class AtInitialisation(Criterion):
     """Base of the criteria that, by default, prune once at initialisation (before training) to
-    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP. On another schedule they score
-    afresh at each prune."""
+    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP, and RigL and SET, which start
+    sparse (pruning/dynamic.py). On another schedule the first three score afresh at each
+    prune."""
 
     init_sparsity: float | None = option(
         "init_sparsity",
         SPARSITY,
         None,
-        "snip, synflow, grasp: the fraction of the weights they remove at initialisation, "
-        "before training (e.g. 0.99; required unless --schedule says otherwise)",
+        "snip, synflow, grasp, rigl, set: the fraction of the weights they remove at "
+        "initialisation, before training (e.g. 0.99; required unless --schedule says otherwise)",
         level=True,
     )
 

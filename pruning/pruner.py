@@ -61,10 +61,19 @@ class PruneEvent:
     sparsity: float
     collapsed: list[str]
     rewound_to: int | None = None  # the epoch the survivors were rewound to, if they were
+    # a mask update of dynamic sparse training (pruning/dynamic.py), made after optimizer step
+    # `step` of the run: how many weights it dropped and grew, in all and per tensor
+    # (name -> [dropped, grown]); `pruned` is then what it removed net, 0 for RigL and SET
+    step: int | None = None
+    dropped: int | None = None
+    grown: int | None = None
+    layers: dict[str, list[int]] | None = None
 
     def as_dict(self) -> dict:
-        # rewound_to only where there was a rewind: other runs' summaries stay as they were
-        return {k: v for k, v in self.__dict__.items() if k != "rewound_to" or v is not None}
+        # the optional fields only where they say something: other runs' summaries stay as
+        # they were
+        optional = ("rewound_to", "step", "dropped", "grown", "layers")
+        return {k: v for k, v in self.__dict__.items() if k not in optional or v is not None}
 
 
 def check_pairing(
@@ -78,6 +87,13 @@ def check_pairing(
         raise ValueError(
             f"{criterion.label} decides by itself which weights go and cannot aim at a "
             f"sparsity; it runs on {periodic}, not {schedule.name}"
+        )
+    if schedule is not None:
+        criterion.check_schedule(schedule)
+    if nm is not None and criterion.regrows:
+        raise ValueError(
+            f"{criterion.label} regrows weights, which {spelled('nm')} {nm} would not constrain: "
+            "dynamic sparse training runs without an N:M constraint"
         )
     if nm is not None and not (criterion.prunes and criterion.ranks):
         what = "decides by itself which weights go" if criterion.prunes else "prunes nothing"
@@ -238,6 +254,10 @@ class Pruner:
         # weights and optimizer state at the schedule's rewind epoch, once reached
         self.rewind_point: dict | None = None
         self.events: list[PruneEvent] = []
+        self.steps = 0  # optimizer steps taken (counted by after_step)
+        # at a mask update's step of a criterion that grows by gradient: the step's gradients,
+        # read in after_backward before the dead weights' entries are masked
+        self._gradients: dict[str, torch.Tensor] | None = None
 
     def _noise(self, part: Noise, seed: int) -> GradientNoise:
         targets = {
@@ -349,6 +369,12 @@ class Pruner:
         if self._reread_weights:
             self._reread_weights = False
             self._zero_pruned()
+        if self.criterion.grows_by_gradient and self._update_due(self.steps + 1):
+            # autograd computed the dead weights' gradients anyway: kept only at an update
+            self._gradients = {
+                name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                for name, p in self.params.items()
+            }
         if self.masks.any_pruned:
             pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
             if pairs:
@@ -360,10 +386,39 @@ class Pruner:
                 self.noise.add()
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self) -> PruneEvent | None:
         """After the optimizer step: count sign flips (re-masking the weights first where the
-        optimizer could have moved pruned ones)."""
+        optimizer could have moved pruned ones); then, for a criterion that regrows, move the
+        masks if this step is one of its updates (the event, else None)."""
         self.flips.update(self._masks if self.remask_weights and self.masks.any_pruned else None)
+        self.steps += 1
+        return self._update_masks() if self._update_due(self.steps) else None
+
+    def total_steps(self) -> int | None:
+        """The optimizer steps of the whole run: the criterion's `total_steps` where it has one,
+        else the batches of the Pruner's data (its len) times the schedule's epochs; None when
+        neither is known."""
+        given = getattr(self.criterion, "total_steps", None)
+        if given is not None:
+            return given
+        epochs = None if self.schedule is None else self.schedule.total_epochs()
+        try:
+            batches = len(self.data)
+        except TypeError:  # None, or data without a length
+            return None
+        return None if epochs is None else batches * epochs
+
+    def _update_due(self, step: int) -> bool:
+        if not self.criterion.regrows:
+            return False
+        total = self.total_steps()
+        if total is None:
+            raise ValueError(
+                f"{self.criterion.label} anneals over the run's optimizer steps, which this "
+                f"pruner does not know: give {self.criterion.label}(total_steps=...), or data= (a "
+                "DataLoader) and a schedule built with epochs="
+            )
+        return self.criterion.update_due(step, total)
 
     def end_of_epoch(self, epoch: int | None = None) -> PruneEvent | None:
         """Prune if the schedule says so at the end of `epoch` (default: the one in progress),
@@ -508,6 +563,8 @@ class Pruner:
         if self.schedule is None:
             return "no pruning"
         line = self.schedule.describe(self.criterion.where(), self.criterion.ranks)
+        if self.criterion.between_prunes():
+            line = f"{line}; {self.criterion.between_prunes()}"
         if self.nm is None:
             return line
         left_out = f", not in {', '.join(self.nm_exclude)}" if self.nm_exclude else ""
@@ -605,6 +662,71 @@ class Pruner:
         return event
 
     @torch.no_grad()
+    def _update_masks(self) -> PruneEvent:
+        """A mask update of dynamic sparse training: the criterion's drop and growth applied, the
+        grown weights (those dead before) set to zero with their flip counts and optimizer state,
+        the dropped ones zeroed as pruned ones are."""
+        inputs = self.prune_inputs()
+        inputs.gradients, self._gradients = self._gradients, None
+        drop, grow = self.criterion.regrow(inputs, self.steps, self.total_steps())
+        layers, grown_masks = {}, {}
+        for name, mask in self.masks.items():
+            before = mask.clone()
+            mask &= ~drop[name]
+            mask |= grow[name]  # in place: the step's kernels and the noise hold these tensors
+            grown_masks[name] = mask & ~before
+            layers[name] = [int((before & ~mask).sum()), int(grown_masks[name].sum())]
+        self._check_kept(layers)
+        self._zero_grown(grown_masks)
+        self._zero_pruned()
+        self.sync.check_identical(
+            self.state_tensors(), f"after the mask update at step {self.steps}, weights or masks"
+        )
+        counts = self.masks.live_counts()
+        live = sum(n for n, _ in counts.values())
+        event = PruneEvent(
+            epoch=self.epoch,
+            pruned=sum(d - g for d, g in layers.values()),
+            live=live,
+            total=self.masks.num_total,
+            sparsity=1.0 - live / self.masks.num_total,
+            collapsed=[name for name, (n, _) in counts.items() if n == 0],
+            step=self.steps,
+            dropped=sum(d for d, _ in layers.values()),
+            grown=sum(g for _, g in layers.values()),
+            layers=layers,
+        )
+        self.events.append(event)
+        return event
+
+    def _check_kept(self, layers: dict[str, list[int]]) -> None:
+        """RuntimeError when an update changed the count of live weights (in a tensor, for a
+        criterion that keeps each tensor's): its drop and growth must be as many."""
+        changed = [name for name, (d, g) in layers.items() if d != g]
+        global_ok = sum(d for d, _ in layers.values()) == sum(g for _, g in layers.values())
+        if changed and (self.criterion.scope == "layer" or not global_ok):
+            name = changed[0]
+            raise RuntimeError(
+                f"{self.criterion.label}'s update dropped {layers[name][0]} and grew "
+                f"{layers[name][1]} weights of {name}: it must grow as many as it drops"
+            )
+
+    @torch.no_grad()
+    def _zero_grown(self, grown: dict[str, torch.Tensor]) -> None:
+        """Grown weights start at zero, their flips counted afresh and their optimizer state
+        (momentum, Adam's moments) zeroed."""
+        counts = self.flips.counts
+        for name, p in self.params.items():
+            chosen = grown[name]
+            p.masked_fill_(chosen, 0)
+            counts[name].masked_fill_(chosen, 0)
+            if self.optimizer is None:
+                continue
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.masked_fill_(chosen, 0)
+
+    @torch.no_grad()
     def _zero_pruned(self) -> None:
         """Pruned weights to zero, and their flip counters and optimizer state with them; the
         counters read the weights' signs afresh, so that no flip is counted across the change."""
@@ -635,6 +757,7 @@ class Pruner:
             "noise_generator": None if self.noise is None else self.noise.get_state(),
             "epoch": self.epoch,
             "rewind_point": self.rewind_point,
+            "steps": self.steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -651,6 +774,7 @@ class Pruner:
             self.noise.set_state(state["noise_generator"])
         self.epoch = state.get("epoch", self.epoch)
         self.rewind_point = state.get("rewind_point")
+        self.steps = state.get("steps", 0)
         self._reread_weights = True
 
     @property

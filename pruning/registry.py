@@ -1,9 +1,10 @@
 """The registry of pruning criteria: the name `--prune_criterion` takes, the class it builds, and
 the name of the method a run of it is in reports (`method_label`).
 
-A criterion in a file of its own (grasp.py, synflow.py) subclasses the classes of criteria.py;
-gathering them here, above all of them, keeps the imports one way: a criterion learns its
-registry name from CRITERIA, which this module hands to the base class (`Criterion.registry`).
+A criterion in a file of its own (grasp.py, synflow.py, dynamic.py) subclasses the classes of
+criteria.py; gathering them here, above all of them, keeps the imports one way: a criterion
+learns its registry name from CRITERIA, which this module hands to the base class
+(`Criterion.registry`).
 """
 
 import math
@@ -19,6 +20,7 @@ from .criteria import (
     Snip,
     Threshold,
 )
+from .dynamic import SET, RigL
 from .grasp import GraSP
 from .synflow import SynFlow
 
@@ -30,6 +32,8 @@ CRITERIA: dict[str, type[Criterion]] = {
     "magnitude": LayerMagnitude,
     "none": NoPruning,
     "random": Random,
+    "rigl": RigL,
+    "set": SET,
     "snip": Snip,
     "synflow": SynFlow,
     "threshold": Threshold,

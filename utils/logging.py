@@ -41,6 +41,8 @@ EPOCH_TAGS = {
     "sparsity": "sparsity/sparsity",
     "lr": "lr",
     "flips": "flips/total",
+    "dropped": "regrowth/dropped",  # by the epoch's mask updates of dynamic sparse training
+    "grown": "regrowth/grown",
     "seconds": "time/epoch_seconds",
 }
 
