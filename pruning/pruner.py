@@ -648,15 +648,20 @@ class Pruner:
         self.sync.check_identical(
             self.state_tensors(), f"after the prune at epoch {epoch}, weights, masks or flip counts"
         )
+        return self._recorded(epoch, pruned=live_before - self.masks.num_live)
+
+    def _recorded(self, epoch: int, **fields) -> PruneEvent:
+        """The event of a change of the masks made at `epoch`, as they are now, kept in
+        `events`; `fields`: what only the change knows (pruned, a mask update's counts)."""
         counts = self.masks.live_counts()
         live = sum(n for n, _ in counts.values())
         event = PruneEvent(
             epoch=epoch,
-            pruned=live_before - live,
             live=live,
             total=self.masks.num_total,
             sparsity=1.0 - live / self.masks.num_total,
             collapsed=[name for name, (n, _) in counts.items() if n == 0],
+            **fields,
         )
         self.events.append(event)
         return event
@@ -682,22 +687,14 @@ class Pruner:
         self.sync.check_identical(
             self.state_tensors(), f"after the mask update at step {self.steps}, weights or masks"
         )
-        counts = self.masks.live_counts()
-        live = sum(n for n, _ in counts.values())
-        event = PruneEvent(
-            epoch=self.epoch,
+        return self._recorded(
+            self.epoch,
             pruned=sum(d - g for d, g in layers.values()),
-            live=live,
-            total=self.masks.num_total,
-            sparsity=1.0 - live / self.masks.num_total,
-            collapsed=[name for name, (n, _) in counts.items() if n == 0],
             step=self.steps,
             dropped=sum(d for d, _ in layers.values()),
             grown=sum(g for _, g in layers.values()),
             layers=layers,
         )
-        self.events.append(event)
-        return event
 
     def _check_kept(self, layers: dict[str, list[int]]) -> None:
         """RuntimeError when an update changed the count of live weights (in a tensor, for a
