@@ -895,7 +895,7 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         group["lr"] = lr
         if train_config.reg_type == "wdecay":
             group["weight_decay"] = train_config.lambda_ * reg_scale
-    flips_before = pruner.flips.total()
+    flips_before = pruner.flips.counted()
 
     sampler = getattr(run.train_loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
@@ -910,7 +910,7 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         **trained,
         "lr": lr,
         "seconds": time.time() - started,
-        "flips": pruner.flips.total() - flips_before,
+        "flips": pruner.flips.counted() - flips_before,
     }
     if pruner.criterion.regrows:  # the epoch's mask updates (RigL, SET), in all
         updates = [e for e in pruner.events if e.step is not None and e.epoch == epoch]

@@ -9,8 +9,8 @@ model and training loop.
     pruner.end_of_epoch()             # after each epoch: prunes when the schedule says so
 
 The names below are the stable surface: the Pruner and its hooks, its parts (Noise,
-HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`; RigL and SET regrow
-weights, pruning/dynamic.py), the schedules
+HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`; RigL, SET and
+GraNet regrow weights, pruning/dynamic.py), the schedules
 (registry SCHEDULES, `--schedule`), masks and what a criterion is given (PruneInputs), and the
 N:M constraint that any ranking criterion obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
@@ -28,7 +28,7 @@ from .criteria import (
     Snip,
     Threshold,
 )
-from .dynamic import SET, DynamicSparse, RigL
+from .dynamic import SET, DynamicSparse, GraNet, RigL
 from .grasp import GraSP
 from .mask import Masks
 from .nm import NM
@@ -50,6 +50,7 @@ __all__ = [
     "DynamicSparse",
     "FlipOut",
     "GlobalMagnitude",
+    "GraNet",
     "GraSP",
     "Gradual",
     "HoyerSquare",

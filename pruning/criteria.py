@@ -87,6 +87,8 @@ class Criterion:
     # dynamic sparse training (pruning/dynamic.py): between prunes, after the optimizer steps that
     # `update_due` names, `regrow` drops live weights and grows as many dead ones
     regrows = False
+    # whether an update may remove more weights than it grows (GraNet), never the reverse
+    shrinks = False
     # whether `regrow` reads PruneInputs.gradients (kept only at the steps of an update)
     grows_by_gradient = False
     # the registry, name -> class (pruning/registry.py), which binds it here when it is built:
@@ -271,15 +273,15 @@ class Threshold(Criterion):
 @dataclass
 class AtInitialisation(Criterion):
     """Base of the criteria that, by default, prune once at initialisation (before training) to
-    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP, and RigL and SET, which start
-    sparse (pruning/dynamic.py). On another schedule the first three score afresh at each
-    prune."""
+    `init_sparsity` (`--init_sparsity`): SNIP, SynFlow, GraSP, and RigL, SET and GraNet,
+    which start sparse (pruning/dynamic.py). On another schedule the first three score afresh
+    at each prune."""
 
     init_sparsity: float | None = option(
         "init_sparsity",
         SPARSITY,
         None,
-        "snip, synflow, grasp, rigl, set: the fraction of the weights they remove at "
+        "snip, synflow, grasp, rigl, set, granet: the fraction of the weights they remove at "
         "initialisation, before training (e.g. 0.99; required unless --schedule says otherwise)",
         level=True,
     )

@@ -1,7 +1,8 @@
 """Dynamic sparse training: criteria that start sparse and move weights during training, keeping
 each layer's count of live weights. RigL (Evci et al., "Rigging the Lottery", 2020) drops the
 smallest live |w| and grows the dead weights with the largest |gradient|; SET (Mocanu et al., 2018)
-grows at random.
+grows at random. GraNet (Liu et al., 2021) prunes across the network along Zhu & Gupta's cubic
+curve while it regrows, so that its updates remove weights.
 
     pruner = Pruner(model, RigL(init_sparsity=0.9, total_steps=len(loader) * epochs))
 
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from .criteria import AtInitialisation, PruneInputs
-from .options import RATE, Bounded, Choice, named, option
+from .options import RATE, SPARSITY, Bounded, Choice, named, option
 from .schedule import OneShot, Schedule, Step
-from .select import lowest_k, prune_lowest_per_layer
+from .select import lowest_k, prune_lowest_global, prune_lowest_per_layer
 
 DISTRIBUTIONS = Choice("erk", "uniform")
 
@@ -144,8 +145,8 @@ class DynamicSparse(AtInitialisation):
         if not (isinstance(schedule, OneShot) and schedule.epoch == 0):
             name = "none" if schedule is None else schedule.name
             raise ValueError(
-                f"{self.label} starts sparse before training and keeps its sparsity: it runs on "
-                f"its own schedule, one prune at epoch 0, not {name}"
+                f"{self.label} starts sparse before training and moves its masks between "
+                f"optimizer steps: it runs on its own schedule, one prune at epoch 0, not {name}"
             )
 
     # -- the sparse start ---------------------------------------------------------------------
@@ -276,3 +277,147 @@ class SET(DynamicSparse):
             name: torch.rand(w.shape, generator=inputs.generator, device=w.device)
             for name, w in inputs.params.items()
         }
+
+
+@dataclass
+class GraNet(AtInitialisation):
+    """Gradual magnitude pruning with zero-cost neuroregeneration (Liu et al., "Sparse Training
+    via Boosting Pruning Plasticity with Neuroregeneration", NeurIPS 2021). From a random
+    start at `init_sparsity`, every `update_every` optimizer steps it prunes the live weights of
+    least |w| across the network down to Zhu & Gupta's cubic schedule's sparsity at that step
+    (reaching `sparsity` at `prune_end` of training), then, in each tensor, drops
+    ceil(live * f) more by |w| and regrows as many dead ones of largest |gradient|, f the
+    regrowth fraction cosine-annealed from `regrow_fraction` to `regrow_fraction_end` over the
+    whole run (the authors' CosineDecay). The facts follow VITA-Group/GraNet
+    (CIFAR/sparselearning/core.py: pruning, truncate_weights)."""
+
+    sparsity: float | None = option(
+        "granet_sparsity",
+        SPARSITY,
+        None,
+        "granet: the sparsity its cubic schedule reaches at --granet_prune_end (required)",
+        level=True,
+    )
+    update_every: int = option(
+        "granet_update_every",
+        Bounded(int, low=1, high=10_000_000),
+        1000,
+        "granet: optimizer steps between updates (prune and regrow)",
+    )
+    prune_start: float = option(
+        "granet_prune_start",
+        Bounded(float, low=0, below=1),
+        0.0,
+        "granet: the fraction of training (in optimizer steps) where its cubic schedule starts",
+    )
+    prune_end: float = option(
+        "granet_prune_end",
+        Bounded(float, above=0, high=1),
+        0.5,
+        "granet: the fraction of training where its cubic schedule reaches --granet_sparsity",
+    )
+    regrow_fraction: float = option(
+        "granet_regrow_fraction",
+        RATE,
+        0.5,
+        "granet: the fraction of each tensor's live weights the first update drops and regrows",
+    )
+    regrow_fraction_end: float = option(
+        "granet_regrow_fraction_end",
+        RATE,
+        0.005,
+        "granet: the regrowth fraction at the end of training, reached by cosine annealing",
+    )
+    # the run's optimizer steps (as for RigL); None: the Pruner's own count
+    total_steps: int | None = None
+
+    label = "GraNet"
+    regrows = True
+    grows_by_gradient = True
+    shrinks = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.total_steps is not None:
+            Bounded(int, low=1).check("total_steps", self.total_steps)
+        if self.sparsity is None:
+            raise ValueError(f"{self.label} needs {named(type(self), 'sparsity')} (e.g. 0.95)")
+        if self.init_sparsity is not None and self.init_sparsity > self.sparsity:
+            raise ValueError(
+                f"{named(type(self), 'init_sparsity')} {self.init_sparsity:g} is above "
+                f"{named(type(self), 'sparsity')} {self.sparsity:g}"
+            )
+        if self.prune_end <= self.prune_start:
+            raise ValueError(
+                f"{named(type(self), 'prune_end')} {self.prune_end:g} is not after "
+                f"{named(type(self), 'prune_start')} {self.prune_start:g}"
+            )
+
+    check_schedule = DynamicSparse.check_schedule
+
+    def select(self, inputs: PruneInputs, step: Step) -> dict[str, torch.Tensor]:
+        """The random start: in each tensor about its share of round((1 - init_sparsity) *
+        size) live weights (the authors' uniform start)."""
+        sizes = {name: p.numel() for name, p in inputs.params.items()}
+        budget = round((1.0 - step.sparsity) * sum(sizes.values()))
+        keep = keep_counts({name: 1.0 - step.sparsity for name in sizes}, sizes, budget)
+        scores = {
+            name: torch.rand(p.shape, generator=inputs.generator, device=p.device)
+            for name, p in inputs.params.items()
+        }
+        return prune_lowest_per_layer(scores, inputs.masks, {n: sizes[n] - keep[n] for n in sizes})
+
+    def sparsity_at(self, step: int, total_steps: int) -> float:
+        """Zhu & Gupta's cubic curve from `init_sparsity` at `prune_start` to `sparsity` at
+        `prune_end` of `total_steps`."""
+        start, end = self.prune_start * total_steps, self.prune_end * total_steps
+        progress = min(1.0, max(0.0, (step - start) / max(1.0, end - start)))
+        initial = self.init_sparsity or 0.0
+        return self.sparsity + (initial - self.sparsity) * (1.0 - progress) ** 3
+
+    def regrow_fraction_at(self, step: int, total_steps: int) -> float:
+        low = self.regrow_fraction_end
+        return low + cosine_fraction(self.regrow_fraction - low, step, total_steps)
+
+    def update_due(self, step: int, total_steps: int) -> bool:
+        return step % self.update_every == 0 and step >= self.prune_start * total_steps
+
+    @torch.no_grad()
+    def regrow(self, inputs: PruneInputs, step: int, total_steps: int) -> tuple[dict, dict]:
+        """(drop, grow): the global magnitude prune to the cubic schedule's sparsity, then in
+        each tensor ceil(live * f) more of least |w| dropped and as many of the highest
+        |gradient| among the dead grown (a weight dropped may grow again at once: then it
+        stays as it was)."""
+        if inputs.gradients is None:
+            raise RuntimeError(
+                "GraNet regrows by the gradient, read in after_backward: call "
+                "pruner.after_backward() between backward and the optimizer step, or "
+                "attach_optimizer(..., step_hooks=True)"
+            )
+        masks = inputs.masks
+        keep = round((1.0 - self.sparsity_at(step, total_steps)) * masks.num_total)
+        magnitudes = {name: w.detach().abs().float() for name, w in inputs.params.items()}
+        drop = prune_lowest_global(magnitudes, masks, max(0, masks.num_live - keep))
+        fraction = self.regrow_fraction_at(step, total_steps)
+        grow = {}
+        for name, mask in masks.items():
+            live = (mask & ~drop[name]).flatten()
+            count = math.ceil(int(live.sum()) * fraction)
+            dropping = lowest_k(torch.where(live, magnitudes[name].flatten(), math.inf), count)
+            drop[name] = drop[name] | dropping.view_as(mask)
+            scores = inputs.gradients[name].abs().flatten().float()
+            growing = lowest_k(torch.where(live & ~dropping, math.inf, -scores), count)
+            grow[name] = growing.view_as(mask)
+        return drop, grow
+
+    def where(self) -> str:
+        return "randomly in each layer"
+
+    def between_prunes(self) -> str:
+        return (
+            f"then every {self.update_every} steps prunes across the network by |w| along a "
+            f"cubic curve to {self.sparsity:g} at {self.prune_end:g} of training, and in each "
+            f"layer drops {self.regrow_fraction:g} (cosine-annealed to "
+            f"{self.regrow_fraction_end:g}) of its live weights by |w| and regrows as many by "
+            "|gradient|"
+        )

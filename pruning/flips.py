@@ -35,6 +35,7 @@ class FlipCounter:
             self.packed = {name: sign_bits(p) for name, p in params.items()}
         self.totals = {name: torch.zeros_like(p, dtype=torch.int32) for name, p in params.items()}
         self.pending_steps = 0
+        self.cleared = 0  # flips counted of weights since pruned, whose counters were zeroed
         self._weights = [p.data for p in params.values()]
         self._packed = list(self.packed.values())
 
@@ -71,11 +72,19 @@ class FlipCounter:
     def forget_pruned(self, masks: Masks) -> None:
         """Zero the counters of pruned weights and record their (zero, not negative) sign."""
         for name, count in self.counts.items():
+            self.cleared += int(count.sum(dtype=torch.int64)) - int(
+                (count * masks[name]).sum(dtype=torch.int64)
+            )
             count.mul_(masks[name])
             self.packed[name].copy_(sign_bits(self.params[name]))
 
     def total(self) -> int:
         return int(sum(c.sum(dtype=torch.int64) for c in self.counts.values()))
+
+    def counted(self) -> int:
+        """Every flip counted in this process, those of weights pruned since included: a
+        difference of two is the flips between them, even across a mask update mid-epoch."""
+        return self.total() + self.cleared
 
     def live_counts(self, masks: Masks) -> torch.Tensor:
         """Flip counts of every live weight, flattened, on the CPU (for histograms)."""

@@ -698,7 +698,17 @@ class Pruner:
 
     def _check_kept(self, layers: dict[str, list[int]]) -> None:
         """RuntimeError when an update changed the count of live weights (in a tensor, for a
-        criterion that keeps each tensor's): its drop and growth must be as many."""
+        criterion that keeps each tensor's): its drop and growth must be as many; one that
+        `shrinks` may drop more than it grows in a tensor, never fewer."""
+        if self.criterion.shrinks:
+            changed = [name for name, (d, g) in layers.items() if g > d]
+            if changed:
+                name = changed[0]
+                raise RuntimeError(
+                    f"{self.criterion.label}'s update grew {layers[name][1]} and dropped only "
+                    f"{layers[name][0]} weights of {name}: it may remove weights, never add them"
+                )
+            return
         changed = [name for name, (d, g) in layers.items() if d != g]
         global_ok = sum(d for d, _ in layers.values()) == sum(g for _, g in layers.values())
         if changed and (self.criterion.scope == "layer" or not global_ok):

@@ -20,7 +20,7 @@ from .criteria import (
     Snip,
     Threshold,
 )
-from .dynamic import SET, RigL
+from .dynamic import SET, GraNet, RigL
 from .grasp import GraSP
 from .synflow import SynFlow
 
@@ -34,6 +34,7 @@ CRITERIA: dict[str, type[Criterion]] = {
     "random": Random,
     "rigl": RigL,
     "set": SET,
+    "granet": GraNet,
     "snip": Snip,
     "synflow": SynFlow,
     "threshold": Threshold,

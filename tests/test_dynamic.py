@@ -1,5 +1,6 @@
 """Dynamic sparse training (pruning/dynamic.py): RigL and SET start sparse, move weights every few
-optimizer steps and keep each layer's count exactly; a grown weight starts at zero with no
+optimizer steps and keep each layer's count exactly; GraNet's updates reach its cubic schedule's
+sparsity exactly; a grown weight starts at zero with no
 optimizer state; a run resumed mid-cycle equals a straight one to the bit."""
 
 import json
@@ -14,7 +15,7 @@ from torch import nn
 
 import main
 import models
-from pruning import SET, Pruner, RigL, Tensors
+from pruning import SET, GraNet, Pruner, RigL, Tensors
 from pruning.dynamic import cosine_fraction, erk_densities, keep_counts
 from tests.support.runs import assert_identical, assert_one_error_line, quick, records, summary
 from utils.checkpoint import load_checkpoint
@@ -241,9 +242,9 @@ def test_a_run_records_each_mask_update_in_its_summary(tmp_path, criterion):
     ]
 
 
-def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, capsys):
-    flags = [*DIGITS, "--prune_criterion", "rigl", "-e", "2", "--rigl_update_every", "2",
-             "--rigl_end", "1", "--opt", "adam"]  # fmt: skip
+def assert_resumed_mid_cycle_equals_straight(tmp_path, flags) -> None:
+    """A run stopped after its 3rd step (between the updates at 2 and 4) and resumed ends
+    identical to a straight run: records, model, optimizer and pruner."""
     calls = {"n": 0}
 
     def stop_in_epoch_two(*_):
@@ -262,7 +263,7 @@ def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, caps
         patch.setattr(models, "build_model", build_with_hook)
         assert main.main(quick(tmp_path / "stopped", *flags)) == 143
     (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
-    assert load_checkpoint(run_dir)["pruner"]["steps"] == 3  # between the updates at 2 and 4
+    assert load_checkpoint(run_dir)["pruner"]["steps"] == 3
     assert main.main(["--resume", str(run_dir), "--num_workers", "0", "--quiet"]) == 0
     assert main.main(quick(tmp_path / "straight", *flags)) == 0
     (reference,) = (tmp_path / "straight" / "runs").iterdir()
@@ -270,4 +271,83 @@ def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, caps
     resumed, straight = load_checkpoint(run_dir), load_checkpoint(reference)
     for part in ("model", "optimizer", "pruner"):
         assert_identical(resumed[part], straight[part])
+
+
+def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, capsys):
+    flags = [*DIGITS, "--prune_criterion", "rigl", "-e", "2", "--rigl_update_every", "2",
+             "--rigl_end", "1", "--opt", "adam"]  # fmt: skip
+    assert_resumed_mid_cycle_equals_straight(tmp_path, flags)
+    capsys.readouterr()
+
+
+# -- GraNet ------------------------------------------------------------------------------------
+
+
+def test_granet_is_at_its_cubic_schedules_sparsity_after_every_update():
+    granet = GraNet(init_sparsity=0.5, sparsity=0.9, update_every=2, total_steps=20)
+    pruner, optimizer = started(granet)
+    total = pruner.masks.num_total
+    train(pruner, optimizer, 20)
+    updates = [e for e in pruner.events if e.step is not None]
+    assert [e.step for e in updates] == list(range(2, 21, 2))
+    for event in updates:
+        # the cubic curve from 0.5 at step 0 to 0.9 at half of the 20 steps, then flat
+        progress = min(1.0, event.step / 10)
+        expected = 0.9 + (0.5 - 0.9) * (1 - progress) ** 3
+        assert event.live == round((1 - expected) * total)
+        assert event.pruned == event.dropped - event.grown >= 0
+        assert all(d >= g for d, g in event.layers.values())
+    assert updates[-1].live == round(0.1 * total) and updates[-1].grown > 0
+
+
+def test_granet_regrowth_fraction_is_cosine_annealed_from_half_to_the_end_value():
+    granet = GraNet(init_sparsity=0.5, sparsity=0.9)
+    assert granet.update_every == 1000 and granet.prune_end == 0.5
+    assert granet.regrow_fraction_at(0, 1000) == pytest.approx(0.5)
+    assert granet.regrow_fraction_at(500, 1000) == pytest.approx(0.005 + 0.495 / 2)
+    assert granet.regrow_fraction_at(1000, 1000) == pytest.approx(0.005)
+    assert granet.sparsity_at(250, 1000) == pytest.approx(0.9 - 0.4 * 0.5**3)
+
+
+@pytest.mark.parametrize("opt", [torch.optim.SGD, torch.optim.Adam])
+def test_a_weight_granet_regrows_starts_at_zero_with_no_optimizer_state(opt):
+    pruner, optimizer = started(GraNet(init_sparsity=0.5, sparsity=0.8, update_every=3,
+                                       total_steps=30), opt)  # fmt: skip
+    train(pruner, optimizer, 2)
+    before = {name: mask.clone() for name, mask in pruner.masks.items()}
+    train(pruner, optimizer, 1)  # step 3: an update
+    assert pruner.events[-1].step == 3 and pruner.events[-1].grown > 0
+    for name, p in pruner.params.items():
+        grown = pruner.masks[name] & ~before[name]
+        assert torch.all(p[grown] == 0)
+        for value in optimizer.state[p].values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                assert torch.all(value[grown] == 0)
+
+
+GRANET = [*DIGITS[:-2], "--init_sparsity", "0.5", "--prune_criterion", "granet",
+          "--granet_sparsity", "0.9", "--granet_update_every", "2", "-e", "2"]  # fmt: skip
+
+
+def test_a_granet_run_records_each_update_in_its_summary_and_metrics(tmp_path):
+    assert main.main(quick(tmp_path, *GRANET)) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done = summary(run_dir)
+    assert done["method"] == "GraNet" and done["final_sparsity"] == 0.9
+    updates = [e for e in done["prune_events"] if "step" in e]
+    assert [e["step"] for e in updates] == [2, 4, 6]
+    assert updates[0]["pruned"] > 0 and updates[-1]["sparsity"] == 0.9
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["dropped"], e["grown"]) for e in epochs] == [
+        tuple(
+            sum(u[key] for u in updates if u["epoch"] == e["epoch"]) for key in ("dropped", "grown")
+        )
+        for e in epochs
+    ]
+    # an epoch's sign flips are those it counted, not fewer for the counters its updates cleared
+    assert all(e["flips"] >= 0 for e in epochs) and epochs[-1]["flips"] > 0
+
+
+def test_a_granet_run_resumed_between_updates_equals_a_straight_one_to_the_bit(tmp_path, capsys):
+    assert_resumed_mid_cycle_equals_straight(tmp_path, [*GRANET, "--opt", "adam"])
     capsys.readouterr()
