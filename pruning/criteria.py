@@ -59,6 +59,13 @@ class PruneInputs:
     # step, read before the dead weights' entries were masked (None otherwise)
     gradients: dict[str, torch.Tensor] | None = None
 
+    def random_scores(self) -> dict[str, torch.Tensor]:
+        """A uniform draw for every weight, tensor after tensor, from the pruner's generator."""
+        return {
+            name: torch.rand(w.shape, generator=self.generator, device=w.device)
+            for name, w in self.params.items()
+        }
+
     def forced(
         self, scores: dict[str, torch.Tensor], masks: Masks | None = None
     ) -> dict[str, torch.Tensor] | None:
@@ -238,10 +245,7 @@ class Random(Criterion):
     label = "Random"
 
     def scores(self, inputs):
-        return {
-            name: torch.rand(w.shape, generator=inputs.generator, device=w.device)
-            for name, w in inputs.params.items()
-        }
+        return inputs.random_scores()
 
 
 @dataclass

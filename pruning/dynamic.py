@@ -175,10 +175,7 @@ class DynamicSparse(AtInitialisation):
         )
         budget += sum(sizes[name] for name in custom)
         keep = keep_counts(densities, sizes, budget)
-        scores = {
-            name: torch.rand(p.shape, generator=inputs.generator, device=p.device)
-            for name, p in inputs.params.items()
-        }
+        scores = inputs.random_scores()
         return prune_lowest_per_layer(scores, masks, {n: sizes[n] - keep[n] for n in sizes})
 
     def custom(self, name: str, params: dict[str, torch.Tensor]) -> bool:
@@ -273,10 +270,7 @@ class SET(DynamicSparse):
     grown_by = "at random"
 
     def grow_scores(self, inputs):
-        return {
-            name: torch.rand(w.shape, generator=inputs.generator, device=w.device)
-            for name, w in inputs.params.items()
-        }
+        return inputs.random_scores()
 
 
 @dataclass
@@ -361,10 +355,7 @@ class GraNet(AtInitialisation):
         sizes = {name: p.numel() for name, p in inputs.params.items()}
         budget = round((1.0 - step.sparsity) * sum(sizes.values()))
         keep = keep_counts({name: 1.0 - step.sparsity for name in sizes}, sizes, budget)
-        scores = {
-            name: torch.rand(p.shape, generator=inputs.generator, device=p.device)
-            for name, p in inputs.params.items()
-        }
+        scores = inputs.random_scores()
         return prune_lowest_per_layer(scores, inputs.masks, {n: sizes[n] - keep[n] for n in sizes})
 
     def sparsity_at(self, step: int, total_steps: int) -> float:
