@@ -71,7 +71,8 @@ def component_flags() -> list[tuple[str, dict]]:
 
 
 def flags_of(cls, fields=None) -> set[str]:
-    """The flags of a criterion's or schedule's options (only of `fields`, when given)."""
+    """The flags of a criterion's or schedule's options (only of `fields`, when given); none
+    for None."""
     return {spec.flag for name, spec in options_of(cls) if fields is None or name in fields}
 
 

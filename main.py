@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cli import (
     build_pruner,
+    flags_of,
     build_pruning,
     changed_options,
     keyword_arguments,
@@ -95,7 +96,7 @@ from utils.errors import (
 )
 from export.compact import compact_summary
 from export.flops import flops_summary, layer_flops
-from utils.io import made_folders
+from utils.io import made_folders, read_text
 from utils.errors import special_file
 from utils.lock import RunLock, remove_stale_temporaries
 from utils.logging import (
@@ -108,7 +109,6 @@ from utils.logging import (
     warn,
 )
 from pruning.mask import percent
-from pruning.options import options_of
 from utils.runtime import batchnorm_in_fp32, seed_everything
 from utils.rundir import (
     CHECKPOINT,
@@ -142,11 +142,6 @@ def hparams_of(summary: dict) -> dict:
     # name, those whose values differ first); λ spelled out, as its filter pane escapes it
     method = summary["method"].replace("λ", "lambda")
     return {"Method": method, "Schedule": schedule, **options}
-
-
-def flags_of(cls) -> list[str]:
-    """The flags a criterion or schedule class declares (none for None)."""
-    return [spec.flag for _, spec in options_of(cls)] if cls is not None else []
 
 
 @quiet_closed_pipes()
@@ -957,9 +952,7 @@ def text_of(path: Path) -> str | None:
     """The text of a run's file, or None where it is missing, unreadable or no regular file
     (reading a FIFO would block)."""
     try:
-        if special_file(path):
-            return None
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except (OSError, ValueError):
         return None
 

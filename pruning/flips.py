@@ -72,9 +72,7 @@ class FlipCounter:
     def forget_pruned(self, masks: Masks) -> None:
         """Zero the counters of pruned weights and record their (zero, not negative) sign."""
         for name, count in self.counts.items():
-            self.cleared += int(count.sum(dtype=torch.int64)) - int(
-                (count * masks[name]).sum(dtype=torch.int64)
-            )
+            self.cleared += int(count[~masks[name]].sum(dtype=torch.int64))
             count.mul_(masks[name])
             self.packed[name].copy_(sign_bits(self.params[name]))
 
