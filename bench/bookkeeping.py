@@ -10,6 +10,7 @@ out of place, fp32 flip counters fed from float signs.
 import torch
 import torch.nn.functional as F
 
+from bench import dynamic
 from bench.timing import interleaved
 from models import build_model
 from pruning import Noise, Periodic, Pruner
@@ -67,10 +68,12 @@ def run(
     batch: int = BATCH,
     with_compiled: bool = True,
 ) -> dict:
-    """Median times of whole steps and of the bookkeeping alone; `with_compiled=False` skips the
-    compiled kernels (their compilation dominates a smoke run)."""
+    """Median times of whole steps and of the bookkeeping alone, FlipOut's at half the weights
+    pruned and RigL's and SET's at 90% sparsity (bench/dynamic.py); `with_compiled=False` skips
+    the compiled kernels (their compilation dominates a smoke run)."""
     torch.manual_seed(0)
     model = build_model(model_name).to(device)
+    dynamic_cases = dynamic.cases(model, model_name, device)  # copies of the dense network
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     inputs = torch.randn(batch, 3, 32, 32, device=device)
     targets = torch.randint(0, 10, (batch,), device=device)
@@ -129,6 +132,10 @@ def run(
             "ours": with_bookkeeping(ours),
             "ours_noise": with_bookkeeping(ours_noise),
             "original": original_style,
+            **{
+                name: (lambda case=case: case.step(inputs, targets))
+                for name, case in dynamic_cases.items()
+            },
         },
         device,
         repeats,
@@ -151,6 +158,7 @@ def run(
     cases["original"] = lambda: (original.before_step(), original.after_step())
     cases["noise"] = ours_noise.noise.add
     alone = interleaved(cases, device, repeats * 4)
+    dynamic.check_between(dynamic_cases["rigl"])
     return {
         "steps": steps,
         "alone": alone,
@@ -158,4 +166,11 @@ def run(
         "prunable": ours.masks.num_total,
         "state_bytes": state_bytes(ours) / ours.masks.num_total,
         "original_state_bytes": original.state_bytes() / ours.masks.num_total,
+        "dynamic": {
+            "sparsity": dynamic.SPARSITY,
+            "cycle": dynamic.cycle(dynamic_cases["rigl"]),
+            "drop_fraction": dynamic_cases["rigl"].pruner.criterion.drop_fraction,
+            "updates": {name: case.updates for name, case in dynamic_cases.items()},
+            "work": {name: case.work.median() for name, case in dynamic_cases.items()},
+        },
     }

@@ -237,11 +237,34 @@ def test_bench_bookkeeping_section_runs_and_reports_every_row():
     from bench import __main__ as bench_main
     from bench import bookkeeping
 
-    result = bookkeeping.run(torch.device("cpu"), 1, "conv6", batch=4, with_compiled=False)
+    result = bookkeeping.run(torch.device("cpu"), 1, "lenet5", batch=4, with_compiled=False)
     assert set(result["alone"]) == {"ours", "eager", "remasking", "noise", "original"}
     assert result["state_bytes"] == 6.0 and result["original_state_bytes"] == 9.0
     table = "\n".join(bench_main.step_table(result))
     assert "original style / ours" in table and "compiled kernels" not in table
+    # a warm-up and one repetition: each timed step of the update rows updated the masks, and
+    # none of the RigL timed between updates did
+    dynamic = result["dynamic"]
+    assert dynamic["updates"] == {"rigl": 0, "rigl_update": 2, "set_update": 2}
+    steps, work = result["steps"], dynamic["work"]
+    mean = (steps["rigl_update"] + 99 * steps["rigl"]) / 100
+    mean_work = (work["rigl_update"] + 99 * work["rigl"]) / 100
+    rows = {
+        "RigL, a step between mask updates": (steps["rigl"], work["rigl"]),
+        "RigL, an update step": (steps["rigl_update"], work["rigl_update"]),
+        "RigL, mean step over one update cycle of ΔT = 100: (update + 99 others) / 100": (
+            mean,
+            mean_work,
+        ),
+        "SET, an update step": (steps["set_update"], work["set_update"]),
+    }
+    lines = table.splitlines()
+    for label, (step, pruning) in rows.items():
+        (line,) = [line for line in lines if line.startswith(f"| {label}")]
+        figures = line.split(" | ")[1:]
+        assert figures[:2] == [bench_main.ms(step), f"{step / steps['dense']:.3f}"]
+        assert figures[2] == bench_main.ms(pruning)
+    assert "90% sparsity" in table and "autograd computes every weight's gradient" in table
 
 
 def test_a_compiler_that_fails_falls_back_to_eager_with_one_warning_line(monkeypatch, capsys):
