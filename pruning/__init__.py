@@ -10,7 +10,7 @@ model and training loop.
 
 The names below are the stable surface: the Pruner and its hooks, its parts (Noise,
 HoyerSquare, Tensors), the criteria (registry CRITERIA, `--prune_criterion`; RigL, SET and
-GraNet regrow weights, pruning/dynamic.py), the schedules
+GraNet regrow weights, pruning/dynamic.py; Taylor observes every training step), the schedules
 (registry SCHEDULES, `--schedule`), masks and what a criterion is given (PruneInputs), and the
 N:M constraint that any ranking criterion obeys (NM, `Pruner(..., nm="2:4")`, `--nm`).
 """
@@ -26,6 +26,7 @@ from .criteria import (
     PruneInputs,
     Random,
     Snip,
+    Taylor,
     Threshold,
 )
 from .dynamic import SET, DynamicSparse, GraNet, RigL
@@ -71,6 +72,7 @@ __all__ = [
     "Snip",
     "Step",
     "SynFlow",
+    "Taylor",
     "Tensors",
     "Threshold",
     "build_criterion",

@@ -11,6 +11,11 @@ is also a flag of main.py, which cli.py adds from here. What a criterion needs i
 so, the model and that many training batches. Adding a method is one class here (or in a file of
 its own) and one line in CRITERIA (pruning/registry.py).
 
+A criterion that `observes` training also sees every step: `observe`, called from
+Pruner.after_backward, accumulates what it scores by (Taylor's (dL/dw · w)² summed over the steps
+since the last prune); what it holds is saved with the pruner's state (`state_dict`). One that
+does not observe costs the training step nothing.
+
 An N:M constraint (pruning/nm.py) needs nothing of a ranking criterion: `select` adds the
 weights the constraint forces out (`PruneInputs.forced`) to those its scores choose. A criterion
 that overrides `select` and ranks must pass `forced` to its selection in turn (SynFlow does).
@@ -18,7 +23,7 @@ that overrides `select` and ranks must pass `forced` to its selection in turn (S
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -98,6 +103,8 @@ class Criterion:
     shrinks = False
     # whether `regrow` reads PruneInputs.gradients (kept only at the steps of an update)
     grows_by_gradient = False
+    # whether `observe` sees every training step (Pruner.after_backward); False: never called
+    observes = False
     # the registry, name -> class (pruning/registry.py), which binds it here when it is built:
     # this module is below the registry and cannot import it
     registry: ClassVar[dict[str, type["Criterion"]]] = {}
@@ -147,6 +154,26 @@ class Criterion:
     def between_prunes(self) -> str:
         """What it does between prunes, for the line a run starts with ("" for nothing)."""
         return ""
+
+    def observe(self, params: dict[str, torch.Tensor]) -> None:
+        """At every training step, for a criterion that `observes`: `params` are the prunable
+        tensors by name, each `.grad` this step's gradient (None where the loss did not reach
+        the tensor), as DDP averaged it under torchrun, the dead weights' entries already zero,
+        before gradient noise is added, before any clipping and before the optimizer steps.
+        Called under torch.no_grad(); what it accumulates goes in `state_dict`."""
+
+    def state_dict(self) -> dict:
+        """What it has accumulated by observing, for the pruner's checkpoint (nothing here)."""
+        return {}
+
+    def load_state_dict(self, state: dict, params: dict[str, torch.Tensor]) -> None:
+        """Restore `state_dict`'s state, its tensors onto the devices of `params` (a checkpoint
+        is read onto the CPU). A criterion that keeps none refuses any."""
+        if state:
+            raise ValueError(
+                f"{self.label} keeps no state of its own, but the state holds some for its "
+                f"criterion ({', '.join(map(str, state))}): it is another criterion's"
+            )
 
     def scores(self, inputs: PruneInputs) -> dict[str, torch.Tensor]:
         """Higher is more worth keeping; shaped like each tensor."""
@@ -215,6 +242,74 @@ class LayerMagnitude(GlobalMagnitude):
     scope = "layer"
     # Zhu & Gupta prune within each layer
     schedule_labels: ClassVar[dict[str, str]] = {"gradual": "GMP"}
+
+
+@dataclass
+class Taylor(Criterion):
+    """(dL/dw · w)², the first-order Taylor estimate of how much removing w changes the loss,
+    summed over the training steps since the last prune and ranked across the network (Molchanov
+    et al., "Importance Estimation for Neural Network Pruning", CVPR 2019: their FO-Taylor on
+    weights, here per weight rather than per filter). Each step's gradient of the live weights
+    is read before gradient noise; a prune ranks by the sum and starts it afresh, so that dead
+    weights stay at 0. An instance observes for one Pruner."""
+
+    # tensor name -> the sum of (g * w)^2 since the last prune, float32 on the weights' device
+    importance: dict[str, torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    label = "Taylor"
+    observes = True
+
+    def check_schedule(self, schedule) -> None:
+        if schedule.step(0) is not None:
+            raise ValueError(
+                f"{self.label} ranks by the training steps it has seen since the last prune, "
+                f"so it cannot prune before training, where {schedule.name} prunes first: prune "
+                "after an epoch of training at the earliest"
+            )
+
+    @torch.no_grad()
+    def observe(self, params):
+        stepped = {name: p for name, p in params.items() if p.grad is not None}
+        for name, p in stepped.items():
+            if name not in self.importance:
+                self.importance[name] = torch.zeros_like(p, dtype=torch.float32)
+        if stepped:
+            products = torch._foreach_mul([p.grad.float() for p in stepped.values()],
+                                          [p.float() for p in stepped.values()])  # fmt: skip
+            torch._foreach_addcmul_([self.importance[n] for n in stepped], products, products)
+
+    def scores(self, inputs):
+        if not self.importance:
+            raise RuntimeError(
+                f"{self.label} has seen no training step since the last prune: call "
+                "pruner.after_backward() between backward and the optimizer step, or "
+                "attach_optimizer(..., step_hooks=True), and train before pruning"
+            )
+        summed, self.importance = self.importance, {}
+        return {
+            name: summed.get(name, torch.zeros_like(w, dtype=torch.float32))
+            for name, w in inputs.params.items()
+        }
+
+    def state_dict(self):
+        return {"importance": {name: t.clone() for name, t in self.importance.items()}}
+
+    def load_state_dict(self, state, params):
+        importance = state.get("importance", {})
+        for name, value in importance.items():
+            if name not in params:
+                raise ValueError(f"{self.label}'s importance has {name}, which is not pruned here")
+            if not torch.is_tensor(value) or value.shape != params[name].shape:
+                raise ValueError(
+                    f"{self.label}'s importance of {name} is not a tensor shaped like it, "
+                    f"{tuple(params[name].shape)}"
+                )
+        self.importance = {
+            name: value.to(params[name].device, torch.float32, copy=True)
+            for name, value in importance.items()
+        }
 
 
 @dataclass

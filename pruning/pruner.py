@@ -364,8 +364,9 @@ class Pruner:
 
     @torch.no_grad()
     def after_backward(self, epoch: int | None = None) -> None:
-        """Between backward and the optimizer step: mask the gradients of pruned weights, then
-        add the gradient noise (in the epochs before the noise's `stop_at`)."""
+        """Between backward and the optimizer step: mask the gradients of pruned weights, let a
+        criterion that `observes` see them, then add the gradient noise (in the epochs before
+        the noise's `stop_at`)."""
         if self._reread_weights:
             self._reread_weights = False
             self._zero_pruned()
@@ -379,6 +380,9 @@ class Pruner:
             pairs = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
             if pairs:
                 self.kernels.mask_gradients([g for g, _ in pairs], [m for _, m in pairs])
+        if self.criterion.observes:
+            # the true gradient of the live weights, before the noise perturbs it
+            self.criterion.observe(self.params)
         if self.noise is not None:
             epoch = self.epoch if epoch is None else epoch
             if self.noise_part.applies(epoch):
@@ -765,6 +769,7 @@ class Pruner:
             "epoch": self.epoch,
             "rewind_point": self.rewind_point,
             "steps": self.steps,
+            "criterion": self.criterion.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -782,6 +787,7 @@ class Pruner:
         self.epoch = state.get("epoch", self.epoch)
         self.rewind_point = state.get("rewind_point")
         self.steps = state.get("steps", 0)
+        self.criterion.load_state_dict(state.get("criterion", {}), self.params)
         self._reread_weights = True
 
     @property

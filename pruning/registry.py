@@ -18,6 +18,7 @@ from .criteria import (
     NoPruning,
     Random,
     Snip,
+    Taylor,
     Threshold,
 )
 from .dynamic import SET, GraNet, RigL
@@ -37,6 +38,7 @@ CRITERIA: dict[str, type[Criterion]] = {
     "granet": GraNet,
     "snip": Snip,
     "synflow": SynFlow,
+    "taylor": Taylor,
     "threshold": Threshold,
 }
 Criterion.registry = CRITERIA

@@ -5,8 +5,6 @@ optimizer state; a run resumed mid-cycle equals a straight one to the bit."""
 
 import json
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -14,10 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import main
-import models
 from pruning import SET, GraNet, Pruner, RigL, Tensors
 from pruning.dynamic import cosine_fraction, erk_densities, keep_counts
-from tests.support.runs import assert_identical, assert_one_error_line, quick, records, summary
+from tests.support.runs import (
+    assert_identical,
+    assert_one_error_line,
+    assert_resumed_equals_straight,
+    quick,
+    stopped_before_training_forward,
+    summary,
+)
 from utils.checkpoint import load_checkpoint
 
 
@@ -245,32 +249,10 @@ def test_a_run_records_each_mask_update_in_its_summary(tmp_path, criterion):
 def assert_resumed_mid_cycle_equals_straight(tmp_path, flags) -> None:
     """A run stopped after its 3rd step (between the updates at 2 and 4) and resumed ends
     identical to a straight run: records, model, optimizer and pruner."""
-    calls = {"n": 0}
-
-    def stop_in_epoch_two(*_):
-        calls["n"] += 1
-        if calls["n"] == 7:  # 3 steps and 2 evaluation batches in epoch 1, then epoch 2's 2nd
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    original_build = models.build_model
-
-    def build_with_hook(*args, **kwargs):
-        model = original_build(*args, **kwargs)
-        model.register_forward_pre_hook(stop_in_epoch_two)
-        return model
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(models, "build_model", build_with_hook)
-        assert main.main(quick(tmp_path / "stopped", *flags)) == 143
-    (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
+    # the 3 steps of epoch 1, then epoch 2's 2nd
+    run_dir = stopped_before_training_forward(tmp_path, flags, forward=5)
     assert load_checkpoint(run_dir)["pruner"]["steps"] == 3
-    assert main.main(["--resume", str(run_dir), "--num_workers", "0", "--quiet"]) == 0
-    assert main.main(quick(tmp_path / "straight", *flags)) == 0
-    (reference,) = (tmp_path / "straight" / "runs").iterdir()
-    assert records(run_dir) == records(reference)
-    resumed, straight = load_checkpoint(run_dir), load_checkpoint(reference)
-    for part in ("model", "optimizer", "pruner"):
-        assert_identical(resumed[part], straight[part])
+    assert_resumed_equals_straight(tmp_path, run_dir, flags)
 
 
 def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, capsys):

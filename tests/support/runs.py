@@ -1,13 +1,19 @@
 """Running main.py in this process and reading what a run leaves behind: the argv of a quick run,
 the one run directory under a log directory, its metrics.jsonl records and its summary.json, and
-the checks most run tests end with (a single `error:` line, two states identical to the bit)."""
+the checks most run tests end with (a single `error:` line, two states identical to the bit), and
+a run stopped mid-epoch, resumed and set beside a straight one."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
+import pytest
 import torch
 
 import main
+import models
+from utils.checkpoint import load_checkpoint
 
 
 def quick(tmp_path, *argv: str) -> list[str]:
@@ -65,3 +71,40 @@ def assert_one_error_line(capsys, *names: str) -> str:
     assert "Traceback" not in err + out and "usage:" not in err + out
     assert all(name in lines[0] for name in names), (names, lines[0])
     return lines[0]
+
+
+def stopped_before_training_forward(tmp_path, argv: list[str], forward: int) -> Path:
+    """A quick run of `argv` under tmp_path/stopped, stopped by SIGTERM as its model begins its
+    `forward`-th training forward pass (evaluation and no-grad passes, such as a FLOPs count,
+    not counted): its run directory, with the checkpoint of the last epoch it ended."""
+    calls = {"n": 0}
+
+    def stop(module, _):
+        if module.training and torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == forward:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    original_build = models.build_model
+
+    def build_with_hook(*args, **kwargs):
+        model = original_build(*args, **kwargs)
+        model.register_forward_pre_hook(stop)
+        return model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "build_model", build_with_hook)
+        assert main.main(quick(tmp_path / "stopped", *argv)) == 143
+    return only_run_dir(tmp_path / "stopped" / "runs")
+
+
+def assert_resumed_equals_straight(tmp_path, run_dir: Path, argv: list[str]) -> None:
+    """`run_dir` resumed to its end equals a straight run of `argv`: records, and the model,
+    optimizer and pruner of their checkpoints to the bit."""
+    assert main.main(["--resume", str(run_dir), "--num_workers", "0", "--quiet"]) == 0
+    assert main.main(quick(tmp_path / "straight", *argv)) == 0
+    reference = only_run_dir(tmp_path / "straight" / "runs")
+    assert records(run_dir) == records(reference)
+    resumed, straight = load_checkpoint(run_dir), load_checkpoint(reference)
+    for part in ("model", "optimizer", "pruner"):
+        assert_identical(resumed[part], straight[part])
