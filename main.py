@@ -95,7 +95,7 @@ from utils.errors import (
     quiet_closed_pipes,
 )
 from export.compact import compact_summary
-from export.flops import flops_summary, layer_flops
+from export.flops import TrainingFlops, flops_summary
 from utils.io import made_folders, read_text
 from utils.errors import special_file
 from utils.lock import RunLock, remove_stale_temporaries
@@ -239,6 +239,7 @@ class Run:
     spec: dict  # build_model(**spec) rebuilds the network
     input_shape: tuple[int, int, int]
     model: nn.Module  # the unwrapped module: evaluated, pruned and saved
+    training_flops: TrainingFlops  # what each epoch's `train_flops` is counted by
     net: nn.Module  # the module that trains: `model`, or its DataParallel or DDP wrapper
     optimizer: torch.optim.Optimizer
     pruner: Pruner
@@ -388,6 +389,7 @@ class Run:
         self.model.to(self.device, memory_format=memory_format(self.train_config))
         if record.train.amp:
             batchnorm_in_fp32(self.model)
+        self.training_flops = TrainingFlops(self.model, self.input_shape)
         self.optimizer = self.train_config.optimizer(self.model.parameters())
         initial_masks, initialised = None, []
         if record.model.init_from is not None and self.checkpoint is None:
@@ -745,7 +747,7 @@ class Run:
             f"{event.total:,} weights live, sparsity {percent(event.sparsity, 4)}"
             + ("" if event.rewound_to is None else f"; rewound to epoch {event.rewound_to}")
         )
-        print(pruner.layer_table(layer_flops(self.model, self.input_shape, pruner.masks.masks)))
+        print(pruner.layer_table(self.training_flops.layer_macs(pruner.masks.masks)))
         for name, fraction in pruner.masks.layer_sparsity().items():
             logger.scalar(f"sparsity/layer/{name}", fraction, event.epoch)
         logger.histogram(
@@ -787,6 +789,7 @@ class Run:
         if self.ddp.is_main:
             history = self.history
             record = {**self.summary, **final_metrics(history), "epochs_completed": len(history)}
+            record.update(train_flops_of(history, self.training_flops))
             record.update(status=status, wall_seconds=self.wall_seconds())
             write_summary(self.run_dir, {**record, **fields})
 
@@ -818,6 +821,7 @@ class Run:
             epochs_completed=len(history),
             final_sparsity=pruner.sparsity,
             **flops_summary(self.model, self.input_shape, masks),
+            **train_flops_of(history, self.training_flops),
             compact=compact_summary(self.model, self.input_shape, masks),
             # the tensors kept dense by --prune_exclude or --prune_include, at 0 like any dense one
             layer_sparsity={**pruner.masks.layer_sparsity(), **dict.fromkeys(pruner.excluded, 0.0)},
@@ -891,6 +895,10 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         if train_config.reg_type == "wdecay":
             group["weight_decay"] = train_config.lambda_ * reg_scale
     flips_before = pruner.flips.counted()
+    # the masks in force as the epoch starts, and where its mask updates will be recorded: what
+    # its training FLOPs are counted from
+    start_macs = run.training_flops.live_macs(pruner.masks.masks)
+    steps_before, events_before = pruner.steps, len(pruner.events)
 
     sampler = getattr(run.train_loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
@@ -907,8 +915,13 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         "seconds": time.time() - started,
         "flips": pruner.flips.counted() - flips_before,
     }
-    if pruner.criterion.regrows:  # the epoch's mask updates (RigL, SET), in all
-        updates = [e for e in pruner.events if e.step is not None and e.epoch == epoch]
+    # the epoch's mask updates (RigL, SET, GraNet), made after its steps
+    updates = [e for e in pruner.events[events_before:] if e.step is not None]
+    record["train_flops"] = run.training_flops.epoch(
+        start_macs, trained["train_examples"], train_config.batch_size,
+        [(e.step - steps_before, e.layers) for e in updates], pruner.criterion.grows_by_gradient,
+    )  # fmt: skip
+    if pruner.criterion.regrows:  # in all
         record["dropped"] = sum(e.dropped for e in updates)
         record["grown"] = sum(e.grown for e in updates)
     # With --evaluate_on_val the test set is looked at once, after the last epoch.
@@ -1092,6 +1105,18 @@ def format_epoch(record: dict, epochs: int) -> str:
         f"{record['seconds']:.1f}s",
     ]
     return "  ".join(parts)
+
+
+def train_flops_of(history: list[dict], training_flops: TrainingFlops) -> dict:
+    """`train_flops`, the training FLOPs of the epochs in `history`, and `train_flops_dense`,
+    theirs with every weight live; neither where an epoch does not record them (one trained by
+    an earlier version, which a resume went on from)."""
+    if not all("train_flops" in r and "train_examples" in r for r in history):
+        return {}
+    return {
+        "train_flops": sum(record["train_flops"] for record in history),
+        "train_flops_dense": training_flops.dense(sum(r["train_examples"] for r in history)),
+    }
 
 
 def final_metrics(history: list[dict]) -> dict:

@@ -296,9 +296,10 @@ def progress(loader: DataLoader, config: TrainConfig, desc: str) -> tqdm:
 def train_one_epoch(
     model, loader, optimizer, pruner, config: TrainConfig, epoch, device, reg_scale, ddp, stop=None
 ) -> dict[str, float]:
-    """One pass over `loader`. Returns the epoch's `train_loss` (the data loss) and `train_acc`,
-    and, when the loss has penalty terms, `train_penalty`: their weighted sum as added to the
-    loss, averaged like the data loss, so that train_loss + train_penalty is what was minimised."""
+    """One pass over `loader`. Returns the epoch's `train_loss` (the data loss), `train_acc` and
+    `train_examples` (the examples it trained, all ranks together), and, when the loss has
+    penalty terms, `train_penalty`: their weighted sum as added to the loss, averaged like the
+    data loss, so that train_loss + train_penalty is what was minimised."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     penalty_sum = torch.zeros((), device=device)
@@ -346,7 +347,8 @@ def train_one_epoch(
     check_finite(first_bad_step, epoch, ddp)
     ddp.agree_to_stop(stop)
     loss, accuracy, penalty = mean_loss_and_accuracy(loss_sum, correct, seen, ddp, penalty_sum)
-    record = {"train_loss": loss, "train_acc": accuracy}
+    # every rank trains as many examples: the samplers pad the epoch to share it evenly
+    record = {"train_loss": loss, "train_acc": accuracy, "train_examples": seen * ddp.world_size}
     if has_penalty(config, pruner):
         record["train_penalty"] = penalty
     return record

@@ -437,6 +437,10 @@ def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
     ours_columns = [f.name for f in fields(Row)]
     if not show_flops:
         ours_columns.remove("flops_remaining_mean")
+    shown = [c.ours for c in beside.comparisons if c.ours] + list(beside.unmatched)
+    shown += [other.row for c in beside.comparisons for other in c.others]
+    if all(row.train_flops_mean is None for row in shown):  # as the report's own CSV
+        ours_columns = [column for column in ours_columns if not column.startswith("train_flops")]
     lines = []
     for comparison in beside.comparisons:
         row = comparison.published

@@ -14,6 +14,9 @@ published ones. What the code keeps to:
   that this version does not know (a plugin's criterion's), less the seed, the NEUTRAL options and
   the LEVEL ones, which split only the runs that reach one level through different values; an
   option a summary lacks is at its default.
+- Where some run records its training FLOPs (summary.json's `train_flops`), a column gives their
+  mean over the row's runs that record them, and their multiple of the dense network's over the
+  same steps (`train_flops_dense`): "2.1e+11 (0.42x)"; "—" where none does.
 - No run counts twice and none goes unseen: copies of a run (the same `run_id`; for older runs the
   same summary apart from `run_dir`) count once, and runs that did not complete and files that
   cannot be used are listed with the reason. A run is completed by the numbers the launcher's
@@ -97,7 +100,10 @@ class Duplicate:
     reason: str
 
 
-CSV_MARK = ",".join(field.name for field in fields(Row) if field.name != "flops_remaining_mean")
+# columns a CSV has only where asked for (--flops) or where runs record them (train FLOPs), after
+# those it always has: a CSV written without them is known as this report's all the same
+OPTIONAL_COLUMNS = ("flops_remaining_mean", "train_flops_mean", "train_flops_vs_dense")
+CSV_MARK = ",".join(field.name for field in fields(Row) if field.name not in OPTIONAL_COLUMNS)
 
 
 def is_our_csv(head: bytes) -> bool:
@@ -165,7 +171,7 @@ def completed_problem(summary: dict, accuracy: str) -> str | None:
         return f"completed, but {accuracy} is {shown(summary[accuracy])}, not a percentage (0-100)"
     if not 0 <= summary["final_sparsity"] <= 1:
         return f"completed, but final_sparsity is {summary['final_sparsity']}, not a fraction"
-    for key in ("flops_dense", "flops_remaining"):
+    for key in ("flops_dense", "flops_remaining", "train_flops", "train_flops_dense"):
         if summary.get(key) is not None and not (finite_number(summary[key]) and summary[key] >= 0):
             return f"{key} is {shown(summary[key])}, not a count of operations"
     dense, remaining = summary.get("flops_dense"), summary.get("flops_remaining")
@@ -306,11 +312,15 @@ def drop_duplicates(
 
 
 def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
-    """A heading and a table per (model, dataset); `rows` as ordered by group_runs."""
+    """A heading and a table per (model, dataset); `rows` as ordered by group_runs. The column
+    of training FLOPs is there where some run records them."""
     metric = rows[0].metric if rows else "final"
     header = ["Method", "Sparsity (%)", METRICS[metric][1]]
     if show_flops:
         header.append("Remaining FLOPs (%)")
+    show_train_flops = has_train_flops(rows)
+    if show_train_flops:
+        header.append("Train FLOPs (vs dense)")
     blocks = []
     for (model, dataset), pair_rows in groupby(rows, key=lambda row: (row.model, row.dataset)):
         lines = [f"### {model} on {dataset}", "", *table_head(header)]
@@ -320,9 +330,26 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
             if show_flops:
                 flops = row.flops_remaining_mean
                 cells.append("—" if flops is None else percent(flops / 100, sign=""))
+            if show_train_flops:
+                cells.append(train_flops_cell(row))
             lines.append(table_line(cells))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def has_train_flops(rows: list[Row]) -> bool:
+    return any(row.train_flops_mean is not None for row in rows)
+
+
+def train_flops_cell(row: Row) -> str:
+    """The row's training FLOPs, and as a multiple of the dense network's over the same steps:
+    "2.1e+11 (0.42x)", two significant digits below 0.1x (0.0031x at 99.9%). The count compares
+    runs of different lengths (RigL 5x), the multiple the cost of a step."""
+    if row.train_flops_mean is None:
+        return "—"
+    multiple = row.train_flops_vs_dense
+    times = f"{multiple:.2f}x" if multiple >= 0.1 else f"{multiple:.2g}x"
+    return f"{row.train_flops_mean:.2g} ({times})"
 
 
 def incomplete_runs_table(
@@ -368,8 +395,11 @@ def skipped_files_list(skipped: list[tuple[Path, str]]) -> str:
 def write_csv(rows: list[Row], path: Path, show_flops: bool = False) -> None:
     """One line per row, numbers unrounded."""
     columns = [field.name for field in fields(Row)]
+    # DictWriter's extrasaction drops a column left out from the rows
     if not show_flops:
-        columns.remove("flops_remaining_mean")  # DictWriter's extrasaction drops it from the rows
+        columns.remove("flops_remaining_mean")
+    if not has_train_flops(rows):
+        columns = [column for column in columns if not column.startswith("train_flops")]
     write_dicts_csv(columns, [asdict(row) for row in rows], path)
 
 

@@ -60,6 +60,10 @@ class Row:
     metric: str = "final"  # which accuracy: a key of METRICS
     # mean share of the dense model's FLOPs left; None when no run of the group recorded FLOPs
     flops_remaining_mean: float | None = None
+    # mean training FLOPs, and as a multiple of the same steps' dense ones (0.42: 42%); None when
+    # no run of the group records them (runs of versions before summary.json's train_flops)
+    train_flops_mean: float | None = None
+    train_flops_vs_dense: float | None = None
 
 
 def option(summary: dict, name: str):
@@ -114,6 +118,20 @@ def flops_remaining_percent(runs: list[dict]) -> float | None:
         if run.get("flops_dense") and run.get("flops_remaining") is not None
     ]
     return statistics.mean(shares) if shares else None
+
+
+def train_flops(runs: list[dict]) -> tuple[float | None, float | None]:
+    """The mean training FLOPs of the runs that record them, and their mean multiple of the
+    dense FLOPs of the same steps (None, None where none does)."""
+    counted = [
+        run for run in runs if run.get("train_flops_dense") and run.get("train_flops") is not None
+    ]
+    if not counted:
+        return None, None
+    return (
+        statistics.mean(run["train_flops"] for run in counted),
+        statistics.mean(run["train_flops"] / run["train_flops_dense"] for run in counted),
+    )
 
 
 def network(summary: dict) -> str:
@@ -318,6 +336,7 @@ def level_row(level: list[dict], metric: str = "final", method: str | None = Non
         n=len(level),
         metric=metric,
         flops_remaining_mean=flops_remaining_percent(level),
+        **dict(zip(("train_flops_mean", "train_flops_vs_dense"), train_flops(level), strict=True)),
     )
 
 

@@ -20,6 +20,10 @@ parameter's name, as `pruning.prunable_parameters` and the masks name it; a tens
 counted here that is shared by several layers is counted once per use. Tensors of layers not
 listed above (a layer of one's own that declares `prunable_weights`, or an embedding added by
 `prune_include`) are left out, not guessed at.
+
+`TrainingFlops` counts from these what training costs, as the RigL papers count it: each
+example's forward and backward passes through the masks in force at its step, and the dense
+gradient of a mask update that grows by it; main.py records it per epoch and in all.
 """
 
 import torch
@@ -124,9 +128,18 @@ def layer_flops(
     model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, torch.Tensor] | None = None
 ) -> dict[str, tuple[int, int]]:
     """Prunable parameter name -> (dense MACs, remaining MACs) for every tensor counted here."""
-    parameters = dict(model.named_parameters())
+    return counted_macs(uses_per_weight(model, input_shape), dict(model.named_parameters()), masks)
+
+
+def counted_macs(
+    weight_uses: dict[str, Uses],
+    parameters: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor] | None = None,
+) -> dict[str, tuple[int, int]]:
+    """(dense MACs, remaining MACs) by tensor, from the uses `uses_per_weight` measured: the
+    count of `layer_flops` without a forward pass."""
     result = {}
-    for name, uses in uses_per_weight(model, input_shape).items():
+    for name, uses in weight_uses.items():
         weight = parameters[name]
         if isinstance(uses, int):
             total = weight.numel()
@@ -152,3 +165,70 @@ def flops_summary(
         # a network with nothing counted here has no saving to show, not an infinite one
         "theoretical_speedup": dense / remaining if remaining else float("inf") if dense else 1.0,
     }
+
+
+class TrainingFlops:
+    """The FLOPs of training a network's prunable weight matrices (the tensors counted above), as
+    the RigL papers count them (Evci et al., "Rigging the Lottery", 2020, and its appendix on
+    FLOPs): an example costs a forward pass f and a backward pass 2f (the gradients of the
+    activations and of the weights), f the live MACs of the masks in force at its step; a step
+    that reads the dense gradient to grow weights by it (RigL's and GraNet's mask updates)
+    computes the weights' gradient densely: f_D - f more per example. Two FLOPs per MAC. The
+    uses per weight are measured once, by one forward pass; an epoch then costs none."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]):
+        self.parameters = dict(model.named_parameters())
+        self.weight_uses = uses_per_weight(model, input_shape)
+        per_tensor = counted_macs(self.weight_uses, self.parameters)
+        self.dense_macs = sum(dense for dense, _ in per_tensor.values())
+        # the MACs a live weight adds: its tensor's mean, exact where all its weights are used
+        # alike (all but a packed attention projection whose keys and queries differ in length),
+        # and an integer where it is one, so that the counts stay exact however large
+        self.macs_per_weight: dict[str, int | float] = {}
+        for name, (dense, _) in per_tensor.items():
+            size = self.parameters[name].numel()
+            self.macs_per_weight[name] = dense // size if dense % size == 0 else dense / size
+
+    def layer_macs(self, masks: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+        """What `layer_flops` counts with `masks` in force, without its forward pass."""
+        return counted_macs(self.weight_uses, self.parameters, masks)
+
+    def live_macs(self, masks: dict[str, torch.Tensor]) -> int:
+        """The MACs of one input's forward pass with `masks` in force."""
+        return sum(live for _, live in self.layer_macs(masks).values())
+
+    def change(self, layers: dict[str, list[int]]) -> int | float:
+        """How much a mask update that dropped and grew these weights (name -> [dropped, grown],
+        as its PruneEvent records them) changed the live MACs."""
+        return sum(
+            (grown - dropped) * self.macs_per_weight.get(name, 0)
+            for name, (dropped, grown) in layers.items()
+        )
+
+    def epoch(
+        self,
+        start_macs: int,
+        examples: int,
+        batch_size: int,
+        updates: list[tuple[int, dict[str, list[int]]]],
+        dense_gradient: bool,
+    ) -> int:
+        """The FLOPs of an epoch that trained `examples` in steps of `batch_size` (its last
+        smaller), from masks of `start_macs` live MACs. `updates`: each mask update of the
+        epoch, the step it followed (counted from 1 in the epoch: that step trained with the
+        masks before it) and its weights dropped and grown by tensor; `dense_gradient`: whether
+        their steps computed the dense gradient."""
+        macs, done, total = start_macs, 0, 0
+        for step, layers in updates:
+            through = min(step * batch_size, examples)
+            total += 3 * macs * (through - done)
+            if dense_gradient:
+                batch = through - min((step - 1) * batch_size, examples)
+                total += (self.dense_macs - macs) * batch
+            macs, done = macs + self.change(layers), through
+        total += 3 * macs * (examples - done)
+        return round(2 * total)
+
+    def dense(self, examples: int) -> int:
+        """The FLOPs of training `examples` with every weight live."""
+        return 6 * self.dense_macs * examples

@@ -277,9 +277,13 @@ def test_synthetic_run_writes_every_artifact(tmp_path):
         "loss/test",
         "sparsity/sparsity",
         "lr",
+        "flops/train",
     } <= scalars
     assert [e.value for e in events.Scalars("acc/test")] == pytest.approx(
         [r["test_acc"] for r in records]
+    )
+    assert [e.value for e in events.Scalars("flops/train")] == pytest.approx(
+        [r["train_flops"] for r in records]
     )
     assert "config/text_summary" in events.Tags()["tensors"]
     # the HParams dashboard: the run's method and options, and its final metrics as scalars;

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from experiments.report import load_summaries, main
-from experiments.rows import group_runs
+from experiments.report import load_summaries, main, train_flops_cell
+from experiments.rows import Row, group_runs
 from pruning.registry import compact_number
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -284,6 +284,38 @@ def test_flops_flag_without_flops_fields_leaves_the_column_out(tmp_path, capsys)
     assert code == 0
     assert "FLOPs" not in out
     assert "FLOPs" in err
+
+
+def test_train_flops_column_as_a_multiple_of_dense_where_runs_record_them(tmp_path, capsys):
+    for seed, flops in enumerate([30, 50]):
+        write_summary(tmp_path, f"new{seed}", seed=seed, train_flops=flops, train_flops_dense=100)
+    write_summary(tmp_path, "old", final_sparsity=0.9)  # from a version before train_flops
+    write_summary(tmp_path, "damaged", final_sparsity=0.5, train_flops="many")
+    table = tmp_path / "rows.csv"
+
+    _, out, _ = report(capsys, tmp_path, "--csv", table)
+
+    assert "| Method | Sparsity (%) | Accuracy (%) | Train FLOPs (vs dense) |" in out
+    assert "| FlipOut | 90.00 | 87.00 (n=1) | — |" in out
+    assert "| FlipOut | 99.90 | 87.00 ± 0.00 (n=2) | 40 (0.40x) |" in out
+    assert "- damaged/summary.json: train_flops is 'many', not a count of operations" in out
+    with open(table, newline="") as f:
+        lines = list(csv.DictReader(f))
+    assert [(line["train_flops_mean"], line["train_flops_vs_dense"]) for line in lines] == [
+        ("", ""),
+        ("40", "0.4"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flops", "multiple", "cell"),
+    [(2.1e11, 0.42, "2.1e+11 (0.42x)"), (6e9, 1.0, "6e+09 (1.00x)"),
+     (3.1e8, 0.0031, "3.1e+08 (0.0031x)"), (None, None, "—")],
+)  # fmt: skip
+def test_train_flops_cells(flops, multiple, cell):
+    row = Row("vgg19", "cifar10", "FlipOut", 99.9, 87.0, None, 1, train_flops_mean=flops,
+              train_flops_vs_dense=multiple)  # fmt: skip
+    assert train_flops_cell(row) == cell
 
 
 def test_corrupt_summary_is_skipped_not_fatal(tmp_path, capsys):

@@ -109,7 +109,9 @@ def test_an_epoch_trains_from_a_config_written_in_python(penalties):
 
     record = train_one_epoch(model, loader, optimizer, pruner, config, 1, CPU, 1.0, ddp)
 
-    assert set(record) == {"train_loss", "train_acc"} | ({"train_penalty"} if penalties else set())
+    penalty = {"train_penalty"} if penalties else set()
+    assert set(record) == {"train_loss", "train_acc", "train_examples"} | penalty
+    assert record["train_examples"] == 4 * 8  # limit_batches of 8 images
     assert all(math.isfinite(value) for value in record.values())
     if penalties:
         assert record["train_penalty"] > 0

@@ -43,6 +43,7 @@ EPOCH_TAGS = {
     "flips": "flips/total",
     "dropped": "regrowth/dropped",  # by the epoch's mask updates of dynamic sparse training
     "grown": "regrowth/grown",
+    "train_flops": "flops/train",  # the epoch's training FLOPs (docs/runs.md)
     "seconds": "time/epoch_seconds",
 }
 
