@@ -83,21 +83,44 @@ def paper_table(model: str, dataset: str, hoyer_lambda: str, logdir: str) -> Cal
     return commands
 
 
+def dynamic_sparse(sparsity: str, granet_end: str) -> dict[str, list[str]]:
+    """RigL, SET and GraNet at `sparsity` (a fraction), the authors' defaults otherwise: RigL and
+    SET start there and keep it (ERK densities, an update every 100 steps dropping 0.3 of each
+    layer's live weights, cosine-annealed to none at 75% of training); GraNet prunes from
+    density 0.5 down to it, its cubic schedule reaching it at `granet_end` of training."""
+    return {
+        "rigl": ["--prune_criterion", "rigl", "--init_sparsity", sparsity],
+        "set": ["--prune_criterion", "set", "--init_sparsity", sparsity],
+        "granet": ["--prune_criterion", "granet", "--init_sparsity", "0.5",
+                   "--granet_sparsity", sparsity, "--granet_prune_end", granet_end],
+    }  # fmt: skip
+
+
+# GraNet's authors end its pruning at their recipe's first learning-rate drop (epoch 80 of 160);
+# the paper's recipe drops first at epoch 150 of 350
+PAPER_GRANET_END = f"{150 / 350:.6g}"
+
+
 def sparsity_ladder(model: str, dataset: str) -> Callable:
-    """FlipOut and GlobalMagnitude at each sparsity of the seed README's ladder."""
+    """FlipOut and GlobalMagnitude at each sparsity of the seed README's ladder, and beside them
+    the dynamic sparse methods at the same sparsities, trained by the same recipe."""
 
     def commands(seeds: Sequence[int]) -> list[list[str]]:
         logdir = f"{model}_{dataset}_sweep"
         grid = []
         for seed in seeds:
-            for freq in LADDER:
+            for freq, level in LADDER.items():
                 common = ["-m", model, "-d", dataset, *RECIPE, "-e", "350", "--seed", str(seed),
-                          "--logdir", logdir, "--prune_freq", str(freq)]  # fmt: skip
+                          "--logdir", logdir]  # fmt: skip
+                periodic = [*common, "--prune_freq", str(freq)]
                 grid += [
-                    [*common, *FLIPOUT, "--comment", f"flipout freq {freq} seed {seed}"],
-                    [*common, *GLOBAL_MAGNITUDE,
+                    [*periodic, *FLIPOUT, "--comment", f"flipout freq {freq} seed {seed}"],
+                    [*periodic, *GLOBAL_MAGNITUDE,
                      "--comment", f"global magnitude freq {freq} seed {seed}"],
                 ]  # fmt: skip
+                methods = dynamic_sparse(LADDER_SPARSITY[freq], PAPER_GRANET_END)
+                grid += [[*common, *flags, "--comment", f"{name} {level} seed {seed}"]
+                         for name, flags in methods.items()]  # fmt: skip
         return grid
 
     return commands
@@ -148,9 +171,9 @@ def paper_figures(model: str) -> Callable:
     return commands
 
 
-def digits_run(seed: int, logdir: str) -> list[str]:
+def digits_run(seed: int, logdir: str, epochs: int = 20) -> list[str]:
     """The demos' training: LeNet-300-100 on digits, 20 epochs of SGD at lr 0.05."""
-    return ["-m", "lenet300", "-d", "digits", "-e", "20", "-bs", "128", "-lr", "0.05",
+    return ["-m", "lenet300", "-d", "digits", "-e", str(epochs), "-bs", "128", "-lr", "0.05",
             "--opt", "sgd", "--momentum", "0.9", "--reg_type", "wdecay", "--lambda", "5e-4",
             "--seed", str(seed), "--num_workers", "0", "--quiet", "--logdir", logdir]  # fmt: skip
 
@@ -223,6 +246,40 @@ def digits_baselines(seeds: Sequence[int]) -> list[list[str]]:
     return grid
 
 
+# two levels of the paper's ladder, each reached by FlipOut and global magnitude halving the live
+# weights periodically, the last prune at epoch 16 of 20: prune_freq, its last epoch, sparsity
+DYNAMIC_LEVELS = {"93.75%": ("4", "17", "0.9375"), "99.61%": ("2", "17", "0.99609375")}
+
+
+def digits_dynamic(seeds: Sequence[int]) -> list[list[str]]:
+    """Dynamic sparse training beside FlipOut in miniature: FlipOut, global magnitude, RigL, SET
+    and GraNet on digits at 93.75% and 99.61%, LeNet-300-100 (338,200 weights: 1,319 live at
+    99.61%) in the demos' 20 epochs; at 99.61% RigL and SET also 5 times as long (100 epochs),
+    as the RigL authors' "RigL 5x". The digits' 12 batches an epoch make the authors' update
+    intervals (100 steps for RigL and SET, 1,000 for GraNet) one or no update in 240 steps: here
+    every 10 steps; GraNet reaches its sparsity at half the run, its authors' default."""
+    often = {"rigl": ["--rigl_update_every", "10"], "set": ["--rigl_update_every", "10"],
+             "granet": ["--granet_update_every", "10"]}  # fmt: skip
+    grid = []
+    for seed in seeds:
+        common = digits_run(seed, "dynamic")
+        for level, (freq, stop, sparsity) in DYNAMIC_LEVELS.items():
+            periodic = ["--prune_freq", freq, "--stop_pruning_at", stop]
+            methods = {name: [*flags, *often[name]]
+                       for name, flags in dynamic_sparse(sparsity, "0.5").items()}  # fmt: skip
+            grid += [
+                [*common, *FLIPOUT, *periodic, "--comment", f"flipout {level} seed {seed}"],
+                [*common, *GLOBAL_MAGNITUDE, *periodic,
+                 "--comment", f"global magnitude {level} seed {seed}"],
+            ]  # fmt: skip
+            grid += [[*common, *flags, "--comment", f"{name} {level} seed {seed}"]
+                     for name, flags in methods.items()]  # fmt: skip
+        longer = digits_run(seed, "dynamic", epochs=100)
+        grid += [[*longer, *methods[name], "--comment", f"{name} 5x {level} seed {seed}"]
+                 for name in ("rigl", "set")]  # fmt: skip
+    return grid
+
+
 # Beyond the paper's networks, built by timm from their names: a small vision transformer (timm's
 # ViT-Tiny cut to 4 blocks of width 64, 4 heads, on 4x4 patches of the 32x32 digits: 64 tokens) and
 # a modern CNN with depthwise convolutions (ConvNeXt-Atto, 3.4M parameters, as timm defines it)
@@ -288,12 +345,13 @@ SWEEPS: dict[str, Sweep] = {
               "x 3 seeds (./get_imagenette.sh first)",
               paper_table("densenet121", "imagenette", "3e-4", "densenet121_imagenette"),
               paper=True),
-        Sweep("vgg19_cifar10_sweep", "FlipOut and GlobalMagnitude at 75% to 99.9% sparsity, "
-              "VGG-19 / CIFAR-10, 3 seeds", sparsity_ladder("vgg19", "cifar10"), paper=True),
-        Sweep("resnet18_cifar10_sweep", "the sparsity ladder on ResNet-18 / CIFAR-10",
-              sparsity_ladder("resnet18", "cifar10"), paper=True),
-        Sweep("densenet121_imagenette_sweep", "the sparsity ladder on DenseNet-121 / Imagenette",
-              sparsity_ladder("densenet121", "imagenette"), paper=True),
+        Sweep("vgg19_cifar10_sweep", "FlipOut, GlobalMagnitude, RigL, SET and GraNet at 75% to "
+              "99.9% sparsity, VGG-19 / CIFAR-10, 3 seeds", sparsity_ladder("vgg19", "cifar10"),
+              paper=True),
+        Sweep("resnet18_cifar10_sweep", "the sparsity ladder on ResNet-18 / CIFAR-10 (the same "
+              "5 methods)", sparsity_ladder("resnet18", "cifar10"), paper=True),
+        Sweep("densenet121_imagenette_sweep", "the sparsity ladder on DenseNet-121 / Imagenette "
+              "(the same 5 methods)", sparsity_ladder("densenet121", "imagenette"), paper=True),
         Sweep("vgg19_cifar10_figures", "every published number on VGG-19 / CIFAR-10: FlipOut, "
               "GlobalMagnitude, Random and SNIP at the 5 sparsities, unpruned, the noise ablation "
               "and Hoyer-Square; 32 runs x 3 seeds", paper_figures("vgg19"), paper=True),
@@ -305,6 +363,9 @@ SWEEPS: dict[str, Sweep] = {
               "seeds of 20 short epochs", digits_demo),
         Sweep("digits_baselines", "FlipOut next to IMP, SynFlow, GraSP, SNIP, GMP and global "
               "magnitude at 98.44% on bundled data: 8 runs x 3 seeds", digits_baselines),
+        Sweep("digits_dynamic", "FlipOut next to RigL, SET, GraNet and global magnitude at "
+              "93.75% and 99.61% on bundled data, RigL and SET also 5x as long: 12 runs x 3 seeds",
+              digits_dynamic),
         Sweep("digits_zoo", "FlipOut (with and without noise) and global magnitude on a small "
               f"ViT and ConvNeXt-Atto (timm) at {ZOO_SPARSITY} on bundled data, and both "
               "unpruned: 8 runs x 3 seeds",

@@ -322,6 +322,13 @@ class GraNet(AtInitialisation):
         0.005,
         "granet: the regrowth fraction at the end of training, reached by cosine annealing",
     )
+    distribution: str = option(
+        "granet_distribution",
+        DISTRIBUTIONS,
+        "erk",
+        "granet: each layer's density at the random start: erk (Erdős-Rényi-Kernel, as the "
+        "authors' CIFAR code starts) or uniform",
+    )
     # the run's optimizer steps (as for RigL); None: the Pruner's own count
     total_steps: int | None = None
 
@@ -350,11 +357,16 @@ class GraNet(AtInitialisation):
     check_schedule = DynamicSparse.check_schedule
 
     def select(self, inputs: PruneInputs, step: Step) -> dict[str, torch.Tensor]:
-        """The random start: in each tensor about its share of round((1 - init_sparsity) *
-        size) live weights (the authors' uniform start)."""
+        """The random start: round((1 - init_sparsity) * size) live weights in all, shared out
+        among the tensors by their ERK or uniform densities."""
         sizes = {name: p.numel() for name, p in inputs.params.items()}
         budget = round((1.0 - step.sparsity) * sum(sizes.values()))
-        keep = keep_counts({name: 1.0 - step.sparsity for name in sizes}, sizes, budget)
+        if self.distribution == "erk":
+            shapes = {name: tuple(p.shape) for name, p in inputs.params.items()}
+            densities = erk_densities(shapes, step.sparsity)
+        else:
+            densities = {name: 1.0 - step.sparsity for name in sizes}
+        keep = keep_counts(densities, sizes, budget)
         scores = inputs.random_scores()
         return prune_lowest_per_layer(scores, inputs.masks, {n: sizes[n] - keep[n] for n in sizes})
 
@@ -401,8 +413,7 @@ class GraNet(AtInitialisation):
             grow[name] = growing.view_as(mask)
         return drop, grow
 
-    def where(self) -> str:
-        return "randomly in each layer"
+    where = DynamicSparse.where
 
     def between_prunes(self) -> str:
         return (

@@ -67,6 +67,34 @@ def test_one_process_under_torchrun_is_a_group_of_one(tmp_path):
     assert summary["final_sparsity"] == 0.75
 
 
+# the options of each criterion that scores by the step's gradient: RigL and GraNet regrow by it,
+# Taylor sums (g * w)^2 over the steps between its prunes
+BY_GRADIENT = {
+    "rigl": ["--init_sparsity", "0.9", "--rigl_update_every", "2"],
+    "granet": ["--init_sparsity", "0.5", "--granet_sparsity", "0.9", "--granet_update_every", "2"],
+    "taylor": ["--prune_freq", "1"],
+}
+
+
+@pytest.mark.parametrize("criterion", sorted(BY_GRADIENT))
+def test_ranks_score_and_regrow_by_the_same_gradient(tmp_path, criterion):
+    # each rank trains on its own shard, so their local gradients differ: scoring or growing by
+    # them would leave the ranks with different masks, which the check after every prune and
+    # update refuses. Reaching "completed" means they used the gradient DDP averaged over ranks
+    process = torchrun("--prune_criterion", criterion, *BY_GRADIENT[criterion], "-e", "2",
+                       "--limit_batches", "4", "--num_workers", "0", "--quiet",
+                       "--logdir", str(tmp_path))  # fmt: skip
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    _, summary = summary_of(tmp_path)
+    assert summary["status"] == "completed" and summary["processes"] == 2
+    updates = [event for event in summary["prune_events"] if "step" in event]
+    if criterion == "taylor":
+        assert summary["final_sparsity"] == 0.5 and not updates
+    else:
+        assert updates and all(event["grown"] > 0 for event in updates)
+
+
 def test_global_batch_must_divide_among_processes(tmp_path):
     process = torchrun("-bs", "127", "-e", "1", "--logdir", str(tmp_path))
     _, err = process.communicate(timeout=300)

@@ -18,7 +18,7 @@ import pytest
 
 import cli
 from experiments.runs import identity, resolve_all
-from experiments.sweeps import SWEEPS
+from experiments.sweeps import LADDER_SPARSITY, SWEEPS
 from tests.support import ROOT
 from tests.support.launcher import in_process, slurm_environment
 from tests.support.runs import records
@@ -101,10 +101,21 @@ def test_extra_arguments_reach_every_command_and_seeds_can_be_chosen(capsys):
 
 def test_the_sparsity_sweep_climbs_the_seed_readmes_ladder(capsys):
     commands = dry_run(capsys, "vgg19_cifar10_sweep")
-    assert len(commands) == 30
-    assert Counter(c.prune_criterion for c in commands) == {"flipout": 15, "global_magnitude": 15}
-    assert {c.prune_freq for c in commands} == {117, 70, 50, 39, 32}
-    assert {(c.epochs, c.prune_rate, c.model) for c in commands} == {(350, 0.5, "vgg19")}
+    assert len(commands) == 75
+    assert Counter(c.prune_criterion for c in commands) == {
+        "flipout": 15, "global_magnitude": 15, "rigl": 15, "set": 15, "granet": 15,
+    }  # fmt: skip
+    periodic = [c for c in commands if c.prune_criterion in ("flipout", "global_magnitude")]
+    assert {c.prune_freq for c in periodic} == {117, 70, 50, 39, 32}
+    assert {(c.epochs, c.prune_rate, c.model) for c in periodic} == {(350, 0.5, "vgg19")}
+    # the dynamic sparse methods at the ladder's exact sparsities, by the same recipe
+    dynamic = [c for c in commands if c not in periodic]
+    levels = {float(f) for f in LADDER_SPARSITY.values()}
+    assert {c.init_sparsity for c in dynamic if c.prune_criterion != "granet"} == levels
+    assert {c.granet_sparsity for c in dynamic if c.prune_criterion == "granet"} == levels
+    assert {(c.epochs, c.lr, c.milestones[0], c.model) for c in dynamic} == {
+        (350, 0.1, 150, "vgg19")
+    }
 
 
 def test_the_demo_is_the_table_in_miniature_on_digits(capsys):

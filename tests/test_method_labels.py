@@ -27,8 +27,10 @@ def figures(hoyer_lambda: str) -> list[tuple[str, int]]:
             ("GlobalMagnitude + noise", 5), (f"Hoyer-Square (λ={hoyer_lambda})", 1)]  # fmt: skip
 
 
-# FlipOut and GlobalMagnitude at each of the sparsity sweep's five levels
-LADDER_PAIRS = [("FlipOut", 1), ("GlobalMagnitude", 1)] * 5
+# FlipOut and GlobalMagnitude at each of the sparsity sweep's five levels, and the dynamic sparse
+# methods beside them
+DYNAMIC = [("RigL", 1), ("SET", 1), ("GraNet", 1)]
+LADDER_PAIRS = [("FlipOut", 1), ("GlobalMagnitude", 1), *DYNAMIC] * 5
 # each sweep's labels, in the order of its commands (seed 0), as (label, repeated)
 SWEEP_LABELS = {
     "vgg19_cifar10": paper_table("6e-5"),
@@ -62,6 +64,11 @@ SWEEP_LABELS = {
         ("GMP", 1),
         ("GMP (global)", 1),
         ("IMP (rewind to epoch 1)", 1),
+    ],
+    "digits_dynamic": [
+        *[("FlipOut", 1), ("GlobalMagnitude", 1), *DYNAMIC] * 2,
+        ("RigL", 1),
+        ("SET", 1),
     ],
     "digits_zoo": [
         ("FlipOut", 1),

@@ -40,7 +40,9 @@ class Lowest(Criterion):
 def final_sparsity(options: dict) -> float:
     """The sparsity a run of these options reaches, as main.py's schedules would: a target, or
     `rate` of the live weights at each scheduled prune before the last epoch."""
-    target = options["snip_sparsity"] or options["init_sparsity"] or options["target_sparsity"]
+    # GraNet starts at init_sparsity and ends at its own target
+    target = options["granet_sparsity"] or options["snip_sparsity"] or options["init_sparsity"]
+    target = target or options["target_sparsity"]
     if target:
         return float(target)
     if options["prune_criterion"] == "none":
@@ -48,7 +50,10 @@ def final_sparsity(options: dict) -> float:
     if options["add_hs"]:
         return 0.9975  # Hoyer-Square's follows from its λ
     prunes = options["rounds"] - 1 if options["prune_criterion"] == "imp" else None
-    prunes = prunes or (options["epochs"] - 1) // options["prune_freq"]
+    last = options["epochs"] - 1  # the last epoch a prune may follow (stop_pruning_at: -1 never)
+    if options["stop_pruning_at"] > 0:
+        last = min(last, options["stop_pruning_at"] - 1)
+    prunes = prunes or last // options["prune_freq"]
     return 1 - (1 - options["prune_rate"]) ** prunes
 
 
@@ -151,6 +156,18 @@ def test_a_normal_sweeps_rows_keep_their_labels(sweep, tmp_path):
     assert (
         grouped.line() == f"{len(methods)} groups of runs (rows keyed by recipe; no method split)."
     )
+
+
+def test_the_dynamic_miniature_sets_rigl_and_set_5x_apart_by_their_epochs(tmp_path):
+    commands = SWEEPS["digits_dynamic"].commands((0, 1, 2))
+    grouped = report_rows.grouping([fabricate(tmp_path, argv, 90.0) for argv in commands])
+    assert grouped.splits == ("RigL by epochs", "SET by epochs")
+    one_recipe, two = ("FlipOut", "GlobalMagnitude", "GraNet"), ("RigL", "SET")
+    runs = ((20, 93.75), (20, 99.61), (100, 99.61))  # (epochs, level): RigL 5x at 99.61%
+    assert [(row.method, round(row.sparsity_mean, 2), row.n) for row in grouped.rows] == [
+        *[(method, level, 3) for method in one_recipe for level in (93.75, 99.61)],
+        *[(f"{method} (epochs {e})", level, 3) for method in two for e, level in runs],
+    ]
 
 
 def two_rates(root: Path) -> list[dict]:
