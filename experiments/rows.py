@@ -36,6 +36,11 @@ PAPER_ORDER = [
     "GraSP",
     "GMP",
     "GMP (global)",
+    "Taylor",
+    # dynamic sparse training
+    "RigL",
+    "SET",
+    "GraNet",
     "Dense",
 ]
 
