@@ -7,7 +7,8 @@
 compact.py cuts the channels pruning made useless out of the network (torch.fx); sparse_runtime.py
 runs what is left with sparse CPU kernels; formats.py writes and reads every format; artifacts.py
 reads a run directory; weights.py reads any weights file for `main.py --init_from`; peek.py
-tells what a file holds without building any of it; flops.py counts multiply-accumulates. This
+tells what a file holds without building any of it; onnx.py writes the compact network as ONNX,
+checks it with onnxruntime and runs it back; flops.py counts multiply-accumulates. This
 room stands on pruning/, models/ and utils/, never above them.
 """
 

@@ -6,6 +6,7 @@
     python -m export RUN_DIR --to dense OUT            # plain state dict, pruned weights zero
     python -m export RUN_DIR --to torch_prune OUT      # torch.nn.utils.prune's _orig / _mask
     python -m export RUN_DIR --to sparse OUT           # pruned tensors in CSR: a smaller file
+    python -m export RUN_DIR --to onnx OUT             # compact, as ONNX for onnxruntime
 
 One call loads any of them as a ready network in eval mode, on the CPU or `device`:
 
@@ -20,9 +21,11 @@ the code keeps to:
 - `load` runs no code of the file (export/safe_load.py), and every module export (compact,
   sparse_runtime) is read back that way before it is written, so one it could not load is refused.
 - Every export records the run directory it was written from, resolved ("run_dir" in a dict
-  export, in export_info for a module). An export replaces only an export of the same run
-  directory and network (another only with `--force`), never a file it did not make nor a file a
-  run keeps; what is at OUT is read from its pickle without building any of it (export/peek.py).
+  export, in export_info for a module, flipout.run_dir in an ONNX model's metadata_props). An
+  export replaces only an export of the same run directory and network (another only with
+  `--force`), never a file it did not make nor a file a run keeps; what is at OUT is read from
+  its pickle without building any of it (export/peek.py), or from its protobuf for an ONNX file
+  (export/onnx.py).
 
 Run the tool as `python -m export` from the repository root, not as `python export/formats.py`:
 that would put export/ on sys.path, where export/inspect.py would shadow the standard library's
@@ -31,6 +34,7 @@ that would put export/ on sys.path, where export/inspect.py would shadow the sta
 
 import functools
 import io
+import json
 import math
 import os
 import pickle
@@ -45,6 +49,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from export import onnx as onnx_export
 from export.artifacts import NotANetwork, PrunedRun, load_run, meta_model, reason, shown
 from export.compact import SELF_CHECK_TOLERANCE, NotCompactable, compact
 from export.peek import Inert, NotPeekable, peek
@@ -67,10 +72,11 @@ CPU = torch.device("cpu")
 
 @dataclass(frozen=True)
 class Made:
-    """What a format's `make` returns: the payload `torch.save` writes, and the lines of the
-    report that only the making knows (sparse_runtime's kernel timings)."""
+    """What a format's `make` returns: the payload `torch.save` writes (for a format of its own
+    file, the file's bytes), and the lines of the report that only the making knows
+    (sparse_runtime's kernel timings, onnx's check)."""
 
-    payload: dict | nn.Module
+    payload: dict | nn.Module | bytes
     notes: tuple[str, ...] = ()
 
 
@@ -87,7 +93,10 @@ class ExportFormat:
     file is of the format whose `keys` it holds, and `load` gets that dict with its keys and its
     spec checked. A module format (`module=True`, no keys) writes a whole network, as
     compaction changes the architecture; `load` gets the module, read without running any code
-    of the file (export/safe_load.py), whose export_info["format"] names the format."""
+    of the file (export/safe_load.py), whose export_info["format"] names the format. A format
+    of its own file, which torch.save does not write (onnx), has neither: `make` returns the
+    file's bytes, stamped and checked, `header` tells its files from any other, and `read`
+    gives `load` what it reads from one (None for a file not of the format)."""
 
     name: str
     summary: str  # what it writes, as the description of `python -m export --help` lists it
@@ -101,13 +110,23 @@ class ExportFormat:
     needs_pruning: bool = False
     # (run, payload as saved, its size in bytes) -> the lines printed after "wrote OUT"
     report: Callable[[PrunedRun, Any, int], list[str]] = nothing_to_report
+    # a format of its own file: (file) -> what it says of itself, None for another file
+    header: Callable[[str | Path], "ExportHeader | None"] | None = None
+    # and (file) -> what its `load` takes, None for a file not of the format
+    read: Callable[[str | Path], Any] | None = None
 
     def __post_init__(self) -> None:
-        # a format is told from a file by its keys (a dict) or its export_info (a module)
-        if self.module == bool(self.keys):
+        # a format is told from a file by its keys (a dict), its export_info (a module) or its
+        # own header
+        if self.header is None and self.module == bool(self.keys):
             raise ValueError(
                 f"export format {self.name!r}: keys are the keys of a state format's dict, and a "
                 "module format (module=True) has none"
+            )
+        if self.header is not None and (self.module or self.keys or self.read is None):
+            raise ValueError(
+                f"export format {self.name!r}: a format of its own file (header) reads it with "
+                "`read`, and has neither keys nor module=True"
             )
 
 
@@ -517,7 +536,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
 def read_any_export(path: str | Path) -> tuple[ExportFormat, object]:
     """The format of the export `path`, and what its loader takes: the module, read without
-    running code of the file, or the dict, its keys and spec checked."""
+    running code of the file, or the dict, its keys and spec checked, or what a format of its
+    own file reads."""
+    for record in own_file_formats():
+        held = record.read(path)
+        if held is not None:
+            return record, held
     with reading(path):
         # a module export names classes for the unpickler to build; a dict of tensors none
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -547,6 +571,40 @@ def sparse_report(run: PrunedRun, payload: dict, size: int) -> list[str]:
     dense = saved_size(dense_payload(run))
     ratio = f"{dense / size:.1f}x smaller" if size <= dense else f"{size / dense:.1f}x larger"
     return [f"sparse: {file_size(size)}, dense: {file_size(dense)} ({ratio})"]
+
+
+def masked_network(run: PrunedRun) -> nn.Module:
+    """The run's network with its masks applied, in eval mode: what every export must answer."""
+    return dense_model(dense_payload(run))
+
+
+def onnx_made(run: PrunedRun, batch: int) -> Made:
+    """The compact network as ONNX, recording the run, once onnxruntime answers what the masked
+    network does; a UserError, one line, for a network ONNX cannot express or one it answers
+    differently."""
+    module = compact_module(run, "onnx")
+    fields = {
+        "format": "onnx",
+        "spec": spec_json(run.spec),
+        "run_dir": recorded_dir(run),
+    }
+    try:
+        data = onnx_export.onnx_bytes(module, run.input_shape, fields)
+        agreed = onnx_export.check(data, masked_network(run), run.input_shape)
+    except UserError as error:
+        raise UserError(f"{run.run_dir}: --to onnx: {error}") from None
+    return Made(data, (*compact_lines(module), agreed))
+
+
+def onnx_header(path: str | Path) -> "ExportHeader | None":
+    held = onnx_export.metadata(path)
+    if held is None:
+        return None
+    return ExportHeader("onnx", held["spec"], recorded_run(held["run_dir"]))
+
+
+def onnx_network(path: str | Path, data: bytes, device: torch.device) -> nn.Module:
+    return onnx_export.network(path, data, device)
 
 
 def semi_structured_report(run: PrunedRun, payload: dict, size: int) -> list[str]:
@@ -603,6 +661,15 @@ SEMI_STRUCTURED = ExportFormat(
     needs_pruning=True,
     report=semi_structured_report,
 )
+ONNX = ExportFormat(
+    name="onnx",
+    summary="the compacted network as ONNX for onnxruntime",
+    make=onnx_made,
+    load=onnx_network,
+    needs_pruning=True,
+    header=onnx_header,
+    read=onnx_export.read,
+)
 
 # name -> format, in the order `--to` offers them; a format of one's own is one more entry
 # (docs/library.md, "An export format")
@@ -613,6 +680,7 @@ FORMATS: dict[str, ExportFormat] = {
     "torch_prune": TORCH_PRUNE,
     "sparse": SPARSE,
     "semi_structured": SEMI_STRUCTURED,
+    "onnx": ONNX,
 }
 
 
@@ -638,7 +706,11 @@ MODULE_FORMATS = ModuleFormats()
 
 
 def state_formats() -> list[ExportFormat]:
-    return [record for record in FORMATS.values() if not record.module]
+    return [record for record in FORMATS.values() if record.keys]
+
+
+def own_file_formats() -> list[ExportFormat]:
+    return [record for record in FORMATS.values() if record.header is not None]
 
 
 def export_format(name: str) -> ExportFormat:
@@ -675,7 +747,8 @@ def export_header(path: str | Path) -> ExportHeader | None:
     try:
         held = peek(path)
     except NotPeekable:
-        return None
+        headers = (record.header(path) for record in own_file_formats())
+        return next((header for header in headers if header is not None), None)
     if isinstance(held, dict):
         return state_header(held)
     if isinstance(held, Inert) and held.name == GRAPH_MODULE and held.args:
@@ -804,6 +877,20 @@ def target_of(out: Path) -> Path:
     return target
 
 
+def as_json(spec: dict) -> object:
+    """`spec` as an export that records it in JSON reads it back (tuples become lists)."""
+    return json.loads(spec_json(spec))
+
+
+def spec_json(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, default=repr)
+
+
+def an_export(fmt: str) -> str:
+    """The format named with its article: a compact export, an onnx export."""
+    return f"{'an' if fmt[:1] in tuple('aeiou') else 'a'} {fmt} export"
+
+
 def other_export(header: ExportHeader, run: PrunedRun) -> str | None:
     """How the export `header` describes differs from one of `run`: None when it is of the same
     run directory and network."""
@@ -811,7 +898,7 @@ def other_export(header: ExportHeader, run: PrunedRun) -> str | None:
         return "written by an earlier version of python -m export, which did not record its run"
     if header.run_dir != str(run.run_dir.resolve()):
         return f"of another run ({one_line(header.run_dir)})"
-    if header.spec != run.spec:
+    if header.spec not in (run.spec, as_json(run.spec)):
         return f"of another network of that run directory ({one_line(reprlib.repr(header.spec))})"
     return None
 
@@ -829,13 +916,17 @@ def check_replaceable(out: Path, target: Path, run: PrunedRun, force: bool) -> N
         )
     other = other_export(header, run)
     if other is not None and not force:
-        raise UserError(f"{out} is a {header.format} export {other}; --force replaces it")
+        raise UserError(f"{out} is {an_export(header.format)} {other}; --force replaces it")
+
+
+def recorded_dir(run: PrunedRun) -> str:
+    return str(run.run_dir.resolve())
 
 
 def stamped(payload: dict | nn.Module, run: PrunedRun) -> dict | nn.Module:
     """`payload` with the run directory it is exported from (RUN_KEY), by which a later export
     onto the same file tells whether it replaces one of the same run."""
-    where = str(run.run_dir.resolve())
+    where = recorded_dir(run)
     if isinstance(payload, nn.Module):
         payload.export_info[RUN_KEY] = where
         return payload
@@ -848,7 +939,7 @@ def not_a_run_directory(path: Path) -> str:
     if header is not None:
         source = f" ({one_line(header.run_dir)})" if header.run_dir else ""
         return (
-            f"{path} is a {header.format} export of python -m export, not a run directory; "
+            f"{path} is {an_export(header.format)} of python -m export, not a run directory; "
             f"give the run directory it was exported from{source}"
         )
     folder = path.absolute().parent
@@ -888,8 +979,9 @@ def export(
             "--to dense writes the network as it is"
         )
     made = record.make(run, batch)
-    payload = stamped(made.payload, run)
-    data = saved(payload)
+    # a format of its own file: `make` gave the bytes, already stamped and checked
+    payload = made.payload if record.header else stamped(made.payload, run)
+    data = payload if record.header else saved(payload)
     if record.module:
         read_back(data, payload, run.input_shape)
     write(data, out, target)

@@ -191,7 +191,7 @@ def test_a_bad_run_dir_is_one_error_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("tool", "argv"),
     [
-        (export, ["RUN", "--to", "onnx", "OUT"]),
+        (export, ["RUN", "--to", "tflite", "OUT"]),
         (export, ["RUN", "OUT"]),
         (export, ["RUN", "--to", "dense"]),
         (inspect_tool, []),
@@ -204,5 +204,5 @@ def test_a_bad_command_line_is_one_error_line_and_exit_2(tmp_path, capsys, tool,
     [line] = captured.err.splitlines()
     assert line.startswith("error: ")
     assert captured.out == ""
-    if "onnx" in argv:
-        assert "invalid choice: 'onnx'" in line
+    if "tflite" in argv:
+        assert "invalid choice: 'tflite'" in line
