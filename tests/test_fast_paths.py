@@ -233,6 +233,45 @@ def test_bench_epoch_section_trains_one_timed_epoch(tmp_path):
     assert any("350 CIFAR-10 epochs" in row for row in table)
 
 
+def test_bench_inference_reports_accuracy_and_limit_and_flags_a_network_at_chance(
+    tmp_path, monkeypatch
+):
+    from bench import __main__ as bench_main
+    from bench import inference
+    from utils.rundir import read_summary, write_summary
+
+    monkeypatch.setattr(inference, "cache_dir", lambda: tmp_path)
+    cpu = torch.device("cpu")
+    # half the weights pruned before one batch of training: the code path in a second
+    options = "-m lenet5 -d digits -e 1 --schedule oneshot --target_sparsity 0.5 -bs 32 -tbs 64"
+    recipe = inference.Recipe((*options.split(), "--limit_batches", "1", "--quiet", "--save_model"))
+    (row,) = inference.run(cpu, repeats=1, recipes=[recipe])
+    run_dir = recipe.run_dir(cpu)
+    summary = read_summary(run_dir)
+    assert (row["accuracy"], row["limit"]) == (
+        summary["final_test_acc"],
+        summary["theoretical_speedup"],
+    )
+
+    # the cached run is read back, never trained again
+    def train(argv):
+        raise AssertionError(f"trained again: {argv}")
+
+    monkeypatch.setattr(inference.training_cli, "main", train)
+    for accuracy, flagged in ((97.5, False), (15.0, True)):
+        write_summary(run_dir, {**summary, "final_test_acc": accuracy})
+        table = bench_main.inference_table(inference.run(cpu, repeats=1, recipes=[recipe]))
+        assert "| test accuracy | limit (MACs dense / live) |" in table[4]
+        rows = [line for line in table if line.startswith("| lenet5 |")]
+        head = f"| lenet5 | 50.00% | {accuracy:.2f}% | {summary['theoretical_speedup']:.1f}x |"
+        assert all(line.startswith(head) for line in rows)
+        if flagged:
+            assert len(rows) == 1 and "**does not classify**: not timed" in rows[0]
+        else:
+            assert [line.split(" | ")[5] for line in rows] == ["1", "64"]
+            assert all("of the limit)" in line for line in rows)
+
+
 def test_bench_bookkeeping_section_runs_and_reports_every_row():
     from bench import __main__ as bench_main
     from bench import bookkeeping
