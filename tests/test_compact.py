@@ -237,7 +237,7 @@ def test_a_sparse_runtime_export_written_before_the_export_room_still_loads(tmp_
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--to", "onnx"], "argument --to: invalid choice: 'onnx'"),
+    [(["--to", "tflite"], "argument --to: invalid choice: 'tflite'"),
      (["--to", "sparse_runtime", "--batch", "0"], "argument --batch")],
 )  # fmt: skip
 def test_bad_export_arguments_end_in_one_line(run_dir, tmp_path, capsys, argv, message):
