@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from bench import bookkeeping, dynamic, epoch, inference, pipeline, prune
+from export.formats import threads_text
 from utils.flags import Accumulated
 from utils.io import write_text_atomic
 from utils.runtime import resolve_device
@@ -190,6 +191,9 @@ def epoch_tables(device, images: int | None, networks: list[str], record: Path) 
     return [*rows, f"Recorded in {record.name} for `python -m experiments list`."]
 
 
+EXPORTS = ("compact", "sparse", "onnxruntime")
+
+
 def inference_table(rows: list[dict]) -> list[str]:
     lines = [
         "### 6. Inference of a pruned network: dense against its exports, on the CPU",
@@ -199,12 +203,14 @@ def inference_table(rows: list[dict]) -> list[str]:
         "under ~/.cache/flipout/bench/), timed on real test images. *limit*: the dense network's "
         "multiply-accumulates over the live weights' (summary.json's `theoretical_speedup`), the "
         "speed-up of an export bound by arithmetic alone. *compact*: `--to compact`; *sparse*: "
-        "`--to sparse_runtime`, its kernels chosen by timing at the batch size of the row. A "
-        "network at chance accuracy does not classify, and is not timed.",
+        "`--to sparse_runtime`, its kernels chosen by timing at the batch size and thread count "
+        "of the row; *onnxruntime*: `--to onnx` run by onnxruntime. Each is timed on one thread "
+        "and on all of them, and shown at the faster, with its thread count. A network at chance "
+        "accuracy does not classify, and is not timed.",
         "",
         "| network | sparsity | test accuracy | limit (MACs dense / live) | parameters (dense -> "
-        "compact) | batch | dense | compact | sparse | compact speed-up | sparse speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "compact) | batch | dense | compact | sparse | onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         head = (
@@ -212,9 +218,9 @@ def inference_table(rows: list[dict]) -> list[str]:
             f"{row['limit']:.1f}x |"
         )
         if not row["classifies"]:
-            lines.append(f"{head} - | - | **does not classify**: not timed | | | | |")
-        for batch, times in row.get("times", {}).items():
-            lines.append(f"{head} {inference_cells(row, batch, times)}")
+            lines.append(f"{head} - | - | **does not classify**: not timed | | | |")
+        for batch in row.get("times", {}):
+            lines.append(f"{head} {inference_cells(row, batch)}")
     timed = [row for row in rows if row["classifies"]]
     if timed:
         difference = max(row["difference"] for row in timed)
@@ -226,19 +232,23 @@ def inference_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def inference_cells(row: dict, batch: int, times: dict) -> str:
-    """A timed row's cells from the parameters on: each export's speed-up, and its share of the
-    limit."""
-    params, (sparse_layers, layers) = row["params"], row["sparse_layers"][batch]
-    speedups = [times["dense"] / times[name] for name in ("compact", "sparse")]
-    shown = [
-        f"**{speedup:.1f}x** ({speedup / row['limit']:.0%} of the limit)" for speedup in speedups
-    ]
-    return (
-        f"{params[0]:,} -> {params[1]:,} | {batch} | {ms(times['dense'])} | "
-        f"{ms(times['compact'])} | {ms(times['sparse'])} ({sparse_layers}/{layers} layers sparse) "
-        f"| {' | '.join(shown)} |"
-    )
+def inference_cells(row: dict, batch: int) -> str:
+    """A timed row's cells from the parameters on: each export's time, its speed-up over dense
+    and its share of the limit, at its faster thread count."""
+    params, times, counts = row["params"], row["times"][batch], row["threads"][batch]
+    sparse_layers, layers = row["sparse_layers"][batch]
+    cells = []
+    for name in EXPORTS:
+        speedup = times["dense"] / times[name]
+        cell = (
+            f"{ms(times[name])}, **{speedup:.1f}x** ({speedup / row['limit']:.0%} of the limit), "
+            f"{threads_text(counts[name])}"
+        )
+        if name == "sparse":
+            cell += f"; {sparse_layers}/{layers} layers sparse"
+        cells.append(cell)
+    dense = f"{ms(times['dense'])}, {threads_text(counts['dense'])}"
+    return f"{params[0]:,} -> {params[1]:,} | {batch} | {dense} | {' | '.join(cells)} |"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ side by side with its compact export (export/compact.py) and its sparse-kernel e
 sparse kernels run.
 """
 
-import copy
 import hashlib
 import json
 import os
@@ -28,9 +27,11 @@ import torch
 import main as training_cli
 from bench.timing import interleaved
 from data import build_datasets
+from export import onnx as onnx_export
 from export.artifacts import load_run
-from export.compact import channel_count, compact, parameter_count
-from export.sparse_runtime import sparsify
+from export.compact import channel_count, parameter_count
+from export.formats import compact_module, masked_network, sparse_runtime_module
+from export.sparse_runtime import thread_counts, threads
 from utils.errors import UserError
 from utils.rundir import MODEL, read_summary
 
@@ -57,15 +58,19 @@ class Recipe:
         return cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pruned_vgg19(epochs: int, prune_freq: int) -> Recipe:
-    """VGG-19 pruned at the end of every `prune_freq` epochs but the last: epochs // prune_freq
+def pruned(model: str, epochs: int, prune_freq: int) -> Recipe:
+    """`model` pruned at the end of every `prune_freq` epochs but the last: epochs // prune_freq
     halvings, fewer by one where `prune_freq` divides `epochs`."""
-    return Recipe((*RECIPE, "-m", "vgg19", "-e", str(epochs), "--prune_freq", str(prune_freq)))
+    return Recipe((*RECIPE, "-m", model, "-e", str(epochs), "--prune_freq", str(prune_freq)))
 
 
 # 7 halvings leave 0.78% of the weights (99.22% sparse), 10 leave 0.098% (99.90%); pruning every
 # 2 epochs to 99.9% collapsed the network to chance (issue 34), every 3 kept it at 98%
-RECIPES = (pruned_vgg19(epochs=32, prune_freq=3), pruned_vgg19(epochs=16, prune_freq=2))
+RECIPES = tuple(
+    pruned(model, epochs, prune_freq)
+    for model in ("vgg19", "resnet18")
+    for epochs, prune_freq in ((32, 3), (16, 2))
+)
 
 
 def cache_dir() -> Path:
@@ -97,28 +102,49 @@ def held_out_images(summary: dict, count: int) -> torch.Tensor:
     return torch.stack([test[index][0] for index in range(count)])
 
 
-def timed(model, masks, input_shape, images: torch.Tensor, device, repeats: int) -> dict:
-    """Sizes of the compact export, and milliseconds per forward pass of the masked network and
-    each export, per batch size."""
-    compacted, _ = compact(model, input_shape, masks)
+def onnx_case(compacted, input_shape, example: torch.Tensor, count: int):
+    """The compact network as onnxruntime runs it on `count` threads, on `example`."""
+    session = onnx_export.session(onnx_export.onnx_bytes(compacted, input_shape, {}), threads=count)
+    feed = {onnx_export.INPUT: example.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def timed(run, images: torch.Tensor, device, repeats: int) -> dict:
+    """Sizes of the compact export, and per batch size the milliseconds per forward pass of the
+    masked network and of each export, each at its faster thread count, and that count. The
+    exports are those python -m export writes, the sparse one's kernels chosen by timing at that
+    batch size and thread count."""
+    model = masked_network(run)
+    compacted = compact_module(run)
     row = {
         "params": (parameter_count(model), parameter_count(compacted)),
         "channels": (channel_count(model), channel_count(compacted)),
         "times": {},
+        "threads": {},
         "sparse_layers": {},
+        "difference": 0.0,
     }
     for batch in BATCHES:
         example = images[:batch]
-        sparse, choices = sparsify(copy.deepcopy(compacted), example)
-        row["sparse_layers"][batch] = (sum(c.sparse for c in choices), len(choices))
-        row["difference"] = max(row.get("difference", 0.0), difference(model, sparse, example))
-        cases = {
-            "dense": lambda m=model, x=example: m(x),
-            "compact": lambda m=compacted, x=example: m(x),
-            "sparse": lambda m=sparse, x=example: m(x),
-        }
-        with torch.inference_mode():
-            row["times"][batch] = interleaved(cases, device, repeats, warmup=2)
+        best: dict[str, tuple[float, int]] = {}
+        for count in thread_counts():
+            with threads(count):
+                sparse, choices = sparse_runtime_module(run, batch, count)
+                row["sparse_layers"][batch] = (sum(c.sparse for c in choices), len(choices))
+                row["difference"] = max(row["difference"], difference(model, sparse, example))
+                cases = {
+                    "dense": lambda m=model, x=example: m(x),
+                    "compact": lambda m=compacted, x=example: m(x),
+                    "sparse": lambda m=sparse, x=example: m(x),
+                    "onnxruntime": onnx_case(compacted, run.input_shape, example, count),
+                }
+                with torch.inference_mode():
+                    measured = interleaved(cases, device, repeats, warmup=2)
+            for name, seconds in measured.items():
+                if name not in best or seconds < best[name][0]:
+                    best[name] = (seconds, count)
+        row["times"][batch] = {name: seconds for name, (seconds, _) in best.items()}
+        row["threads"][batch] = {name: count for name, (_, count) in best.items()}
     return row
 
 
@@ -134,7 +160,6 @@ def measure(run_dir: Path, summary: dict, device, repeats: int) -> dict:
     """One table row: the run's accuracy, sparsity and FLOP-bound limit, and its timings unless
     the network does not classify."""
     run = load_run(run_dir)
-    model = run.model.eval()
     row = {
         "network": run.spec["name"],
         "sparsity": summary["final_sparsity"],
@@ -144,7 +169,7 @@ def measure(run_dir: Path, summary: dict, device, repeats: int) -> dict:
     }
     if row["classifies"]:
         images = held_out_images(summary, max(BATCHES))
-        row.update(timed(model, run.masks, run.input_shape, images, device, repeats))
+        row.update(timed(run, images, device, repeats))
     return row
 
 

@@ -52,9 +52,21 @@ from torch.nn.utils import prune
 from export import onnx as onnx_export
 from export.artifacts import NotANetwork, PrunedRun, load_run, meta_model, reason, shown
 from export.compact import SELF_CHECK_TOLERANCE, NotCompactable, compact
+from export.fold import fold_batchnorm
 from export.peek import Inert, NotPeekable, peek
 from export.safe_load import Refused, read_module
-from export.sparse_runtime import LayerChoice, choice_table, quiet_csr, sparsify
+from export.sparse_runtime import (
+    LayerChoice,
+    choice_table,
+    faster_pools,
+    fixed_size,
+    fuse_into_sparse,
+    quiet_csr,
+    seconds_per_call,
+    sparsify,
+    thread_counts,
+    threads,
+)
 from models import build_model
 from pruning.mask import human
 from pruning.options import Bounded
@@ -264,27 +276,66 @@ def compact_module(run: PrunedRun, fmt: str = "compact") -> nn.Module:
         needs = "" if fmt == "compact" else f"--to {fmt} is made from the compact network, and "
         raise UserError(f"{run.run_dir}: {needs}{error}") from None
     side = run.spec["image_size"]
+    folded = fold_batchnorm(gm)
     gm.export_info = {
         "format": "compact",
         "spec": run.spec,
         "input_shape": list(run.input_shape),
         # a constant folded through zero padding: exact at the run's image size only
         "exact_image_size": side if report.fixed_size else None,
+        "fixed_size_because": ["a constant folded through zero padding"]
+        if report.fixed_size
+        else [],
         **report.as_dict(),
+        "batchnorms_folded": folded,
     }
     return gm
 
 
-def sparse_runtime_module(run: PrunedRun, batch: int) -> tuple[nn.Module, list[LayerChoice]]:
-    """The compact network with sparse kernels where they are faster at `batch` images, and
-    the timings that decided."""
+def sparse_runtime_module(
+    run: PrunedRun, batch: int, thread_count: int | None = None
+) -> tuple[nn.Module, list[LayerChoice]]:
+    """The compact network with sparse kernels where they are faster at `batch` images, on
+    `thread_count` threads, or on whichever of one and all threads runs the whole network faster
+    (which it records); and the timings that decided."""
+    if thread_count is None:
+        made = {count: sparse_runtime_module(run, batch, count) for count in thread_counts()}
+        example = run_example(run, batch)
+        with torch.no_grad():
+            times = {}
+            for count, (gm, _) in made.items():
+                with threads(count):
+                    times[count] = seconds_per_call(gm, example, repeats=7) * 1e3
+        fastest = min(times, key=times.get)
+        gm, choices = made[fastest]
+        # text keys: an export's info holds only what JSON could
+        gm.export_info.update(
+            threads=fastest, thread_times_ms={str(n): t for n, t in times.items()}
+        )
+        return gm, choices
     gm = compact_module(run, "sparse_runtime")
-    example = torch.randn(batch, *run.input_shape, generator=torch.Generator().manual_seed(0))
-    gm, choices = sparsify(gm, example)
-    gm.export_info.update(
-        format="sparse_runtime", batch=batch, sparse_layers=[c.name for c in choices if c.sparse]
+    with threads(thread_count):
+        gm, choices = sparsify(gm, run_example(run, batch))
+    fuse_into_sparse(gm)
+    faster_pools(gm)
+    info = gm.export_info
+    info.update(
+        format="sparse_runtime",
+        batch=batch,
+        threads=thread_count,
+        sparse_layers=[c.name for c in choices if c.sparse],
+        kernels={c.name: c.chosen for c in choices},
     )
+    if fixed_size(gm):
+        info["exact_image_size"] = run.spec["image_size"]
+        info["fixed_size_because"].append("convolutions unrolled for it")
     return gm, choices
+
+
+def run_example(run: PrunedRun, batch: int) -> torch.Tensor:
+    """Random images of the run's shape: what the kernels are timed on (their speed does not
+    depend on the values)."""
+    return torch.randn(batch, *run.input_shape, generator=torch.Generator().manual_seed(0))
 
 
 # -- loading them back ----------------------------------------------------------------------
@@ -564,7 +615,24 @@ def sparse_runtime_made(run: PrunedRun, batch: int) -> Made:
     module, choices = sparse_runtime_module(run, batch)
     if not choices:
         return Made(module)
-    return Made(module, (f"kernels chosen by timing at batch {batch}:", choice_table(choices)))
+    info = module.export_info
+    count = info["threads"]
+    times = {int(n): t for n, t in info["thread_times_ms"].items()}
+    lines = [f"kernels chosen by timing at batch {batch} on {threads_text(count)}:"]
+    lines.append(choice_table(choices))
+    if len(times) > 1:
+        other = ", ".join(
+            f"{ms:.2f} ms on {threads_text(n)}" for n, ms in times.items() if n != count
+        )
+        lines.append(
+            f"fastest on {threads_text(count)} at batch {batch} ({times[count]:.2f} ms against "
+            f"{other}): torch.set_num_threads({count}) before running it"
+        )
+    return Made(module, tuple(lines))
+
+
+def threads_text(count: int) -> str:
+    return f"{count} thread{'s' if count > 1 else ''}"
 
 
 def sparse_report(run: PrunedRun, payload: dict, size: int) -> list[str]:
@@ -840,9 +908,11 @@ def write(data: bytes, out: Path, target: Path | None = None) -> None:
 
 def compact_lines(module: nn.Module) -> list[str]:
     info = module.export_info
+    # exports written before the reason was recorded had one reason only
+    because = info.get("fixed_size_because") or ["a constant folded through zero padding"]
     size = (
-        f"exact at {info['exact_image_size']}x{info['exact_image_size']} images only (a "
-        "constant folded through zero padding)"
+        f"exact at {info['exact_image_size']}x{info['exact_image_size']} images only "
+        f"({'; '.join(because)})"
         if info["exact_image_size"]
         else "exact at any image size"
     )
@@ -850,6 +920,10 @@ def compact_lines(module: nn.Module) -> list[str]:
         f"parameters: {info['params_before']:,} -> {info['params_after']:,}; conv and linear "
         f"outputs: {info['channels_before']:,} -> {info['channels_after']:,}; {size}"
     ]
+    if info.get("batchnorms_folded"):
+        lines.append(
+            f"BatchNorm layers folded into the convolution before them: {info['batchnorms_folded']}"
+        )
     if info.get("not_compacted"):
         lines.append(f"left at full size, their weights masked: {shown(info['not_compacted'])}")
     return lines

@@ -121,8 +121,9 @@ def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], fields: dict[str
     return model.SerializeToString()
 
 
-def session(data: bytes, device: torch.device = CPU):
-    """An onnxruntime InferenceSession of the model `data` on `device` (CPU or CUDA)."""
+def session(data: bytes, device: torch.device = CPU, threads: int = 0):
+    """An onnxruntime InferenceSession of the model `data` on `device` (CPU or CUDA), on
+    `threads` threads (0: onnxruntime's choice)."""
     _, onnxruntime = libraries()
     provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     if provider not in onnxruntime.get_available_providers():
@@ -132,6 +133,7 @@ def session(data: bytes, device: torch.device = CPU):
         )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are raised to us as exceptions
+    options.intra_op_num_threads = threads
     return onnxruntime.InferenceSession(data, options, providers=[provider])
 
 

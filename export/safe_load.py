@@ -35,7 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from export.sparse_runtime import SparseConv2d, SparseLinear, quiet_csr
+from export.sparse_runtime import (
+    MaxPool2x2,
+    SparseConv2d,
+    SparseLinear,
+    UnrolledConv2d,
+    quiet_csr,
+)
 from utils.checkpoint import load_weights_only, refused_global, unpickling_reason
 
 # a forward longer than this is not one torch.fx wrote for a network this tool can export
@@ -66,7 +72,7 @@ def torch_layers() -> dict[str, type]:
 def allowed_globals() -> list[tuple[object, str]]:
     """What an export's pickle may name, beyond the tensors, storages, dtypes and containers
     that torch's weights-only unpickler takes by itself: (object, pickled name)."""
-    ours = {cls.__name__: cls for cls in (SparseConv2d, SparseLinear)}
+    ours = {cls.__name__: cls for cls in (SparseConv2d, SparseLinear, UnrolledConv2d, MaxPool2x2)}
     named = {
         **torch_layers(),
         **{f"export.sparse_runtime.{name}": cls for name, cls in ours.items()},

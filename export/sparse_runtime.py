@@ -11,10 +11,19 @@ input, at the batch size asked for, and keeps whichever is faster. Every other l
 grouped and depthwise convolutions, convolutions of other dimensions, nn.MultiheadAttention and
 the layers inside it, which it reads the weights of itself.
 
-Only the two module classes here are needed to load such a network back; `torch.load(path,
+Deep in a network the images are small (8x8, 4x4 and 2x2 in a VGG on 32x32 inputs) and each layer
+keeps a few hundred live weights: there the layer's arithmetic costs less than the calls around it
+(unfolding, transposing). For those a convolution can instead be unrolled: as the linear map it is
+from one flattened image to the next, one CSR matrix with a row per output value and a nonzero per
+live weight and output position it reaches, applied in a single product. That fixes the layer to
+its input's height and width, so an export with such a layer is exact at its run's image size
+only, and says so.
+
+Only the module classes here are needed to load such a network back; `torch.load(path,
 weights_only=False)` finds them when this repository is on the Python path.
 """
 
+import operator
 import time
 import warnings
 from contextlib import contextmanager
@@ -27,6 +36,10 @@ from torch import fx, nn
 # a sparse layer must be this much faster than the dense one to replace it: closer calls are
 # within the timing noise, and the dense layer is the simpler one
 MARGIN = 0.9
+# an unrolled convolution holds a nonzero per live weight and output position: beyond this many
+# (16M: 128 MiB with their indices) the image is too large for it to pay
+UNROLLED_LIMIT = 1 << 24
+ADDITIONS = {operator.add, operator.iadd, torch.add}
 
 
 @contextmanager
@@ -38,10 +51,22 @@ def quiet_csr():
         yield
 
 
+def compressed(matrix: torch.Tensor) -> torch.Tensor:
+    """A 2-d tensor (dense or sparse COO) as CSR, with 32-bit indices where they fit: the
+    product would otherwise convert 64-bit ones to 32 bits on every call."""
+    with quiet_csr():
+        matrix = matrix.to_sparse_csr()
+        if max(matrix.shape) < 2**31 and matrix.values().numel() < 2**31:
+            matrix = torch.sparse_csr_tensor(
+                matrix.crow_indices().int(), matrix.col_indices().int(), matrix.values(),
+                matrix.shape, check_invariants=False,  # to_sparse_csr made them valid
+            )  # fmt: skip
+        return matrix
+
+
 def csr(weight: torch.Tensor) -> torch.Tensor:
     """The weight as an (out, rest) CSR matrix of its nonzero entries."""
-    with quiet_csr():
-        return weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
+    return compressed(weight.detach().reshape(weight.shape[0], -1))
 
 
 class SparseLinear(nn.Module):
@@ -64,6 +89,30 @@ class SparseLinear(nn.Module):
         return f"{self.in_features}, {self.out_features}, live={self.weight.values().numel()}"
 
 
+def output_side(conv: nn.Module, side: int, dim: int) -> int:
+    """The output's size along spatial dimension `dim` of a convolution whose input is `side`."""
+    span = conv.dilation[dim] * (conv.kernel_size[dim] - 1) + 1
+    return (side + 2 * conv.padding[dim] - span) // conv.stride[dim] + 1
+
+
+def columns(conv: nn.Module, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The input unfolded for a product with the weight, (in * kh * kw, batch * height * width)
+    for an output of that size: F.unfold's columns with the batch moved inside, made as one copy
+    of a strided view of the padded input, several times faster than F.unfold's im2col on the
+    CPU (0.12 against 0.82 ms for 125 channels of 16x16, 3x3)."""
+    pad_h, pad_w = conv.padding
+    if pad_h or pad_w:
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    batch, channels = x.shape[:2]
+    at = x.stride()
+    view = x.as_strided(
+        (channels, kh, kw, batch, height, width),
+        (at[1], at[2] * dh, at[3] * dw, at[0], at[2] * sh, at[3] * sw),
+    )
+    return view.reshape(channels * kh * kw, batch * height * width)
+
+
 class SparseConv2d(nn.Module):
     """nn.Conv2d (groups 1, zero padding) with a CSR weight of shape (out, in * kh * kw),
     applied to the unfolded input."""
@@ -73,33 +122,27 @@ class SparseConv2d(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
-        # a 1x1 convolution without stride or padding reads its input as it is: no unfolding
-        self.pointwise = (
-            self.kernel_size == (1, 1) and self.stride == (1, 1) and not any(self.padding)
-        )
         self.register_buffer("weight", csr(conv.weight))
         bias = None if conv.bias is None else conv.bias.detach().clone()
         self.register_buffer("bias", bias)
+        self.relu = False
 
     def output_size(self, side: int, dim: int) -> int:
-        span = self.dilation[dim] * (self.kernel_size[dim] - 1) + 1
-        return (side + 2 * self.padding[dim] - span) // self.stride[dim] + 1
+        return output_side(self, side, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         height, width = self.output_size(x.shape[2], 0), self.output_size(x.shape[3], 1)
-        if self.pointwise:
-            columns = x.flatten(2)
+        unfolded = columns(self, x, height, width)
+        if self.bias is None:
+            out = torch.sparse.mm(self.weight, unfolded)
         else:
-            columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        # (batch, in*k*k, positions) -> (in*k*k, batch*positions): one product for the batch
-        columns = columns.transpose(0, 1).reshape(columns.shape[1], -1)
-        out = torch.sparse.mm(self.weight, columns)
-        # back to (batch, out, positions) in memory too: the next layer's dense kernels would
-        # otherwise read a transposed layout, slowly
+            out = torch.addmm(self.bias.view(-1, 1), self.weight, unfolded)
+        if getattr(self, "relu", False):  # exports written before it had no ReLU to take in
+            out = out.relu_()
+        # back to (batch, out, positions) in memory too (a view at batch 1): the next layer's
+        # dense kernels would otherwise read a transposed layout, slowly
         out = out.view(self.out_channels, batch, -1).transpose(0, 1).contiguous()
-        if self.bias is not None:
-            out += self.bias.view(1, -1, 1)
         return out.view(batch, self.out_channels, height, width)
 
     def extra_repr(self) -> str:
@@ -109,20 +152,207 @@ class SparseConv2d(nn.Module):
         )
 
 
+def unrolled_entries(conv: nn.Conv2d, height: int, width: int) -> tuple:
+    """The nonzeros of `conv` unrolled for (in, height, width) inputs: their rows (out channel,
+    output position), columns (in channel, input position) and values, those that read the
+    padding left out; and the output's (height, width)."""
+    weight = conv.weight.detach()
+    out_h, out_w = output_side(conv, height, 0), output_side(conv, width, 1)
+    o, c, i, j = weight.nonzero(as_tuple=True)
+    oy, ox = torch.meshgrid(torch.arange(out_h), torch.arange(out_w), indexing="ij")
+    oy, ox = oy.reshape(1, -1), ox.reshape(1, -1)
+    # one row per live weight, one column per output position
+    iy = oy * conv.stride[0] - conv.padding[0] + (i * conv.dilation[0]).view(-1, 1)
+    ix = ox * conv.stride[1] - conv.padding[1] + (j * conv.dilation[1]).view(-1, 1)
+    inside = (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
+    rows = o.view(-1, 1) * (out_h * out_w) + oy * out_w + ox
+    columns = c.view(-1, 1) * (height * width) + iy * width + ix
+    values = weight[o, c, i, j].view(-1, 1).expand_as(inside)
+    return rows[inside], columns[inside], values[inside], (out_h, out_w)
+
+
+def unrolled_size(conv: nn.Conv2d, height: int, width: int) -> int:
+    """At most how many nonzeros the unrolled matrix holds."""
+    positions = output_side(conv, height, 0) * output_side(conv, width, 1)
+    return int(conv.weight.count_nonzero()) * positions
+
+
+class UnrolledConv2d(nn.Module):
+    """nn.Conv2d (groups 1, zero padding) on (in, height, width) inputs only, as one CSR matrix
+    from the flattened input image to the flattened output image. Its bias is one value per
+    output value, so that a bias map added after it folds in (`fuse_into_sparse`), as can a ReLU."""
+
+    def __init__(self, conv: nn.Conv2d, height: int, width: int):
+        super().__init__()
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        self.input_size = (height, width)
+        rows, columns, values, self.output_hw = unrolled_entries(conv, height, width)
+        positions = self.output_hw[0] * self.output_hw[1]
+        shape = (conv.out_channels * positions, conv.in_channels * height * width)
+        entries = torch.sparse_coo_tensor(
+            torch.stack([rows, columns]), values, shape, check_invariants=False
+        )  # in bounds by construction
+        self.register_buffer("weight", compressed(entries.coalesce()))
+        bias = torch.zeros(conv.out_channels) if conv.bias is None else conv.bias.detach()
+        # a column: added to every image of the batch by the product itself
+        self.register_buffer("bias", bias.repeat_interleave(positions).view(-1, 1))
+        self.relu = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        # (batch, in * h * w) as columns: a view at batch 1, where the product needs no copy
+        out = torch.addmm(self.bias, self.weight, x.reshape(batch, -1).t()).t()
+        if self.relu:
+            out = out.relu_()
+        return out.reshape(batch, self.out_channels, *self.output_hw)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, input_size={self.input_size}, "
+            f"entries={self.weight.values().numel()}, relu={self.relu}"
+        )
+
+
+class MaxPool2x2(nn.Module):
+    """nn.MaxPool2d(2) as two maxima of halves: rows in pairs, then columns in pairs. On the CPU
+    at batch 1 it is 5-10x faster than max_pool2d (37 against 380 us on 64 channels of 32x32),
+    which would otherwise cost a sparse VGG as much as its convolutions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        rows, cols = height // 2, width // 2
+        if height % 2 or width % 2:  # the last row or column is left out, as max_pool2d does
+            x = x[..., : 2 * rows, : 2 * cols]
+        pairs = x.reshape(batch, channels, rows, 4 * cols)  # two input rows in each row
+        tall = torch.maximum(pairs[..., : 2 * cols], pairs[..., 2 * cols :])
+        return torch.maximum(tall[..., 0::2], tall[..., 1::2])
+
+
+def plain_2x2(pool: nn.Module) -> bool:
+    """Whether `pool` is a max pool over 2x2 windows at stride 2, with nothing else asked of it."""
+    return (
+        type(pool) is nn.MaxPool2d
+        and pool.kernel_size in (2, (2, 2))
+        and pool.stride in (2, (2, 2))
+        and pool.padding in (0, (0, 0))
+        and pool.dilation in (1, (1, 1))
+        and not pool.ceil_mode
+        and not pool.return_indices
+    )
+
+
+def faster_pools(gm: fx.GraphModule) -> int:
+    """Each 2x2 max pool of `gm` (changed in place) replaced by MaxPool2x2; how many were."""
+    swapped = 0
+    for name, module in list(gm.named_modules()):
+        if name and plain_2x2(module):
+            gm.add_submodule(name, MaxPool2x2())
+            swapped += 1
+    return swapped
+
+
+RELUS = {F.relu, torch.relu}
+
+
+def fuse_into_sparse(gm: fx.GraphModule) -> int:
+    """Each sparse convolution of `gm` (changed in place) takes in the ReLU right after it, and
+    an unrolled one the bias map added before that ReLU, where the layer's output has no other
+    reader; how many nodes went."""
+    gone = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        layer = gm.get_submodule(node.target)
+        if not isinstance(layer, (UnrolledConv2d, SparseConv2d)):
+            continue
+        user = next(iter(node.users)) if len(node.users) == 1 else None
+        unrolled = isinstance(layer, UnrolledConv2d)
+        added = bias_map(gm, user, node, layer) if user is not None and unrolled else None
+        if added is not None:
+            layer.bias += added.reshape(-1, 1)
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+            gone += 1
+            user = next(iter(node.users)) if len(node.users) == 1 else None
+        if user is not None and is_relu(gm, user) and user.args[0] is node:
+            layer.relu = True
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+            gone += 1
+    if gone:
+        gm.graph.eliminate_dead_code()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return gone
+
+
+def bias_map(gm: fx.GraphModule, node: fx.Node, layer_node: fx.Node, layer) -> torch.Tensor | None:
+    """The constant that `node` adds to the output of `layer_node`, as one value per output value
+    of `layer`; None where `node` is not such an addition."""
+    if node.op != "call_function" or node.target not in ADDITIONS or node.kwargs:
+        return None
+    first, second = node.args
+    if first is not layer_node or not isinstance(second, fx.Node) or second.op != "get_attr":
+        return None
+    value = getattr(gm, second.target)
+    shape = (1, layer.out_channels, *layer.output_hw)
+    try:
+        return value.expand(shape)
+    except RuntimeError:  # not one value per channel, or per output value
+        return None
+
+
+def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)) is nn.ReLU
+    if node.op == "call_method":
+        return node.target in ("relu", "relu_") and not node.kwargs
+    return node.op == "call_function" and node.target in RELUS and not node.kwargs
+
+
 SPARSE = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
+KERNELS = ("dense", "csr", "unrolled")
+
+
+def fastest(times: dict[str, float]) -> str:
+    """The fastest kernel of those timed, but dense unless a sparse one beats it by the margin."""
+    best = min(times, key=times.get)
+    return best if times[best] < MARGIN * times["dense"] else "dense"
 
 
 @dataclass
 class LayerChoice:
+    """What was timed for one layer (milliseconds per call of each kernel tried), and what runs."""
+
     name: str
     live: int
     total: int
-    dense_ms: float
-    sparse_ms: float
+    times: dict[str, float]
+    chosen: str
 
     @property
     def sparse(self) -> bool:
-        return self.sparse_ms < MARGIN * self.dense_ms
+        return self.chosen != "dense"
+
+
+def thread_counts() -> tuple[int, ...]:
+    """One thread and all of them: at batch 1 a sparse network's layers are too small to share
+    out, and one thread can be the faster."""
+    return tuple(sorted({1, torch.get_num_threads()}))
+
+
+@contextmanager
+def threads(count: int):
+    """torch's intra-op thread count set to `count` inside, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seconds_per_call(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
@@ -164,45 +394,55 @@ def supported(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear)
 
 
+def candidates(dense: nn.Module, x: torch.Tensor) -> dict[str, nn.Module]:
+    """The kernels that can run `dense` on inputs shaped as `x`, by name."""
+    kernels = {"dense": dense, "csr": SPARSE[type(dense)](dense)}
+    if isinstance(dense, nn.Conv2d) and unrolled_size(dense, *x.shape[2:]) <= UNROLLED_LIMIT:
+        kernels["unrolled"] = UnrolledConv2d(dense, *x.shape[2:])
+    return kernels
+
+
 @torch.no_grad()
 def sparsify(
-    gm: fx.GraphModule, example: torch.Tensor, repeats: int = 7, always: bool = False
+    gm: fx.GraphModule, example: torch.Tensor, repeats: int = 7, kernel: str | None = None
 ) -> tuple[fx.GraphModule, list[LayerChoice]]:
     """`gm` (a compacted network, changed in place) with each conv and linear layer replaced by
-    its sparse version where that runs faster on its input from `example`, whose batch size is
-    the one to decide for (or everywhere, `always`); and what was measured per layer."""
+    the fastest of its kernels on its input from `example`, whose batch size is the one to decide
+    for (or by `kernel` wherever that kernel applies); and what was measured per layer."""
     gm.eval()
     choices = []
     for name, x in layer_inputs(gm, example).items():
         dense = gm.get_submodule(name)
         if not supported(dense):
             continue
-        sparse = SPARSE[type(dense)](dense).eval()
-        choice = LayerChoice(
-            name=name,
-            live=int(sparse.weight.values().numel()),
-            total=dense.weight.numel(),
-            dense_ms=seconds_per_call(dense, x, repeats) * 1e3,
-            sparse_ms=seconds_per_call(sparse, x, repeats) * 1e3,
-        )
-        if choice.sparse or always:
-            gm.add_submodule(name, sparse)
-        choices.append(choice)
+        kernels = {key: module.eval() for key, module in candidates(dense, x).items()}
+        times = {key: seconds_per_call(module, x, repeats) * 1e3 for key, module in kernels.items()}
+        chosen = kernel if kernel in kernels else fastest(times)
+        if chosen != "dense":
+            gm.add_submodule(name, kernels[chosen])
+        live, total = int(dense.weight.count_nonzero()), dense.weight.numel()
+        choices.append(LayerChoice(name, live, total, times, chosen))
     return gm, choices
 
 
+def fixed_size(gm: nn.Module) -> bool:
+    """Whether some layer of `gm` runs on one input size only (an unrolled convolution)."""
+    return any(isinstance(module, UnrolledConv2d) for module in gm.modules())
+
+
 def choice_table(choices: list[LayerChoice]) -> str:
-    """Per layer: density, dense and sparse time, and which one runs."""
+    """Per layer: density, each kernel's time, and which one runs."""
     # here, not at the top: loading a sparse_runtime export imports this module, and needs no
     # more than torch for it
     from pruning.mask import percent
 
     width = max([len("layer"), *(len(c.name) for c in choices)])
-    lines = [f"{'layer':<{width}}  {'live':>7}  {'dense ms':>8}  {'sparse ms':>9}  runs"]
+    heads = "  ".join(f"{name + ' ms':>11}" for name in KERNELS)
+    lines = [f"{'layer':<{width}}  {'live':>7}  {heads}  runs"]
     for c in choices:
         density = percent(c.live / c.total, 1) if c.total else "-"
-        lines.append(
-            f"{c.name:<{width}}  {density:>7}  {c.dense_ms:>8.3f}  {c.sparse_ms:>9.3f}  "
-            f"{'sparse' if c.sparse else 'dense'}"
+        times = "  ".join(
+            f"{c.times[name]:>11.3f}" if name in c.times else f"{'-':>11}" for name in KERNELS
         )
+        lines.append(f"{c.name:<{width}}  {density:>7}  {times}  {c.chosen}")
     return "\n".join(lines)

@@ -11,7 +11,13 @@ from torch import fx, nn
 
 from export import formats as export
 from export.compact import compact
-from export.sparse_runtime import SparseConv2d, SparseLinear, sparsify
+from export.sparse_runtime import (
+    SparseConv2d,
+    SparseLinear,
+    UnrolledConv2d,
+    fuse_into_sparse,
+    sparsify,
+)
 from models import build_model
 from pruning.select import lowest_k
 
@@ -68,8 +74,8 @@ def assert_same_outputs(network: nn.Module, reference: nn.Module, shape, batch: 
 
 
 @pytest.mark.parametrize("name", ["vgg19", "resnet18", "densenet121"])
-@pytest.mark.parametrize("sparsity", [0.99, 0.999])
-def test_compact_and_sparse_networks_compute_what_the_masked_one_does(name, sparsity):
+@pytest.mark.parametrize("sparsity, kernel", [(0.99, "csr"), (0.999, "csr"), (0.999, "unrolled")])
+def test_compact_and_sparse_networks_compute_what_the_masked_one_does(name, sparsity, kernel):
     shape = SHAPES[name]
     model = with_batchnorm_statistics(build_model(name))
     masks = uneven_masks(model, sparsity)
@@ -80,11 +86,15 @@ def test_compact_and_sparse_networks_compute_what_the_masked_one_does(name, spar
     assert report.channels_after < report.channels_before
     assert_same_outputs(compacted, reference, shape)
     example = torch.randn(2, *shape)
-    runtime, choices = sparsify(compact(model, shape, masks)[0], example, repeats=1, always=True)
+    runtime, choices = sparsify(compact(model, shape, masks)[0], example, repeats=1, kernel=kernel)
     # random masks at 99.9% can leave no path from the input to the output: then the network is
     # a constant, and there is no layer left to run sparse
-    layers = sum(isinstance(m, (SparseConv2d, SparseLinear)) for m in runtime.modules())
-    assert layers == len(choices) and (layers > 0 or report.params_after == 0)
+    kinds = (SparseConv2d, SparseLinear, UnrolledConv2d)
+    layers = sum(isinstance(m, kinds) for m in runtime.modules())
+    # the unrolled kernel is for convolutions only: linear layers keep the one chosen by timing
+    assert all(c.chosen == kernel for c in choices if kernel in c.times)
+    assert layers == sum(c.sparse for c in choices) and (layers > 0 or report.params_after == 0)
+    fuse_into_sparse(runtime)
     assert_same_outputs(runtime, reference, shape)
 
 

@@ -269,7 +269,10 @@ def test_bench_inference_reports_accuracy_and_limit_and_flags_a_network_at_chanc
             assert len(rows) == 1 and "**does not classify**: not timed" in rows[0]
         else:
             assert [line.split(" | ")[5] for line in rows] == ["1", "64"]
-            assert all("of the limit)" in line for line in rows)
+            assert "| dense | compact | sparse | onnxruntime |" in table[4]
+            # three exports, each at its faster thread count
+            assert all(line.count("of the limit)") == 3 for line in rows)
+            assert all(line.count(" thread") == 4 for line in rows)
 
 
 def test_bench_bookkeeping_section_runs_and_reports_every_row():
