@@ -81,7 +81,10 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (batch, tokens, in) -> (batch * tokens, in)
-        out = torch.sparse.mm(self.weight, rows.t()).t()
+        if rows.shape[0] == 1:  # a matrix-vector product: faster than a product with one column
+            out = torch.mv(self.weight, rows[0])
+        else:
+            out = torch.sparse.mm(self.weight, rows.t()).t()
         out = out if self.bias is None else out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
@@ -202,8 +205,10 @@ class UnrolledConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        # (batch, in * h * w) as columns: a view at batch 1, where the product needs no copy
-        out = torch.addmm(self.bias, self.weight, x.reshape(batch, -1).t()).t()
+        if batch == 1:  # a matrix-vector product: 2-3x faster than a product with one column
+            out = torch.addmv(self.bias.view(-1), self.weight, x.reshape(-1))
+        else:  # (batch, in * h * w) as columns
+            out = torch.addmm(self.bias, self.weight, x.reshape(batch, -1).t()).t()
         if self.relu:
             out = out.relu_()
         return out.reshape(batch, self.out_channels, *self.output_hw)
