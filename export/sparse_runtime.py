@@ -204,6 +204,12 @@ class UnrolledConv2d(nn.Module):
         self.relu = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1:] != (self.in_channels, *self.input_size):
+            raise ValueError(
+                f"this sparse_runtime export unrolled a convolution for inputs of "
+                f"{self.in_channels}x{self.input_size[0]}x{self.input_size[1]}, not "
+                f"{'x'.join(map(str, x.shape[1:]))}: export the run again for that size"
+            )
         batch = x.shape[0]
         if batch == 1:  # a matrix-vector product: 2-3x faster than a product with one column
             out = torch.addmv(self.bias.view(-1), self.weight, x.reshape(-1))

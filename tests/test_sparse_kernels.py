@@ -169,3 +169,10 @@ def test_only_plain_2x2_max_pools_are_replaced():
     assert [type(m).__name__ for m in gm.children()] == [
         "MaxPool2x2", "MaxPool2d", "MaxPool2d", "MaxPool2d", "AvgPool2d"
     ]  # fmt: skip
+
+
+def test_an_unrolled_convolution_refuses_another_image_size_in_one_line():
+    unrolled = UnrolledConv2d(sparse_conv(6, 7, 3, padding=1), 9, 11)
+    line = r"^this sparse_runtime export unrolled .* 6x9x11, not 6x10x11: export the run again"
+    with pytest.raises(ValueError, match=line + " for that size$"):
+        unrolled(torch.randn(1, 6, 10, 11))
