@@ -17,6 +17,8 @@ import operator
 import torch
 from torch import fx, nn
 
+from export.sparse_runtime import module_calls
+
 ADDITIONS = {operator.add, torch.add}
 
 
@@ -66,11 +68,14 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
     """Every BatchNorm of `gm` (an fx GraphModule in eval mode, changed in place) that follows a
     convolution, folded into it; how many were."""
     folded = 0
+    calls = module_calls(gm)
     for node in list(gm.graph.nodes):
         found = foldable(gm, node)
         if found is None:
             continue
         conv_node, addition = found
+        if calls[conv_node.target] != 1 or calls[node.target] != 1:
+            continue  # a layer called twice: scaling it for one call would change the other
         conv = gm.get_submodule(conv_node.target)
         scale, shift = scale_and_shift(gm.get_submodule(node.target))
         conv.weight.mul_(scale.view(-1, 1, 1, 1))

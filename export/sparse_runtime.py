@@ -273,9 +273,10 @@ def fuse_into_sparse(gm: fx.GraphModule) -> int:
     an unrolled one the bias map added before that ReLU, where the layer's output has no other
     reader; how many nodes went."""
     gone = 0
+    calls = module_calls(gm)
     for node in list(gm.graph.nodes):
-        if node.op != "call_module":
-            continue
+        if node.op != "call_module" or calls[node.target] != 1:
+            continue  # a layer called twice would take in what follows one call into both
         layer = gm.get_submodule(node.target)
         if not isinstance(layer, (UnrolledConv2d, SparseConv2d)):
             continue
@@ -298,6 +299,15 @@ def fuse_into_sparse(gm: fx.GraphModule) -> int:
         gm.delete_all_unused_submodules()
         gm.recompile()
     return gone
+
+
+def module_calls(gm: fx.GraphModule) -> dict[str, int]:
+    """How many nodes of `gm`'s graph call each submodule, by name."""
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    return calls
 
 
 def bias_map(gm: fx.GraphModule, node: fx.Node, layer_node: fx.Node, layer) -> torch.Tensor | None:

@@ -176,3 +176,26 @@ def test_an_unrolled_convolution_refuses_another_image_size_in_one_line():
     line = r"^this sparse_runtime export unrolled .* 6x9x11, not 6x10x11: export the run again"
     with pytest.raises(ValueError, match=line + " for that size$"):
         unrolled(torch.randn(1, 6, 10, 11))
+
+
+class SharedConv(nn.Module):
+    """One convolution called twice, each call followed by its own BatchNorm and ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = sparse_conv(3, 3, 3, padding=1)
+        self.bn1, self.bn2 = trained_batchnorm(3, seed=1), trained_batchnorm(3, seed=2)
+
+    def forward(self, x):
+        return torch.relu(self.bn2(self.conv(torch.relu(self.bn1(self.conv(x))))))
+
+
+def test_a_layer_called_twice_is_neither_folded_into_nor_fused():
+    model = SharedConv().eval()
+    x = torch.randn(1, 3, 6, 6)
+    gm = fx.symbolic_trace(model)
+    assert fold_batchnorm(gm) == 0
+    gm, _ = sparsify(gm, x, repeats=1, kernel="unrolled")
+    assert fuse_into_sparse(gm) == 0
+    with torch.no_grad():
+        assert_close(gm(x), model(x))
