@@ -104,7 +104,9 @@ def held_out_images(summary: dict, count: int) -> torch.Tensor:
 
 def onnx_case(compacted, input_shape, example: torch.Tensor, count: int):
     """The compact network as onnxruntime runs it on `count` threads, on `example`."""
-    session = onnx_export.session(onnx_export.onnx_bytes(compacted, input_shape, {}), threads=count)
+    data = onnx_export.onnx_bytes(compacted, input_shape, {})
+    # its threads must not spin between runs on the cores the next case is timed on
+    session = onnx_export.session(data, threads=count, spinning=False)
     feed = {onnx_export.INPUT: example.numpy()}
     return lambda: session.run(None, feed)
 
@@ -139,7 +141,9 @@ def timed(run, images: torch.Tensor, device, repeats: int) -> dict:
                     "onnxruntime": onnx_case(compacted, run.input_shape, example, count),
                 }
                 with torch.inference_mode():
-                    measured = interleaved(cases, device, repeats, warmup=2)
+                    # warm: the latency of a network called in a loop, its weights in the
+                    # caches, rather than just after the dense network has evicted them
+                    measured = interleaved(cases, device, repeats, warmup=2, warm=True)
             for name, seconds in measured.items():
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, count)

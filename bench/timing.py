@@ -13,9 +13,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(cases: dict[str, Callable[[], None]], device, repeats: int, warmup: int = 1):
+def interleaved(
+    cases: dict[str, Callable[[], None]], device, repeats: int, warmup: int = 1, warm: bool = False
+):
     """Median seconds per call of each case. Cases run in turn (A B C A B C ...), so slow drifts
-    of the machine hit all of them alike."""
+    of the machine hit all of them alike. With `warm`, each timed call follows an untimed call of
+    the same case, so that it finds its data in the caches as a call in a loop of its own would,
+    not evicted by the case before it."""
     for _ in range(warmup):
         for run in cases.values():
             run()
@@ -23,6 +27,8 @@ def interleaved(cases: dict[str, Callable[[], None]], device, repeats: int, warm
     samples = {name: [] for name in cases}
     for _ in range(repeats):
         for name, run in cases.items():
+            if warm:
+                run()
             synchronize(device)
             start = time.perf_counter()
             run()

@@ -121,9 +121,10 @@ def onnx_bytes(module: nn.Module, input_shape: tuple[int, ...], fields: dict[str
     return model.SerializeToString()
 
 
-def session(data: bytes, device: torch.device = CPU, threads: int = 0):
+def session(data: bytes, device: torch.device = CPU, threads: int = 0, spinning: bool = True):
     """An onnxruntime InferenceSession of the model `data` on `device` (CPU or CUDA), on
-    `threads` threads (0: onnxruntime's choice)."""
+    `threads` threads (0: onnxruntime's choice). Without `spinning` its threads sleep as soon as
+    a run ends, instead of spinning for the next one while other code wants the cores."""
     _, onnxruntime = libraries()
     provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     if provider not in onnxruntime.get_available_providers():
@@ -134,6 +135,8 @@ def session(data: bytes, device: torch.device = CPU, threads: int = 0):
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are raised to us as exceptions
     options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(data, options, providers=[provider])
 
 
