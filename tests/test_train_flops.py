@@ -4,14 +4,11 @@ for the same steps with every weight live), counted as the RigL papers count the
 uses each weight once per input, so a network's MACs are its count of live weights: each
 expectation below is written out from the run's own live counts."""
 
-import os
-import signal
-
 import pytest
 import torch
 
 import main
-from tests.support.runs import only_run_dir, quick, records, summary
+from tests.support.runs import only_run_dir, quick, records, stopped_in_epoch, summary
 from utils.checkpoint import CHECKPOINT, load_checkpoint, save_atomic
 
 # three steps of BATCH examples an epoch, two epochs
@@ -78,17 +75,7 @@ def test_sparse_training_costs_its_sparse_flops_and_rigl_its_dense_gradients(
 def test_a_run_stopped_and_resumed_records_the_flops_of_a_straight_one(
     rigl_run, tmp_path, monkeypatch
 ):
-    train_one_epoch = main.train_one_epoch
-
-    def stopped_in_epoch_2(*args, **kwargs):
-        if args[5] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # acted on after the step in progress
-        return train_one_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(main, "train_one_epoch", stopped_in_epoch_2)
-    assert main.main(quick(tmp_path / "stopped", *RIGL)) == 143
-    monkeypatch.setattr(main, "train_one_epoch", train_one_epoch)
-    stopped = only_run_dir(tmp_path / "stopped" / "runs")
+    stopped = stopped_in_epoch(tmp_path, RIGL, 2)
     # the interrupted run's summary counts its completed epoch, the one its checkpoint holds
     first = records(rigl_run)[0]
     assert summary(stopped)["train_flops"] == first["train_flops"]

@@ -3,13 +3,17 @@ cut small, pruned by FlipOut with gradient noise on the bundled data to the sche
 sparsity, every weight matrix pruned (attention's packed input projection included), and a run
 stopped by a signal and resumed identical to the bit to one that was not."""
 
-import os
-import signal
-
 import pytest
 
 import main
-from tests.support.runs import assert_identical, only_run_dir, quick, records, summary
+from tests.support.runs import (
+    assert_identical,
+    only_run_dir,
+    quick,
+    records,
+    stopped_in_epoch,
+    summary,
+)
 from utils.checkpoint import load_checkpoint
 
 pytest.importorskip("timm")
@@ -56,17 +60,7 @@ def test_a_vit_stopped_by_a_signal_resumes_identical_to_the_bit(tmp_path, monkey
     assert main.main(quick(tmp_path / "straight", *argv)) == 0
     straight = only_run_dir(tmp_path / "straight" / "runs")
 
-    train_one_epoch = main.train_one_epoch
-
-    def stopped_at_epoch_3(*args, **kwargs):
-        if args[5] == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # acted on after the step in progress
-        return train_one_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(main, "train_one_epoch", stopped_at_epoch_3)
-    assert main.main(quick(tmp_path / "stopped", *argv)) == 143
-    monkeypatch.setattr(main, "train_one_epoch", train_one_epoch)
-    stopped = only_run_dir(tmp_path / "stopped" / "runs")
+    stopped = stopped_in_epoch(tmp_path, argv, 3)
     assert summary(stopped)["status"] == "interrupted"
     assert main.main(["--resume", str(stopped), "--num_workers", "0", "--quiet"]) == 0
 

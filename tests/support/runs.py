@@ -98,6 +98,23 @@ def stopped_before_training_forward(tmp_path, argv: list[str], forward: int) -> 
     return only_run_dir(tmp_path / "stopped" / "runs")
 
 
+def stopped_in_epoch(tmp_path, argv: list[str], epoch: int) -> Path:
+    """A quick run of `argv` under tmp_path/stopped, sent SIGTERM as its epoch `epoch` begins
+    and stopped after the step in progress: its run directory, with the checkpoint of the epoch
+    before."""
+    train_one_epoch = main.train_one_epoch
+
+    def signalled(*args, **kwargs):
+        if args[5] == epoch:
+            os.kill(os.getpid(), signal.SIGTERM)  # acted on after the step in progress
+        return train_one_epoch(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(main, "train_one_epoch", signalled)
+        assert main.main(quick(tmp_path / "stopped", *argv)) == 143
+    return only_run_dir(tmp_path / "stopped" / "runs")
+
+
 def assert_resumed_equals_straight(tmp_path, run_dir: Path, argv: list[str]) -> None:
     """`run_dir` resumed to its end equals a straight run of `argv`: records, and the model,
     optimizer and pruner of their checkpoints to the bit."""
