@@ -32,6 +32,7 @@ that would put export/ on sys.path, where export/inspect.py would shadow the sta
 `inspect`.
 """
 
+import copy
 import functools
 import io
 import json
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.nn.utils import prune
 
 from export import onnx as onnx_export
@@ -298,22 +299,36 @@ def sparse_runtime_module(
     """The compact network with sparse kernels where they are faster at `batch` images, on
     `thread_count` threads, or on whichever of one and all threads runs the whole network faster
     (which it records); and the timings that decided."""
-    if thread_count is None:
-        made = {count: sparse_runtime_module(run, batch, count) for count in thread_counts()}
-        example = run_example(run, batch)
-        with torch.no_grad():
-            times = {}
-            for count, (gm, _) in made.items():
-                with threads(count):
-                    times[count] = seconds_per_call(gm, example, repeats=7) * 1e3
-        fastest = min(times, key=times.get)
-        gm, choices = made[fastest]
-        # text keys: an export's info holds only what JSON could
-        gm.export_info.update(
-            threads=fastest, thread_times_ms={str(n): t for n, t in times.items()}
-        )
-        return gm, choices
-    gm = compact_module(run, "sparse_runtime")
+    compacted = compact_module(run, "sparse_runtime")
+    if thread_count is not None:
+        return with_kernels(compacted, run, batch, thread_count)
+    # compacted once, the kernels chosen on a copy of it for each thread count
+    made = {count: with_kernels(copied(compacted), run, batch, count) for count in thread_counts()}
+    example = run_example(run, batch)
+    times = {}
+    with torch.no_grad():
+        for count, (gm, _) in made.items():
+            with threads(count):
+                times[count] = seconds_per_call(gm, example, repeats=7) * 1e3
+    fastest = min(times, key=times.get)
+    gm, choices = made[fastest]
+    # text keys: an export's info holds only what JSON could
+    gm.export_info.update(threads=fastest, thread_times_ms={str(n): t for n, t in times.items()})
+    return gm, choices
+
+
+def copied(gm: fx.GraphModule) -> fx.GraphModule:
+    """A deep copy of `gm` with its export_info, which GraphModule's own deep copy leaves out."""
+    twin = copy.deepcopy(gm)
+    twin.export_info = copy.deepcopy(gm.export_info)
+    return twin
+
+
+def with_kernels(
+    gm: fx.GraphModule, run: PrunedRun, batch: int, thread_count: int
+) -> tuple[nn.Module, list[LayerChoice]]:
+    """`gm`, the run's compact network (changed in place), with the kernels chosen on
+    `thread_count` threads and the rewrites that serve them; and the timings that decided."""
     with threads(thread_count):
         gm, choices = sparsify(gm, run_example(run, batch))
     fuse_into_sparse(gm)
