@@ -30,7 +30,7 @@ from data import build_datasets
 from export import onnx as onnx_export
 from export.artifacts import load_run
 from export.compact import channel_count, parameter_count
-from export.formats import compact_module, masked_network, sparse_runtime_module
+from export.formats import compact_module, copied, masked_network, with_kernels
 from export.sparse_runtime import thread_counts, threads
 from utils.errors import UserError
 from utils.rundir import MODEL, read_summary
@@ -102,9 +102,8 @@ def held_out_images(summary: dict, count: int) -> torch.Tensor:
     return torch.stack([test[index][0] for index in range(count)])
 
 
-def onnx_case(compacted, input_shape, example: torch.Tensor, count: int):
-    """The compact network as onnxruntime runs it on `count` threads, on `example`."""
-    data = onnx_export.onnx_bytes(compacted, input_shape, {})
+def onnx_case(data: bytes, example: torch.Tensor, count: int):
+    """The ONNX model `data` as onnxruntime runs it on `count` threads, on `example`."""
     # its threads must not spin between runs on the cores the next case is timed on
     session = onnx_export.session(data, threads=count, spinning=False)
     feed = {onnx_export.INPUT: example.numpy()}
@@ -118,6 +117,7 @@ def timed(run, images: torch.Tensor, device, repeats: int) -> dict:
     batch size and thread count."""
     model = masked_network(run)
     compacted = compact_module(run)
+    onnx_model = onnx_export.onnx_bytes(compacted, run.input_shape, {})
     row = {
         "params": (parameter_count(model), parameter_count(compacted)),
         "channels": (channel_count(model), channel_count(compacted)),
@@ -129,26 +129,28 @@ def timed(run, images: torch.Tensor, device, repeats: int) -> dict:
     for batch in BATCHES:
         example = images[:batch]
         best: dict[str, tuple[float, int]] = {}
+        sparse_layers = {}
         for count in thread_counts():
-            with threads(count):
-                sparse, choices = sparse_runtime_module(run, batch, count)
-                row["sparse_layers"][batch] = (sum(c.sparse for c in choices), len(choices))
-                row["difference"] = max(row["difference"], difference(model, sparse, example))
-                cases = {
-                    "dense": lambda m=model, x=example: m(x),
-                    "compact": lambda m=compacted, x=example: m(x),
-                    "sparse": lambda m=sparse, x=example: m(x),
-                    "onnxruntime": onnx_case(compacted, run.input_shape, example, count),
-                }
-                with torch.inference_mode():
-                    # warm: the latency of a network called in a loop, its weights in the
-                    # caches, rather than just after the dense network has evicted them
-                    measured = interleaved(cases, device, repeats, warmup=2, warm=True)
+            sparse, choices = with_kernels(copied(compacted), run, batch, count)
+            sparse_layers[count] = (sum(c.sparse for c in choices), len(choices))
+            row["difference"] = max(row["difference"], difference(model, sparse, example))
+            cases = {
+                "dense": lambda m=model, x=example: m(x),
+                "compact": lambda m=compacted, x=example: m(x),
+                "sparse": lambda m=sparse, x=example: m(x),
+                "onnxruntime": onnx_case(onnx_model, example, count),
+            }
+            with threads(count), torch.inference_mode():
+                # warm: the latency of a network called in a loop, its weights in the caches,
+                # rather than just after the dense network has evicted them
+                measured = interleaved(cases, device, repeats, warmup=2, warm=True)
             for name, seconds in measured.items():
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, count)
         row["times"][batch] = {name: seconds for name, (seconds, _) in best.items()}
         row["threads"][batch] = {name: count for name, (_, count) in best.items()}
+        # the kernels of the sparse network at the thread count it was timed faster on
+        row["sparse_layers"][batch] = sparse_layers[best["sparse"][1]]
     return row
 
 
