@@ -27,6 +27,7 @@ from data import DATASETS
 from models import MODELS, SOURCES, check_model_name
 from pruning import CRITERIA, NM, SCHEDULES, HoyerSquare, Noise, Pruner, Tensors
 from pruning.hoyer import SCOPES as HOYER_SCOPES
+from pruning.noise import KINDS as NOISE_KINDS
 from pruning.options import Bounded, by_flag, from_values, options_of
 from pruning.pruner import check_pairing
 from pruning.schedule import NEVER
@@ -120,6 +121,7 @@ def build_pruner(record: RunRecord, model, sync=None, data=None) -> Pruner:
                 seed=record.train.seed,
                 compile_kernels=record.train.compile_kernels,
                 sync=sync,
+                mechanism=record.run.log_mechanism,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
@@ -132,7 +134,10 @@ def pruner_parts(prune: PruneOptions) -> dict:
     def epoch(value: int) -> int | None:
         return None if value == NEVER else value
 
-    noise = Noise(prune.noise_scale_factor, prune.noise_only_prunable, epoch(prune.stop_noise_at))
+    noise = Noise(
+        prune.noise_scale_factor, prune.noise_only_prunable, epoch(prune.stop_noise_at),
+        prune.noise_kind,
+    )  # fmt: skip
     penalty = HoyerSquare(prune.hoyer_lambda, epoch(prune.stop_hoyer_at), prune.hoyer_scope)
     tensors = Tensors(prune.prune_bias, prune.prune_bnorm, prune.prune_include, prune.prune_exclude)
     return {
@@ -432,6 +437,14 @@ def pruning_flags(parser: argparse.ArgumentParser) -> None:
         help="add noise to the prunable tensors only, not to every parameter",
     )
     group.add_argument(
+        "--noise_kind",
+        type=NOISE_KINDS,
+        metavar="{" + ",".join(NOISE_KINDS.words) + "}",
+        help="gradient: the paper's, on each gradient, std its RMS * the scale factor; update: on "
+        "the optimizer's step, std the step's RMS * the factor; second_moment: on each gradient, "
+        "std per coordinate its gradient's RMS over recent steps * the factor (docs/noise.md)",
+    )
+    group.add_argument(
         "--add_hs", action="store_true", help="add the Hoyer-Square penalty to the loss"
     )
     group.add_argument("--hoyer_lambda", type=STRENGTH, help="Hoyer-Square strength")
@@ -526,6 +539,13 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
         "--save_model",
         action="store_true",
         help="also write model.pt at the end: the masked state dict and the masks",
+    )
+    group.add_argument(
+        "--log_mechanism",
+        action="store_true",
+        help="measure, per prunable tensor, each epoch's sign-flip rate and its noise-to-step "
+        "ratio, and at each prune the flip rates of the weights it removes and keeps, into "
+        "metrics.jsonl and TensorBoard (mechanism/...; docs/noise.md)",
     )
     group.add_argument(
         "--dist_timeout",
@@ -828,6 +848,13 @@ def validated(record: RunRecord) -> RunRecord:
     return record.replace(val=True) if data.evaluate_on_val and not data.val else record
 
 
+# The paper's noise under an adaptive optimizer: what the study in docs/noise.md measured
+ADAPTIVE_NOISE = (
+    "--noise adds the paper's gradient noise, set for SGD; --opt {opt} divides each step by the "
+    "coordinate's gradient RMS, which the noise then swamps: --noise_kind update is the setting "
+    "for adaptive optimizers (docs/noise.md)"
+)
+
 # flag -> (whether it acts in this run, the condition it needs)
 INERT_UNLESS = {
     "milestones": (lambda r: r.train.use_scheduler, "without --use_scheduler"),
@@ -835,6 +862,7 @@ INERT_UNLESS = {
     "noise_scale_factor": (lambda r: r.prune.noise, "without --noise"),
     "stop_noise_at": (lambda r: r.prune.noise, "without --noise"),
     "noise_only_prunable": (lambda r: r.prune.noise, "without --noise"),
+    "noise_kind": (lambda r: r.prune.noise, "without --noise"),
     "hoyer_lambda": (lambda r: r.prune.add_hs, "without --add_hs"),
     "stop_hoyer_at": (lambda r: r.prune.add_hs, "without --add_hs"),
     "hoyer_scope": (lambda r: r.prune.add_hs, "without --add_hs"),
@@ -897,6 +925,8 @@ def warn_about_inert_flags(given: dict, record: RunRecord) -> None:
         warn("--magnitude_threshold 0 prunes nothing")
     if prune.noise and prune.noise_scale_factor == 0:
         warn("--noise_scale_factor 0 adds no noise")
+    if prune.noise and prune.noise_kind == "gradient" and OPTIMIZERS[train.opt].adaptive:
+        warn(ADAPTIVE_NOISE.format(opt=train.opt))
     asked = schedule is not None and ({"schedule", *flags_of(type(schedule))} & set(given))
     if asked and not schedule.epochs_pruned():
         warn(f"--schedule {schedule.name} with -e {train.epochs}: this run never prunes")

@@ -883,6 +883,17 @@ class Run:
         return f"error: {reason}; the run stopped {where}; {again}"
 
 
+def regrowth_by_tensor(updates: list) -> dict[str, dict[str, int]]:
+    """What an epoch's mask updates dropped and grew, tensor by tensor (those they changed)."""
+    totals: dict[str, dict[str, int]] = {}
+    for event in updates:
+        for name, (dropped, grown) in (event.layers or {}).items():
+            entry = totals.setdefault(name, {"dropped": 0, "grown": 0})
+            entry["dropped"] += dropped
+            entry["grown"] += grown
+    return totals
+
+
 def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
     """Train one epoch, evaluate, then prune if the schedule says so. Returns the epoch's record
     and the prune event, if any."""
@@ -921,9 +932,10 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
         start_macs, trained["train_examples"], train_config.batch_size,
         [(e.step - steps_before, e.layers) for e in updates], pruner.criterion.grows_by_gradient,
     )  # fmt: skip
-    if pruner.criterion.regrows:  # in all
+    if pruner.criterion.regrows:  # in all, and per tensor
         record["dropped"] = sum(e.dropped for e in updates)
         record["grown"] = sum(e.grown for e in updates)
+        record["regrowth"] = regrowth_by_tensor(updates)
     # With --evaluate_on_val the test set is looked at once, after the last epoch.
     for split, loader in run.eval_loaders.items():
         if split == "test" and train_config.evaluate_on_val and epoch != train_config.epochs:
@@ -935,6 +947,8 @@ def run_epoch(epoch: int, run: Run) -> tuple[dict, object]:
     # pruning comes after evaluation: an epoch's accuracy is that of the network it trained
     event = pruner.end_of_epoch(epoch)
     record["sparsity"] = pruner.sparsity
+    if pruner.mechanism is not None:  # per tensor, the prune's included
+        record["mechanism"] = pruner.mechanism.take()
     return record, event
 
 

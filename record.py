@@ -138,6 +138,7 @@ class PruneOptions:
     noise_scale_factor: float = recipe(1.0)
     stop_noise_at: int = recipe(NEVER)
     noise_only_prunable: bool = recipe(False)
+    noise_kind: str = recipe("gradient")
     add_hs: bool = recipe(False)
     hoyer_lambda: float = recipe(0.0)
     stop_hoyer_at: int = recipe(NEVER)
@@ -149,6 +150,7 @@ class PruneOptions:
 @dataclass(frozen=True)
 class RunOptions:
     save_model: bool = neutral(False)
+    log_mechanism: bool = neutral(False)
     device: str = machine("auto")
     quiet: bool = machine(False)
     parallel: bool = machine(False)

@@ -38,11 +38,14 @@ REG_TYPES = ("wdecay", "l1", "l2")
 
 @dataclass(frozen=True)
 class OptimizerKind:
-    """A registered optimizer: its class, and whether it takes a `momentum` argument (the CLI
-    warns about --momentum for one that does not)."""
+    """A registered optimizer: its class, whether it takes a `momentum` argument (the CLI
+    warns about --momentum for one that does not), and whether it is adaptive, dividing each
+    coordinate's step by its own gradient RMS (the CLI warns about the paper's gradient noise
+    under one: docs/noise.md)."""
 
     cls: type[torch.optim.Optimizer]
     takes_momentum: bool
+    adaptive: bool = False
 
 
 # Each is built with its library defaults but for lr, weight_decay and momentum, so that a run
@@ -50,9 +53,9 @@ class OptimizerKind:
 # weight_decay is its decoupled decay, scaled each epoch like the others' (--anneal_lambda).
 OPTIMIZERS: dict[str, OptimizerKind] = {
     "sgd": OptimizerKind(torch.optim.SGD, takes_momentum=True),
-    "rmsprop": OptimizerKind(torch.optim.RMSprop, takes_momentum=True),
-    "adam": OptimizerKind(torch.optim.Adam, takes_momentum=False),
-    "adamw": OptimizerKind(torch.optim.AdamW, takes_momentum=False),
+    "rmsprop": OptimizerKind(torch.optim.RMSprop, takes_momentum=True, adaptive=True),
+    "adam": OptimizerKind(torch.optim.Adam, takes_momentum=False, adaptive=True),
+    "adamw": OptimizerKind(torch.optim.AdamW, takes_momentum=False, adaptive=True),
 }
 
 

@@ -315,6 +315,83 @@ def digits_zoo(seeds: Sequence[int]) -> list[list[str]]:
     return grid
 
 
+# FlipOut's noise beyond SGD (docs/noise.md): each network with the optimizer it is trained with,
+# 20 epochs, a prune every 4 (four prunes, the last at epoch 16) at a rate that reaches the level
+NOISE_NETWORKS = {
+    "vit": [*ZOO["vit"], "--opt", "adamw", "-lr", "1e-3", "--reg_type", "wdecay",
+            "--lambda", "5e-2"],
+    "convnext": [*ZOO["convnext"], "--opt", "adamw", "-lr", "1e-3", "--reg_type", "wdecay",
+                 "--lambda", "5e-2"],
+    "lenet5": ["-m", "lenet5", "--opt", "sgd", "-lr", "0.05", "--momentum", "0.9",
+               "--reg_type", "wdecay", "--lambda", "5e-4"],
+}  # fmt: skip
+# 1 - (1 - rate)^4: 93.75% at rate 0.5; 99.00% at 0.6838 (0.3162^4 = 0.0100)
+NOISE_LEVELS = {"93.75%": "0.5", "99%": "0.6838"}
+NOISE_KINDS = ("gradient", "update", "second_moment")
+
+
+def digits_noise(seeds: Sequence[int]) -> list[list[str]]:
+    """FlipOut with each kind of noise (the paper's on the gradient, on the update, scaled per
+    coordinate) and without, beside global magnitude: a small ViT and ConvNeXt-Atto under AdamW,
+    LeNet-5 under SGD with momentum, at 93.75% and 99% on digits, with --log_mechanism; and,
+    for the mechanism alone, the ViT under SGD and LeNet-5 under AdamW at 93.75%, FlipOut with
+    and without the paper's noise, and both networks with their own optimizer unpruned, with
+    and without it."""
+    grid = []
+    for seed in seeds:
+        for name, network in NOISE_NETWORKS.items():
+            for level, rate in NOISE_LEVELS.items():
+                common = [*network, "-d", "digits", "-e", "20", "-bs", "128",
+                          "--prune_freq", "4", "--seed", str(seed), "--num_workers", "0",
+                          "--quiet", "--log_mechanism", "--logdir", "noise"]  # fmt: skip
+                flipout = ["--prune_criterion", "flipout", "--flipout_p", "2",
+                           "--prune_rate", rate]  # fmt: skip
+                tag = f"{name} {level} seed {seed}"
+                grid += [
+                    [
+                        *common,
+                        *flipout,
+                        *NOISE,
+                        "--noise_kind",
+                        kind,
+                        "--comment",
+                        f"flipout {kind} noise {tag}",
+                    ]
+                    for kind in NOISE_KINDS
+                ]
+                grid += [
+                    [*common, *flipout, "--comment", f"flipout without noise {tag}"],
+                    [*common, "--prune_criterion", "global_magnitude", "--prune_rate", rate,
+                     "--comment", f"global magnitude {tag}"],
+                ]  # fmt: skip
+        swapped = {
+            "vit": [*ZOO["vit"], "--opt", "sgd", "-lr", "0.05", "--momentum", "0.9",
+                    "--reg_type", "wdecay", "--lambda", "5e-4"],
+            "lenet5": ["-m", "lenet5", "--opt", "adamw", "-lr", "1e-3", "--reg_type", "wdecay",
+                       "--lambda", "5e-2"],
+        }  # fmt: skip
+        for name, network in swapped.items():
+            common = [*network, "-d", "digits", "-e", "20", "-bs", "128", "--prune_freq", "4",
+                      "--seed", str(seed), "--num_workers", "0", "--quiet", "--log_mechanism",
+                      "--logdir", "noise", *FLIPOUT]  # fmt: skip
+            other = "sgd" if name == "vit" else "adamw"
+            grid += [
+                [*common, "--comment", f"flipout gradient noise {name} {other} seed {seed}"],
+                [*common[: -len(NOISE)], "--comment",
+                 f"flipout without noise {name} {other} seed {seed}"],
+            ]  # fmt: skip
+        # the noise without pruning: what it costs the training itself
+        for name in ("vit", "lenet5"):
+            common = [*NOISE_NETWORKS[name], "-d", "digits", "-e", "20", "-bs", "128",
+                      "--seed", str(seed), "--num_workers", "0", "--quiet", "--log_mechanism",
+                      "--logdir", "noise", "--prune_criterion", "none"]  # fmt: skip
+            grid += [
+                [*common, *NOISE, "--comment", f"dense gradient noise {name} seed {seed}"],
+                [*common, "--comment", f"dense {name} seed {seed}"],
+            ]
+    return grid
+
+
 def smoke(seeds: Sequence[int]) -> list[list[str]]:
     """Four short runs on the bundled digits, one per method that prunes differently: checks an
     executor (a cluster's set-up, say) end to end in a minute or two."""
@@ -370,6 +447,10 @@ SWEEPS: dict[str, Sweep] = {
               f"ViT and ConvNeXt-Atto (timm) at {ZOO_SPARSITY} on bundled data, and both "
               "unpruned: 8 runs x 3 seeds",
               digits_zoo),
+        Sweep("digits_noise", "FlipOut's noise beyond SGD: each kind of noise and none beside "
+              "global magnitude, a small ViT and ConvNeXt-Atto under AdamW and LeNet-5 under "
+              "SGD, at 93.75% and 99% on bundled data, and 8 runs for the mechanism: 38 runs x "
+              "3 seeds", digits_noise),
         Sweep("smoke", "four short runs on bundled data, to check an executor end to end",
               smoke, default_seeds=(0,)),
     )

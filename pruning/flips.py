@@ -36,6 +36,7 @@ class FlipCounter:
         self.totals = {name: torch.zeros_like(p, dtype=torch.int32) for name, p in params.items()}
         self.pending_steps = 0
         self.cleared = 0  # flips counted of weights since pruned, whose counters were zeroed
+        self.cleared_in = dict.fromkeys(params, 0)  # ... by tensor
         self._weights = [p.data for p in params.values()]
         self._packed = list(self.packed.values())
 
@@ -72,7 +73,9 @@ class FlipCounter:
     def forget_pruned(self, masks: Masks) -> None:
         """Zero the counters of pruned weights and record their (zero, not negative) sign."""
         for name, count in self.counts.items():
-            self.cleared += int(count[~masks[name]].sum(dtype=torch.int64))
+            cleared = int(count[~masks[name]].sum(dtype=torch.int64))
+            self.cleared += cleared
+            self.cleared_in[name] += cleared
             count.mul_(masks[name])
             self.packed[name].copy_(sign_bits(self.params[name]))
 
@@ -83,6 +86,13 @@ class FlipCounter:
         """Every flip counted in this process, those of weights pruned since included: a
         difference of two is the flips between them, even across a mask update mid-epoch."""
         return self.total() + self.cleared
+
+    def counted_by_tensor(self) -> dict[str, int]:
+        """`counted`, tensor by tensor."""
+        return {
+            name: int(count.sum(dtype=torch.int64)) + self.cleared_in[name]
+            for name, count in self.counts.items()
+        }
 
     def live_counts(self, masks: Masks) -> torch.Tensor:
         """Flip counts of every live weight, flattened, on the CPU (for histograms)."""

@@ -12,6 +12,11 @@ every tensor, in order, so the noise depends on the seed alone, never on the num
 workers do all the per-element work (norms, draws, adds, masking) single-threaded, because
 PyTorch's own intra-op threads, spinning between operations, would otherwise compete with them
 for the cores. On CUDA one generator is already parallel: one stream, on the calling thread.
+
+Two variants for adaptive optimizers (docs/noise.md), `Noise.kind`: "update" adds the noise to the
+step the optimizer took instead of to the gradient, after its preconditioning, with std the step's
+own RMS times the scale (UpdateNoise); "second_moment" adds it to the gradient with a std of its
+own per coordinate, the coordinate's gradient RMS over recent steps times the scale (MomentNoise).
 """
 
 import math
@@ -22,8 +27,11 @@ from functools import partial
 import torch
 
 from .kernels import Kernels, dense_layout
+from .options import Choice
 
 CPU_STREAMS = 4
+# where the noise goes and how large it is: the paper's, and the two variants
+KINDS = Choice("gradient", "update", "second_moment")
 
 
 def stream_generators(seed: int, streams: int, device: torch.device) -> list[torch.Generator]:
@@ -105,11 +113,17 @@ class GradientNoise:
 
     @torch.no_grad()
     def add(self) -> None:
-        jobs, factors = self._flat_gradients()
+        """Noise on every gradient (after backward, before the optimizer's step)."""
+        self._add([p.grad for p in self.params])
+
+    def _add(self, targets: list, sources: list | None = None) -> None:
+        """Noise on each of `targets` (one per parameter, None to skip), its std from the
+        corresponding tensor of `sources` (default: the target itself)."""
+        jobs, factors = self._flat(targets)
         if not jobs:
             return
         # 1. every gradient's norm, from the norms of each stream's slices
-        stds = self._stds(jobs, factors)
+        stds = self._stds(jobs if sources is None else self._flat(sources)[0], factors)
         # 2. the noise, stream k drawing the k-th slice of every tensor, added and re-masked
         if self._pool is not None and self.kernels.eager:
             # each stream adds its own slices too, so that the adds run in parallel as well
@@ -126,12 +140,11 @@ class GradientNoise:
             if original is not None:
                 original.copy_(flat.view_as(original))
 
-    def _flat_gradients(self) -> tuple[list[tuple], list[torch.Tensor]]:
-        """(gradient, mask, where to write back) as flat views in memory order, for every
-        parameter that has a gradient, and the noise factor of each."""
+    def _flat(self, tensors: list) -> tuple[list[tuple], list[torch.Tensor]]:
+        """(tensor, mask, where to write back) as flat views in memory order, for every one of
+        `tensors` (one per parameter) that is not None, and the noise factor of each."""
         jobs, factors = [], []
-        for p, mask, factor in zip(self.params, self.masks, self.factors, strict=True):
-            grad = p.grad
+        for grad, mask, factor in zip(tensors, self.masks, self.factors, strict=True):
             if grad is None:
                 continue
             factors.append(factor)
@@ -189,6 +202,13 @@ class GradientNoise:
     def get_state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]
 
+    def moments(self) -> dict | None:
+        """State besides the generators' that a resume needs (None: there is none)."""
+        return None
+
+    def load_moments(self, state: dict | None) -> None:
+        pass
+
     def set_state(self, states: list[torch.Tensor]) -> None:
         if not isinstance(states, list | tuple):
             raise ValueError(
@@ -203,3 +223,88 @@ class GradientNoise:
             )
         for generator, state in zip(self.generators, states, strict=True):
             generator.set_state(state)
+
+
+class UpdateNoise(GradientNoise):
+    """Noise on the update: after the optimizer's step, each tensor gains Gaussian noise of std
+    RMS(step) * scale, where the step is how far the optimizer just moved the tensor. Under an
+    adaptive optimizer, which divides each coordinate's step by its own gradient RMS, the noise is
+    then measured in the steps the optimizer takes, not in raw gradients that the optimizer would
+    blow up where gradients are small. Under plain SGD the step is -lr * g, and this is the paper's
+    noise in distribution. `before_step` keeps the weights before the step (a copy of them)."""
+
+    def __init__(self, params, *args, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        with torch.no_grad():
+            # the weights before the step, then the step itself; in the weights' layout, so that
+            # both are read in the same memory order
+            self.steps = [torch.empty_like(p) for p in self.params]
+        self.weights = [p.detach() for p in self.params]
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        torch._foreach_copy_(self.steps, self.weights)
+
+    @torch.no_grad()
+    def add(self) -> None:
+        """Noise on the weights, after the optimizer's step (before_step called before it)."""
+        torch._foreach_sub_(self.steps, self.weights)  # minus the step: its RMS is the step's
+        self._add(self.weights, self.steps)
+
+
+class MomentNoise(GradientNoise):
+    """Noise on the gradient, of a std per coordinate: the coordinate's gradient RMS over recent
+    steps times the scale, sqrt(v / (1 - BETA^t)) * scale, v the moving average of its squared
+    (masked, noise-free) gradient with Adam's default BETA. Every coordinate then keeps the same
+    signal-to-noise ratio, which an adaptive optimizer's preconditioning leaves as it is, where
+    the paper's noise, one std per tensor, swamps the coordinates whose gradients are small."""
+
+    BETA = 0.999
+
+    def __init__(self, params, *args, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        with torch.no_grad():
+            self.averages = [torch.zeros_like(p, memory_format=torch.contiguous_format)
+                             for p in self.params]  # fmt: skip
+        self.count = 0  # steps averaged
+
+    @torch.no_grad()
+    def add(self) -> None:
+        self.count += 1
+        correction = 1.0 - self.BETA**self.count
+        for p, average, mask, factor in zip(
+            self.params, self.averages, self.masks, self.factors, strict=True
+        ):
+            grad = p.grad
+            if grad is None:
+                continue
+            average.mul_(self.BETA).addcmul_(grad, grad, value=1.0 - self.BETA)
+            # drawn in the gradient's logical order, stream k its k-th slice: the same numbers
+            # whatever the layout and the number of cores
+            noise = self.buffer[: grad.numel()]
+            self._each_stream(partial(self._draw, noise))
+            # scale * sqrt(numel) undoes the tensor factor's 1 / sqrt(numel)
+            std = average.div(correction).sqrt_().mul_(factor * math.sqrt(grad.numel()))
+            grad.addcmul_(noise.view(grad.shape), std)
+            if mask is not None:
+                grad.mul_(mask)
+
+    def _draw(self, noise: torch.Tensor, k: int) -> None:
+        self._piece(noise, k).normal_(generator=self.generators[k])
+
+    def moments(self) -> dict:
+        return {"averages": [a.clone() for a in self.averages], "count": self.count}
+
+    @torch.no_grad()
+    def load_moments(self, state: dict | None) -> None:
+        if state is None:
+            raise ValueError(
+                "the checkpoint has no gradient averages for --noise_kind second_moment: it was "
+                "written by a run with other noise"
+            )
+        for average, saved in zip(self.averages, state["averages"], strict=True):
+            average.copy_(saved)
+        self.count = int(state["count"])
+
+
+NOISES = {"gradient": GradientNoise, "update": UpdateNoise, "second_moment": MomentNoise}

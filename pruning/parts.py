@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .hoyer import SCOPES
+from .noise import KINDS
 from .options import Bounded, flags_named, spelled
 from .schedule import NEVER
 
@@ -52,21 +53,27 @@ def check_epoch(part, field: str) -> None:
 class Noise:
     """Gradient noise: after each backward pass, Gaussian noise of std ||g||_2 / sqrt(numel) *
     `scale` on the gradient of every trainable tensor (of the prunable ones only, with
-    `only_prunable`), in every epoch before `stop_at` (None: in every epoch)."""
+    `only_prunable`), in every epoch before `stop_at` (None: in every epoch). That is `kind`
+    "gradient", the paper's; "update" adds it to the optimizer's step instead, of std the step's
+    RMS * `scale`, and "second_moment" to the gradient with a std per coordinate, its gradient's
+    RMS over recent steps * `scale` (pruning/noise.py, docs/noise.md)."""
 
     scale: float = 1.0
     only_prunable: bool = False
     stop_at: int | None = None
+    kind: str = "gradient"
 
     # the command line's flags, by which messages name the fields there
     FLAGS: ClassVar[dict] = {
         "scale": "noise_scale_factor",
         "only_prunable": "noise_only_prunable",
         "stop_at": "stop_noise_at",
+        "kind": "noise_kind",
     }
 
     def __post_init__(self):
         STRENGTH.check(field_name(self, "scale"), self.scale)
+        KINDS.check(field_name(self, "kind"), self.kind)
         check_switch(self, "only_prunable")
         check_epoch(self, "stop_at")
 

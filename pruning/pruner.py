@@ -38,8 +38,9 @@ from .flips import FlipCounter
 from .hoyer import hoyer_square, penalised
 from .kernels import Kernels
 from .mask import Masks, check_mask, layer_table
+from .mechanism import Mechanism
 from .nm import NM
-from .noise import GradientNoise
+from .noise import NOISES, GradientNoise, UpdateNoise
 from .options import RATE, SPARSITY, flags_named, spelled
 from .parts import HoyerSquare, Noise, Tensors, names_of, resolve
 from .prunable import aliases, as_patterns, matching, select_prunable
@@ -150,7 +151,9 @@ class Pruner:
     re-initialised copy; `compile_kernels`, "auto", "on" or "off" (pruning/kernels.py); `sync`,
     the process group under torchrun (pruning/sync.py; the CLI passes
     utils.distributed.Distributed): gradient scores are summed over ranks, and every prune
-    checks that all ranks hold the same state.
+    checks that all ranks hold the same state; `mechanism`, whether to measure per tensor the
+    flip rates and the noise's share of the steps (pruning/mechanism.py), read with
+    `pruner.mechanism.take()` at each epoch's end.
 
     The keywords of the release before that the parts replace (`noise_scale`, `hoyer_lambda`,
     `prune_bias`, ... : parts.KEYWORDS) still work in this one, with a DeprecationWarning.
@@ -179,6 +182,7 @@ class Pruner:
         seed: int = 0,
         compile_kernels: str = "auto",
         sync: Sync | None = None,
+        mechanism: bool = False,
         **deprecated,
     ):
         check_parts(model, criterion, schedule)
@@ -241,6 +245,9 @@ class Pruner:
         self.noise_part: Noise | None = parts["noise"]
         # the noise's own streams, as the part says (None: no noise)
         self.noise = None if self.noise_part is None else self._noise(self.noise_part, seed + 1)
+        self._noise_now = False  # whether this step has noise (set in after_backward, before it)
+        # per-tensor flip rates and noise-to-step ratios, when asked (pruning/mechanism.py)
+        self.mechanism = Mechanism(self.params, self.masks, self.flips) if mechanism else None
         # the masks as the step takes them; updated only in place, so the references stay valid
         self._masks = list(self.masks.masks.values())
         self.optimizer: torch.optim.Optimizer | None = None
@@ -265,7 +272,7 @@ class Pruner:
             for name, p in self.model.named_parameters()
             if p.requires_grad and (name in self.params or not part.only_prunable)
         }
-        return GradientNoise(
+        return NOISES[part.kind](
             list(targets.values()),
             part.scale,
             seed,
@@ -383,9 +390,15 @@ class Pruner:
         if self.criterion.observes:
             # the true gradient of the live weights, before the noise perturbs it
             self.criterion.observe(self.params)
+        epoch = self.epoch if epoch is None else epoch
         if self.noise is not None:
-            epoch = self.epoch if epoch is None else epoch
-            if self.noise_part.applies(epoch):
+            self._noise_now = self.noise_part.applies(epoch)
+        if self.mechanism is not None and self.mechanism.epoch_started(epoch):
+            self.mechanism.clean_step(self.optimizer, self._noise_now)
+        if self.noise is not None:
+            if self._noise_now and isinstance(self.noise, UpdateNoise):
+                self.noise.before_step()  # its noise comes after the step, on the step
+            elif self._noise_now:
                 # the noise std comes from the masked gradient; pruned entries are re-zeroed
                 self.noise.add()
 
@@ -394,7 +407,12 @@ class Pruner:
         """After the optimizer step: count sign flips (re-masking the weights first where the
         optimizer could have moved pruned ones); then, for a criterion that regrows, move the
         masks if this step is one of its updates (the event, else None)."""
+        if self._noise_now and isinstance(self.noise, UpdateNoise):
+            self.noise.add()  # on the step just taken; pruned weights stay at zero
+        self._noise_now = False
         self.flips.update(self._masks if self.remask_weights and self.masks.any_pruned else None)
+        if self.mechanism is not None:
+            self.mechanism.step_taken()
         self.steps += 1
         return self._update_masks() if self._update_due(self.steps) else None
 
@@ -646,6 +664,8 @@ class Pruner:
 
     def _apply(self, remove: dict[str, torch.Tensor], epoch: int) -> PruneEvent:
         live_before = self.masks.num_live
+        if self.mechanism is not None:
+            self.mechanism.pruned(remove, self.steps)
         for name, chosen in remove.items():
             self.masks.prune(name, chosen)
         self._zero_pruned()
@@ -766,6 +786,7 @@ class Pruner:
             "events": [event.as_dict() for event in self.events],
             "random_generator": self.random_generator.get_state(),
             "noise_generator": None if self.noise is None else self.noise.get_state(),
+            "noise_moments": None if self.noise is None else self.noise.moments(),
             "epoch": self.epoch,
             "rewind_point": self.rewind_point,
             "steps": self.steps,
@@ -784,6 +805,7 @@ class Pruner:
         self.random_generator.set_state(state["random_generator"])
         if self.noise is not None and state["noise_generator"] is not None:
             self.noise.set_state(state["noise_generator"])
+            self.noise.load_moments(state.get("noise_moments"))
         self.epoch = state.get("epoch", self.epoch)
         self.rewind_point = state.get("rewind_point")
         self.steps = state.get("steps", 0)

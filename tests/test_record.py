@@ -58,7 +58,7 @@ def test_the_roles_give_the_lists_once_kept_by_hand():
         "model", "model_kwargs", "dataset", "prune_criterion", "prune_include", "prune_exclude",
     }  # fmt: skip
     assert set(keys_with(Role.NEUTRAL)) == {
-        "seed", "test_batch_size", "save_model", "amp", "channels_last",
+        "seed", "test_batch_size", "save_model", "log_mechanism", "amp", "channels_last",
     }  # fmt: skip
     assert {"device", "num_workers", "data_dir", "resume", "plugins"} <= set(
         keys_with(Role.MACHINE)

@@ -185,6 +185,11 @@ class RunLogger:
             for key, tag in EPOCH_TAGS.items():
                 if record.get(key) is not None:
                     self.writer.add_scalar(tag, record[key], record["epoch"])
+            # per tensor: --log_mechanism's measurements, dynamic sparse training's mask updates
+            for key in ("mechanism", "regrowth"):
+                for tensor, stats in record.get(key, {}).items():
+                    for stat, value in stats.items():
+                        self.writer.add_scalar(f"{key}/{stat}/{tensor}", value, record["epoch"])
             self.writer.flush()
 
     def log_hparams(self, values: dict, metrics: dict) -> None:

@@ -1,0 +1,117 @@
+"""What FlipOut's ranking is made of, measured per prunable tensor while a run trains
+(`Pruner(..., mechanism=True)`, `main.py --log_mechanism`; docs/noise.md reads them).
+
+Each epoch, per tensor:
+
+- `flip_rate`: the sign flips of the epoch per live weight and optimizer step (live as the epoch
+  began);
+- `noise_to_step`: at the epoch's first step, how much the noise moved the weights against how far
+  the optimizer moved them, ||step - clean step|| / ||clean step|| over the live weights. The step
+  is the one taken; the clean step, the one the optimizer would have taken from the same state
+  without the noise, taken on a copy of the optimizer (so the run itself is not changed). 0 when
+  no noise was added. Gradient clipping is not redone on the clean gradients;
+- `noise_dominated`: at the same step, the share of live weights whose noise moved them further
+  than the clean step did.
+
+At each prune, per tensor, the flips per step since the start (what FlipOut ranks by, before the
+prune clears the counters of the weights it removes) of the weights the prune removes,
+`flip_rate_removed`, and of those it keeps, `flip_rate_kept`.
+"""
+
+import copy
+
+import torch
+
+# the optimizer's hooks, which a copy must not run (they call the Pruner that owns the original)
+HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+
+
+class Mechanism:
+    def __init__(self, params: dict[str, torch.Tensor], masks, flips):
+        self.params, self.masks, self.flips = params, masks, flips
+        self.stats: dict[str, dict[str, float]] = {}
+        self._epoch = None  # the epoch whose flips are being counted
+        self._start: dict[str, int] = {}  # flips counted and live weights as it began
+        self._live: dict[str, int] = {}
+        self._steps = 0
+        self._probe: dict | None = None  # the probe step's weights before it and clean step
+
+    # -- the Pruner's calls ---------------------------------------------------------------------
+
+    def epoch_started(self, epoch: int) -> bool:
+        """Called at every step before the noise; whether this step is the epoch's first (its
+        probe), which begins the epoch's count."""
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._steps = epoch, 0
+        self._start = self.flips.counted_by_tensor()
+        self._live = {name: int(mask.sum()) for name, mask in self.masks.items()}
+        return True
+
+    @torch.no_grad()
+    def clean_step(self, optimizer: torch.optim.Optimizer | None, noisy: bool) -> None:
+        """At the probe step, before the noise: the step the optimizer would take without it,
+        taken on a copy (None without an optimizer or noise: nothing to compare)."""
+        self._probe = {"before": {n: p.detach().clone() for n, p in self.params.items()}}
+        if optimizer is None or not noisy:
+            return
+        twin = copy.deepcopy(optimizer)
+        for name in HOOKS:
+            getattr(twin, name, {}).clear()
+        own = [p for group in optimizer.param_groups for p in group["params"]]
+        copies = [p for group in twin.param_groups for p in group["params"]]
+        by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
+        for p, c in zip(own, copies, strict=True):
+            c.grad = None if p.grad is None else p.grad.detach().clone()
+        twin.step()
+        self._probe["clean"] = {
+            name: by_id[id(p)].detach() - self._probe["before"][name]
+            for name, p in self.params.items()
+            if id(p) in by_id
+        }
+
+    @torch.no_grad()
+    def step_taken(self) -> None:
+        """After the step (and any noise on it, and re-masking)."""
+        self._steps += 1
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return
+        for name, p in self.params.items():
+            live = self.masks[name]
+            step = (p.detach() - probe["before"][name])[live]
+            clean = probe.get("clean", {}).get(name)
+            if clean is None:
+                ratio, dominated = 0.0, 0.0
+            else:
+                clean = clean[live]
+                noise = step - clean
+                ratio = float(noise.norm() / clean.norm().clamp_min(1e-30))
+                dominated = float((noise.abs() > clean.abs()).float().mean()) if live.any() else 0.0
+            entry = self.stats.setdefault(name, {})
+            entry["noise_to_step"], entry["noise_dominated"] = ratio, dominated
+
+    @torch.no_grad()
+    def pruned(self, remove: dict[str, torch.Tensor], steps: int) -> None:
+        """Before a prune removes `remove` (name -> bool, True: removed) and clears their flip
+        counters."""
+        counts = self.flips.counts
+        for name, removed in remove.items():
+            live = self.masks[name]
+            kept = live & ~removed
+            removed = live & removed
+            count = counts[name].double() / max(steps, 1)
+            entry = self.stats.setdefault(name, {})
+            entry["flip_rate_removed"] = float(count[removed].mean()) if removed.any() else 0.0
+            entry["flip_rate_kept"] = float(count[kept].mean()) if kept.any() else 0.0
+
+    def take(self) -> dict[str, dict[str, float]]:
+        """The epoch's measurements, tensor by tensor, and a fresh start for the next."""
+        if self._epoch is not None and self._steps:
+            counted = self.flips.counted_by_tensor()
+            for name in self.params:
+                live = max(self._live[name], 1)
+                rate = (counted[name] - self._start[name]) / (live * self._steps)
+                self.stats.setdefault(name, {})["flip_rate"] = rate
+        stats, self.stats = self.stats, {}
+        return {name: dict(sorted(entry.items())) for name, entry in stats.items()}
