@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import main
-from pruning import SET, GraNet, Pruner, RigL, Tensors
+from pruning import SET, GraNet, Noise, Pruner, RigL, Tensors
 from pruning.dynamic import cosine_fraction, erk_densities, keep_counts
 from tests.support.runs import (
     assert_identical,
@@ -45,6 +46,26 @@ def train(pruner: Pruner, optimizer, steps: int, seed: int = 0, each=None) -> No
         optimizer.step()
         if each is not None:
             each()
+
+
+def by_hand(pruner: Pruner, optimizer, steps: int, seed: int = 0, before=None, between=None):
+    """`steps` steps of a loop that calls the pruner's hooks itself: `before(step)` after backward
+    and before after_backward, `between(step)` after it and before the optimizer's step, given
+    the step's number in the run (from 1)."""
+    batches = torch.Generator().manual_seed(seed)
+    pruner.attach_optimizer(optimizer)  # no step hooks: the gradients can be seen between them
+    for _ in range(steps):
+        inputs = torch.randn(8, 6, generator=batches)
+        targets = torch.randint(0, 3, (8,), generator=batches)
+        optimizer.zero_grad()
+        F.cross_entropy(pruner.model(inputs), targets).backward()
+        if before is not None:
+            before(pruner.steps + 1)
+        pruner.after_backward()
+        if between is not None:
+            between(pruner.steps + 1)
+        optimizer.step()
+        pruner.after_step()
 
 
 def started(criterion, opt=torch.optim.SGD, seed: int = 0, **pruner_options):
@@ -103,6 +124,14 @@ def test_every_update_keeps_each_layers_count_and_the_total_exact(criterion, dis
     assert all(d == g for e in updates for d, g in e.layers.values())
 
 
+@pytest.mark.parametrize("criterion", [RigL, SET])
+def test_rigl_and_set_default_to_the_authors_settings(criterion):
+    chosen = criterion(init_sparsity=0.9)
+    assert chosen.update_every == 100 and chosen.drop_fraction == 0.3 and chosen.end == 0.75
+    assert chosen.distribution == "erk" and chosen.erk_power_scale == 1.0
+    assert not chosen.dense_first_layer
+
+
 def test_the_drop_fraction_is_cosine_annealed_to_zero_at_the_end():
     assert cosine_fraction(0.3, 0, 100) == pytest.approx(0.3)
     assert cosine_fraction(0.3, 50, 100) == pytest.approx(0.15)
@@ -139,9 +168,10 @@ def test_a_grown_weight_starts_at_zero_with_no_optimizer_state_or_flips(opt):
     assert any(bool((p[grown[name]] != 0).any()) for name, p in pruner.params.items())
 
 
-def test_a_weight_grown_and_later_dropped_is_dead_and_zero_again():
-    pruner, optimizer = started(SET(init_sparsity=0.5, update_every=1, drop_fraction=0.9,
-                                    end=1.0, total_steps=30))  # fmt: skip
+@pytest.mark.parametrize("criterion", [RigL, SET])
+def test_a_weight_grown_and_later_dropped_is_dead_and_zero_again(criterion):
+    pruner, optimizer = started(criterion(init_sparsity=0.5, update_every=1, drop_fraction=0.9,
+                                          end=1.0, total_steps=30))  # fmt: skip
     grown_at: dict = {}
     cases = []
 
@@ -161,6 +191,59 @@ def test_a_weight_grown_and_later_dropped_is_dead_and_zero_again():
 
     train(pruner, optimizer, 10, each=watch)
     assert cases  # it happened, and each time the weight was dead and zero
+
+
+@pytest.mark.parametrize("criterion", [RigL, SET])
+def test_a_grown_weight_gets_gradient_noise_from_the_next_step_and_dead_ones_none(criterion):
+    """The noise treats a grown weight as live from the step after its update on: even with its
+    true gradient taken away its gradient is noise, while every dead weight's is exactly 0."""
+    model = mlp()
+    pruner = Pruner(model, criterion(init_sparsity=0.7, update_every=2, total_steps=20),
+                    noise=Noise(scale=1.0))  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruner.before_training()
+    by_hand(pruner, optimizer, 1)
+    before = {name: mask.clone() for name, mask in pruner.masks.items()}
+    by_hand(pruner, optimizer, 1, seed=1)  # step 2: an update
+    assert pruner.events[-1].step == 2 and pruner.events[-1].grown > 0
+    grown = {name: pruner.masks[name] & ~before[name] for name in pruner.masks.masks}
+    noised = []
+
+    def take_away_the_true_gradient(step):
+        for name, p in pruner.params.items():
+            assert bool((p.grad[~pruner.masks[name]] != 0).any())  # autograd's dense gradient
+            p.grad[grown[name]] = 0
+
+    def look(step):
+        for name, p in pruner.params.items():
+            assert torch.all(p.grad[~pruner.masks[name]] == 0)
+            assert torch.all(p.grad[grown[name]] != 0)
+            noised.append(int(grown[name].sum()))
+
+    by_hand(pruner, optimizer, 1, seed=2, before=take_away_the_true_gradient, between=look)
+    assert sum(noised) == pruner.events[-1].grown
+    assert pruner.steps == 3 and pruner.events[-1].step == 2  # step 3 moved no mask
+
+
+@pytest.mark.parametrize("criterion", [RigL, SET])
+def test_the_dead_weights_gradients_are_kept_only_for_an_update_step(criterion):
+    """RigL's dense gradient is kept only after the backward of an update step and consumed by
+    its update; SET, which grows at random, never keeps it."""
+    pruner, optimizer = started(criterion(init_sparsity=0.7, update_every=3, end=1.0,
+                                          total_steps=12))  # fmt: skip
+    kept = []
+
+    def look(step):
+        if pruner._gradients is not None:
+            kept.append(step)
+            # the dense gradient: the dead weights' too, before the masking zeroed them
+            assert any(bool((g[~pruner.masks[n]] != 0).any())
+                       for n, g in pruner._gradients.items())  # fmt: skip
+
+    by_hand(pruner, optimizer, 12, between=look)
+    assert [e.step for e in pruner.events if e.step is not None] == [3, 6, 9]
+    assert kept == ([3, 6, 9] if criterion is RigL else [])
+    assert pruner._gradients is None
 
 
 def test_set_grows_from_the_pruners_seeded_generator():
@@ -187,13 +270,21 @@ def test_without_the_length_of_training_the_first_step_says_how_to_give_it():
         train(pruner, optimizer, 1)
 
 
-def test_prune_exclude_is_honoured_the_excluded_layer_stays_dense_and_still():
-    pruner, optimizer = started(
-        RigL(init_sparsity=0.7, update_every=1, total_steps=10), tensors=Tensors(exclude="4")
-    )
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        lambda: RigL(init_sparsity=0.7, update_every=1, total_steps=10),
+        lambda: SET(init_sparsity=0.7, update_every=1, total_steps=10),
+        lambda: GraNet(init_sparsity=0.5, sparsity=0.8, update_every=1, total_steps=10),
+    ],
+    ids=["RigL", "SET", "GraNet"],
+)
+def test_prune_exclude_is_honoured_the_excluded_layer_stays_dense_and_still(criterion):
+    pruner, optimizer = started(criterion(), tensors=Tensors(exclude="4"))
     assert "4.weight" in pruner.excluded and "4.weight" not in pruner.masks.masks
     train(pruner, optimizer, 5)
-    assert all("4.weight" not in e.layers for e in pruner.events if e.step is not None)
+    updates = [e for e in pruner.events if e.step is not None]
+    assert len(updates) == 5 and all("4.weight" not in e.layers for e in updates)
 
 
 def test_first_layer_dense_keeps_it_whole_through_the_updates():
@@ -224,6 +315,18 @@ def test_what_rigl_cannot_do_is_one_line(tmp_path, capsys, flags, names):
     assert_one_error_line(capsys, *names)
 
 
+@pytest.mark.parametrize(
+    ("criterion", "flags"),
+    [("set", ["--init_sparsity", "0.9"]),
+     ("granet", ["--init_sparsity", "0.5", "--granet_sparsity", "0.9"])],
+)  # fmt: skip
+def test_set_and_granet_refuse_nm_in_one_line(tmp_path, capsys, criterion, flags):
+    argv = quick(tmp_path, *DIGITS[:-2], *flags, "--prune_criterion", criterion, "-e", "2",
+                 "--nm", "2:4")  # fmt: skip
+    assert main.main(argv) == 2
+    assert_one_error_line(capsys, f"--prune_criterion {criterion}", "--nm 2:4")
+
+
 # -- end to end -------------------------------------------------------------------------------
 
 
@@ -239,11 +342,29 @@ def test_a_run_records_each_mask_update_in_its_summary(tmp_path, criterion):
     assert [e["step"] for e in updates] == [2, 4]
     assert all(e["dropped"] == e["grown"] > 0 and e["sparsity"] == 0.9 for e in updates)
     assert done["final_sparsity"] == 0.9
-    # each epoch's updates in all, in metrics.jsonl (and TensorBoard's regrowth/ tags)
+    # per tensor [dropped, grown], every pruned tensor named, adding up to the update's totals
+    tensors = {"1.weight", "3.weight", "5.weight"}
+    for update in updates:
+        assert set(update["layers"]) == tensors
+        assert all(dropped == grown for dropped, grown in update["layers"].values())
+        assert sum(d for d, _ in update["layers"].values()) == update["dropped"]
+        assert sum(g for _, g in update["layers"].values()) == update["grown"]
+    # each epoch's updates in all, in metrics.jsonl and TensorBoard's regrowth/ tags
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(e["dropped"], e["grown"]) for e in epochs] == [
         (sum(u["dropped"] for u in updates if u["epoch"] == e["epoch"]),) * 2 for e in epochs
     ]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    for key in ("dropped", "grown"):
+        assert [e.value for e in events.Scalars(f"regrowth/{key}")] == [e[key] for e in epochs]
+        for tensor in tensors:  # and tensor by tensor, as the summary's updates add up
+            by_epoch = [e["regrowth"][tensor][key] for e in epochs]
+            assert [e.value for e in events.Scalars(f"regrowth/{key}/{tensor}")] == by_epoch
+            assert by_epoch == [
+                sum(u["layers"][tensor][key == "grown"] for u in updates if u["epoch"] == epoch)
+                for epoch in (1, 2)
+            ]
 
 
 def assert_resumed_mid_cycle_equals_straight(tmp_path, flags) -> None:
@@ -255,8 +376,9 @@ def assert_resumed_mid_cycle_equals_straight(tmp_path, flags) -> None:
     assert_resumed_equals_straight(tmp_path, run_dir, flags)
 
 
-def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, capsys):
-    flags = [*DIGITS, "--prune_criterion", "rigl", "-e", "2", "--rigl_update_every", "2",
+@pytest.mark.parametrize("criterion", ["rigl", "set"])
+def test_a_run_resumed_mid_cycle_equals_a_straight_one_to_the_bit(tmp_path, capsys, criterion):
+    flags = [*DIGITS, "--prune_criterion", criterion, "-e", "2", "--rigl_update_every", "2",
              "--rigl_end", "1", "--opt", "adam"]  # fmt: skip
     assert_resumed_mid_cycle_equals_straight(tmp_path, flags)
     capsys.readouterr()
