@@ -311,9 +311,12 @@ def drop_duplicates(
     return dict(sorted(kept.items())), kept_unfinished, sorted(duplicates, key=lambda d: d.run)
 
 
-def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
+def markdown_tables(
+    rows: list[Row], show_flops: bool = False, against: tuple[str, dict] | None = None
+) -> str:
     """A heading and a table per (model, dataset); `rows` as ordered by group_runs. The column
-    of training FLOPs is there where some run records them."""
+    of training FLOPs is there where some run records them; with `against`, (the baseline's
+    label, experiments.against.compare's results), a column of each row beside the baseline's."""
     metric = rows[0].metric if rows else "final"
     header = ["Method", "Sparsity (%)", METRICS[metric][1]]
     if show_flops:
@@ -321,6 +324,8 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
     show_train_flops = has_train_flops(rows)
     if show_train_flops:
         header.append("Train FLOPs (vs dense)")
+    if against is not None:
+        header.append(f"vs {against[0]}: Δ, Welch's p")
     blocks = []
     for (model, dataset), pair_rows in groupby(rows, key=lambda row: (row.model, row.dataset)):
         lines = [f"### {model} on {dataset}", "", *table_head(header)]
@@ -332,6 +337,9 @@ def markdown_tables(rows: list[Row], show_flops: bool = False) -> str:
                 cells.append("—" if flops is None else percent(flops / 100, sign=""))
             if show_train_flops:
                 cells.append(train_flops_cell(row))
+            if against is not None:
+                compared = against[1].get(id(row))
+                cells.append("baseline" if compared is None else compared.cell())
             lines.append(table_line(cells))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -392,15 +400,27 @@ def skipped_files_list(skipped: list[tuple[Path, str]]) -> str:
     return "\n".join(["### Skipped files", "", *lines])
 
 
-def write_csv(rows: list[Row], path: Path, show_flops: bool = False) -> None:
-    """One line per row, numbers unrounded."""
+def write_csv(
+    rows: list[Row], path: Path, show_flops: bool = False, against: tuple[str, dict] | None = None
+) -> None:
+    """One line per row, numbers unrounded; with `against`, the baseline's label and each row's
+    difference and Welch's p beside it."""
     columns = [field.name for field in fields(Row)]
     # DictWriter's extrasaction drops a column left out from the rows
     if not show_flops:
         columns.remove("flops_remaining_mean")
     if not has_train_flops(rows):
         columns = [column for column in columns if not column.startswith("train_flops")]
-    write_dicts_csv(columns, [asdict(row) for row in rows], path)
+    lines = [asdict(row) for row in rows]
+    if against is not None:
+        columns += ["baseline", "delta_vs_baseline", "welch_p", "welch_df"]
+        for row, line in zip(rows, lines, strict=True):
+            compared = against[1].get(id(row))
+            line["baseline"] = against[0]
+            if compared is not None:
+                line.update(delta_vs_baseline=compared.delta, welch_p=compared.p,
+                            welch_df=compared.df)  # fmt: skip
+    write_dicts_csv(columns, lines, path)
 
 
 def build_parser() -> OneLineParser:
@@ -433,6 +453,13 @@ def build_parser() -> OneLineParser:
         metavar="POINTS",
         help="with --paper: how close, in accuracy points, our mean must be shown to be to the "
         "paper's (two one-sided tests at 5%%) for a row to count as replicated (default 1)",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="METHOD",
+        help="set each row beside METHOD's row (its label in the tables, e.g. GlobalMagnitude) "
+        "on the same network at the same sparsity: the difference of the mean accuracies and "
+        "Welch's two-sided t-test of it (experiments/against.py)",
     )
     return parser
 
@@ -493,6 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.paper and args.metric != "final":
         raise UserError("--paper compares final accuracies, as the paper's are: drop --metric best")
+    if args.against is not None and args.paper and args.csv:
+        raise UserError(
+            "--against with --paper --csv: the CSV would hold the paper's comparison only; write "
+            "the --against CSV in a call without --paper"
+        )
     if args.equivalence_margin is not None and not args.paper:
         raise UserError("--equivalence_margin is the margin of --paper's verdicts: add --paper")
     with given_path(str(args.dir), args.dir):
@@ -520,13 +552,21 @@ def main(argv: list[str] | None = None) -> int:
     show_flops = args.flops and any(row.flops_remaining_mean is not None for row in rows)
     if args.flops and not show_flops:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
+    against = None
+    if args.against is not None:
+        from experiments import against as baseline  # its statistics (scipy) only where asked
+
+        if args.against not in baseline.methods(rows):
+            known = ", ".join(baseline.methods(rows)) or "none"
+            raise UserError(f"--against {args.against}: no row of that method (the rows: {known})")
+        against = (args.against, baseline.compare(rows, args.against))
     beside = None
     if args.paper:
         from experiments import paper  # its statistics (scipy) only where asked for
 
         beside = paper.compare(summaries.values(), args.metric, args.equivalence_margin)
     sections = [
-        markdown_tables(rows, show_flops) if rows else "No completed runs.",
+        markdown_tables(rows, show_flops, against) if rows else "No completed runs.",
         grouped.line() if rows else "",
         paper.markdown(beside) if beside else "",
         incomplete_runs_table(summaries, unfinished),
@@ -539,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             if beside:
                 paper.write_csv(beside, args.csv, show_flops)
             else:
-                write_csv(rows, args.csv, show_flops)
+                write_csv(rows, args.csv, show_flops, against)
         print(f"\nCSV: {args.csv}")
     for plot in write_plots(rows, args.dir, args.paper):
         print(f"\nPlot: {plot}")

@@ -11,7 +11,11 @@ Each epoch, per tensor:
   without the noise, taken on a copy of the optimizer (so the run itself is not changed). 0 when
   no noise was added. Gradient clipping is not redone on the clean gradients;
 - `noise_dominated`: at the same step, the share of live weights whose noise moved them further
-  than the clean step did.
+  than the clean step did;
+- `step_rms` and `clean_step_rms`: the root-mean-square of the step taken and of the clean step
+  over the live weights (the same without noise). An adaptive optimizer's clean step shrinks when
+  noise in its gradients has raised its second-moment estimates: set beside a run without noise,
+  it shows what the noise does to the optimizer's state, which the ratio at one step cannot.
 
 At each prune, per tensor, the flips per step since the start (what FlipOut ranks by, before the
 prune clears the counters of the weights it removes) of the weights the prune removes,
@@ -21,6 +25,10 @@ prune clears the counters of the weights it removes) of the weights the prune re
 import copy
 
 import torch
+
+def rms(values: torch.Tensor) -> float:
+    return float(values.double().square().mean().sqrt()) if values.numel() else 0.0
+
 
 # the optimizer's hooks, which a copy must not run (they call the Pruner that owns the original)
 HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
@@ -81,14 +89,17 @@ class Mechanism:
             live = self.masks[name]
             step = (p.detach() - probe["before"][name])[live]
             clean = probe.get("clean", {}).get(name)
+            entry = self.stats.setdefault(name, {})
+            entry["step_rms"] = rms(step)
             if clean is None:
                 ratio, dominated = 0.0, 0.0
+                entry["clean_step_rms"] = entry["step_rms"]
             else:
                 clean = clean[live]
                 noise = step - clean
                 ratio = float(noise.norm() / clean.norm().clamp_min(1e-30))
                 dominated = float((noise.abs() > clean.abs()).float().mean()) if live.any() else 0.0
-            entry = self.stats.setdefault(name, {})
+                entry["clean_step_rms"] = rms(clean)
             entry["noise_to_step"], entry["noise_dominated"] = ratio, dominated
 
     @torch.no_grad()

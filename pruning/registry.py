@@ -88,13 +88,20 @@ def is_hoyer_square(criterion: str, options: dict) -> bool:
 
 def noise_label(criterion: str, options: dict) -> str:
     """How the run's gradient noise sets it apart: the paper's FlipOut adds noise (λ = 1) and the
-    other methods do not, so only a departure shows: "(no noise)", "+ noise", and a scale other
-    than 1. Nothing for options that do not record it (an older summary)."""
+    other methods do not, so only a departure shows: "(no noise)", "+ noise", a scale other
+    than 1, and a kind other than the paper's ("(update noise)"). Nothing for options that do not
+    record it (an older summary)."""
     noise = options.get("noise")
     if noise is None:
         return ""
     scale = options.get("noise_scale_factor")
     scaled = noise and finite_number(scale) and scale != 1
+    kind = options.get("noise_kind") or "gradient"
+    if noise and kind != "gradient":  # a variant of the noise (docs/noise.md)
+        words = f"{kind.replace('_', '-')} noise"
+        if published_noise(criterion):
+            return f" ({words}, scale {scale:g})" if scaled else f" ({words})"
+        return f" + {words} (scale {scale:g})" if scaled else f" + {words}"
     if bool(noise) == published_noise(criterion):
         return f" (noise scale {scale:g})" if scaled else ""
     if not noise:

@@ -467,6 +467,22 @@ def test_paper_refuses_the_best_epoch_metric(tmp_path, capsys):
         ("global_magnitude", {"noise": False}, "GlobalMagnitude"),
         ("global_magnitude", {"noise": True, "noise_scale_factor": 1.0}, "GlobalMagnitude + noise"),
         ("random", {"noise": True, "noise_scale_factor": 0.5}, "Random + noise (scale 0.5)"),
+        (
+            "flipout",
+            {"noise": True, "noise_scale_factor": 1.0, "noise_kind": "update"},
+            "FlipOut (update noise)",
+        ),
+        (
+            "flipout",
+            {"noise": True, "noise_scale_factor": 2.0, "noise_kind": "second_moment"},
+            "FlipOut (second-moment noise, scale 2)",
+        ),
+        ("flipout", {"noise": False, "noise_kind": "update"}, "FlipOut (no noise)"),
+        (
+            "global_magnitude",
+            {"noise": True, "noise_scale_factor": 1.0, "noise_kind": "update"},
+            "GlobalMagnitude + update noise",
+        ),
     ],
 )
 def test_a_method_label_says_how_its_noise_departs_from_the_papers(criterion, options, label):
