@@ -515,6 +515,16 @@ def check_csv(path: Path) -> None:
         )
 
 
+def compared_with(rows: list[Row], method: str) -> tuple[str, dict]:
+    """--against's baseline and each row's comparison with it (experiments/against.py)."""
+    from experiments import against  # its statistics (scipy) only where asked for
+
+    if method not in against.methods(rows):
+        known = ", ".join(against.methods(rows)) or "none"
+        raise UserError(f"--against {method}: no row of that method (the rows: {known})")
+    return method, against.compare(rows, method)
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -552,14 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     show_flops = args.flops and any(row.flops_remaining_mean is not None for row in rows)
     if args.flops and not show_flops:
         print("note: no completed run records FLOPs; that column is left out", file=sys.stderr)
-    against = None
-    if args.against is not None:
-        from experiments import against as baseline  # its statistics (scipy) only where asked
-
-        if args.against not in baseline.methods(rows):
-            known = ", ".join(baseline.methods(rows)) or "none"
-            raise UserError(f"--against {args.against}: no row of that method (the rows: {known})")
-        against = (args.against, baseline.compare(rows, args.against))
+    against = None if args.against is None else compared_with(rows, args.against)
     beside = None
     if args.paper:
         from experiments import paper  # its statistics (scipy) only where asked for

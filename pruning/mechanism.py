@@ -26,6 +26,7 @@ import copy
 
 import torch
 
+
 def rms(values: torch.Tensor) -> float:
     return float(values.double().square().mean().sqrt()) if values.numel() else 0.0
 
