@@ -248,3 +248,25 @@ def test_the_mechanism_reads_back_from_metrics_jsonl_as_json(tmp_path):
     run = quick_run(tmp_path, *DIGITS, "--log_mechanism")
     line = (run / "metrics.jsonl").read_text().splitlines()[0]
     assert json.loads(line)["mechanism"]["1.weight"]["noise_to_step"] == 0.0  # no noise
+
+
+def test_the_mechanism_summary_groups_runs_and_draws_its_plot_only_where_it_may(tmp_path, capsys):
+    from experiments import mechanism
+
+    for seed in ("0", "1"):
+        quick_run(tmp_path / "runs" / seed, *DIGITS, "--noise", "--log_mechanism", "--seed", seed)
+    quick_run(tmp_path / "runs" / "plain", *DIGITS)  # not measured: left out
+    plot = tmp_path / "mechanism.png"
+    assert mechanism.main([str(tmp_path / "runs"), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if line.startswith("| lenet300 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:5] == ["sgd", "FlipOut", "50.00", "2"]  # two seeds, one group
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert mechanism.main([str(tmp_path / "runs"), "--plot", str(plot)]) == 0  # ours: replaced
+    foreign = tmp_path / "foreign.png"
+    foreign.write_bytes(b"not ours")
+    assert mechanism.main([str(tmp_path / "runs"), "--plot", str(foreign)]) == 2
+    assert foreign.read_bytes() == b"not ours"
+    assert "left as it is" in capsys.readouterr().err
+    assert mechanism.main([str(tmp_path / "runs" / "plain")]) == 1
