@@ -3,14 +3,15 @@
     python -m experiments.mechanism runs/noise [--plot FILE]
 
 Runs are grouped by network, optimizer, method (its report label) and sparsity level, seeds
-together. For each group a line: the noise-to-step ratio and the share of noise-dominated weights
+together. For each group a line: the noise-to-step ratio at one step, and with the noise's
+history in the optimizer's state (history_to_step), and the share of noise-dominated weights
 (means over the epochs with noise, the tensors weighted alike), the RMS of the optimizer's clean
-step (over all epochs), the flip rate of the first
-epoch and of the epochs after the first prune, the first prune's flip rates of the weights it
-removed and kept, and the final test accuracy. With `--plot`, one figure of the clean step's
-RMS, the flip rate and the test accuracy by epoch, a line per group of the runs at the lowest
-sparsity level. What a metrics.jsonl without measurements (a run without --log_mechanism) is
-left out; a folder with none is one line, exit 1.
+step (over all epochs), the flip rate of the first epoch and of the epochs after the first
+prune, the first prune's flip rates of the weights it removed and kept, and the final test
+accuracy. With `--plot`, one figure of the noise (with its history) against the step, the flip
+rate and the test accuracy by epoch, a line per group of the runs at the lowest sparsity level.
+A metrics.jsonl without measurements (a run without --log_mechanism) is left out; a folder with
+none is one line, exit 1.
 """
 
 import json
@@ -91,6 +92,7 @@ def line(key: tuple, runs: list[list[dict]]) -> list[str]:
         f"{key[3]:.2f}",
         str(len(runs)),
         shown(mean(over_tensors(r, "noise_to_step") for r in noisy)),
+        shown(mean(over_tensors(r, "history_to_step") for r in noisy)),
         shown(mean(over_tensors(r, "noise_dominated") for r in noisy), 100, 1),
         scientific(mean(clean_step(r) for run in runs for r in run)),
         rate(mean(over_tensors(run[0], "flip_rate") for run in runs)),
@@ -101,7 +103,7 @@ def line(key: tuple, runs: list[list[dict]]) -> list[str]:
     ]
 
 
-HEADER = ["Network", "Optimizer", "Method", "Sparsity (%)", "Runs", "Noise/step",
+HEADER = ["Network", "Optimizer", "Method", "Sparsity (%)", "Runs", "Noise/step", "History/step",
           "Noise-dominated (%)", "Clean step RMS", "Flips ‰, epoch 1", "Flips ‰, after prune 1",
           "Removed ‰", "Kept ‰", "Accuracy (%)"]  # fmt: skip
 
@@ -128,6 +130,13 @@ def clean_step(record: dict) -> float | None:
     return over_tensors(record, "clean_step_rms")
 
 
+def history(record: dict) -> float | None:
+    """history_to_step where the noise went into the gradients, else noise_to_step (the same:
+    noise on the update leaves nothing in the optimizer's state)."""
+    value = over_tensors(record, "history_to_step")
+    return over_tensors(record, "noise_to_step") if value is None else value
+
+
 def draw(found: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -139,7 +148,7 @@ def draw(found: dict, path: Path) -> None:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 3)
     panels = (
-        ("RMS of the clean step (the optimizer's own)", clean_step, "log"),
+        ("noise and its history in the state, against the step", history, "log"),
         ("sign flips per weight and step", lambda r: over_tensors(r, "flip_rate"), "symlog"),
         ("test accuracy (%)", lambda r: r.get("test_acc"), "linear"),
     )

@@ -15,7 +15,14 @@ Each epoch, per tensor:
 - `step_rms` and `clean_step_rms`: the root-mean-square of the step taken and of the clean step
   over the live weights (the same without noise). An adaptive optimizer's clean step shrinks when
   noise in its gradients has raised its second-moment estimates: set beside a run without noise,
-  it shows what the noise does to the optimizer's state, which the ratio at one step cannot.
+  it shows what the noise does to the optimizer's state, which the ratio at one step cannot;
+- `history_to_step` and `shadow_step_rms`, where the noise goes into the gradients: the step
+  taken against the shadow's, ||step - shadow step|| / ||shadow step||, and the shadow step's
+  RMS. The shadow is a copy of the optimizer stepped at every step from the run's weights with
+  the gradients before the noise: its state (momentum, Adam's moments) is the run's without the
+  noise's history, so the ratio counts the noise of this step and of every earlier one that the
+  state still carries. It starts at the first step the process measures (after a resume, from
+  the resumed state), and costs an optimizer step per step.
 
 At each prune, per tensor, the flips per step since the start (what FlipOut ranks by, before the
 prune clears the counters of the weights it removes) of the weights the prune removes,
@@ -35,6 +42,18 @@ def rms(values: torch.Tensor) -> float:
 HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
 
 
+def twin_of(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """A copy of the optimizer, its parameters and state copied too, without its hooks."""
+    twin = copy.deepcopy(optimizer)
+    for name in HOOKS:
+        getattr(twin, name, {}).clear()
+    return twin
+
+
+def params_of(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 class Mechanism:
     def __init__(self, params: dict[str, torch.Tensor], masks, flips):
         self.params, self.masks, self.flips = params, masks, flips
@@ -44,6 +63,7 @@ class Mechanism:
         self._live: dict[str, int] = {}
         self._steps = 0
         self._probe: dict | None = None  # the probe step's weights before it and clean step
+        self._shadow: torch.optim.Optimizer | None = None  # stepped without the noise's history
 
     # -- the Pruner's calls ---------------------------------------------------------------------
 
@@ -57,6 +77,39 @@ class Mechanism:
         self._live = {name: int(mask.sum()) for name, mask in self.masks.items()}
         return True
 
+    def before_noise(self, optimizer, epoch: int, noisy: bool, into_gradients: bool) -> None:
+        """Called at every step, after the gradients are masked and before the noise: the
+        probe's clean step at the epoch's first step, and, where the noise goes into the
+        gradients, the shadow optimizer's step at every step."""
+        if self.epoch_started(epoch):
+            self.clean_step(optimizer, noisy)
+        if into_gradients and optimizer is not None:
+            self.shadow_step(optimizer)
+
+    @torch.no_grad()
+    def shadow_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step the shadow, a copy of the optimizer made at the first step measured, from the
+        run's weights with the gradients before the noise: its state is the run's as it would be
+        without the noise's history. At the probe step, keep its step."""
+        if self._shadow is None:
+            self._shadow = twin_of(optimizer)
+        own, copies = params_of(optimizer), params_of(self._shadow)
+        for group, shadow_group in zip(
+            optimizer.param_groups, self._shadow.param_groups, strict=True
+        ):
+            shadow_group.update({k: v for k, v in group.items() if k != "params"})
+        torch._foreach_copy_(copies, [p.detach() for p in own])
+        for p, c in zip(own, copies, strict=True):
+            c.grad = None if p.grad is None else p.grad.detach().clone()
+        self._shadow.step()
+        if self._probe is not None:
+            by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
+            self._probe["shadow"] = {
+                name: by_id[id(p)].detach() - self._probe["before"][name]
+                for name, p in self.params.items()
+                if id(p) in by_id
+            }
+
     @torch.no_grad()
     def clean_step(self, optimizer: torch.optim.Optimizer | None, noisy: bool) -> None:
         """At the probe step, before the noise: the step the optimizer would take without it,
@@ -64,11 +117,8 @@ class Mechanism:
         self._probe = {"before": {n: p.detach().clone() for n, p in self.params.items()}}
         if optimizer is None or not noisy:
             return
-        twin = copy.deepcopy(optimizer)
-        for name in HOOKS:
-            getattr(twin, name, {}).clear()
-        own = [p for group in optimizer.param_groups for p in group["params"]]
-        copies = [p for group in twin.param_groups for p in group["params"]]
+        twin = twin_of(optimizer)
+        own, copies = params_of(optimizer), params_of(twin)
         by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
         for p, c in zip(own, copies, strict=True):
             c.grad = None if p.grad is None else p.grad.detach().clone()
@@ -92,6 +142,13 @@ class Mechanism:
             clean = probe.get("clean", {}).get(name)
             entry = self.stats.setdefault(name, {})
             entry["step_rms"] = rms(step)
+            shadow = probe.get("shadow", {}).get(name)
+            if shadow is not None:  # (none without noise in the optimizer's state)
+                shadow = shadow[live]
+                entry["history_to_step"] = float(
+                    (step - shadow).norm() / shadow.norm().clamp_min(1e-30)
+                )
+                entry["shadow_step_rms"] = rms(shadow)
             if clean is None:
                 ratio, dominated = 0.0, 0.0
                 entry["clean_step_rms"] = entry["step_rms"]

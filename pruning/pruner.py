@@ -393,8 +393,9 @@ class Pruner:
         epoch = self.epoch if epoch is None else epoch
         if self.noise is not None:
             self._noise_now = self.noise_part.applies(epoch)
-        if self.mechanism is not None and self.mechanism.epoch_started(epoch):
-            self.mechanism.clean_step(self.optimizer, self._noise_now)
+        if self.mechanism is not None:
+            into_gradients = self.noise is not None and not isinstance(self.noise, UpdateNoise)
+            self.mechanism.before_noise(self.optimizer, epoch, self._noise_now, into_gradients)
         if self.noise is not None:
             if self._noise_now and isinstance(self.noise, UpdateNoise):
                 self.noise.before_step()  # its noise comes after the step, on the step

@@ -227,7 +227,7 @@ def test_measuring_the_mechanism_changes_nothing_and_logs_it_per_tensor(tmp_path
     assert set(first) == {"1.weight", "3.weight", "5.weight"}
     assert set(first["1.weight"]) == {
         "flip_rate", "flip_rate_kept", "flip_rate_removed", "noise_dominated", "noise_to_step",
-        "step_rms", "clean_step_rms",
+        "step_rms", "clean_step_rms", "history_to_step", "shadow_step_rms",
     }  # fmt: skip
     assert all(stats["noise_to_step"] > 0 for stats in first.values())
     tags = EventAccumulator(str(watched)).Reload().Tags()["scalars"]
@@ -237,11 +237,15 @@ def test_measuring_the_mechanism_changes_nothing_and_logs_it_per_tensor(tmp_path
 @pytest.mark.parametrize("scale", ["1", "0.5"])
 def test_the_noise_to_step_ratio_is_the_scale_at_a_plain_sgd_step(tmp_path, scale):
     """At plain SGD's first step the step is -lr * g and the noise -lr * noise: their ratio is
-    the noise's scale, by construction (the std is the gradient's RMS times the scale)."""
+    the noise's scale, by construction (the std is the gradient's RMS times the scale). Plain SGD
+    keeps no state, so the shadow's step is the clean step at every epoch."""
     run = quick_run(tmp_path, *DIGITS, "--opt", "sgd", "--momentum", "0", "--noise",
                     "--noise_scale_factor", scale, "--log_mechanism")  # fmt: skip
     for name, stats in records(run)[0]["mechanism"].items():
         assert stats["noise_to_step"] == pytest.approx(float(scale), rel=0.05), name
+    for record in records(run):  # plain SGD keeps no state: no history for the noise to leave
+        for stats in record["mechanism"].values():
+            assert stats["history_to_step"] == pytest.approx(stats["noise_to_step"], rel=1e-4)
 
 
 def test_the_mechanism_reads_back_from_metrics_jsonl_as_json(tmp_path):
