@@ -392,6 +392,38 @@ def digits_noise(seeds: Sequence[int]) -> list[list[str]]:
     return grid
 
 
+# Both networks under both optimizers, each with its recipe's learning rate and weight decay
+MECHANISM_OPTIMIZERS = {
+    "sgd": ["--opt", "sgd", "-lr", "0.05", "--momentum", "0.9", "--reg_type", "wdecay",
+            "--lambda", "5e-4"],
+    "adamw": ["--opt", "adamw", "-lr", "1e-3", "--reg_type", "wdecay", "--lambda", "5e-2"],
+}  # fmt: skip
+
+
+def digits_noise_mechanism(seeds: Sequence[int]) -> list[list[str]]:
+    """What the noise does, measured (--log_mechanism, with the shadow optimizer's history):
+    FlipOut with the paper's noise, with noise on the update, and without, on the small ViT and
+    LeNet-5, each under SGD with momentum and under AdamW, at 93.75% on digits."""
+    grid = []
+    for seed in seeds:
+        for name in ("vit", "lenet5"):
+            network = ZOO["vit"] if name == "vit" else ["-m", "lenet5"]
+            for opt, recipe in MECHANISM_OPTIMIZERS.items():
+                common = [*network, *recipe, "-d", "digits", "-e", "20", "-bs", "128",
+                          "--prune_freq", "4", "--seed", str(seed), "--num_workers", "0",
+                          "--quiet", "--log_mechanism", "--logdir", "noise_mechanism",
+                          "--prune_criterion", "flipout", "--flipout_p", "2",
+                          "--prune_rate", "0.5"]  # fmt: skip
+                tag = f"{name} {opt} seed {seed}"
+                grid += [
+                    [*common, *NOISE, "--comment", f"flipout gradient noise {tag}"],
+                    [*common, *NOISE, "--noise_kind", "update",
+                     "--comment", f"flipout update noise {tag}"],
+                    [*common, "--comment", f"flipout without noise {tag}"],
+                ]  # fmt: skip
+    return grid
+
+
 def smoke(seeds: Sequence[int]) -> list[list[str]]:
     """Four short runs on the bundled digits, one per method that prunes differently: checks an
     executor (a cluster's set-up, say) end to end in a minute or two."""
@@ -451,6 +483,10 @@ SWEEPS: dict[str, Sweep] = {
               "global magnitude, a small ViT and ConvNeXt-Atto under AdamW and LeNet-5 under "
               "SGD, at 93.75% and 99% on bundled data, and 8 runs for the mechanism: 38 runs x "
               "3 seeds", digits_noise),
+        Sweep("digits_noise_mechanism", "what FlipOut's noise does, measured: the paper's noise, "
+              "noise on the update and none, a small ViT and LeNet-5 each under SGD and AdamW at "
+              "93.75% on bundled data: 12 runs, one seed", digits_noise_mechanism,
+              default_seeds=(0,)),
         Sweep("smoke", "four short runs on bundled data, to check an executor end to end",
               smoke, default_seeds=(0,)),
     )
