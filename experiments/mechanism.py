@@ -93,6 +93,7 @@ def line(key: tuple, runs: list[list[dict]]) -> list[str]:
         str(len(runs)),
         shown(mean(over_tensors(r, "noise_to_step") for r in noisy)),
         shown(mean(over_tensors(r, "history_to_step") for r in noisy)),
+        shown(mean(over_tensors(r, "signal_kept") for r in noisy)),
         shown(mean(over_tensors(r, "noise_dominated") for r in noisy), 100, 1),
         scientific(mean(clean_step(r) for run in runs for r in run)),
         rate(mean(over_tensors(run[0], "flip_rate") for run in runs)),
@@ -104,6 +105,7 @@ def line(key: tuple, runs: list[list[dict]]) -> list[str]:
 
 
 HEADER = ["Network", "Optimizer", "Method", "Sparsity (%)", "Runs", "Noise/step", "History/step",
+          "Signal kept",
           "Noise-dominated (%)", "Clean step RMS", "Flips ‰, epoch 1", "Flips ‰, after prune 1",
           "Removed ‰", "Kept ‰", "Accuracy (%)"]  # fmt: skip
 

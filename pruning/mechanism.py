@@ -22,7 +22,11 @@ Each epoch, per tensor:
   the gradients before the noise: its state (momentum, Adam's moments) is the run's without the
   noise's history, so the ratio counts the noise of this step and of every earlier one that the
   state still carries. It starts at the first step the process measures (after a resume, from
-  the resumed state), and costs an optimizer step per step.
+  the resumed state), and costs an optimizer step per step. `signal_kept`: the step's component
+  along the shadow step, as a share of the shadow step, <step, shadow> / ||shadow||²: 1 where
+  the noise only adds to the optimizer's steps (SGD, whose steps are linear in the gradients),
+  below 1 where it also shrinks them, as an adaptive optimizer does when the noise has raised
+  its second-moment estimates.
 
 At each prune, per tensor, the flips per step since the start (what FlipOut ranks by, before the
 prune clears the counters of the weights it removes) of the weights the prune removes,
@@ -149,6 +153,11 @@ class Mechanism:
                     (step - shadow).norm() / shadow.norm().clamp_min(1e-30)
                 )
                 entry["shadow_step_rms"] = rms(shadow)
+                # the step's component along the shadow's, as a share of it: 1 where the noise
+                # only adds to the steps, below 1 where it also shrinks them (a second moment
+                # raised by the noise divides the signal too)
+                energy = shadow.double().square().sum().clamp_min(1e-60)
+                entry["signal_kept"] = float((step.double() * shadow.double()).sum() / energy)
             if clean is None:
                 ratio, dominated = 0.0, 0.0
                 entry["clean_step_rms"] = entry["step_rms"]

@@ -227,7 +227,7 @@ def test_measuring_the_mechanism_changes_nothing_and_logs_it_per_tensor(tmp_path
     assert set(first) == {"1.weight", "3.weight", "5.weight"}
     assert set(first["1.weight"]) == {
         "flip_rate", "flip_rate_kept", "flip_rate_removed", "noise_dominated", "noise_to_step",
-        "step_rms", "clean_step_rms", "history_to_step", "shadow_step_rms",
+        "step_rms", "clean_step_rms", "history_to_step", "shadow_step_rms", "signal_kept",
     }  # fmt: skip
     assert all(stats["noise_to_step"] > 0 for stats in first.values())
     tags = EventAccumulator(str(watched)).Reload().Tags()["scalars"]
@@ -246,6 +246,7 @@ def test_the_noise_to_step_ratio_is_the_scale_at_a_plain_sgd_step(tmp_path, scal
     for record in records(run):  # plain SGD keeps no state: no history for the noise to leave
         for stats in record["mechanism"].values():
             assert stats["history_to_step"] == pytest.approx(stats["noise_to_step"], rel=1e-4)
+            assert stats["signal_kept"] == pytest.approx(1.0, abs=0.05)  # linear: all kept
 
 
 def test_the_mechanism_reads_back_from_metrics_jsonl_as_json(tmp_path):
