@@ -850,9 +850,9 @@ def validated(record: RunRecord) -> RunRecord:
 
 # The paper's noise under an adaptive optimizer: what the study in docs/noise.md measured
 ADAPTIVE_NOISE = (
-    "--noise adds the paper's gradient noise, set for SGD; --opt {opt} divides each step by the "
-    "coordinate's gradient RMS, which the noise then swamps: --noise_kind update is the setting "
-    "for adaptive optimizers (docs/noise.md)"
+    "--noise adds the paper's gradient noise, set for SGD; --opt {opt} takes it into its "
+    "second-moment estimates, which shrinks the steps it takes (docs/noise.md): --noise_kind "
+    "update adds the noise after the step instead, where it holds"
 )
 
 # flag -> (whether it acts in this run, the condition it needs)
