@@ -132,6 +132,10 @@ def clean_step(record: dict) -> float | None:
     return over_tensors(record, "clean_step_rms")
 
 
+def signal_kept(record: dict) -> float | None:
+    return over_tensors(record, "signal_kept")
+
+
 def history(record: dict) -> float | None:
     """history_to_step where the noise went into the gradients, else noise_to_step (the same:
     noise on the update leaves nothing in the optimizer's state)."""
@@ -139,37 +143,50 @@ def history(record: dict) -> float | None:
     return over_tensors(record, "noise_to_step") if value is None else value
 
 
+def short(network_name: str) -> str:
+    """A network's name without its library's prefix and its options, for a legend."""
+    return network_name.split(" (")[0].split(":")[-1]
+
+
+def style_of(method: str) -> str:
+    """Solid: the paper's noise; dashed: a variant of it; dotted: none."""
+    if "no noise" in method or "Magnitude" in method:
+        return ":"
+    return "--" if "noise)" in method else "-"
+
+
 def draw(found: dict, path: Path) -> None:
+    """Three panels by epoch: the share of the noise-free step the step keeps, the noise (with
+    its history) against the step, and the test accuracy; a colour per network and optimizer, a
+    line style per kind of noise; each group at its lowest sparsity level."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     lowest = {}
-    for key in found:  # each (network, optimizer, method) at its lowest level
+    for key in found:
         lowest.setdefault(key[:3], key)
-    figure = Figure(figsize=(16, 4.8), layout="constrained")
+    figure = Figure(figsize=(15, 5.6), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 3)
     panels = (
-        ("noise and its history in the state, against the step", history, "log"),
-        ("sign flips per weight and step", lambda r: over_tensors(r, "flip_rate"), "symlog"),
+        ("signal kept: the step along the noise-free step", signal_kept, "linear"),
+        ("noise, with its history in the state, / step", history, "log"),
         ("test accuracy (%)", lambda r: r.get("test_acc"), "linear"),
-    )
-    for index, key in enumerate(lowest.values()):
-        label = f"{key[0]}, {key[1]}: {key[2]}"
-        style = "-" if "no noise" not in key[2] and "Magnitude" not in key[2] else ":"
+    )  # fmt: skip
+    colours = {pair: f"C{i % 10}" for i, pair in enumerate(dict.fromkeys(k[:2] for k in lowest))}
+    for key in lowest.values():
+        label = f"{short(key[0])}, {key[1]}: {key[2]}"
         for ax, (_, stat, _) in zip(axes, panels, strict=True):
             epochs, values = by_epoch(found[key], stat)
             if values and any(values):
-                ax.plot(epochs, values, style, color=f"C{index % 10}", label=label)
+                ax.plot(epochs, values, style_of(key[2]), color=colours[key[:2]], label=label)
     for ax, (title, _, scale) in zip(axes, panels, strict=True):
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        if scale == "symlog":
-            ax.set_yscale("symlog", linthresh=1e-4)
-        else:
-            ax.set_yscale(scale)
+        ax.set_yscale(scale)
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[2].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     keyword, mark = PNG_MARK
     write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=110,
                                                    metadata={keyword: mark}))  # fmt: skip
