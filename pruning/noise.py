@@ -227,11 +227,11 @@ class GradientNoise:
 
 class UpdateNoise(GradientNoise):
     """Noise on the update: after the optimizer's step, each tensor gains Gaussian noise of std
-    RMS(step) * scale, where the step is how far the optimizer just moved the tensor. Under an
-    adaptive optimizer, which divides each coordinate's step by its own gradient RMS, the noise is
-    then measured in the steps the optimizer takes, not in raw gradients that the optimizer would
-    blow up where gradients are small. Under plain SGD the step is -lr * g, and this is the paper's
-    noise in distribution. `before_step` keeps the weights before the step (a copy of them)."""
+    RMS(step) * scale, where the step is how far the optimizer just moved the tensor. The noise is
+    measured in the steps the optimizer takes, whatever its preconditioning, and never enters its
+    state: under an adaptive optimizer the paper's noise raises the second-moment estimates and
+    so shrinks every later step (docs/noise.md). Under plain SGD the step is -lr * g, and this
+    is the paper's noise in distribution. `before_step` keeps the weights before the step."""
 
     def __init__(self, params, *args, **kwargs):
         super().__init__(params, *args, **kwargs)
@@ -256,8 +256,9 @@ class MomentNoise(GradientNoise):
     """Noise on the gradient, of a std per coordinate: the coordinate's gradient RMS over recent
     steps times the scale, sqrt(v / (1 - BETA^t)) * scale, v the moving average of its squared
     (masked, noise-free) gradient with Adam's default BETA. Every coordinate then keeps the same
-    signal-to-noise ratio, which an adaptive optimizer's preconditioning leaves as it is, where
-    the paper's noise, one std per tensor, swamps the coordinates whose gradients are small."""
+    signal-to-noise ratio, which an adaptive optimizer's preconditioning leaves as it is; the
+    paper's noise, one std per tensor, gives the coordinates whose gradients are small a lower
+    one. It still enters the optimizer's state (docs/noise.md measures what that costs)."""
 
     BETA = 0.999
 
