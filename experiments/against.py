@@ -1,5 +1,6 @@
 """Each row of the report set beside a baseline method's row (`report --against METHOD`): on the
-same network and data, at the same sparsity level, the difference of the two mean accuracies and
+same network and data, trained alike (the same training recipe, the method's options aside), at
+the same sparsity level, the difference of the two mean accuracies and
 Welch's two-sided t-test of it (unequal variances, the Welch-Satterthwaite degrees of freedom;
 experiments/verdict.py). No spread is floored or borrowed here: both rows need two runs or more,
 and a row without a counterpart, or with several (the baseline split by recipe), is left without
@@ -43,11 +44,12 @@ def compare(rows: list[Row], baseline: str) -> dict[int, Against]:
             other
             for other in rows
             if other.method == baseline
-            and (other.model, other.dataset) == (row.model, row.dataset)
+            and (other.model, other.dataset, other.training)
+            == (row.model, row.dataset, row.training)
             and abs(other.sparsity_mean - row.sparsity_mean) <= SAME_LEVEL
         ]
         if not same:
-            results[id(row)] = Against(why_not="no baseline row at this sparsity")
+            results[id(row)] = Against(why_not="no baseline row of its training at this sparsity")
         elif len(same) > 1:
             results[id(row)] = Against(why_not=f"{len(same)} baseline rows at this sparsity")
         elif row.n < 2 or same[0].n < 2:

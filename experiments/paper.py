@@ -434,7 +434,7 @@ def csv_lines(beside: Beside, show_flops: bool) -> tuple[list[str], list[dict]]:
     """The CSV of the report beside the paper: a line for every published row shown (our
     columns empty where not run), every group of runs of another recipe, and every row of runs
     beside no published row (the paper's columns empty)."""
-    ours_columns = [f.name for f in fields(Row)]
+    ours_columns = [f.name for f in fields(Row) if f.name != "training"]
     if not show_flops:
         ours_columns.remove("flops_remaining_mean")
     shown = [c.ours for c in beside.comparisons if c.ours] + list(beside.unmatched)

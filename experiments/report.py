@@ -103,7 +103,10 @@ class Duplicate:
 # columns a CSV has only where asked for (--flops) or where runs record them (train FLOPs), after
 # those it always has: a CSV written without them is known as this report's all the same
 OPTIONAL_COLUMNS = ("flops_remaining_mean", "train_flops_mean", "train_flops_vs_dense")
-CSV_MARK = ",".join(field.name for field in fields(Row) if field.name not in OPTIONAL_COLUMNS)
+NOT_COLUMNS = ("training",)  # the rows' own bookkeeping
+CSV_MARK = ",".join(
+    field.name for field in fields(Row) if field.name not in (*OPTIONAL_COLUMNS, *NOT_COLUMNS)
+)
 
 
 def is_our_csv(head: bytes) -> bool:
@@ -405,7 +408,7 @@ def write_csv(
 ) -> None:
     """One line per row, numbers unrounded; with `against`, the baseline's label and each row's
     difference and Welch's p beside it."""
-    columns = [field.name for field in fields(Row)]
+    columns = [field.name for field in fields(Row) if field.name not in NOT_COLUMNS]
     # DictWriter's extrasaction drops a column left out from the rows
     if not show_flops:
         columns.remove("flops_remaining_mean")

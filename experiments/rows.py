@@ -9,7 +9,7 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from experiments.values import finite_number, one_line
@@ -69,6 +69,10 @@ class Row:
     # no run of the group records them (runs of versions before summary.json's train_flops)
     train_flops_mean: float | None = None
     train_flops_vs_dense: float | None = None
+    # the training recipe its runs share (the network's, the data's and the training's options of
+    # the RECIPE role, record.py), apart from the method: rows compare only where it is the same.
+    # Not a column of the CSV.
+    training: tuple = field(default=(), compare=False)
 
 
 def option(summary: dict, name: str):
@@ -313,12 +317,37 @@ def method_rows(method: str, runs: list[dict], metric: str) -> tuple[list[tuple]
                     (key, one_line(option_text(recorded_option(point[0], key, defaults))))
                     for key in [*recipe, *apart]
                 ]
-                row = level_row(point, metric, variant_label(method, named))
+                row = replace(
+                    level_row(point, metric, variant_label(method, named)),
+                    training=training_recipe(point[0]),
+                )
                 order = (row.model, row.dataset, method_sort_key(point[0]),
                          value_order(point[0], recipe, defaults), row.sparsity_mean,
                          value_order(point[0], apart, defaults))  # fmt: skip
                 keyed_rows.append((order, row))
     return keyed_rows, sorted(keys, key=lambda key: (len(key), key))
+
+
+def training_recipe(summary: dict) -> tuple:
+    """The run's options that set how the network is trained, the method's aside: those of the
+    RECIPE role in the model, data and train sections of the record, as (key, value) pairs."""
+    from record import Role, specs
+
+    options = summary.get("options") or {}
+    return tuple(
+        (key, comparable(options.get(key)))
+        for key, spec in sorted(specs().items())
+        if spec.section in ("model", "data", "train") and spec.role is Role.RECIPE
+    )
+
+
+def comparable(value) -> str:
+    """An option's value as text that is equal where the values are; one text for every value
+    that cannot be written (nested beyond reason, not JSON)."""
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (RecursionError, TypeError, ValueError):
+        return "<unreadable>"
 
 
 def group_runs(summaries: Iterable[dict], metric: str = "final") -> list[Row]:

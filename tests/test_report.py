@@ -487,7 +487,7 @@ MAGNITUDE = [66.0, 65.2, 67.9]
 
 
 def runs(root, accuracies, sparsity=0.9375, **fields):
-    name = f"{fields.get('prune_criterion', 'flipout')}_{sparsity}_{len(fields)}"
+    name = f"{fields.get('prune_criterion', 'flipout')}_{sparsity}_{len(list(root.iterdir()))}"
     for seed, accuracy in enumerate(accuracies):
         write_summary(root, f"{name}_{seed}", seed=seed, final_test_acc=accuracy,
                       final_sparsity=sparsity, **fields)  # fmt: skip
@@ -517,8 +517,25 @@ def test_a_row_without_a_counterpart_or_spread_says_why(tmp_path, capsys):
     runs(tmp_path, FLIPOUT[:1], sparsity=0.9375, options={"noise": False})  # one run
     runs(tmp_path, MAGNITUDE, prune_criterion="global_magnitude")
     _, out, _ = report(capsys, tmp_path, "--against", "GlobalMagnitude")
-    assert "| — (no baseline row at this sparsity) |" in out
+    assert "| — (no baseline row of its training at this sparsity) |" in out
     assert "| — (a row of one run has no spread) |" in out
+
+
+def test_a_row_is_set_beside_the_baseline_trained_alike_only(tmp_path, capsys):
+    runs(tmp_path, FLIPOUT, options={"opt": "sgd", "lr": 0.05})
+    runs(tmp_path, [50.0, 51.0, 52.0], options={"opt": "adamw", "lr": 1e-3})
+    runs(
+        tmp_path,
+        MAGNITUDE,
+        prune_criterion="global_magnitude",
+        options={"opt": "adamw", "lr": 1e-3},
+    )
+    _, out, _ = report(capsys, tmp_path, "--against", "GlobalMagnitude")
+    [sgd] = [line for line in out.splitlines() if "opt sgd" in line]
+    [adamw] = [line for line in out.splitlines() if "opt adamw" in line and "FlipOut" in line]
+    assert sgd.endswith("| — (no baseline row of its training at this sparsity) |")
+    expected = stats.ttest_ind([50.0, 51.0, 52.0], MAGNITUDE, equal_var=False)
+    assert adamw.endswith(f"p={expected.pvalue:.3g} |")
 
 
 def test_an_unknown_baseline_or_one_the_csv_would_drop_is_refused_in_one_line(tmp_path, capsys):
