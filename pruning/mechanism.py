@@ -103,16 +103,9 @@ class Mechanism:
         ):
             shadow_group.update({k: v for k, v in group.items() if k != "params"})
         torch._foreach_copy_(copies, [p.detach() for p in own])
-        for p, c in zip(own, copies, strict=True):
-            c.grad = None if p.grad is None else p.grad.detach().clone()
-        self._shadow.step()
+        steps = self._stepped(optimizer, self._shadow)
         if self._probe is not None:
-            by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
-            self._probe["shadow"] = {
-                name: by_id[id(p)].detach() - self._probe["before"][name]
-                for name, p in self.params.items()
-                if id(p) in by_id
-            }
+            self._probe["shadow"] = steps
 
     @torch.no_grad()
     def clean_step(self, optimizer: torch.optim.Optimizer | None, noisy: bool) -> None:
@@ -121,14 +114,21 @@ class Mechanism:
         self._probe = {"before": {n: p.detach().clone() for n, p in self.params.items()}}
         if optimizer is None or not noisy:
             return
-        twin = twin_of(optimizer)
+        self._probe["clean"] = self._stepped(optimizer, twin_of(optimizer))
+
+    def _stepped(self, optimizer, twin) -> dict[str, torch.Tensor]:
+        """Step `twin` with the optimizer's gradients as they are now; at the probe step, each
+        prunable tensor's step from the probe's weights before it (else nothing)."""
         own, copies = params_of(optimizer), params_of(twin)
-        by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
         for p, c in zip(own, copies, strict=True):
             c.grad = None if p.grad is None else p.grad.detach().clone()
         twin.step()
-        self._probe["clean"] = {
-            name: by_id[id(p)].detach() - self._probe["before"][name]
+        if self._probe is None:
+            return {}
+        by_id = {id(p): c for p, c in zip(own, copies, strict=True)}
+        before = self._probe["before"]
+        return {
+            name: by_id[id(p)].detach() - before[name]
             for name, p in self.params.items()
             if id(p) in by_id
         }
