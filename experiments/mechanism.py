@@ -203,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, metavar="FILE", help="also draw them, as a PNG")
     args = parser.parse_args(argv)
     with given_path(str(args.dir), args.dir):
-        if not args.dir.is_dir():
+        if not args.dir.exists():
             raise UserError(f"{args.dir}: no such directory")
+        if not args.dir.is_dir():
+            raise UserError(f"{args.dir} is not a directory")
         found = groups(args.dir)
     if not found:
         print(f"no completed run below {args.dir} measured with --log_mechanism", file=sys.stderr)
