@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from experiments.plots import PNG_MARK
-from experiments.report import load_summaries, plot_problem
+from experiments.report import check_dir, load_summaries, plot_problem
 from experiments.rows import method_of, network
 from utils.errors import OneLineParser, UserError, command, given_path
 from utils.io import read_text, write_atomic
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, metavar="FILE", help="also draw them, as a PNG")
     args = parser.parse_args(argv)
     with given_path(str(args.dir), args.dir):
-        if not args.dir.exists():
-            raise UserError(f"{args.dir}: no such directory")
-        if not args.dir.is_dir():
-            raise UserError(f"{args.dir} is not a directory")
+        check_dir(args.dir)
         found = groups(args.dir)
     if not found:
         print(f"no completed run below {args.dir} measured with --log_mechanism", file=sys.stderr)

@@ -518,6 +518,14 @@ def check_csv(path: Path) -> None:
         )
 
 
+def check_dir(path: Path) -> None:
+    """A UserError unless `path` is a directory (the folder a command searches for runs)."""
+    if not path.exists():
+        raise UserError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory")
+
+
 def compared_with(rows: list[Row], method: str) -> tuple[str, dict]:
     """--against's baseline and each row's comparison with it (experiments/against.py)."""
     from experiments import against  # its statistics (scipy) only where asked for
@@ -541,10 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.equivalence_margin is not None and not args.paper:
         raise UserError("--equivalence_margin is the margin of --paper's verdicts: add --paper")
     with given_path(str(args.dir), args.dir):
-        if not args.dir.exists():
-            raise UserError(f"{args.dir}: no such directory")
-        if not args.dir.is_dir():
-            raise UserError(f"{args.dir} is not a directory")
+        check_dir(args.dir)
         summaries, skipped = load_summaries(args.dir, args.metric)
         unfinished, config_skipped = unfinished_runs(args.dir)
     if args.csv:
