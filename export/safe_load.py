@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from export.sparse_runtime import (
+    DirectConv2d,
     MaxPool2x2,
     SparseConv2d,
     SparseLinear,
@@ -72,7 +73,10 @@ def torch_layers() -> dict[str, type]:
 def allowed_globals() -> list[tuple[object, str]]:
     """What an export's pickle may name, beyond the tensors, storages, dtypes and containers
     that torch's weights-only unpickler takes by itself: (object, pickled name)."""
-    ours = {cls.__name__: cls for cls in (SparseConv2d, SparseLinear, UnrolledConv2d, MaxPool2x2)}
+    ours = {
+        cls.__name__: cls
+        for cls in (SparseConv2d, SparseLinear, UnrolledConv2d, MaxPool2x2, DirectConv2d)
+    }
     named = {
         **torch_layers(),
         **{f"export.sparse_runtime.{name}": cls for name, cls in ours.items()},

@@ -1,26 +1,34 @@
 """Sparse execution on the CPU: conv and linear layers that multiply only their live weights.
 
-After compaction (export/compact.py) the channels that are left are still sparse inside. Here
-each remaining layer's weight becomes a compressed sparse row (CSR) matrix, one row per output,
-and the layer a sparse-times-dense product: a linear layer multiplies its input directly, every
-row of it (the tokens of a transformer, the pixels of a channels-last block); a convolution
-(nn.Conv2d, groups 1) first unfolds its input into columns (im2col), so that the convolution is
-the same product. Sparse kernels beat dense ones only when the weight is sparse enough and the
-product large enough, so `sparsify` times both versions of each layer on that layer's real
-input, at the batch size asked for, and keeps whichever is faster. Every other layer stays dense:
-grouped and depthwise convolutions, convolutions of other dimensions, nn.MultiheadAttention and
-the layers inside it, which it reads the weights of itself.
+After compaction (export/compact.py) the channels that are left are still sparse inside. Each
+remaining conv and linear layer gets the fastest of several kernels, timed on that layer's real
+input at the batch size asked for (`sparsify`); the dense layer stays unless one beats it:
 
-Deep in a network the images are small (8x8, 4x4 and 2x2 in a VGG on 32x32 inputs) and each layer
-keeps a few hundred live weights: there the layer's arithmetic costs less than the calls around it
-(unfolding, transposing). For those a convolution can instead be unrolled: as the linear map it is
-from one flattened image to the next, one CSR matrix with a row per output value and a nonzero per
-live weight and output position it reaches, applied in a single product. That fixes the layer to
-its input's height and width, so an export with such a layer is exact at its run's image size
-only, and says so.
+- csr: the weight as a compressed sparse row (CSR) matrix, one row per output, and the layer a
+  sparse-times-dense product: a linear layer multiplies its input directly, every row of it (the
+  tokens of a transformer, the pixels of a channels-last block); a convolution (nn.Conv2d,
+  groups 1) first unfolds its input into columns (im2col), so that the convolution is the same
+  product. The unfolding costs as much as a dense convolution at 10% density, so this kernel
+  wins for linear layers and for convolutions sparser than that.
+- direct, for convolutions: export/direct_conv.cpp (compiled on first use, export/native.py),
+  each output row summed over its channel's live weights straight from the padded input, no
+  unfolding: about a live weight's worth of arithmetic per live weight, from 12% density (where
+  it runs 3-4x faster than oneDNN's dense convolution) to a few weights a layer. It takes in
+  what follows it (a constant map, a ResNet block's shortcut, the ReLU, a 2x2 max pool), so
+  those cost no pass of their own.
+- unrolled, for convolutions deep in a network, where the images are small (8x8, 4x4 and 2x2 in
+  a VGG on 32x32 inputs) and each layer keeps a few hundred live weights, so that the calls
+  around the arithmetic cost more than it does: the layer as the linear map it is from one
+  flattened image to the next, one CSR matrix with a row per output value and a nonzero per
+  live weight and output position it reaches, applied in a single product. That fixes the layer
+  to its input's height and width, so an export with such a layer is exact at its run's image
+  size only, and says so.
 
-Only the module classes here are needed to load such a network back; `torch.load(path,
-weights_only=False)` finds them when this repository is on the Python path.
+Every other layer stays dense: grouped and depthwise convolutions, convolutions of other
+dimensions, nn.MultiheadAttention and the layers inside it, which it reads the weights of itself.
+
+Only the module classes here are needed to load such a network back (export/safe_load.py reads
+it without running the file's code).
 """
 
 import operator
@@ -32,6 +40,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from export import native
 
 # a sparse layer must be this much faster than the dense one to replace it: closer calls are
 # within the timing noise, and the dense layer is the simpler one
@@ -227,6 +237,98 @@ class UnrolledConv2d(nn.Module):
         )
 
 
+class DirectConv2d(nn.Module):
+    """nn.Conv2d (groups 1, zero padding) as a direct sparse convolution (export/direct_conv.cpp):
+    each output row summed over its channel's live weights, no unfolding, so that a layer at 12%
+    density costs about 12% of the dense one's arithmetic. The live weights are kept grouped by
+    output channel (`starts`), each with its input channel, kernel row and column. What follows
+    the convolution can be taken into it (`fuse_into_sparse`): a constant added per output value
+    (`bias_map`, which fixes the layer to its input size), a ReLU, and a 2x2 max pool. Where the
+    C++ kernel cannot be built (export/native.py says why) the layer runs as torch's dense
+    convolution of the same weights, with a warning that says so."""
+
+    def __init__(self, conv: nn.Conv2d, height: int, width: int):
+        super().__init__()
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        # the sizes it was made for: only a bias map taken in holds it to them
+        self.input_size = (height, width)
+        self.output_hw = (output_side(conv, height, 0), output_side(conv, width, 1))
+        weight = conv.weight.detach()
+        out, channel, row, col = weight.nonzero(as_tuple=True)  # in order of output channel
+        starts = torch.zeros(self.out_channels + 1, dtype=torch.int64)
+        starts[1:] = torch.bincount(out, minlength=self.out_channels).cumsum(0)
+        self.register_buffer("starts", starts)
+        self.register_buffer("channels", channel.int())
+        self.register_buffer("rows", row.int())
+        self.register_buffer("cols", col.int())
+        self.register_buffer("values", weight[out, channel, row, col].float().contiguous())
+        bias = None if conv.bias is None else conv.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+        self.register_buffer("bias_map", None)  # (out, height, width) once one is taken in
+        self.relu = False
+        self.pool = False
+
+    def output_size(self, side: int, dim: int) -> int:
+        return output_side(self, side, dim)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer on `x`, plus `residual` (of the output's shape) before the ReLU where one
+        was taken in."""
+        if self.bias_map is not None and tuple(x.shape[2:]) != self.input_size:
+            raise ValueError(
+                f"this sparse_runtime export took a constant per output value into a "
+                f"convolution for inputs of {self.input_size[0]}x{self.input_size[1]}, not "
+                f"{x.shape[2]}x{x.shape[3]}: export the run again for that size"
+            )
+        kernel = native.direct_conv()
+        if kernel is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return self.dense(x, residual)
+        none = self.values.new_empty(0)
+        if residual is not None and residual.dtype != torch.float32:
+            residual = residual.float()
+        return kernel.sparse_conv2d(
+            x, self.starts, self.channels, self.rows, self.cols, self.values,
+            none if self.bias is None else self.bias,
+            none if self.bias_map is None else self.bias_map,
+            none if residual is None else residual,
+            self.out_channels, *self.kernel_size, *self.stride, *self.padding, *self.dilation,
+            self.relu, self.pool,
+        )  # fmt: skip
+
+    def dense_weight(self) -> torch.Tensor:
+        """The dense weight these live weights are of."""
+        weight = self.values.new_zeros(self.out_channels, self.in_channels, *self.kernel_size)
+        out = torch.repeat_interleave(
+            torch.arange(self.out_channels, device=self.values.device), self.starts.diff()
+        )
+        weight[out, self.channels.long(), self.rows.long(), self.cols.long()] = self.values
+        return weight
+
+    def dense(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The same layer by torch's dense kernels: where the C++ kernel is not at hand."""
+        if x.device.type == "cpu" and native.direct_conv() is None:
+            native.warn_once()
+        bias = None if self.bias is None else self.bias.to(x)
+        out = F.conv2d(x, self.dense_weight().to(x), bias, self.stride, self.padding, self.dilation)
+        if self.bias_map is not None:
+            out = out + self.bias_map.to(x)
+        if residual is not None:
+            out = out + residual
+        if self.relu:
+            out = out.relu_()
+        return F.max_pool2d(out, 2) if self.pool else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"live={self.values.numel()}, bias_map={self.bias_map is not None}, "
+            f"relu={self.relu}, pool={self.pool}"
+        )
+
+
 class MaxPool2x2(nn.Module):
     """nn.MaxPool2d(2) as two maxima of halves: rows in pairs, then columns in pairs. On the CPU
     at batch 1 it is 5-10x faster than max_pool2d (37 against 380 us on 64 channels of 32x32),
@@ -269,36 +371,88 @@ RELUS = {F.relu, torch.relu}
 
 
 def fuse_into_sparse(gm: fx.GraphModule) -> int:
-    """Each sparse convolution of `gm` (changed in place) takes in the ReLU right after it, and
-    an unrolled one the bias map added before that ReLU, where the layer's output has no other
-    reader; how many nodes went."""
+    """Each sparse convolution of `gm` (changed in place) takes in what follows it where the
+    layer's output has no other reader: a direct or unrolled one the bias map added to it, a
+    direct one the shortcut added after that, each the ReLU after those, and a direct one the
+    2x2 max pool after the ReLU; how many nodes went."""
     gone = 0
     calls = module_calls(gm)
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or calls[node.target] != 1:
             continue  # a layer called twice would take in what follows one call into both
         layer = gm.get_submodule(node.target)
-        if not isinstance(layer, (UnrolledConv2d, SparseConv2d)):
-            continue
-        user = next(iter(node.users)) if len(node.users) == 1 else None
-        unrolled = isinstance(layer, UnrolledConv2d)
-        added = bias_map(gm, user, node, layer) if user is not None and unrolled else None
-        if added is not None:
-            layer.bias += added.reshape(-1, 1)
-            user.replace_all_uses_with(node)
-            gm.graph.erase_node(user)
-            gone += 1
-            user = next(iter(node.users)) if len(node.users) == 1 else None
-        if user is not None and is_relu(gm, user) and user.args[0] is node:
-            layer.relu = True
-            user.replace_all_uses_with(node)
-            gm.graph.erase_node(user)
-            gone += 1
+        if isinstance(layer, (UnrolledConv2d, SparseConv2d, DirectConv2d)):
+            gone += fuse_after(gm, node, layer)
     if gone:
         gm.graph.eliminate_dead_code()
         gm.delete_all_unused_submodules()
         gm.recompile()
     return gone
+
+
+def sole_user(node: fx.Node) -> fx.Node | None:
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def fuse_after(gm: fx.GraphModule, node: fx.Node, layer: nn.Module) -> int:
+    """What follows `node`, a call of the sparse `layer`, taken into it; how many nodes went."""
+    gone = 0
+
+    def take(user: fx.Node) -> fx.Node | None:
+        nonlocal gone
+        user.replace_all_uses_with(node)
+        gm.graph.erase_node(user)
+        gone += 1
+        return sole_user(node)
+
+    user = sole_user(node)
+    mappable = isinstance(layer, (UnrolledConv2d, DirectConv2d))
+    added = bias_map(gm, user, node, layer) if user is not None and mappable else None
+    if added is not None:
+        if isinstance(layer, UnrolledConv2d):
+            layer.bias += added.reshape(-1, 1)
+        else:
+            layer.bias_map = added[0].clone(memory_format=torch.contiguous_format)
+        user = take(user)
+    other = shortcut(user, node) if isinstance(layer, DirectConv2d) and user is not None else None
+    if other is not None:
+        # the layer is called where the sum was, after the shortcut is computed
+        user.prepend(node)
+        node.args = (node.args[0], other)
+        user = take(user)
+    if user is not None and is_relu(gm, user) and user.args[0] is node:
+        layer.relu = True
+        user = take(user)
+    if isinstance(layer, DirectConv2d) and user is not None and pooled(gm, user, layer):
+        layer.pool = True
+        take(user)
+    return gone
+
+
+def shortcut(node: fx.Node, layer_node: fx.Node) -> fx.Node | None:
+    """The tensor that `node` adds to the output of `layer_node` (a residual block's sum); None
+    where `node` is no such sum."""
+    if node.op != "call_function" or node.target not in ADDITIONS or node.kwargs:
+        return None
+    if len(node.args) != 2 or len(layer_node.args) != 1 or layer_node.kwargs:
+        return None
+    first, second = node.args
+    other = second if first is layer_node else first if second is layer_node else None
+    if not isinstance(other, fx.Node) or other is layer_node or other.op == "get_attr":
+        return None
+    return other
+
+
+def pooled(gm: fx.GraphModule, node: fx.Node, layer: "DirectConv2d") -> bool:
+    """Whether `node` is a plain 2x2 max pool, called once, of `layer`'s output only."""
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+        return False
+    calls = module_calls(gm)
+    return (
+        plain_2x2(gm.get_submodule(node.target))
+        and calls[node.target] == 1
+        and min(layer.output_hw) >= 2
+    )
 
 
 def module_calls(gm: fx.GraphModule) -> dict[str, int]:
@@ -330,12 +484,14 @@ def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return type(gm.get_submodule(node.target)) is nn.ReLU
     if node.op == "call_method":
-        return node.target in ("relu", "relu_") and not node.kwargs
-    return node.op == "call_function" and node.target in RELUS and not node.kwargs
+        return node.target in ("relu", "relu_") and not node.kwargs and len(node.args) == 1
+    # F.relu(x, inplace=...), as torch.fx writes it: in place or not, the same values
+    plain = len(node.args) == 1 and set(node.kwargs) <= {"inplace"}
+    return node.op == "call_function" and node.target in RELUS and plain
 
 
 SPARSE = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
-KERNELS = ("dense", "csr", "unrolled")
+KERNELS = ("dense", "csr", "unrolled", "direct")
 
 
 def fastest(times: dict[str, float]) -> str:
@@ -420,6 +576,8 @@ def candidates(dense: nn.Module, x: torch.Tensor) -> dict[str, nn.Module]:
     kernels = {"dense": dense, "csr": SPARSE[type(dense)](dense)}
     if isinstance(dense, nn.Conv2d) and unrolled_size(dense, *x.shape[2:]) <= UNROLLED_LIMIT:
         kernels["unrolled"] = UnrolledConv2d(dense, *x.shape[2:])
+    if isinstance(dense, nn.Conv2d) and native.direct_conv() is not None:
+        kernels["direct"] = DirectConv2d(dense, *x.shape[2:])
     return kernels
 
 
@@ -447,7 +605,9 @@ def sparsify(
 
 
 def fixed_size(gm: nn.Module) -> bool:
-    """Whether some layer of `gm` runs on one input size only (an unrolled convolution)."""
+    """Whether some layer of `gm` was unrolled for one input size. (A direct convolution that
+    took in a constant per output value is held to one size too, but only where compaction
+    folded that constant through zero padding, which holds the whole export to it already.)"""
     return any(isinstance(module, UnrolledConv2d) for module in gm.modules())
 
 
