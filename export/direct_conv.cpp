@@ -42,6 +42,9 @@ inline void strip(float* out, const float* in, const int64_t* offsets, const flo
   for (int v = 0; v < V; ++v) __builtin_memcpy(out + v * LANES, &acc[v], sizeof(lanes));
 }
 
+// the larger of two values, NaN if either is: as max_pool2d carries a NaN through
+inline float larger(float a, float b) { return (a > b || a != a) ? a : b; }
+
 }  // namespace
 
 // The input with `pad_h` rows of zeros above and below, and `pad_w` columns left and at least
@@ -172,13 +175,13 @@ torch::Tensor sparse_conv2d(torch::Tensor input, torch::Tensor starts, torch::Te
           convolved(2 * y, upper.data());
           convolved(2 * y + 1, lower.data());
           for (int64_t x = 0; x < final_w; ++x)
-            written[x] = std::max(std::max(upper[2 * x], upper[2 * x + 1]),
-                                  std::max(lower[2 * x], lower[2 * x + 1]));
+            written[x] = larger(larger(upper[2 * x], upper[2 * x + 1]),
+                                larger(lower[2 * x], lower[2 * x + 1]));
         } else {
           convolved(y, written);
         }
         if (relu)
-          for (int64_t x = 0; x < final_w; ++x) written[x] = std::max(written[x], 0.0f);
+          for (int64_t x = 0; x < final_w; ++x) written[x] = larger(written[x], 0.0f);
       }
     }
   });

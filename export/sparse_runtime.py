@@ -283,7 +283,8 @@ class DirectConv2d(nn.Module):
                 f"{x.shape[2]}x{x.shape[3]}: export the run again for that size"
             )
         kernel = native.direct_conv()
-        if kernel is None or x.dtype != torch.float32 or x.device.type != "cpu":
+        plain = x.dtype == self.values.dtype == torch.float32 and x.device.type == "cpu"
+        if kernel is None or not plain:
             return self.dense(x, residual)
         none = self.values.new_empty(0)
         if residual is not None and residual.dtype != torch.float32:

@@ -184,3 +184,15 @@ def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(monkeypatc
     native.clear_stale_lock("old")
     native.clear_stale_lock("new")
     assert not stale.exists() and live.exists()
+
+
+def test_a_nan_goes_through_the_pool_taken_in_as_through_max_pool2d():
+    conv = sparse_conv(3, 4, 3, padding=1, density=1.0)
+    direct = DirectConv2d(conv, 6, 6)
+    direct.relu = direct.pool = True
+    x = torch.randn(1, 3, 6, 6)
+    x[0, 0, 2, 3] = float("nan")
+    with torch.no_grad():
+        got, expected = direct(x), F.max_pool2d(conv(x).relu(), 2)
+    assert torch.equal(got.isnan(), expected.isnan()) and got.isnan().any()
+    assert_close(got.nan_to_num(), expected.nan_to_num())
