@@ -237,6 +237,10 @@ class UnrolledConv2d(nn.Module):
         )
 
 
+# what the C++ kernel takes for a tensor a layer has not
+NOTHING = torch.empty(0)
+
+
 class DirectConv2d(nn.Module):
     """nn.Conv2d (groups 1, zero padding) as a direct sparse convolution (export/direct_conv.cpp):
     each output row summed over its channel's live weights, no unfolding, so that a layer at 12%
@@ -276,24 +280,28 @@ class DirectConv2d(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The layer on `x`, plus `residual` (of the output's shape) before the ReLU where one
         was taken in."""
-        if self.bias_map is not None and tuple(x.shape[2:]) != self.input_size:
+        # the buffers read from their dict: nn.Module's attribute lookup of seven of them would
+        # cost a small layer as much as its arithmetic
+        held = self._buffers
+        if held["bias_map"] is not None and tuple(x.shape[2:]) != self.input_size:
             raise ValueError(
                 f"this sparse_runtime export took a constant per output value into a "
                 f"convolution for inputs of {self.input_size[0]}x{self.input_size[1]}, not "
                 f"{x.shape[2]}x{x.shape[3]}: export the run again for that size"
             )
         kernel = native.direct_conv()
-        plain = x.dtype == self.values.dtype == torch.float32 and x.device.type == "cpu"
+        values = held["values"]
+        plain = x.dtype == values.dtype == torch.float32 and x.device.type == "cpu"
         if kernel is None or not plain:
             return self.dense(x, residual)
-        none = self.values.new_empty(0)
+        bias, bias_map = held["bias"], held["bias_map"]
         if residual is not None and residual.dtype != torch.float32:
             residual = residual.float()
         return kernel.sparse_conv2d(
-            x, self.starts, self.channels, self.rows, self.cols, self.values,
-            none if self.bias is None else self.bias,
-            none if self.bias_map is None else self.bias_map,
-            none if residual is None else residual,
+            x, held["starts"], held["channels"], held["rows"], held["cols"], values,
+            NOTHING if bias is None else bias,
+            NOTHING if bias_map is None else bias_map,
+            NOTHING if residual is None else residual,
             self.out_channels, *self.kernel_size, *self.stride, *self.padding, *self.dilation,
             self.relu, self.pool,
         )  # fmt: skip
