@@ -126,15 +126,20 @@ def columns(conv: nn.Module, x: torch.Tensor, height: int, width: int) -> torch.
     return view.reshape(channels * kh * kw, batch * height * width)
 
 
+def take_geometry(layer: nn.Module, conv: nn.Conv2d) -> None:
+    """`conv`'s channels, kernel size, stride, padding and dilation, as attributes of `layer`."""
+    layer.in_channels, layer.out_channels = conv.in_channels, conv.out_channels
+    layer.kernel_size, layer.stride = conv.kernel_size, conv.stride
+    layer.padding, layer.dilation = conv.padding, conv.dilation
+
+
 class SparseConv2d(nn.Module):
     """nn.Conv2d (groups 1, zero padding) with a CSR weight of shape (out, in * kh * kw),
     applied to the unfolded input."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
+        take_geometry(self, conv)
         self.register_buffer("weight", csr(conv.weight))
         bias = None if conv.bias is None else conv.bias.detach().clone()
         self.register_buffer("bias", bias)
@@ -197,9 +202,7 @@ class UnrolledConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, height: int, width: int):
         super().__init__()
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
+        take_geometry(self, conv)
         self.input_size = (height, width)
         rows, columns, values, self.output_hw = unrolled_entries(conv, height, width)
         positions = self.output_hw[0] * self.output_hw[1]
@@ -253,9 +256,7 @@ class DirectConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, height: int, width: int):
         super().__init__()
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
+        take_geometry(self, conv)
         # the sizes it was made for: only a bias map taken in holds it to them
         self.input_size = (height, width)
         self.output_hw = (output_side(conv, height, 0), output_side(conv, width, 1))

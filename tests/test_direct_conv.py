@@ -16,21 +16,7 @@ from torch import fx, nn
 from export import native
 from export.safe_load import read_module
 from export.sparse_runtime import DirectConv2d, candidates, fuse_into_sparse, sparsify
-
-TOLERANCE = 1e-5
-
-
-def sparse_conv(*args, density: float = 0.2, seed: int = 0, **kwargs) -> nn.Conv2d:
-    torch.manual_seed(seed)
-    conv = nn.Conv2d(*args, **kwargs).eval()
-    with torch.no_grad():
-        conv.weight.mul_(torch.rand_like(conv.weight) < density)
-    return conv
-
-
-def assert_close(got: torch.Tensor, expected: torch.Tensor) -> None:
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max() <= TOLERANCE * expected.abs().max().clamp_min(1)
+from tests.support.kernels import assert_close, sparse_conv
 
 
 def test_the_kernel_builds_here():

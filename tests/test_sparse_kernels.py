@@ -17,16 +17,7 @@ from export.sparse_runtime import (
     fuse_into_sparse,
     sparsify,
 )
-
-TOLERANCE = 1e-5
-
-
-def sparse_conv(*args, density: float = 0.1, seed: int = 0, **kwargs) -> nn.Conv2d:
-    torch.manual_seed(seed)
-    conv = nn.Conv2d(*args, **kwargs).eval()
-    with torch.no_grad():
-        conv.weight.mul_(torch.rand_like(conv.weight) < density)
-    return conv
+from tests.support.kernels import assert_close, sparse_conv
 
 
 def trained_batchnorm(channels: int, seed: int = 0) -> nn.BatchNorm2d:
@@ -38,11 +29,6 @@ def trained_batchnorm(channels: int, seed: int = 0) -> nn.BatchNorm2d:
         bn.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
         bn.bias.copy_(torch.rand(channels, generator=generator) * 2 - 1)
     return bn
-
-
-def assert_close(got: torch.Tensor, expected: torch.Tensor) -> None:
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max() <= TOLERANCE * expected.abs().max()
 
 
 @pytest.mark.parametrize(
