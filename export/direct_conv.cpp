@@ -51,9 +51,13 @@ inline void strip(float* out, const float* in, const int64_t* offsets, const flo
   for (int v = 0; v < V; ++v) __builtin_memcpy(out + v * LANES, &acc[v], sizeof(lanes));
 }
 
-// `length` values (rounded up to LANES) of a span starting at `in`
+inline int64_t rounded(int64_t n) { return (n + LANES - 1) / LANES * LANES; }
+
+// `length` values (rounded up to LANES: in as few strips as that takes) of a span starting at
+// `in`
 void span(float* out, const float* in, int64_t length, const int64_t* offsets,
           const float* values, int64_t count, float bias) {
+  length = rounded(length);
   int64_t x = 0;
   for (; x + 8 * LANES <= length; x += 8 * LANES)
     strip<8>(out + x, in + x, offsets, values, count, bias);
@@ -66,8 +70,6 @@ void span(float* out, const float* in, int64_t length, const int64_t* offsets,
 
 // the larger of two values, NaN if either is: as max_pool2d carries a NaN through
 inline float larger(float a, float b) { return (a > b || a != a) ? a : b; }
-
-inline int64_t rounded(int64_t n) { return (n + LANES - 1) / LANES * LANES; }
 
 // The input with `pad_h` rows of zeros above and below and `pad_w` columns left and right, and
 // SLACK zeros after the last image.
