@@ -105,7 +105,14 @@ torch::Tensor sparse_conv2d(torch::Tensor input, torch::Tensor starts, torch::Te
                             int64_t dilation_h, int64_t dilation_w, bool relu, bool pool) {
   TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat && input.device().is_cpu(),
               "sparse_conv2d takes a float32 (batch, channels, height, width) CPU tensor");
-  auto x = input.contiguous();
+  auto x = input;
+  // a strided 1x1 convolution (a ResNet shortcut) reads only every stride-th pixel: those picked
+  // out first, it is a convolution at stride 1 of a smaller image
+  if (kernel_h == 1 && kernel_w == 1 && pad_h == 0 && pad_w == 0 && stride_h * stride_w > 1) {
+    x = x.slice(2, 0, x.size(2), stride_h).slice(3, 0, x.size(3), stride_w);
+    stride_h = stride_w = 1;
+  }
+  x = x.contiguous();
   const int64_t batch = x.size(0), in_channels = x.size(1), height = x.size(2),
                 width = x.size(3);
   const int64_t out_h = (height + 2 * pad_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1;
