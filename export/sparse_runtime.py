@@ -246,12 +246,13 @@ NOTHING = torch.empty(0)
 
 class DirectConv2d(nn.Module):
     """nn.Conv2d (groups 1, zero padding) as a direct sparse convolution (export/direct_conv.cpp):
-    each output row summed over its channel's live weights, no unfolding, so that a layer at 12%
-    density costs about 12% of the dense one's arithmetic. The live weights are kept grouped by
-    output channel (`starts`), each with its input channel, kernel row and column. What follows
-    the convolution can be taken into it (`fuse_into_sparse`): a constant added per output value
-    (`bias_map`, which fixes the layer to its input size), a ReLU, and a 2x2 max pool. Where the
-    C++ kernel cannot be built (export/native.py says why) the layer runs as torch's dense
+    each output value summed over its channel's live weights straight from the padded input, no
+    unfolding, so that a layer at 12% density costs about 12% of the dense one's arithmetic. The
+    live weights are kept grouped by output channel (`starts`), each with its input channel,
+    kernel row and column. What follows the convolution can be taken into it
+    (`fuse_into_sparse`): a constant added per output value (`bias_map`, which fixes the layer to
+    its input size), a shortcut added (`forward`'s `residual`), a ReLU and a 2x2 max pool. Where
+    the C++ kernel cannot be built (export/native.py says why) the layer runs as torch's dense
     convolution of the same weights, with a warning that says so."""
 
     def __init__(self, conv: nn.Conv2d, height: int, width: int):
@@ -274,9 +275,6 @@ class DirectConv2d(nn.Module):
         self.register_buffer("bias_map", None)  # (out, height, width) once one is taken in
         self.relu = False
         self.pool = False
-
-    def output_size(self, side: int, dim: int) -> int:
-        return output_side(self, side, dim)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """The layer on `x`, plus `residual` (of the output's shape) before the ReLU where one
