@@ -2,22 +2,24 @@
 
 PyTorch has no CPU kernel that skips a convolution's zero weights (its CSR products need the
 input unfolded first, which at 12% density costs as much as the dense convolution it replaces),
-so export/direct_conv.cpp is one: a few dozen lines that torch.utils.cpp_extension compiles with
-the machine's C++ compiler and ninja the first time a process asks for it (about a minute), into
-torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR), where later
-processes find it built. The build is named by the CPU's vector width, so a cache shared between
-machines never hands one a binary its CPU cannot run.
+so export/direct_conv.cpp is one: about two hundred lines that torch.utils.cpp_extension compiles
+with the machine's C++ compiler and ninja the first time a process asks for it (about a minute),
+into torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR), where later
+processes find it built (in half a second). The build is named by the CPU's vector width and a
+digest of the source, so a cache shared between machines never hands one a binary its CPU cannot
+run, and every checkout of the same kernel shares one build. torch guards a build with an OS
+lock, which a killed build releases.
 
 Where it cannot be built (no compiler, no ninja, a read-only cache) `direct_conv()` is None and
 `why_not()` says why in one line: sparse_runtime then never offers the kernel, and an export
 holding it runs those layers as dense convolutions, with a warning that says so.
 """
 
+import hashlib
 import logging
 import os
 import shutil
 import sys
-import time
 import warnings
 from contextlib import contextmanager
 from functools import cache
@@ -75,32 +77,25 @@ def _built():
         return None, f"torch.utils.cpp_extension is missing ({error})"
     finally:
         quiet.setLevel(level_before)
-    level = capability()
-    name = f"flipout_direct_conv_{level}"
-    clear_stale_lock(name)
-    if not compiled_before(name):
-        print(
-            "compiling the direct sparse convolution (export/direct_conv.cpp), once per machine: "
-            "about a minute",
-            file=sys.stderr,
-            flush=True,
-        )
     # -ffp-contract=fast: multiply and add fused where the CPU can, as oneDNN's kernels do
-    flags = ["-O3", "-ffp-contract=fast", *FLAGS[level]]
+    flags = ["-O3", "-ffp-contract=fast", *FLAGS[capability()]]
     try:
+        name, source = staged_source(flags)
+        if not compiled_before(name):
+            print(
+                "compiling the direct sparse convolution (export/direct_conv.cpp), once per "
+                "machine: about a minute",
+                file=sys.stderr,
+                flush=True,
+            )
         with warnings.catch_warnings(), ninja_on_path():
             # "No CUDA runtime is found": this torch is a CUDA build; the kernel is CPU only
             warnings.filterwarnings("ignore")
-            module = load(name, [str(SOURCE)], extra_cflags=flags)
+            module = load(name, [str(source)], extra_cflags=flags)
     except Exception as error:  # a compiler's failure is any of several types; all mean 'no'
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return None, f"it could not be compiled ({first})"
     return module, ""
-
-
-# torch's lock on a build in progress; a build killed midway leaves it, and every later process
-# would wait on it for ever
-STALE_LOCK_SECONDS = 600
 
 
 def build_root() -> Path:
@@ -110,14 +105,23 @@ def build_root() -> Path:
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
 
 
-def clear_stale_lock(name: str) -> None:
-    root = build_root()
-    for lock in [*root.glob(f"*/{name}/lock"), *root.glob(f"{name}/lock")]:
-        try:
-            if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-                lock.unlink()
-        except FileNotFoundError:  # another process finished or cleared it meanwhile
-            pass
+def staged_source(flags: list[str]) -> tuple[str, Path]:
+    """The build's name and where its source is staged: named by a digest of the source and
+    the flags, in the build root. torch's build file names the source by its absolute path, so
+    two checkouts building from their own copies would each rebuild the other's (a minute each
+    time one runs after the other); from the staged copy, every checkout with this kernel shares
+    one build, and a changed kernel is another name."""
+    text = SOURCE.read_bytes()
+    digest = hashlib.sha256(text + " ".join(flags).encode()).hexdigest()[:12]
+    name = f"flipout_direct_conv_{capability()}_{digest}"
+    staged = build_root() / "sources" / f"{name}.cpp"
+    if not staged.is_file() or staged.read_bytes() != text:
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under another name first: a process reading it meanwhile sees it all
+        partial = staged.with_name(f"{staged.name}.{os.getpid()}.partial")
+        partial.write_bytes(text)
+        os.replace(partial, staged)
+    return name, staged
 
 
 def compiled_before(name: str) -> bool:

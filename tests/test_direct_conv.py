@@ -4,8 +4,6 @@ export/sparse_runtime.py): it computes what the convolution does, with what it t
 runs dense; and an export that holds it reads back safely."""
 
 import io
-import os
-import time
 import warnings
 
 import pytest
@@ -159,17 +157,16 @@ def test_an_export_holding_direct_convolutions_reads_back_without_running_its_co
         assert torch.equal(loaded(x), gm(x))
 
 
-def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(monkeypatch, tmp_path):
+def test_checkouts_of_one_kernel_share_one_build(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    stale, live = tmp_path / "py311" / "old" / "lock", tmp_path / "new" / "lock"
-    for lock in (stale, live):
-        lock.parent.mkdir(parents=True)
-        lock.touch()
-    hour_ago = time.time() - 3600
-    os.utime(stale, (hour_ago, hour_ago))
-    native.clear_stale_lock("old")
-    native.clear_stale_lock("new")
-    assert not stale.exists() and live.exists()
+    name, staged = native.staged_source(["-O3"])
+    assert staged.read_bytes() == native.SOURCE.read_bytes()
+    assert staged.parent.parent == tmp_path and name.startswith("flipout_direct_conv_")
+    before = staged.stat().st_mtime_ns
+    assert native.staged_source(["-O3"]) == (name, staged)  # found, not written again
+    assert staged.stat().st_mtime_ns == before
+    assert native.staged_source(["-O2"])[0] != name  # other flags: another build
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_a_nan_goes_through_the_pool_taken_in_as_through_max_pool2d():
