@@ -18,6 +18,7 @@ holding it runs those layers as dense convolutions, with a warning that says so.
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -93,9 +94,21 @@ def _built():
             warnings.filterwarnings("ignore")
             module = load(name, [str(source)], extra_cflags=flags)
     except Exception as error:  # a compiler's failure is any of several types; all mean 'no'
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return None, f"it could not be compiled ({first})"
+        return None, f"it could not be compiled ({failure(error)})"
     return module, ""
+
+
+def failure(error: Exception) -> str:
+    """A failed build in one short line: what failed, and the line of the compiler's output
+    that says why, not the command lines torch's message holds."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    head = lines[0].split(": [")[0]  # "Error building extension 'name'"
+    said = [line for line in lines[1:] if re.search(r"error|not found|No such file", line)]
+    said = said or [line for line in lines[1:] if not line.startswith(("ninja:", "FAILED:", "["))]
+    text = f"{head}: {said[0]}" if said else head
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def build_root() -> Path:

@@ -179,3 +179,15 @@ def test_a_nan_goes_through_the_pool_taken_in_as_through_max_pool2d():
         got, expected = direct(x), F.max_pool2d(conv(x).relu(), 2)
     assert torch.equal(got.isnan(), expected.isnan()) and got.isnan().any()
     assert_close(got.nan_to_num(), expected.nan_to_num())
+
+
+def test_a_failed_build_is_told_in_one_short_line():
+    said = RuntimeError(
+        "Error building extension 'k': [1/2] c++ -MMD -O3 -c /src/k.cpp -o k.o\n"
+        "FAILED: k.o \nc++ -MMD -O3 -c /src/k.cpp -o k.o\n"
+        "/src/k.cpp:3:1: error: expected ';' before '}' token\nninja: build stopped: failed.\n"
+    )
+    assert native.failure(said) == (
+        "Error building extension 'k': /src/k.cpp:3:1: error: expected ';' before '}' token"
+    )
+    assert native.failure(OSError()) == "OSError"
