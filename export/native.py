@@ -2,9 +2,9 @@
 
 PyTorch has no CPU kernel that skips a convolution's zero weights (its CSR products need the
 input unfolded first, which at 12% density costs as much as the dense convolution it replaces),
-so export/direct_conv.cpp is one: about two hundred lines that torch.utils.cpp_extension compiles
-with the machine's C++ compiler and ninja the first time a process asks for it (about a minute),
-into torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR), where later
+so export/direct_conv.cpp is one: about two hundred lines that torch.utils.cpp_extension
+compiles with the machine's C++ compiler and ninja the first time a process asks for it (half a
+minute here), into torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR), where later
 processes find it built (in half a second). The build is named by the CPU's vector width and a
 digest of the source, so a cache shared between machines never hands one a binary its CPU cannot
 run, and every checkout of the same kernel shares one build. torch guards a build with an OS
@@ -85,7 +85,7 @@ def _built():
         if not compiled_before(name):
             print(
                 "compiling the direct sparse convolution (export/direct_conv.cpp), once per "
-                "machine: about a minute",
+                "machine: about half a minute",
                 file=sys.stderr,
                 flush=True,
             )
