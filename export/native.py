@@ -4,11 +4,11 @@ PyTorch has no CPU kernel that skips a convolution's zero weights (its CSR produ
 input unfolded first, which at 12% density costs as much as the dense convolution it replaces),
 so export/direct_conv.cpp is one: about two hundred lines that torch.utils.cpp_extension
 compiles with the machine's C++ compiler and ninja the first time a process asks for it (half a
-minute here), into torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR), where later
-processes find it built (in half a second). The build is named by the CPU's vector width and a
-digest of the source, so a cache shared between machines never hands one a binary its CPU cannot
-run, and every checkout of the same kernel shares one build. torch guards a build with an OS
-lock, which a killed build releases.
+minute here), into torch's extension cache (~/.cache/torch_extensions, or TORCH_EXTENSIONS_DIR),
+where later processes find it built (in half a second). The build is named by the CPU's vector
+width and a digest of the source, so a cache shared between machines never hands one a binary
+its CPU cannot run, and every checkout of the same kernel shares one build. torch guards a build
+with an OS lock, which a killed build releases.
 
 Where it cannot be built (no compiler, no ninja, a read-only cache) `direct_conv()` is None and
 `why_not()` says why in one line: sparse_runtime then never offers the kernel, and an export
