@@ -11,7 +11,7 @@ input at the batch size asked for (`sparsify`); the dense layer stays unless one
   product. The unfolding costs as much as a dense convolution at 10% density, so this kernel
   wins for linear layers and for convolutions sparser than that.
 - direct, for convolutions: export/direct_conv.cpp (compiled on first use, export/native.py),
-  each output row summed over its channel's live weights straight from the padded input, no
+  each output value summed over its channel's live weights straight from the padded input, no
   unfolding: about a live weight's worth of arithmetic per live weight, from 12% density (where
   it runs 3-4x faster than oneDNN's dense convolution) to a few weights a layer. It takes in
   what follows it (a constant map, a ResNet block's shortcut, the ReLU, a 2x2 max pool), so
@@ -390,7 +390,7 @@ def fuse_into_sparse(gm: fx.GraphModule) -> int:
             continue  # a layer called twice would take in what follows one call into both
         layer = gm.get_submodule(node.target)
         if isinstance(layer, (UnrolledConv2d, SparseConv2d, DirectConv2d)):
-            gone += fuse_after(gm, node, layer)
+            gone += fuse_after(gm, node, layer, calls)
     if gone:
         gm.graph.eliminate_dead_code()
         gm.delete_all_unused_submodules()
@@ -402,8 +402,9 @@ def sole_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def fuse_after(gm: fx.GraphModule, node: fx.Node, layer: nn.Module) -> int:
-    """What follows `node`, a call of the sparse `layer`, taken into it; how many nodes went."""
+def fuse_after(gm: fx.GraphModule, node: fx.Node, layer: nn.Module, calls: dict[str, int]) -> int:
+    """What follows `node`, a call of the sparse `layer`, taken into it (`calls`: how many nodes
+    call each submodule); how many nodes went."""
     gone = 0
 
     def take(user: fx.Node) -> fx.Node | None:
@@ -431,7 +432,7 @@ def fuse_after(gm: fx.GraphModule, node: fx.Node, layer: nn.Module) -> int:
     if user is not None and is_relu(gm, user) and user.args[0] is node:
         layer.relu = True
         user = take(user)
-    if isinstance(layer, DirectConv2d) and user is not None and pooled(gm, user, layer):
+    if isinstance(layer, DirectConv2d) and user is not None and pooled(gm, user, layer, calls):
         layer.pool = True
         take(user)
     return gone
@@ -451,11 +452,10 @@ def shortcut(node: fx.Node, layer_node: fx.Node) -> fx.Node | None:
     return other
 
 
-def pooled(gm: fx.GraphModule, node: fx.Node, layer: "DirectConv2d") -> bool:
+def pooled(gm: fx.GraphModule, node: fx.Node, layer: "DirectConv2d", calls: dict) -> bool:
     """Whether `node` is a plain 2x2 max pool, called once, of `layer`'s output only."""
     if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
         return False
-    calls = module_calls(gm)
     return (
         plain_2x2(gm.get_submodule(node.target))
         and calls[node.target] == 1
