@@ -108,6 +108,9 @@ torch::Tensor sparse_conv2d(torch::Tensor input, torch::Tensor starts, torch::Te
                             int64_t dilation_h, int64_t dilation_w, bool relu, bool pool) {
   TORCH_CHECK(input.dim() == 4 && input.scalar_type() == torch::kFloat && input.device().is_cpu(),
               "sparse_conv2d takes a float32 (batch, channels, height, width) CPU tensor");
+  TORCH_CHECK(kernel_h > 0 && kernel_w > 0 && stride_h > 0 && stride_w > 0 && pad_h >= 0 &&
+                  pad_w >= 0 && dilation_h > 0 && dilation_w > 0 && out_channels >= 0,
+              "sparse_conv2d: the layer's geometry is not a convolution's");
   auto x = input;
   // a strided 1x1 convolution (a ResNet shortcut) reads only every stride-th pixel: those picked
   // out first, it is a convolution at stride 1 of a smaller image
@@ -142,13 +145,36 @@ torch::Tensor sparse_conv2d(torch::Tensor input, torch::Tensor starts, torch::Te
   const int64_t span_length = one_span ? (out_h - 1) * padded_w + full_w : full_w;
   const int64_t row_step = one_span ? padded_w : 0;  // a row's start in the span
 
+  // a layer read from a file someone sent is held to its shapes before anything is indexed
   const int64_t live = values.numel();
+  TORCH_CHECK(values.scalar_type() == torch::kFloat && values.is_contiguous() &&
+                  starts.scalar_type() == torch::kLong && starts.is_contiguous() &&
+                  starts.numel() == out_channels + 1,
+              "sparse_conv2d: the layer's weights are not the shapes and types it writes");
+  for (auto* index : {&channels, &rows, &cols})
+    TORCH_CHECK(index->scalar_type() == torch::kInt && index->is_contiguous() &&
+                    index->numel() == live,
+                "sparse_conv2d: the layer's weight indices are not one per live weight");
+  TORCH_CHECK(!bias.defined() || !bias.numel() ||
+                  (bias.scalar_type() == torch::kFloat && bias.numel() == out_channels),
+              "sparse_conv2d: the bias is not one float per output channel");
+  TORCH_CHECK(!mapped || (bias_map.scalar_type() == torch::kFloat && bias_map.is_contiguous()),
+              "sparse_conv2d: the bias map is not a contiguous float32 tensor");
+  const auto* first_of = starts.data_ptr<int64_t>();
+  TORCH_CHECK(first_of[0] == 0 && first_of[out_channels] == live,
+              "sparse_conv2d: the channels' weights do not cover the live weights");
+  for (int64_t o = 0; o < out_channels; ++o)
+    TORCH_CHECK(first_of[o] <= first_of[o + 1], "sparse_conv2d: the channels' weights overlap");
   std::vector<int64_t> offsets(live);
   const auto* c = channels.data_ptr<int32_t>();
   const auto* r = rows.data_ptr<int32_t>();
   const auto* s = cols.data_ptr<int32_t>();
-  for (int64_t k = 0; k < live; ++k)
+  for (int64_t k = 0; k < live; ++k) {
+    TORCH_CHECK(c[k] >= 0 && c[k] < in_channels && r[k] >= 0 && r[k] < kernel_h && s[k] >= 0 &&
+                    s[k] < kernel_w,
+                "sparse_conv2d: a weight's index is outside the layer");
     offsets[k] = c[k] * plane + r[k] * dilation_h * padded_w + s[k] * dilation_w;
+  }
 
   const int64_t final_h = pool ? out_h / 2 : out_h, final_w = pool ? out_w / 2 : out_w;
   auto out = torch::empty({batch, out_channels, final_h, final_w}, x.options());

@@ -191,3 +191,27 @@ def test_a_failed_build_is_told_in_one_short_line():
         "Error building extension 'k': /src/k.cpp:3:1: error: expected ';' before '}' token"
     )
     assert native.failure(OSError()) == "OSError"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["starts past the weights", "a channel outside the layer", "a negative kernel row",
+     "an index missing", "a zero stride"],
+)  # fmt: skip
+def test_a_damaged_layer_is_refused_before_anything_is_read(damage):
+    # an export is a file someone may have sent: its indices must not send the kernel outside
+    # its buffers
+    direct = DirectConv2d(sparse_conv(3, 4, 3, padding=1, density=0.5), 6, 6)
+    held = direct._buffers
+    if damage == "starts past the weights":
+        held["starts"][-1] += 1000
+    elif damage == "a channel outside the layer":
+        held["channels"][0] = 1000
+    elif damage == "a negative kernel row":
+        held["rows"][0] = -1
+    elif damage == "an index missing":
+        held["cols"] = held["cols"][1:]
+    else:
+        direct.stride = (0, 1)
+    with pytest.raises(RuntimeError, match=r"^sparse_conv2d: "), torch.no_grad():
+        direct(torch.randn(1, 3, 6, 6))
